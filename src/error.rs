@@ -1,0 +1,404 @@
+//! Every error the crate returns.
+//!
+//! Setting up and attaching fail with [`Error`], which names the key and shmid involved. The
+//! hot-path operations have small per-operation enums ([`TrySendError`], [`TryRecvError`]) so
+//! that the common outcomes (full, empty) cost nothing to build and give the message back. A
+//! peer that broke the protocol is reported as [`Corrupted`], which says what was wrong.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::segment::Key;
+
+/// Which ring an error is about: its key and shmid where it has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Ident {
+    /// The key the segment was created or opened with.
+    pub key: Option<Key>,
+    /// The segment's id.
+    pub shmid: Option<i32>,
+}
+
+impl Ident {
+    pub(crate) fn key(key: Key) -> Ident {
+        Ident {
+            key: Some(key),
+            shmid: None,
+        }
+    }
+
+    pub(crate) fn shmid(shmid: i32) -> Ident {
+        Ident {
+            key: None,
+            shmid: Some(shmid),
+        }
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key, self.shmid) {
+            (Some(k), Some(id)) => write!(f, "key {k} (shmid {id})"),
+            (Some(k), None) => write!(f, "key {k}"),
+            (None, Some(id)) => write!(f, "shmid {id}"),
+            (None, None) => f.write_str("in-process ring"),
+        }
+    }
+}
+
+/// One side of a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The side that sends (writes the tail).
+    Producer,
+    /// The side that receives (writes the head).
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// Errors of creating, opening and attaching segments and rings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `IPC_CREAT | IPC_EXCL` found a segment at the key already.
+    #[error("{ident}: a segment already exists at this key")]
+    Exists {
+        /// The key.
+        ident: Ident,
+    },
+    /// No segment has this key or id (or it was removed).
+    #[error("{ident}: no such segment")]
+    NotFound {
+        /// The key or id looked for.
+        ident: Ident,
+    },
+    /// The segment's mode or ownership forbids what was asked.
+    #[error("{ident}: permission denied ({op})")]
+    PermissionDenied {
+        /// The segment.
+        ident: Ident,
+        /// The call that was refused.
+        op: &'static str,
+    },
+    /// A system limit: segment size outside `SHMMIN..SHMMAX`, too many segments (`SHMMNI`),
+    /// total shared memory (`SHMALL`), or address space.
+    #[error("{ident}: {what}: {source}")]
+    SystemLimit {
+        /// The segment.
+        ident: Ident,
+        /// Which limit, in words.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `ftok` could not derive a key.
+    #[error("ftok({path:?}, {proj_id}) failed: {source}")]
+    Ftok {
+        /// The path given.
+        path: PathBuf,
+        /// The project id given.
+        proj_id: u8,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Any other failed system call.
+    #[error("{ident}: {op} failed: {source}")]
+    Sys {
+        /// The segment.
+        ident: Ident,
+        /// The call.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The [`RingConfig`](crate::RingConfig) asked for is impossible.
+    #[error("invalid ring configuration: {what}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The segment does not start with shmpipe's magic number: it belongs to someone else.
+    #[error("{ident}: not a shmpipe ring (magic {found:#018x})")]
+    NotShmpipe {
+        /// The segment.
+        ident: Ident,
+        /// The first 8 bytes found.
+        found: u64,
+    },
+    /// A shmpipe ring of a layout version this build does not speak.
+    #[error("{ident}: ring has layout version {found}, this build speaks version {expected}")]
+    VersionMismatch {
+        /// The segment.
+        ident: Ident,
+        /// The version in the segment.
+        found: u32,
+        /// The version of this build.
+        expected: u32,
+    },
+    /// The kernel's size of the segment is smaller than its header says it is.
+    #[error("{ident}: segment is {actual} bytes but its header claims {claimed}")]
+    SegmentTooSmall {
+        /// The segment.
+        ident: Ident,
+        /// The size the header claims (or the minimum header size).
+        claimed: u64,
+        /// The size from `IPC_STAT`.
+        actual: u64,
+    },
+    /// A header field is outside what the layout allows.
+    #[error("{ident}: invalid ring header: {what}")]
+    BadHeader {
+        /// The segment.
+        ident: Ident,
+        /// Which field, with what value.
+        what: String,
+    },
+    /// The creator did not publish the header in time: it is still starting, or it died
+    /// while initialising.
+    #[error("{ident}: ring not initialised after {waited:?}; its creator is slow or died")]
+    InitTimeout {
+        /// The segment.
+        ident: Ident,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// [`Ring::open_or_create`](crate::Ring::open_or_create) found a ring of another shape.
+    #[error("{ident}: existing ring differs from the configuration asked for: {what}")]
+    ConfigMismatch {
+        /// The ring.
+        ident: Ident,
+        /// Which parameter, found versus asked.
+        what: String,
+    },
+    /// Another process (or another handle in this one) holds the role.
+    #[error("{ident}: the {role} role is held by pid {pid}")]
+    RoleTaken {
+        /// The ring.
+        ident: Ident,
+        /// The role asked for.
+        role: Role,
+        /// The pid written by the holder.
+        pid: u32,
+    },
+    /// The ring's shared state broke the protocol.
+    #[error(transparent)]
+    Corrupted(#[from] Corrupted),
+}
+
+impl Error {
+    /// Maps an errno from a SysV call to the matching variant.
+    pub(crate) fn from_errno(ident: Ident, op: &'static str, source: io::Error) -> Error {
+        match source.raw_os_error() {
+            Some(libc::ENOENT | libc::EIDRM) => Error::NotFound { ident },
+            Some(libc::EACCES | libc::EPERM) => Error::PermissionDenied { ident, op },
+            Some(libc::ENOSPC) => Error::SystemLimit {
+                ident,
+                what: "the system limit on segments or shared memory is reached".into(),
+                source,
+            },
+            Some(libc::ENOMEM) => Error::SystemLimit {
+                ident,
+                what: "out of memory".into(),
+                source,
+            },
+            _ => Error::Sys { ident, op, source },
+        }
+    }
+}
+
+/// What a peer did to the ring that the protocol does not allow.
+///
+/// Indices are the free-running 64-bit slot counters; `at` is a slot counter too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The tail the producer published is behind the consumer's head, behind a tail seen
+    /// before, or more than the capacity ahead of the head.
+    TailOutOfRange {
+        /// The tail read.
+        tail: u64,
+        /// The consumer's released head.
+        head: u64,
+        /// The tail seen before.
+        last_tail: u64,
+        /// Slots in the ring.
+        capacity: u64,
+    },
+    /// The head the consumer published moved backwards or past what was published.
+    HeadOutOfRange {
+        /// The head read.
+        head: u64,
+        /// The head seen before.
+        last_head: u64,
+        /// The producer's published tail.
+        tail: u64,
+    },
+    /// A record header declares more payload than the ring's maximum message size.
+    RecordTooLong {
+        /// Where the record starts.
+        at: u64,
+        /// Its length field.
+        len: u32,
+        /// The ring's maximum.
+        max: u32,
+    },
+    /// A record would run past the end of the slot array.
+    RecordOverrunsArray {
+        /// Where the record starts.
+        at: u64,
+        /// Slots it would need.
+        slots: u64,
+        /// Slots in the array.
+        capacity: u64,
+    },
+    /// A record extends past the published tail.
+    RecordBeyondTail {
+        /// Where the record starts.
+        at: u64,
+        /// Slots it would need.
+        slots: u64,
+        /// Slots published from `at`.
+        available: u64,
+    },
+    /// A record header of a kind the protocol does not define.
+    UnknownKind {
+        /// Where the record starts.
+        at: u64,
+        /// Its kind field.
+        kind: u32,
+    },
+    /// A padding record whose length is not exactly the rest of the array (including a
+    /// padding record at the start of the array, which would cover it all).
+    BadPadding {
+        /// Where the record starts.
+        at: u64,
+        /// Its length field.
+        len: u32,
+        /// The only valid length at this position.
+        expected: u32,
+    },
+    /// A padding record that is not followed by a published message.
+    PaddingWithoutMessage {
+        /// Where the record starts.
+        at: u64,
+    },
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Corruption::TailOutOfRange {
+                tail,
+                head,
+                last_tail,
+                capacity,
+            } => write!(
+                f,
+                "tail {tail} out of range (head {head}, last tail {last_tail}, capacity {capacity} slots)"
+            ),
+            Corruption::HeadOutOfRange {
+                head,
+                last_head,
+                tail,
+            } => write!(
+                f,
+                "head {head} out of range (last head {last_head}, published tail {tail})"
+            ),
+            Corruption::RecordTooLong { at, len, max } => {
+                write!(f, "record at {at} has length {len}, over the maximum {max}")
+            }
+            Corruption::RecordOverrunsArray {
+                at,
+                slots,
+                capacity,
+            } => write!(
+                f,
+                "record at {at} needs {slots} slots and runs past the end of the {capacity}-slot array"
+            ),
+            Corruption::RecordBeyondTail {
+                at,
+                slots,
+                available,
+            } => write!(
+                f,
+                "record at {at} needs {slots} slots but only {available} are published"
+            ),
+            Corruption::UnknownKind { at, kind } => {
+                write!(f, "record at {at} has unknown kind {kind:#x}")
+            }
+            Corruption::BadPadding { at, len, expected } => write!(
+                f,
+                "padding record at {at} has length {len}, expected {expected}"
+            ),
+            Corruption::PaddingWithoutMessage { at } => {
+                write!(
+                    f,
+                    "padding record at {at} is not followed by a published message"
+                )
+            }
+        }
+    }
+}
+
+/// A peer broke the ring's protocol. The side that saw it is poisoned: every later call on it
+/// returns this same error at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{ring}: ring corrupted: {what}")]
+pub struct Corrupted {
+    /// The ring.
+    pub ring: Ident,
+    /// What was wrong.
+    pub what: Corruption,
+}
+
+/// Why [`Producer::try_send`](crate::Producer::try_send) or
+/// [`Producer::reserve`](crate::Producer::reserve) did not send.
+///
+/// `T` is what is handed back on `Full`: the message for `try_send`, `()` for `reserve`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TrySendError<T = ()> {
+    /// No room now; the message is given back. Try again once the consumer catches up.
+    #[error("ring is full")]
+    Full(T),
+    /// The message is longer than the ring's maximum message size; it will never fit.
+    #[error("message of {len} bytes exceeds the ring's maximum of {max} bytes")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The ring's maximum.
+        max: usize,
+    },
+    /// The consumer broke the protocol; the producer is poisoned.
+    #[error(transparent)]
+    Corrupted(Corrupted),
+}
+
+/// Why [`Consumer::try_recv`](crate::Consumer::try_recv) or
+/// [`Consumer::try_read`](crate::Consumer::try_read) returned no message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// No message is waiting.
+    #[error("ring is empty")]
+    Empty,
+    /// The next message does not fit in the buffer given; it stays in the ring.
+    #[error("next message is {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
+    /// The producer broke the protocol; the consumer is poisoned.
+    #[error(transparent)]
+    Corrupted(Corrupted),
+}

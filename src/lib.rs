@@ -1,0 +1,54 @@
+//! # shmpipe
+//!
+//! A lock-free single-producer/single-consumer ring buffer between two processes, inside one
+//! System V shared-memory segment. Messages (byte slices from 0 bytes up to a maximum fixed at
+//! creation) go from the [`Producer`] to the [`Consumer`] with no system call on the hot path:
+//! the producer publishes with one Release store, the consumer reads with Acquire, and each side
+//! re-reads the other's index only when its cached copy says full or empty.
+//!
+//! The other process is not trusted. Every index and record header read from the segment is
+//! read once, checked against private state, and a violation becomes a sticky
+//! [`Corrupted`] error: never a panic, an out-of-bounds access or a hang.
+//!
+//! ```
+//! use shmpipe::{Key, Ring, RingConfig};
+//!
+//! // Process A (here: the same process, for the example) creates the ring by key...
+//! let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
+//! let mut tx = ring.producer()?;
+//! // ...process B would call Ring::open(key) or Ring::open_id(shmid), then consumer().
+//! let mut rx = Ring::open_id(ring.shmid().unwrap())?.consumer()?;
+//!
+//! tx.try_send(b"hello").unwrap();
+//! let msg = rx.try_read().unwrap();
+//! assert_eq!(&*msg, b"hello");
+//! # drop(msg);
+//! ring.remove()?;
+//! # Ok::<(), shmpipe::Error>(())
+//! ```
+//!
+//! The protocol is in `docs/DESIGN.md`, the byte layout in `docs/LAYOUT.md`.
+//!
+//! ## Modules
+//! - [`segment`]: SysV keys and segments (shmget/shmat/shmdt/shmctl/ftok), nothing else.
+//! - `layout`: the header's byte layout and its validation.
+//! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
+//! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
+//! - [`error`]: every error type.
+
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+mod layout;
+mod region;
+mod ring;
+pub mod segment;
+
+pub use error::{Corrupted, Corruption, Error, Ident, Role, TryRecvError, TrySendError};
+pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+pub use ring::{
+    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
+    SendBatch, WriteGrant,
+};
+pub use segment::{Key, Segment, SegmentStat};

@@ -1,0 +1,205 @@
+//! The memory a ring lives in: a header followed by a slot array, in a SysV segment or on the
+//! heap (for two threads, tests and Miri).
+//!
+//! This module owns the raw pointers. It turns a validated [`Geometry`] and a base address into
+//! the few accessors the ring protocol needs (the shared indices, record headers, payload
+//! pointers) and guarantees they stay inside the mapping: every slot index is masked here. It
+//! does not decide when to read or write them; that is the ring's job (`ring`).
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::Ident;
+use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
+use crate::segment::Segment;
+
+/// A zeroed, 128-aligned heap allocation, freed on drop.
+pub(crate) struct HeapBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl HeapBuf {
+    /// Allocates `len` zeroed bytes aligned to a header line.
+    pub(crate) fn zeroed(len: usize) -> Option<HeapBuf> {
+        let layout = Layout::from_size_align(len.max(1), LINE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
+        Some(HeapBuf { ptr, layout })
+    }
+}
+
+impl Drop for HeapBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed` with exactly this layout and is freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// What keeps the memory mapped or allocated.
+pub(crate) enum Backing {
+    /// An attached SysV segment.
+    Segment(Segment),
+    /// A heap allocation (in-process ring).
+    Heap(HeapBuf),
+}
+
+impl Backing {
+    /// Base address of the memory.
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        match self {
+            Backing::Segment(s) => NonNull::new(s.as_ptr()).expect("attached segment is non-null"),
+            Backing::Heap(h) => h.ptr,
+        }
+    }
+
+    /// Bytes available at [`Backing::base`]; for a segment, the kernel's size.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Backing::Segment(s) => s.len(),
+            Backing::Heap(h) => h.layout.size(),
+        }
+    }
+
+    /// The header at offset 0, or `None` if the memory is too small to hold one.
+    pub(crate) fn header(&self) -> Option<&Header> {
+        if self.len() < HEADER_SIZE {
+            return None;
+        }
+        debug_assert!(self.base().as_ptr().align_offset(LINE) == 0);
+        // SAFETY: the memory is at least HEADER_SIZE bytes, 128-aligned (shmat returns
+        // page-aligned addresses, HeapBuf aligns to LINE), and lives as long as `self`. Every
+        // field of Header is an atomic, so a shared reference stays sound while another process
+        // writes the same bytes; its padding bytes are never read through the reference.
+        Some(unsafe { &*self.base().as_ptr().cast::<Header>() })
+    }
+}
+
+/// A ring's memory with its validated geometry: the only view of the slots the ring uses.
+pub(crate) struct Region {
+    backing: Backing,
+    header: NonNull<Header>,
+    slots: NonNull<u8>,
+    geometry: Geometry,
+    ident: Ident,
+}
+
+// SAFETY: Region hands out atomics and raw pointers only; which side may touch which bytes is
+// enforced by the ring protocol, not by the type, and holds across threads as across processes.
+unsafe impl Send for Region {}
+// SAFETY: as for Send; all shared state is reached through atomics or raw pointers.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Wraps memory whose header was validated to describe `geometry`.
+    ///
+    /// # Panics
+    ///
+    /// If the backing is smaller than `geometry.ring_size()`, which validation rules out.
+    pub(crate) fn new(backing: Backing, geometry: Geometry, ident: Ident) -> Region {
+        assert!(backing.len() as u64 >= geometry.ring_size());
+        let header = NonNull::from(backing.header().expect("ring_size > HEADER_SIZE"));
+        // SAFETY: HEADER_SIZE < ring_size <= len, so the offset stays inside the allocation.
+        let slots = unsafe { backing.base().add(HEADER_SIZE) };
+        Region {
+            backing,
+            header,
+            slots,
+            geometry,
+            ident,
+        }
+    }
+
+    /// The header.
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: `header` was derived from `backing.header()` (which checked size and
+        // alignment) and the backing lives as long as `self`.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The backing memory.
+    pub(crate) fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// The validated geometry (private copy).
+    #[inline]
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Which ring this is, for errors.
+    #[inline]
+    pub(crate) fn ident(&self) -> Ident {
+        self.ident
+    }
+
+    /// The producer's shared tail.
+    #[inline]
+    pub(crate) fn tail(&self) -> &AtomicU64 {
+        &self.header().producer.tail
+    }
+
+    /// The consumer's shared head.
+    #[inline]
+    pub(crate) fn head(&self) -> &AtomicU64 {
+        &self.header().consumer.head
+    }
+
+    /// Pointer to the start of the slot at counter `at` (masked into the array).
+    #[inline]
+    fn slot(&self, at: u64) -> *mut u8 {
+        let index = (at & self.geometry.mask()) as usize;
+        // SAFETY: index < slot_count, so the offset is below array_bytes and inside the region
+        // (checked in `new`).
+        unsafe { self.slots.as_ptr().add(index << self.geometry.slot_shift) }
+    }
+
+    /// The two 32-bit words of a record header (`len`, `kind`) as one read each.
+    #[inline]
+    fn record_words(&self, at: u64) -> (&AtomicU32, &AtomicU32) {
+        let p = self.slot(at).cast::<AtomicU32>();
+        // SAFETY: slot starts are aligned to the slot size (≥ 8) from a 128-aligned array, and
+        // a slot holds at least 8 bytes. AtomicU32 has the size and alignment of u32, and the
+        // bytes stay mapped while `self` lives. Both processes access record headers only
+        // through atomics.
+        unsafe { (&*p, &*p.add(1)) }
+    }
+
+    /// Reads the record header at counter `at` once: `(len, kind)`. The peer may write these
+    /// bytes at any time; the values are untrusted until the caller validates them.
+    #[inline]
+    pub(crate) fn read_record(&self, at: u64) -> (u32, u32) {
+        let (len, kind) = self.record_words(at);
+        // Relaxed: visibility comes from the Acquire load of the tail that covered this record
+        // (C1 pairs with P2 in DESIGN.md).
+        (len.load(Ordering::Relaxed), kind.load(Ordering::Relaxed))
+    }
+
+    /// Writes the record header at counter `at`. Producer only, on slots it owns.
+    #[inline]
+    pub(crate) fn write_record(&self, at: u64, len: u32, kind: u32) {
+        let (l, k) = self.record_words(at);
+        // Relaxed: published by the producer's Release store of the tail (P2).
+        l.store(len, Ordering::Relaxed);
+        k.store(kind, Ordering::Relaxed);
+    }
+
+    /// Pointer to the payload of the record at counter `at`.
+    ///
+    /// The caller may use `len` bytes from it only if the record's slots `at..at+record_slots`
+    /// do not run past the end of the array (the ring checks this before every use).
+    #[inline]
+    pub(crate) fn payload(&self, at: u64, len: usize) -> *mut u8 {
+        let p = self.slot(at);
+        debug_assert!(
+            ((at & self.geometry.mask()) << self.geometry.slot_shift)
+                + (RECORD_HEADER + len) as u64
+                <= self.geometry.array_bytes()
+        );
+        // SAFETY: a slot has at least RECORD_HEADER bytes, so p + 8 is inside the array.
+        unsafe { p.add(RECORD_HEADER) }
+    }
+}

@@ -1,0 +1,415 @@
+//! The consumer's half of the protocol: find the next record, validate it, copy or lend it,
+//! release its slots by publishing the head.
+//!
+//! The consumer owns the slots between its released head and the last tail it validated, and
+//! the consumer line of the header. It re-reads the producer's tail only when its cached copy
+//! says the ring is empty. Every tail and record header from the segment is read once into a
+//! local and checked against private state before use: a tail that moves backwards or past a
+//! ring's worth of slots, a record that is too long, runs off the array or past the tail, of an
+//! unknown kind, or padding where padding cannot be, poisons the consumer with [`Corrupted`].
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{check_indices, release};
+use crate::error::{Corrupted, Corruption, Error, TryRecvError};
+use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::region::Region;
+
+/// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
+/// per ring, enforced across processes.
+///
+/// Dropping it releases any slots a batch still held and gives the consumer role back.
+///
+/// # Examples
+///
+/// ```
+/// use shmpipe::{Ring, RingConfig, TryRecvError};
+/// let ring = Ring::in_process(&RingConfig::new())?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let mut buf = [0u8; 16];
+/// assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
+/// tx.try_send(b"ping").unwrap();
+/// assert_eq!(rx.try_recv(&mut buf), Ok(4));
+/// # Ok::<(), shmpipe::Error>(())
+/// ```
+pub struct Consumer {
+    region: Arc<Region>,
+    /// Counter where the next record starts (read position, may be ahead of `released`).
+    head: u64,
+    /// The head last stored to the shared line.
+    released: u64,
+    /// The last tail read from the producer's line and validated.
+    tail_cache: u64,
+    /// Messages consumed.
+    received: u64,
+    /// Sticky error once the producer broke the protocol.
+    poisoned: Option<Corrupted>,
+    /// Our pid, written into the owner word.
+    pid: u32,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("ring", &self.region.ident())
+            .field("head", &self.head)
+            .field("released", &self.released)
+            .field("tail_cache", &self.tail_cache)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+/// Where a validated message lies: its first slot counter, its length, and the counter just
+/// past it.
+#[derive(Clone, Copy)]
+struct Record {
+    at: u64,
+    len: usize,
+    next: u64,
+}
+
+impl Consumer {
+    pub(super) fn new(region: Arc<Region>, pid: u32) -> Result<Consumer, Error> {
+        let h = region.header();
+        // Our own line, written by whoever held the role before (visible through O1).
+        let head = h.consumer.head.load(Ordering::Relaxed);
+        // C1 (Acquire): pairs with the producer's Release store of the tail (P2).
+        let tail = h.producer.tail.load(Ordering::Acquire);
+        check_indices(&region, head, tail)?;
+        let received = h.consumer.received.load(Ordering::Relaxed);
+        Ok(Consumer {
+            region,
+            head,
+            released: head,
+            tail_cache: tail,
+            received,
+            poisoned: None,
+            pid,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Receives the next message into `buf` (one copy out of the ring) and returns its length.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] if no message waits; [`TryRecvError::BufferTooSmall`] if it does
+    /// not fit in `buf` (it stays in the ring: use a buffer of [`Consumer::max_message`]
+    /// bytes, or [`Consumer::try_read`]); [`TryRecvError::Corrupted`] if the producer broke the
+    /// protocol (sticky).
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        let len = self.copy_next(buf)?;
+        self.release();
+        Ok(len)
+    }
+
+    /// Receives the next message into `out`, replacing its contents, and returns its length.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_recv`], except that the buffer is never too small.
+    pub fn try_recv_vec(&mut self, out: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        let msg = self.try_read()?;
+        out.clear();
+        out.extend_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    /// Lends the next message in place (zero copy). Its slots are released when the guard is
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_recv`], except that the buffer is never too small.
+    #[inline]
+    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.lend(true)
+    }
+
+    /// Starts a batch: messages read through it are released together, with one store of the
+    /// head, when the batch is released or dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// for m in [b"a", b"b", b"c"] {
+    ///     tx.try_send(m).unwrap();
+    /// }
+    /// let mut batch = rx.batch();
+    /// let mut got = Vec::new();
+    /// while let Ok(msg) = batch.try_read() {
+    ///     got.push(msg[0]);
+    /// }
+    /// drop(batch); // one store of the head frees all three
+    /// assert_eq!(got, b"abc");
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn batch(&mut self) -> RecvBatch<'_> {
+        RecvBatch { consumer: self }
+    }
+
+    /// Largest message this ring carries.
+    pub fn max_message(&self) -> usize {
+        self.region.geometry().max_message as usize
+    }
+
+    /// Whether the producer has broken the protocol (then every call fails with this).
+    pub fn poisoned(&self) -> Option<&Corrupted> {
+        self.poisoned.as_ref()
+    }
+
+    #[inline]
+    fn copy_next(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        let r = self.next()?;
+        if buf.len() < r.len {
+            return Err(TryRecvError::BufferTooSmall {
+                needed: r.len,
+                available: buf.len(),
+            });
+        }
+        let src = self.region.payload(r.at, r.len);
+        // SAFETY: `next` validated that the record's slots lie inside the array and were
+        // published (the producer gave them to us and will not write them until we release
+        // them); `buf` is our own memory and at least `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), r.len) };
+        self.consume(r);
+        Ok(r.len)
+    }
+
+    #[inline]
+    fn lend(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
+        let r = self.next()?;
+        let ptr = self.region.payload(r.at, r.len);
+        Ok(ReadGuard {
+            consumer: self,
+            record: r,
+            ptr,
+            release,
+        })
+    }
+
+    /// Moves the read position past a record.
+    #[inline]
+    fn consume(&mut self, r: Record) {
+        self.head = r.next;
+        self.received = self.received.wrapping_add(1);
+    }
+
+    /// Hands the slots read so far back to the producer: one Release store of the head.
+    #[inline]
+    fn release(&mut self) {
+        if self.head != self.released {
+            let line = &self.region.header().consumer;
+            // Informational counter; Relaxed, ordered before the head by the Release below.
+            line.received.store(self.received, Ordering::Relaxed);
+            // C2 (Release): pairs with the producer's Acquire load of the head (P3): our reads
+            // of these slots happen before the producer reuses them.
+            line.head.store(self.head, Ordering::Release);
+            self.released = self.head;
+        }
+    }
+
+    /// Finds and validates the next message, skipping one padding record.
+    #[inline]
+    fn next(&mut self) -> Result<Record, TryRecvError> {
+        if let Some(c) = self.poisoned {
+            return Err(TryRecvError::Corrupted(c));
+        }
+        let g = *self.region.geometry();
+        // At most two rounds: after a padding record the head is at slot 0, where padding is
+        // never valid (it would have to cover the whole array, and so more than is published).
+        loop {
+            if self.head == self.tail_cache {
+                self.refresh_tail()?;
+                if self.head == self.tail_cache {
+                    return Err(TryRecvError::Empty);
+                }
+            }
+            let at = self.head;
+            let available = self.tail_cache.wrapping_sub(at);
+            let pos = at & g.mask();
+            // Read once; only the locals are used from here on.
+            let (len, kind) = self.region.read_record(at);
+            match kind {
+                KIND_MESSAGE => {
+                    if len > g.max_message {
+                        return Err(self.poison(Corruption::RecordTooLong {
+                            at,
+                            len,
+                            max: g.max_message,
+                        }));
+                    }
+                    let slots = g.record_slots(len);
+                    if pos + slots > g.capacity() {
+                        return Err(self.poison(Corruption::RecordOverrunsArray {
+                            at,
+                            slots,
+                            capacity: g.capacity(),
+                        }));
+                    }
+                    if slots > available {
+                        return Err(self.poison(Corruption::RecordBeyondTail {
+                            at,
+                            slots,
+                            available,
+                        }));
+                    }
+                    return Ok(Record {
+                        at,
+                        len: len as usize,
+                        next: at.wrapping_add(slots),
+                    });
+                }
+                KIND_PADDING => {
+                    let slots = g.capacity() - pos;
+                    if slots >= available {
+                        return Err(self.poison(Corruption::PaddingWithoutMessage { at }));
+                    }
+                    let expected = g.padding_len(pos);
+                    if len != expected {
+                        return Err(self.poison(Corruption::BadPadding { at, len, expected }));
+                    }
+                    // Padding is skipped privately; its slots are released with the message.
+                    self.head = at.wrapping_add(slots);
+                }
+                kind => return Err(self.poison(Corruption::UnknownKind { at, kind })),
+            }
+        }
+    }
+
+    /// Re-reads the producer's tail and validates it: it may only move forward, and at most a
+    /// ring's worth of slots ahead of the released head.
+    #[cold]
+    fn refresh_tail(&mut self) -> Result<(), TryRecvError> {
+        // C1 (Acquire): pairs with the producer's Release store of the tail (P2), making the
+        // records below it visible.
+        let tail = self.region.tail().load(Ordering::Acquire);
+        let ahead = tail.wrapping_sub(self.released);
+        let seen = self.tail_cache.wrapping_sub(self.released);
+        if ahead > self.region.geometry().capacity() || ahead < seen {
+            return Err(self.poison(Corruption::TailOutOfRange {
+                tail,
+                head: self.released,
+                last_tail: self.tail_cache,
+                capacity: self.region.geometry().capacity(),
+            }));
+        }
+        self.tail_cache = tail;
+        Ok(())
+    }
+
+    #[cold]
+    fn poison(&mut self, what: Corruption) -> TryRecvError {
+        let c = Corrupted {
+            ring: self.region.ident(),
+            what,
+        };
+        self.poisoned = Some(c);
+        TryRecvError::Corrupted(c)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.release();
+        release(&self.region.header().consumer.owner, self.pid);
+    }
+}
+
+/// A message lent in place by [`Consumer::try_read`] or [`RecvBatch::try_read`]. Dereferences
+/// to its bytes; dropping it consumes the message and frees its slots (in a batch: when the
+/// batch is released).
+pub struct ReadGuard<'a> {
+    consumer: &'a mut Consumer,
+    record: Record,
+    ptr: *const u8,
+    release: bool,
+}
+
+impl Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the record was validated to lie inside the array and below the published
+        // tail; the protocol gives these slots to the consumer until it releases them, which
+        // only happens after this guard is dropped (it borrows the consumer mutably).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.record.len) }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        self.consumer.consume(self.record);
+        if self.release {
+            self.consumer.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("at", &self.record.at)
+            .field("len", &self.record.len)
+            .finish()
+    }
+}
+
+/// Several messages released with one store of the head: on [`RecvBatch::release`] or drop.
+pub struct RecvBatch<'a> {
+    consumer: &'a mut Consumer,
+}
+
+impl RecvBatch<'_> {
+    /// Receives the next message into `buf`; its slots are freed when the batch is released.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_recv`].
+    #[inline]
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.consumer.copy_next(buf)
+    }
+
+    /// Lends the next message in place; its slots are freed when the batch is released.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_read`].
+    #[inline]
+    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.consumer.lend(false)
+    }
+
+    /// Frees the slots of every message read so far; the batch stays open.
+    #[inline]
+    pub fn release(&mut self) {
+        self.consumer.release();
+    }
+}
+
+impl Drop for RecvBatch<'_> {
+    fn drop(&mut self) {
+        self.consumer.release();
+    }
+}
+
+impl std::fmt::Debug for RecvBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field(
+                "unreleased_slots",
+                &self.consumer.head.wrapping_sub(self.consumer.released),
+            )
+            .finish()
+    }
+}

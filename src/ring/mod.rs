@@ -1,0 +1,546 @@
+//! The ring: creating and opening one, claiming the producer or consumer role, and (in the
+//! submodules) the lock-free protocol itself.
+//!
+//! `mod.rs` owns the life of a ring's header: the creator's initialisation and ready
+//! publication, the attacher's bounded wait and validation, and the role claim words.
+//! `producer.rs` and `consumer.rs` own the hot path. Nothing here calls SysV directly (that is
+//! `segment`) or decides byte offsets (that is `layout`).
+
+mod consumer;
+mod producer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use consumer::{Consumer, ReadGuard, RecvBatch};
+pub use producer::{Producer, SendBatch, WriteGrant};
+
+use crate::error::{Corrupted, Corruption, Error, Ident, Role};
+use crate::layout::{
+    Geometry, HEADER_SIZE, Header, HeaderProblem, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC, READY,
+};
+use crate::region::{Backing, HeapBuf, Region};
+use crate::segment::{Key, Segment};
+
+/// How long [`Ring::open`] waits for a creator to finish initialising by default.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shape and permissions of a ring to create.
+///
+/// A ring is an array of `slot_count` slots of `slot_size` bytes (both powers of two). A
+/// message takes `ceil((8 + len) / slot_size)` consecutive slots; the 8 bytes are its record
+/// header. Small slots waste less space on small messages; slots of a cache line (the default,
+/// 64 bytes) keep each message on lines of its own.
+///
+/// # Examples
+///
+/// ```
+/// use shmpipe::RingConfig;
+/// let cfg = RingConfig::new().slot_size(64).slot_count(1024).max_message(4096);
+/// assert_eq!(cfg.capacity_bytes(), 64 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    slot_size: u32,
+    slot_count: u32,
+    max_message: Option<u32>,
+    mode: u32,
+    init_timeout: Duration,
+    initial_index: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            slot_size: 64,
+            slot_count: 4096,
+            max_message: None,
+            mode: 0o600,
+            init_timeout: DEFAULT_INIT_TIMEOUT,
+            initial_index: 0,
+        }
+    }
+}
+
+impl RingConfig {
+    /// The defaults: 4096 slots of 64 bytes (256 KiB), the largest maximum message the shape
+    /// allows, mode `0o600`, a 1 s init timeout.
+    pub fn new() -> RingConfig {
+        RingConfig::default()
+    }
+
+    /// Bytes per slot: a power of two from 8 to 1 MiB.
+    pub fn slot_size(mut self, bytes: u32) -> RingConfig {
+        self.slot_size = bytes;
+        self
+    }
+
+    /// Number of slots: a power of two, at most 2^30, with at most 2 GiB of slots in all.
+    pub fn slot_count(mut self, count: u32) -> RingConfig {
+        self.slot_count = count;
+        self
+    }
+
+    /// Largest message in bytes. By default the largest the shape allows: half the slots less
+    /// one record header (or one whole slot less its header in a one-slot ring), which
+    /// guarantees that an empty ring always has room for a maximum-size message.
+    pub fn max_message(mut self, bytes: usize) -> RingConfig {
+        self.max_message = Some(u32::try_from(bytes).unwrap_or(u32::MAX));
+        self
+    }
+
+    /// Permission bits of a created segment (default `0o600`: owner only).
+    pub fn mode(mut self, mode: u32) -> RingConfig {
+        self.mode = mode;
+        self
+    }
+
+    /// How long an opener waits for the creator to finish initialising (default 1 s).
+    pub fn init_timeout(mut self, timeout: Duration) -> RingConfig {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// The value the head and tail counters start from (default 0). The counters are
+    /// free-running 64-bit slot counts that wrap; starting near `u64::MAX` exercises the wrap.
+    pub fn initial_index(mut self, index: u64) -> RingConfig {
+        self.initial_index = index;
+        self
+    }
+
+    /// Bytes of the slot array.
+    pub fn capacity_bytes(&self) -> u64 {
+        u64::from(self.slot_size) * u64::from(self.slot_count)
+    }
+
+    fn geometry(&self) -> Result<Geometry, Error> {
+        let invalid = |what: String| Error::InvalidConfig { what };
+        // Validate the shape first with a zero maximum, then compute the default maximum.
+        let shape = Geometry::new(self.slot_size, self.slot_count, 0).map_err(invalid)?;
+        let max = match self.max_message {
+            Some(m) => m,
+            None => shape.max_message_limit() as u32,
+        };
+        Geometry::new(self.slot_size, self.slot_count, max).map_err(invalid)
+    }
+}
+
+/// A handle to a ring in shared memory, from which the [`Producer`] and [`Consumer`] are
+/// claimed. Cloning it is cheap (the mapping is shared); the memory stays attached while any
+/// clone, producer or consumer lives.
+///
+/// # Examples
+///
+/// Two threads here; two processes work the same way, each opening the ring by key.
+///
+/// ```
+/// use shmpipe::{Key, Ring, RingConfig};
+/// let ring = Ring::create(Key::Private, &RingConfig::new())?;
+/// let mut tx = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// tx.try_send(b"hello").unwrap();
+/// let mut buf = [0u8; 64];
+/// let n = rx.try_recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..n], b"hello");
+/// ring.remove()?; // IPC_RMID: freed once everyone detaches
+/// # Ok::<(), shmpipe::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Ring {
+    region: Arc<Region>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("ident", &self.region.ident())
+            .field("geometry", self.region.geometry())
+            .finish()
+    }
+}
+
+/// The shared counters of a ring at one moment (see [`Ring::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingStatus {
+    /// The producer's published tail (slot counter).
+    pub tail: u64,
+    /// The consumer's released head (slot counter).
+    pub head: u64,
+    /// `tail - head`: slots holding unreleased records.
+    pub used_slots: u64,
+    /// Messages published so far.
+    pub sent: u64,
+    /// Messages released so far.
+    pub received: u64,
+    /// Pid holding the producer role, 0 if none.
+    pub producer_pid: u32,
+    /// Pid holding the consumer role, 0 if none.
+    pub consumer_pid: u32,
+}
+
+/// Writes a fresh header. The memory is zeroed and nobody else can see a ready word yet.
+fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig) {
+    let c = &h.config;
+    // Relaxed throughout: the Release store of `ready` below publishes all of it (R1).
+    // Magic goes first so a creator that dies here leaves a segment recognisably ours.
+    c.magic.store(MAGIC, Ordering::Relaxed);
+    c.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+    c.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
+    c.slot_size.store(g.slot_size, Ordering::Relaxed);
+    c.slot_count.store(g.slot_count, Ordering::Relaxed);
+    c.max_message.store(g.max_message, Ordering::Relaxed);
+    c.flags.store(KNOWN_FLAGS, Ordering::Relaxed);
+    c.instance_id.store(random_u64(), Ordering::Relaxed);
+    c.ring_size.store(g.ring_size(), Ordering::Relaxed);
+    c.initial_index.store(cfg.initial_index, Ordering::Relaxed);
+    c.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    h.producer.tail.store(cfg.initial_index, Ordering::Relaxed);
+    h.producer.sent.store(0, Ordering::Relaxed);
+    h.producer.owner.store(0, Ordering::Relaxed);
+    h.consumer.head.store(cfg.initial_index, Ordering::Relaxed);
+    h.consumer.received.store(0, Ordering::Relaxed);
+    h.consumer.owner.store(0, Ordering::Relaxed);
+    // R1 (Release): pairs with the Acquire load of `ready` in `wait_ready`.
+    c.ready.store(READY, Ordering::Release);
+}
+
+/// A random instance id: from getrandom, or time and pid if the kernel has no entropy yet.
+fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: the buffer is the 8 bytes of `v`, writable for the whole call.
+    let n = unsafe {
+        libc::getrandom(
+            (&raw mut v).cast(),
+            std::mem::size_of::<u64>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != 8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        v = t ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    v
+}
+
+/// Waits (bounded) for the creator's ready word, then validates the header against the kernel's
+/// size of the memory, and returns the ring's region.
+fn attach(backing: Backing, ident: Ident, timeout: Duration) -> Result<Region, Error> {
+    let actual = backing.len() as u64;
+    let Some(h) = backing.header() else {
+        return Err(Error::SegmentTooSmall {
+            ident,
+            claimed: HEADER_SIZE as u64,
+            actual,
+        });
+    };
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        // R1 (Acquire): pairs with the creator's Release store of READY in `init_header`.
+        let ready = h.config.ready.load(Ordering::Acquire);
+        if ready == READY {
+            break;
+        }
+        let magic = h.config.magic.load(Ordering::Relaxed);
+        if magic != 0 && magic != MAGIC {
+            return Err(Error::NotShmpipe {
+                ident,
+                found: magic,
+            });
+        }
+        if ready != 0 {
+            return Err(Error::BadHeader {
+                ident,
+                what: format!("ready word {ready:#x}"),
+            });
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(Error::InitTimeout { ident, waited });
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    let geometry = h.config.snapshot().validate(actual).map_err(|p| match p {
+        HeaderProblem::Magic(found) => Error::NotShmpipe { ident, found },
+        HeaderProblem::Version(found) => Error::VersionMismatch {
+            ident,
+            found,
+            expected: LAYOUT_VERSION,
+        },
+        HeaderProblem::TooSmall { claimed } => Error::SegmentTooSmall {
+            ident,
+            claimed,
+            actual,
+        },
+        HeaderProblem::Field(what) => Error::BadHeader { ident, what },
+    })?;
+    Ok(Region::new(backing, geometry, ident))
+}
+
+impl Ring {
+    /// Creates a new ring at `key` (exclusively: `IPC_CREAT | IPC_EXCL`) and initialises its
+    /// header. Use [`Key::Private`] for a ring shared across `fork` or by shmid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an impossible shape; [`Error::Exists`] if the key is taken;
+    /// the other segment errors of [`Segment::create`].
+    pub fn create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+        let g = config.geometry()?;
+        let size = usize::try_from(g.ring_size()).map_err(|_| Error::InvalidConfig {
+            what: format!(
+                "ring of {} bytes does not fit this address space",
+                g.ring_size()
+            ),
+        })?;
+        let seg = Segment::create(key, size, config.mode)?;
+        let ident = seg.ident();
+        let backing = Backing::Segment(seg);
+        init_header(
+            backing.header().expect("segment holds a header"),
+            &g,
+            config,
+        );
+        Ok(Ring {
+            region: Arc::new(Region::new(backing, g, ident)),
+        })
+    }
+
+    /// Opens the ring at `key`, waiting up to [`DEFAULT_INIT_TIMEOUT`] for its creator to
+    /// finish initialising, and validates its header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::NotShmpipe`] for someone else's segment;
+    /// [`Error::VersionMismatch`]; [`Error::SegmentTooSmall`]; [`Error::BadHeader`];
+    /// [`Error::InitTimeout`].
+    pub fn open(key: Key) -> Result<Ring, Error> {
+        Ring::open_timeout(key, DEFAULT_INIT_TIMEOUT)
+    }
+
+    /// [`Ring::open`] with an explicit wait for initialisation.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open`].
+    pub fn open_timeout(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
+        let seg = Segment::open(key)?;
+        let ident = seg.ident();
+        Ok(Ring {
+            region: Arc::new(attach(Backing::Segment(seg), ident, init_timeout)?),
+        })
+    }
+
+    /// Opens a ring by shmid, e.g. one created with [`Key::Private`] by another process.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open`].
+    pub fn open_id(shmid: i32) -> Result<Ring, Error> {
+        let seg = Segment::attach_id(shmid)?;
+        let ident = seg.ident();
+        Ok(Ring {
+            region: Arc::new(attach(Backing::Segment(seg), ident, DEFAULT_INIT_TIMEOUT)?),
+        })
+    }
+
+    /// Creates the ring at `key`, or opens it if another process created it first, so that
+    /// either side may start first. An existing ring must have the configured shape.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::create`] and [`Ring::open`], and [`Error::ConfigMismatch`] if the existing
+    /// ring has another slot size, slot count or maximum message.
+    pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+        let want = config.geometry()?;
+        // The segment can vanish between a failed create and the open (its owner removed it):
+        // then creating is right again. A few rounds settle any such race.
+        let mut last = None;
+        for _ in 0..8 {
+            match Ring::create(key, config) {
+                Err(Error::Exists { .. }) => {}
+                other => return other,
+            }
+            match Ring::open_timeout(key, config.init_timeout) {
+                Ok(ring) => {
+                    let got = *ring.region.geometry();
+                    if got != want {
+                        return Err(Error::ConfigMismatch {
+                            ident: ring.ident(),
+                            what: format!(
+                                "found {} slots of {} bytes (max message {}), asked for {} \
+                                 slots of {} bytes (max message {})",
+                                got.slot_count,
+                                got.slot_size,
+                                got.max_message,
+                                want.slot_count,
+                                want.slot_size,
+                                want.max_message
+                            ),
+                        });
+                    }
+                    return Ok(ring);
+                }
+                Err(e @ Error::NotFound { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("loop ran"))
+    }
+
+    /// A ring on the heap of this process, for two threads (and for tests under Miri, which
+    /// cannot call shmget). It runs exactly the same protocol as a shared-memory ring.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an impossible shape or failed allocation.
+    pub fn in_process(config: &RingConfig) -> Result<Ring, Error> {
+        let g = config.geometry()?;
+        let buf = usize::try_from(g.ring_size())
+            .ok()
+            .and_then(HeapBuf::zeroed)
+            .ok_or_else(|| Error::InvalidConfig {
+                what: format!("cannot allocate {} bytes", g.ring_size()),
+            })?;
+        let backing = Backing::Heap(buf);
+        init_header(backing.header().expect("buffer holds a header"), &g, config);
+        Ok(Ring {
+            region: Arc::new(Region::new(backing, g, Ident::default())),
+        })
+    }
+
+    /// Claims the producer role.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RoleTaken`] if a producer is attached (in any process);
+    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    pub fn producer(&self) -> Result<Producer, Error> {
+        let owner = &self.region.header().producer.owner;
+        let pid = claim(owner, Role::Producer, self.ident())?;
+        Producer::new(self.region.clone(), pid).inspect_err(|_| release(owner, pid))
+    }
+
+    /// Claims the consumer role.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RoleTaken`] if a consumer is attached (in any process);
+    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    pub fn consumer(&self) -> Result<Consumer, Error> {
+        let owner = &self.region.header().consumer.owner;
+        let pid = claim(owner, Role::Consumer, self.ident())?;
+        Consumer::new(self.region.clone(), pid).inspect_err(|_| release(owner, pid))
+    }
+
+    /// The key and shmid (both `None` for an in-process ring).
+    pub fn ident(&self) -> Ident {
+        self.region.ident()
+    }
+
+    /// The segment's id, if the ring lives in a SysV segment.
+    pub fn shmid(&self) -> Option<i32> {
+        self.segment().map(Segment::shmid)
+    }
+
+    /// The underlying segment (for `stat`), if the ring lives in one.
+    pub fn segment(&self) -> Option<&Segment> {
+        match self.region.backing() {
+            Backing::Segment(s) => Some(s),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Marks the segment for removal (`IPC_RMID`): its key disappears now and the kernel frees
+    /// it when the last process detaches, so nothing is left behind even if both sides crash
+    /// later. Processes already attached carry on; a process that has the shmid can still
+    /// attach on Linux. Does nothing for an in-process ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::remove`].
+    pub fn remove(&self) -> Result<(), Error> {
+        self.segment().map_or(Ok(()), Segment::remove)
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> usize {
+        self.region.geometry().slot_size as usize
+    }
+
+    /// Slots in the array.
+    pub fn slot_count(&self) -> usize {
+        self.region.geometry().slot_count as usize
+    }
+
+    /// Largest message in bytes.
+    pub fn max_message(&self) -> usize {
+        self.region.geometry().max_message as usize
+    }
+
+    /// A snapshot of the shared counters, for monitoring. The values are whatever the
+    /// segment holds now (each read once, not validated): do not base decisions on them.
+    pub fn status(&self) -> RingStatus {
+        let h = self.region.header();
+        // Relaxed: a monitoring snapshot; no data is read on the strength of these values.
+        let tail = h.producer.tail.load(Ordering::Relaxed);
+        let head = h.consumer.head.load(Ordering::Relaxed);
+        RingStatus {
+            tail,
+            head,
+            used_slots: tail.wrapping_sub(head),
+            sent: h.producer.sent.load(Ordering::Relaxed),
+            received: h.consumer.received.load(Ordering::Relaxed),
+            producer_pid: h.producer.owner.load(Ordering::Relaxed),
+            consumer_pid: h.consumer.owner.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The random id the creator gave this ring.
+    pub fn instance_id(&self) -> u64 {
+        self.region
+            .header()
+            .config
+            .instance_id
+            .load(Ordering::Relaxed)
+    }
+}
+
+/// Takes a role: its owner word goes from 0 to our pid.
+fn claim(owner: &AtomicU32, role: Role, ident: Ident) -> Result<u32, Error> {
+    let pid = std::process::id();
+    // O1 (AcqRel): Acquire pairs with the previous holder's Release in `release`, so we see
+    // its last index stores; Release orders our claim before our later index stores.
+    owner
+        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| pid)
+        .map_err(|pid| Error::RoleTaken { ident, role, pid })
+}
+
+/// Gives a role back if we still hold it.
+fn release(owner: &AtomicU32, pid: u32) {
+    // O1 (Release): pairs with the Acquire of the next `claim`.
+    let _ = owner.compare_exchange(pid, 0, Ordering::Release, Ordering::Relaxed);
+}
+
+/// Checks `tail - head` read at attach time: the two indices must be at most a ring apart.
+fn check_indices(region: &Region, head: u64, tail: u64) -> Result<(), Corrupted> {
+    let cap = region.geometry().capacity();
+    if tail.wrapping_sub(head) > cap {
+        return Err(Corrupted {
+            ring: region.ident(),
+            what: Corruption::TailOutOfRange {
+                tail,
+                head,
+                last_tail: tail,
+                capacity: cap,
+            },
+        });
+    }
+    Ok(())
+}

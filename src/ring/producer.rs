@@ -1,0 +1,420 @@
+//! The producer's half of the protocol: claim slots, write records, publish the tail.
+//!
+//! The producer owns the slots from its private tail up to the last head it validated plus the
+//! capacity, and the producer line of the header. It reads the consumer's head only when its
+//! cached copy says the ring is full, and validates it before use (it must never move backwards
+//! nor pass the published tail). It never reads or writes slots the consumer owns.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{check_indices, release};
+use crate::error::{Corrupted, Corruption, Error, TrySendError};
+use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::region::Region;
+
+/// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
+/// exactly one producer exists per ring, enforced across processes.
+///
+/// Dropping it publishes anything a batch left unpublished and gives the producer role back.
+///
+/// # Examples
+///
+/// ```
+/// use shmpipe::{Ring, RingConfig, TrySendError};
+/// let ring = Ring::in_process(&RingConfig::new().slot_size(64).slot_count(2))?;
+/// let mut tx = ring.producer()?;
+/// tx.try_send(b"first").unwrap();
+/// tx.try_send(b"second").unwrap();
+/// // Two slots, two records: full, and the message comes back.
+/// assert_eq!(tx.try_send(b"third"), Err(TrySendError::Full(&b"third"[..])));
+/// # Ok::<(), shmpipe::Error>(())
+/// ```
+pub struct Producer {
+    region: Arc<Region>,
+    /// Counter one past the last record written (published or not).
+    tail: u64,
+    /// The tail last stored to the shared line.
+    published: u64,
+    /// The last head read from the consumer's line and validated.
+    head_cache: u64,
+    /// Messages written.
+    sent: u64,
+    /// Sticky error once the consumer broke the protocol.
+    poisoned: Option<Corrupted>,
+    /// Our pid, written into the owner word.
+    pid: u32,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("ring", &self.region.ident())
+            .field("tail", &self.tail)
+            .field("published", &self.published)
+            .field("head_cache", &self.head_cache)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl Producer {
+    pub(super) fn new(region: Arc<Region>, pid: u32) -> Result<Producer, Error> {
+        let h = region.header();
+        // Our own line, but written by whoever held the role before: untrusted too. The claim's
+        // Acquire (O1) made the previous holder's last store visible.
+        let tail = h.producer.tail.load(Ordering::Relaxed);
+        // P3 (Acquire): pairs with the consumer's Release store of the head (C2).
+        let head = h.consumer.head.load(Ordering::Acquire);
+        check_indices(&region, head, tail)?;
+        let sent = h.producer.sent.load(Ordering::Relaxed);
+        Ok(Producer {
+            region,
+            tail,
+            published: tail,
+            head_cache: head,
+            sent,
+            poisoned: None,
+            pid,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Sends one message now if there is room, with one copy into the ring.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] with the message if the ring has no room for it now;
+    /// [`TrySendError::TooLarge`] if it exceeds [`Producer::max_message`] (nothing is sent);
+    /// [`TrySendError::Corrupted`] if the consumer broke the protocol (sticky).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig, TrySendError};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let mut tx = ring.producer()?;
+    /// tx.try_send(b"").unwrap(); // empty messages are messages too
+    /// let too_big = vec![0u8; tx.max_message() + 1];
+    /// assert!(matches!(tx.try_send(&too_big), Err(TrySendError::TooLarge { .. })));
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        self.write(msg).map_err(|e| e.map_full(msg))?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Reserves room for a message of exactly `len` bytes and returns a guard over it, so the
+    /// message can be built in place (zero copy). [`WriteGrant::commit`] publishes it; dropping
+    /// the guard discards it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::try_send`], with `Full(())`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let mut grant = tx.reserve(4).unwrap();
+    /// grant.copy_from_slice(&7u32.to_le_bytes());
+    /// grant.commit();
+    /// assert_eq!(&*rx.try_read().unwrap(), &7u32.to_le_bytes());
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    #[inline]
+    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+        self.grant(len, true)
+    }
+
+    /// Starts a batch: messages sent through it become visible to the consumer together, with
+    /// one store of the tail, when it is published or dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let mut batch = tx.batch();
+    /// batch.try_send(b"a").unwrap();
+    /// batch.try_send(b"b").unwrap();
+    /// assert!(rx.try_read().is_err()); // not yet published
+    /// batch.publish();
+    /// assert_eq!(&*rx.try_read().unwrap(), b"a");
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn batch(&mut self) -> SendBatch<'_> {
+        SendBatch { producer: self }
+    }
+
+    /// Largest message this ring accepts.
+    pub fn max_message(&self) -> usize {
+        self.region.geometry().max_message as usize
+    }
+
+    /// Slots in the ring.
+    pub fn capacity_slots(&self) -> usize {
+        self.region.geometry().slot_count as usize
+    }
+
+    /// Whether the consumer has broken the protocol (then every call fails with this).
+    pub fn poisoned(&self) -> Option<&Corrupted> {
+        self.poisoned.as_ref()
+    }
+
+    /// Makes everything written so far visible to the consumer: one Release store of the tail.
+    #[inline]
+    fn publish(&mut self) {
+        if self.tail != self.published {
+            let line = &self.region.header().producer;
+            // Informational counter; Relaxed, ordered before the tail by the Release below.
+            line.sent.store(self.sent, Ordering::Relaxed);
+            // P2 (Release): pairs with the consumer's Acquire load of the tail (C1), making
+            // every record header and payload byte written before it visible there.
+            line.tail.store(self.tail, Ordering::Release);
+            self.published = self.tail;
+        }
+    }
+
+    /// Copies `msg` into the ring as a record without publishing it.
+    #[inline]
+    fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        let at = self.claim(msg.len())?;
+        let dst = self.region.payload(at, msg.len());
+        // SAFETY: `claim` guaranteed the record's slots lie inside the array and belong to the
+        // producer (free: not between the validated head and our tail); `msg` is our own memory,
+        // so the two ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
+        self.finish(at, msg.len() as u32);
+        Ok(())
+    }
+
+    /// Hands out a guard over a claimed record of `len` bytes.
+    #[inline]
+    fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
+        let at = self.claim(len)?;
+        let ptr = self.region.payload(at, len);
+        Ok(WriteGrant {
+            producer: self,
+            at,
+            ptr,
+            len,
+            publish,
+        })
+    }
+
+    /// Finds room for a record of `len` payload bytes, writing a padding record first if it
+    /// would straddle the end of the array. Returns the counter where the record starts; the
+    /// private tail does not move until [`Producer::finish`].
+    #[inline]
+    fn claim(&mut self, len: usize) -> Result<u64, TrySendError> {
+        if let Some(c) = self.poisoned {
+            return Err(TrySendError::Corrupted(c));
+        }
+        let g = *self.region.geometry();
+        if len > g.max_message as usize {
+            return Err(TrySendError::TooLarge {
+                len,
+                max: g.max_message as usize,
+            });
+        }
+        let slots = g.record_slots(len as u32);
+        let pos = self.tail & g.mask();
+        let to_end = g.capacity() - pos;
+        let pad = if slots > to_end { to_end } else { 0 };
+        let need = pad + slots;
+        // tail - head_cache <= capacity holds for every validated head (see `refresh_head`).
+        if g.capacity() - self.tail.wrapping_sub(self.head_cache) < need {
+            self.refresh_head().map_err(TrySendError::Corrupted)?;
+            if g.capacity() - self.tail.wrapping_sub(self.head_cache) < need {
+                return Err(TrySendError::Full(()));
+            }
+        }
+        if pad != 0 {
+            self.region
+                .write_record(self.tail, g.padding_len(pos), KIND_PADDING);
+        }
+        Ok(self.tail.wrapping_add(pad))
+    }
+
+    /// Completes the record claimed at `at` with `len` payload bytes: writes its header and
+    /// moves the private tail past it.
+    #[inline]
+    fn finish(&mut self, at: u64, len: u32) {
+        let g = self.region.geometry();
+        let slots = g.record_slots(len);
+        self.region.write_record(at, len, KIND_MESSAGE);
+        self.tail = at.wrapping_add(slots);
+        self.sent = self.sent.wrapping_add(1);
+    }
+
+    /// Re-reads the consumer's head and validates it: it may only move forward, and never past
+    /// what we published.
+    #[cold]
+    fn refresh_head(&mut self) -> Result<(), Corrupted> {
+        // P3 (Acquire): pairs with the consumer's Release store of the head (C2), so its reads
+        // of the slots it released happen before we overwrite them.
+        let head = self.region.head().load(Ordering::Acquire);
+        let advanced = head.wrapping_sub(self.head_cache);
+        let allowed = self.published.wrapping_sub(self.head_cache);
+        if advanced > allowed {
+            let c = Corrupted {
+                ring: self.region.ident(),
+                what: Corruption::HeadOutOfRange {
+                    head,
+                    last_head: self.head_cache,
+                    tail: self.published,
+                },
+            };
+            self.poisoned = Some(c);
+            return Err(c);
+        }
+        self.head_cache = head;
+        Ok(())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.publish();
+        release(&self.region.header().producer.owner, self.pid);
+    }
+}
+
+impl<T> TrySendError<T> {
+    /// Replaces what `Full` carries.
+    fn map_full<U>(self, v: U) -> TrySendError<U> {
+        match self {
+            TrySendError::Full(_) => TrySendError::Full(v),
+            TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
+            TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
+        }
+    }
+}
+
+/// Room for one message in the ring, written in place. Dereferences to the message's bytes
+/// (their initial content is whatever the slot held before). [`WriteGrant::commit`] sends it;
+/// dropping the grant discards it and the ring is as before.
+pub struct WriteGrant<'a> {
+    producer: &'a mut Producer,
+    at: u64,
+    ptr: *mut u8,
+    len: usize,
+    publish: bool,
+}
+
+impl WriteGrant<'_> {
+    /// Sends the message (in a batch: adds it to the batch).
+    pub fn commit(self) {
+        let len = self.len;
+        self.commit_len(len);
+    }
+
+    /// Sends only the first `len` bytes, for a message whose length is known after writing it
+    /// (e.g. a `read` into the grant).
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds the reserved length.
+    pub fn commit_len(self, len: usize) {
+        assert!(
+            len <= self.len,
+            "commit_len({len}) exceeds the {} bytes reserved",
+            self.len
+        );
+        self.producer.finish(self.at, len as u32);
+        if self.publish {
+            self.producer.publish();
+        }
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies inside slots claimed by the producer and not yet
+        // published: the protocol gives them to us alone, and the mutable borrow of the
+        // producer keeps them claimed while the grant lives. The bytes are initialised (the
+        // kernel zero-fills segments, the heap ring is zeroed, and old records stay behind).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference into the record.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl std::fmt::Debug for WriteGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGrant")
+            .field("at", &self.at)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Several messages published with one store of the tail. Published by
+/// [`SendBatch::publish`] or when dropped.
+pub struct SendBatch<'a> {
+    producer: &'a mut Producer,
+}
+
+impl SendBatch<'_> {
+    /// Adds a message to the batch (copied into the ring now, visible at publish).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::try_send`]. A full ring is not published automatically: publish the
+    /// batch so the consumer can make room.
+    #[inline]
+    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        self.producer.write(msg).map_err(|e| e.map_full(msg))
+    }
+
+    /// Reserves a message in place; its commit adds it to the batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::reserve`].
+    #[inline]
+    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+        self.producer.grant(len, false)
+    }
+
+    /// Makes the batch so far visible to the consumer; the batch stays open for more.
+    #[inline]
+    pub fn publish(&mut self) {
+        self.producer.publish();
+    }
+
+    /// Slots written and not yet published.
+    pub fn pending_slots(&self) -> u64 {
+        self.producer.tail.wrapping_sub(self.producer.published)
+    }
+}
+
+impl Drop for SendBatch<'_> {
+    fn drop(&mut self) {
+        self.producer.publish();
+    }
+}
+
+impl std::fmt::Debug for SendBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("pending_slots", &self.pending_slots())
+            .finish()
+    }
+}

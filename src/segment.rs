@@ -1,0 +1,445 @@
+//! System V shared-memory segments: keys, create/open, attach/detach, stat and remove.
+//!
+//! This module owns every `shmget`/`shmat`/`shmdt`/`shmctl`/`ftok` call in the crate and turns
+//! each failure into a typed [`Error`] that names the key and the shmid. It knows nothing about
+//! the ring layout: a [`Segment`] is an attached range of bytes and nothing more. The ring code
+//! must not call SysV functions itself; it asks this module.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Ident};
+
+/// `SHM_DEST` from `<linux/shm.h>`: set in `shm_perm.mode` once `IPC_RMID` marked the segment.
+const SHM_DEST: u32 = 0o1000;
+/// `SHM_LOCKED` from `<linux/shm.h>`: set in `shm_perm.mode` while the segment is `SHM_LOCK`ed.
+const SHM_LOCKED: u32 = 0o2000;
+
+/// The name of a System V shared-memory segment.
+///
+/// A key is how two unrelated processes find the same segment: they agree on a number
+/// (`0x2020`), or derive one from a path with [`Key::ftok`]. [`Key::Private`] (`IPC_PRIVATE`)
+/// creates a segment no other process can find by key; share it across `fork` or by handing
+/// the other process the shmid (see [`Ring::open_id`](crate::Ring::open_id)).
+///
+/// # Examples
+///
+/// ```
+/// use shmpipe::Key;
+/// let k: Key = "0x2020".parse().unwrap();
+/// assert_eq!(k, Key::Number(0x2020));
+/// assert_eq!(k.to_string(), "0x00002020");
+/// assert_eq!(Key::new(0), Key::Private);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// `IPC_PRIVATE`: a new segment that can only be reached by its shmid.
+    Private,
+    /// A numeric key agreed on by both processes. Never 0 (that is [`Key::Private`]).
+    Number(i32),
+}
+
+impl Key {
+    /// A key from its raw value; 0 is `IPC_PRIVATE`.
+    pub const fn new(raw: i32) -> Key {
+        if raw == libc::IPC_PRIVATE {
+            Key::Private
+        } else {
+            Key::Number(raw)
+        }
+    }
+
+    /// The raw `key_t` passed to `shmget`.
+    pub const fn raw(self) -> libc::key_t {
+        match self {
+            Key::Private => libc::IPC_PRIVATE,
+            Key::Number(k) => k,
+        }
+    }
+
+    /// Derives a key from an existing file and a project id, as `ftok(3)` does.
+    ///
+    /// Two processes that call `Key::ftok` with the same path and id get the same key. The
+    /// key is built from the file's inode and device numbers, so different files can collide;
+    /// shmpipe checks what it finds at a key before using it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ftok`] if the path does not exist or cannot be examined, or `proj_id` is 0
+    /// (ftok ignores all but the low 8 bits, and 0 gives a key that is not portable).
+    pub fn ftok(path: impl AsRef<Path>, proj_id: u8) -> Result<Key, Error> {
+        let path = path.as_ref();
+        let fail = |source: io::Error| Error::Ftok {
+            path: path.to_path_buf(),
+            proj_id,
+            source,
+        };
+        if proj_id == 0 {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "proj_id must not be 0",
+            )));
+        }
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| fail(io::Error::new(io::ErrorKind::InvalidInput, "NUL in path")))?;
+        // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+        let k = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(proj_id)) };
+        if k == -1 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+        Ok(Key::new(k))
+    }
+}
+
+impl From<i32> for Key {
+    fn from(raw: i32) -> Key {
+        Key::new(raw)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Private => f.write_str("IPC_PRIVATE"),
+            // ipcs prints keys as 0x%08x of the unsigned value; do the same.
+            Key::Number(k) => write!(f, "0x{:08x}", *k as u32),
+        }
+    }
+}
+
+/// The error of parsing a [`Key`] from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key {0:?}: expected a number such as 0x2020 or 8224, or \"private\"")]
+pub struct ParseKeyError(String);
+
+impl FromStr for Key {
+    type Err = ParseKeyError;
+
+    /// Parses `0x2020` (hex), `8224` (decimal, may be negative), or `private`/`IPC_PRIVATE`.
+    fn from_str(s: &str) -> Result<Key, ParseKeyError> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("private") || t == "IPC_PRIVATE" {
+            return Ok(Key::Private);
+        }
+        let parsed = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            // Hex keys are written unsigned (as ipcs prints them) and reinterpreted as key_t.
+            u32::from_str_radix(hex, 16).ok().map(|v| v as i32)
+        } else {
+            t.parse::<i32>().ok()
+        };
+        parsed
+            .map(Key::new)
+            .ok_or_else(|| ParseKeyError(s.to_owned()))
+    }
+}
+
+/// What `IPC_STAT` says about a segment: the kernel's view, trusted (unlike the segment bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentStat {
+    /// The segment's id.
+    pub shmid: i32,
+    /// The key it was created with ([`Key::Private`] also once it is marked for removal).
+    pub key: Key,
+    /// Size in bytes as requested at creation (`shm_segsz`).
+    pub size: usize,
+    /// Number of current attaches (`shm_nattch`), across all processes.
+    pub attach_count: u64,
+    /// Pid of the process that created the segment (`shm_cpid`).
+    pub creator_pid: i32,
+    /// Pid of the last process to attach or detach (`shm_lpid`).
+    pub last_pid: i32,
+    /// Time of the last attach, if any.
+    pub attach_time: Option<SystemTime>,
+    /// Time of the last detach, if any.
+    pub detach_time: Option<SystemTime>,
+    /// Time of the last change (creation or `IPC_SET`).
+    pub change_time: Option<SystemTime>,
+    /// Permission bits (e.g. `0o600`).
+    pub mode: u32,
+    /// Owner's user id.
+    pub uid: u32,
+    /// Owner's group id.
+    pub gid: u32,
+    /// Creator's user id.
+    pub creator_uid: u32,
+    /// Creator's group id.
+    pub creator_gid: u32,
+    /// `IPC_RMID` was called: the kernel frees the segment when the last process detaches.
+    pub marked_for_removal: bool,
+    /// The segment is locked in memory (`SHM_LOCK`).
+    pub locked: bool,
+}
+
+fn time_of(t: libc::time_t) -> Option<SystemTime> {
+    (t > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64))
+}
+
+/// `IPC_STAT` on a shmid, without attaching.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] if no segment has this id, [`Error::PermissionDenied`] if the caller
+/// may not read it, [`Error::Sys`] otherwise.
+pub fn stat_id(shmid: i32) -> Result<SegmentStat, Error> {
+    let ident = Ident::shmid(shmid);
+    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: `ds` is a writable shmid_ds; IPC_STAT fills it and touches nothing else.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
+    if rc == -1 {
+        return Err(Error::from_errno(
+            ident,
+            "shmctl(IPC_STAT)",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: shmctl returned 0, so the kernel initialised the whole struct (and it was zeroed
+    // before, so even padding is defined).
+    let ds = unsafe { ds.assume_init() };
+    let mode = u32::from(ds.shm_perm.mode);
+    Ok(SegmentStat {
+        shmid,
+        key: Key::new(ds.shm_perm.__key),
+        size: ds.shm_segsz,
+        attach_count: u64::from(ds.shm_nattch),
+        creator_pid: ds.shm_cpid,
+        last_pid: ds.shm_lpid,
+        attach_time: time_of(ds.shm_atime),
+        detach_time: time_of(ds.shm_dtime),
+        change_time: time_of(ds.shm_ctime),
+        mode: mode & 0o777,
+        uid: ds.shm_perm.uid,
+        gid: ds.shm_perm.gid,
+        creator_uid: ds.shm_perm.cuid,
+        creator_gid: ds.shm_perm.cgid,
+        marked_for_removal: mode & SHM_DEST != 0,
+        locked: mode & SHM_LOCKED != 0,
+    })
+}
+
+/// `IPC_RMID` on a shmid: the kernel removes the key at once and frees the memory when the last
+/// process detaches. Processes already attached keep working.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] if it no longer exists, [`Error::PermissionDenied`] if the caller is not
+/// its owner or creator.
+pub fn remove_id(shmid: i32) -> Result<(), Error> {
+    // SAFETY: IPC_RMID takes no buffer; a null pointer is what the man page specifies.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+    if rc == -1 {
+        return Err(Error::from_errno(
+            Ident::shmid(shmid),
+            "shmctl(IPC_RMID)",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// A System V shared-memory segment attached to this process; detached (`shmdt`) on drop.
+///
+/// Dropping a `Segment` does not remove it: call [`Segment::remove`] (or the `ipcrm` command)
+/// for that. The bytes are shared with every other process that attached the segment, so this
+/// type only hands out a raw pointer; reading or writing through it is up to the caller.
+///
+/// # Examples
+///
+/// ```
+/// use shmpipe::{Key, Segment};
+/// let seg = Segment::create(Key::Private, 4096, 0o600)?;
+/// assert_eq!(seg.len(), 4096);
+/// assert_eq!(seg.stat()?.attach_count, 1);
+/// seg.remove()?;
+/// # Ok::<(), shmpipe::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Segment {
+    shmid: i32,
+    key: Key,
+    addr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Segment is an attachment (address range) owned by the process, usable from any
+// thread; it hands out only raw pointers, so moving or sharing it across threads creates no
+// unsynchronised access by itself.
+unsafe impl Send for Segment {}
+// SAFETY: see `Send`; every method takes `&self` and only issues thread-safe syscalls.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a new segment of `size` bytes exclusively (`IPC_CREAT | IPC_EXCL`) with the
+    /// permission bits `mode` (e.g. `0o600`), and attaches it. The kernel zero-fills it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exists`] if the key is taken, [`Error::SystemLimit`] if `size` is outside
+    /// `SHMMIN..=SHMMAX` or the system is out of segments or memory, [`Error::PermissionDenied`],
+    /// or an attach error.
+    pub fn create(key: Key, size: usize, mode: u32) -> Result<Segment, Error> {
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+        // SAFETY: shmget takes plain integers and has no memory-safety preconditions.
+        let shmid = unsafe { libc::shmget(key.raw(), size, flags) };
+        if shmid == -1 {
+            let err = io::Error::last_os_error();
+            let ident = Ident::key(key);
+            return Err(match err.raw_os_error() {
+                Some(libc::EEXIST) => Error::Exists { ident },
+                Some(libc::EINVAL) => Error::SystemLimit {
+                    ident,
+                    what: format!("size {size} is outside the system's SHMMIN..SHMMAX"),
+                    source: err,
+                },
+                _ => Error::from_errno(ident, "shmget(IPC_CREAT|IPC_EXCL)", err),
+            });
+        }
+        match Segment::attach_raw(shmid, key) {
+            Ok(seg) => Ok(seg),
+            Err(e) => {
+                // We made it and cannot use it: do not leak it. Removal of our own fresh
+                // segment cannot hurt anyone; ignore a failure since the attach error matters more.
+                let _ = remove_id(shmid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and attaches the existing segment at `key`, whatever its size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has this key, [`Error::PermissionDenied`] if its mode
+    /// forbids us, or an attach error. [`Key::Private`] cannot be opened by key: use
+    /// [`Segment::attach_id`].
+    pub fn open(key: Key) -> Result<Segment, Error> {
+        if key == Key::Private {
+            return Err(Error::NotFound {
+                ident: Ident::key(key),
+            });
+        }
+        // SAFETY: shmget takes plain integers; size 0 and no flags opens an existing segment.
+        let shmid = unsafe { libc::shmget(key.raw(), 0, 0) };
+        if shmid == -1 {
+            return Err(Error::from_errno(
+                Ident::key(key),
+                "shmget",
+                io::Error::last_os_error(),
+            ));
+        }
+        Segment::attach_raw(shmid, key)
+    }
+
+    /// Attaches the segment with this shmid (for example one created with [`Key::Private`] by
+    /// another process that passed us its id). Linux also allows this for a segment already
+    /// marked for removal.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no segment has this id, [`Error::PermissionDenied`], or
+    /// [`Error::SystemLimit`] when the address space is exhausted.
+    pub fn attach_id(shmid: i32) -> Result<Segment, Error> {
+        let key = stat_id(shmid)?.key;
+        Segment::attach_raw(shmid, key)
+    }
+
+    fn attach_raw(shmid: i32, key: Key) -> Result<Segment, Error> {
+        let ident = Ident {
+            key: Some(key),
+            shmid: Some(shmid),
+        };
+        // SAFETY: a null address lets the kernel choose where to map; no existing mapping is
+        // affected. The result is checked for the (void*)-1 error value below.
+        let addr = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        if addr as isize == -1 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::ENOMEM) => Error::SystemLimit {
+                    ident,
+                    what: "no address space left to attach".into(),
+                    source: err,
+                },
+                _ => Error::from_errno(ident, "shmat", err),
+            });
+        }
+        let mut seg = Segment {
+            shmid,
+            key,
+            // shmat never returns null on success (the zero page is never mapped for it).
+            addr: NonNull::new(addr.cast::<u8>()).expect("shmat returned null"),
+            len: 0,
+        };
+        // The size must come from the kernel (not from the segment's own bytes), and stat after
+        // attaching so the segment cannot be swapped for another between the two calls. On
+        // error, dropping `seg` detaches.
+        seg.len = seg.stat()?.size;
+        Ok(seg)
+    }
+
+    /// The segment's id.
+    pub fn shmid(&self) -> i32 {
+        self.shmid
+    }
+
+    /// The key it was opened or created with.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Size in bytes, as recorded by the kernel.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length segment (which the kernel never creates).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address where the segment is attached in this process; valid for [`Segment::len`]
+    /// bytes until this `Segment` is dropped. Other processes may write these bytes at any time.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// `IPC_STAT`: the kernel's record of this segment.
+    ///
+    /// # Errors
+    ///
+    /// As [`stat_id`].
+    pub fn stat(&self) -> Result<SegmentStat, Error> {
+        stat_id(self.shmid)
+    }
+
+    /// `IPC_RMID`: removes the key now; the memory is freed after the last detach.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove_id`].
+    pub fn remove(&self) -> Result<(), Error> {
+        remove_id(self.shmid)
+    }
+
+    /// Describes this segment in errors.
+    pub(crate) fn ident(&self) -> Ident {
+        Ident {
+            key: Some(self.key),
+            shmid: Some(self.shmid),
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `addr` is the address shmat returned for this attachment and nothing else
+        // detached it; after this no pointer derived from it is used (they borrow `self`).
+        unsafe {
+            libc::shmdt(self.addr.as_ptr().cast());
+        }
+    }
+}
