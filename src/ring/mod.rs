@@ -8,6 +8,8 @@
 
 mod consumer;
 mod producer;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

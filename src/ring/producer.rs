@@ -292,7 +292,7 @@ impl Drop for Producer {
 
 impl<T> TrySendError<T> {
     /// Replaces what `Full` carries.
-    fn map_full<U>(self, v: U) -> TrySendError<U> {
+    pub(crate) fn map_full<U>(self, v: U) -> TrySendError<U> {
         match self {
             TrySendError::Full(_) => TrySendError::Full(v),
             TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },

@@ -1,0 +1,349 @@
+//! Unit tests of the protocol on heap memory: they run under Miri too.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::error::{TryRecvError, TrySendError};
+use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+
+/// splitmix64: a small deterministic generator, so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn message(seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+fn small(slot_size: u32, slot_count: u32) -> RingConfig {
+    RingConfig::new()
+        .slot_size(slot_size)
+        .slot_count(slot_count)
+}
+
+/// Runs random operations against a `VecDeque` model; any divergence fails.
+fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
+    let ring = Ring::in_process(&cfg).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let max = tx.max_message();
+    let mut rng = Rng(seed);
+    // Messages sent and not yet received, in order; `unpublished` counts the tail of `model`
+    // still inside an open send batch (none here: batches are closed within one op).
+    let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut seq = 0u64;
+    let mut buf = vec![0u8; max];
+    for _ in 0..ops {
+        match rng.below(8) {
+            0 | 1 => {
+                let len = rng.below(max as u64 + 1) as usize;
+                let m = message(seq, len);
+                match tx.try_send(&m) {
+                    Ok(()) => {
+                        model.push_back(m);
+                        seq += 1;
+                    }
+                    Err(TrySendError::Full(back)) => {
+                        assert_eq!(back, &m[..]);
+                        assert!(!model.is_empty(), "full while the model is empty");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            2 => {
+                let len = rng.below(max as u64 + 1) as usize;
+                let m = message(seq, len);
+                match tx.reserve(len) {
+                    Ok(mut g) => {
+                        g.copy_from_slice(&m);
+                        if rng.below(4) == 0 {
+                            drop(g); // discarded: nothing sent
+                        } else {
+                            g.commit();
+                            model.push_back(m);
+                            seq += 1;
+                        }
+                    }
+                    Err(TrySendError::Full(())) => assert!(!model.is_empty()),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            3 => {
+                let mut batch = tx.batch();
+                for _ in 0..rng.below(5) {
+                    let len = rng.below(max as u64 + 1) as usize;
+                    let m = message(seq, len);
+                    if batch.try_send(&m).is_err() {
+                        break;
+                    }
+                    model.push_back(m);
+                    seq += 1;
+                }
+            }
+            4 | 5 => match rx.try_recv(&mut buf) {
+                Ok(n) => assert_eq!(&buf[..n], &model.pop_front().unwrap()[..]),
+                Err(TryRecvError::Empty) => assert!(model.is_empty()),
+                Err(e) => panic!("{e}"),
+            },
+            6 => match rx.try_read() {
+                Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                Err(TryRecvError::Empty) => assert!(model.is_empty()),
+                Err(e) => panic!("{e}"),
+            },
+            _ => {
+                let mut batch = rx.batch();
+                for _ in 0..rng.below(5) {
+                    match batch.try_read() {
+                        Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                        Err(TryRecvError::Empty) => {
+                            assert!(model.is_empty());
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    }
+    while let Some(m) = model.pop_front() {
+        assert_eq!(&*rx.try_read().unwrap(), &m[..]);
+    }
+    assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn matches_a_queue_model() {
+    let ops = if cfg!(miri) { 300 } else { 200_000 };
+    for (i, cfg) in [small(8, 16), small(16, 8), small(64, 4), small(64, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        model_run(cfg, 42 + i as u64, ops);
+    }
+}
+
+#[test]
+fn matches_a_queue_model_across_index_wrap() {
+    let ops = if cfg!(miri) { 300 } else { 50_000 };
+    for start in [u64::MAX - 37, u64::from(u32::MAX) - 5] {
+        model_run(small(16, 8).initial_index(start), start, ops);
+    }
+}
+
+#[test]
+fn two_threads_deliver_in_order() {
+    let n: u64 = if cfg!(miri) { 200 } else { 200_000 };
+    let ring = Ring::in_process(&small(16, 16)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let max = tx.max_message() as u64;
+    let t = std::thread::spawn(move || {
+        for seq in 0..n {
+            let m = message(seq, (seq % (max + 1)) as usize);
+            while tx.try_send(&m).is_err() {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let mut buf = vec![0u8; max as usize];
+    for seq in 0..n {
+        let len = loop {
+            match rx.try_recv(&mut buf) {
+                Ok(len) => break len,
+                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..len], &message(seq, (seq % (max + 1)) as usize)[..]);
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn padding_is_written_and_skipped_at_the_wrap() {
+    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(&[1; 8]).unwrap(); // slot 0
+    tx.try_send(&[2; 8]).unwrap(); // slot 1
+    tx.try_send(&[3; 8]).unwrap(); // slot 2
+    let mut buf = [0u8; 24];
+    for _ in 0..3 {
+        rx.try_recv(&mut buf).unwrap();
+    }
+    // Two slots needed, one left at the end: padding at slot 3, message at slot 0.
+    tx.try_send(&[4; 24]).unwrap();
+    assert_eq!(ring.region.read_record(3), (8, KIND_PADDING));
+    assert_eq!(ring.region.read_record(4), (24, KIND_MESSAGE));
+    assert_eq!(rx.try_recv(&mut buf), Ok(24));
+    assert_eq!(buf, [4; 24]);
+    assert_eq!(ring.status().head, 6);
+}
+
+#[test]
+fn role_is_exclusive_and_reusable() {
+    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let tx = ring.producer().unwrap();
+    assert!(matches!(
+        ring.producer(),
+        Err(Error::RoleTaken {
+            role: Role::Producer,
+            ..
+        })
+    ));
+    drop(tx);
+    let _tx = ring.producer().unwrap();
+    let _rx = ring.consumer().unwrap();
+    assert!(matches!(
+        ring.consumer(),
+        Err(Error::RoleTaken {
+            role: Role::Consumer,
+            ..
+        })
+    ));
+}
+
+fn assert_poisoned_rx(rx: &mut Consumer, check: impl Fn(&Corruption) -> bool) {
+    let mut buf = [0u8; 64];
+    let first = rx.try_recv(&mut buf).unwrap_err();
+    match &first {
+        TryRecvError::Corrupted(c) => assert!(check(&c.what), "{c}"),
+        e => panic!("expected corruption, got {e}"),
+    }
+    // Sticky: the same error again, whatever the segment says now.
+    assert_eq!(rx.try_recv(&mut buf).unwrap_err(), first);
+    assert!(rx.poisoned().is_some());
+}
+
+#[test]
+fn consumer_rejects_hostile_tails() {
+    for tail in [u64::MAX, 5, 100] {
+        let ring = Ring::in_process(&small(16, 4).initial_index(10)).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        ring.region.tail().store(tail, Ordering::Release);
+        assert_poisoned_rx(&mut rx, |c| matches!(c, Corruption::TailOutOfRange { .. }));
+    }
+}
+
+#[test]
+fn consumer_rejects_a_tail_moving_backwards() {
+    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(b"a").unwrap();
+    tx.try_send(b"b").unwrap();
+    let mut buf = [0u8; 8];
+    rx.try_recv(&mut buf).unwrap(); // caches tail 2
+    rx.try_recv(&mut buf).unwrap();
+    ring.region.tail().store(1, Ordering::Release);
+    assert_poisoned_rx(&mut rx, |c| matches!(c, Corruption::TailOutOfRange { .. }));
+}
+
+#[test]
+fn consumer_rejects_hostile_records() {
+    type Check = fn(&Corruption) -> bool;
+    let cases: [(u64, u32, u32, u64, Check); 6] = [
+        // (slot, len, kind, published tail, expected)
+        (0, 1000, KIND_MESSAGE, 1, |c| {
+            matches!(c, Corruption::RecordTooLong { .. })
+        }),
+        (0, 20, KIND_MESSAGE, 1, |c| {
+            matches!(c, Corruption::RecordBeyondTail { .. })
+        }),
+        (0, 0, 7, 1, |c| {
+            matches!(c, Corruption::UnknownKind { kind: 7, .. })
+        }),
+        (0, 0, 0, 1, |c| {
+            matches!(c, Corruption::UnknownKind { kind: 0, .. })
+        }),
+        // Padding at slot 0 would cover the whole array.
+        (0, 56, KIND_PADDING, 4, |c| {
+            matches!(c, Corruption::PaddingWithoutMessage { .. })
+        }),
+        // 9 bytes + header need two 16-byte slots; one is published.
+        (0, 9, KIND_MESSAGE, 1, |c| {
+            matches!(c, Corruption::RecordBeyondTail { .. })
+        }),
+    ];
+    for (slot, len, kind, tail, check) in cases {
+        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        ring.region.write_record(slot, len, kind);
+        ring.region.tail().store(tail, Ordering::Release);
+        assert_poisoned_rx(&mut rx, check);
+    }
+}
+
+#[test]
+fn consumer_rejects_records_running_off_the_array() {
+    // Head at slot 3 of 4; a 2-slot message there would run past the end.
+    let ring = Ring::in_process(&small(16, 4).initial_index(3)).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    ring.region.write_record(3, 20, KIND_MESSAGE);
+    ring.region.tail().store(5, Ordering::Release);
+    assert_poisoned_rx(&mut rx, |c| {
+        matches!(c, Corruption::RecordOverrunsArray { .. })
+    });
+}
+
+#[test]
+fn consumer_rejects_bad_padding() {
+    let ring = Ring::in_process(&small(16, 4).initial_index(2)).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    ring.region.write_record(2, 0, KIND_PADDING); // must be 2 * 16 - 8 = 24
+    ring.region.write_record(4, 1, KIND_MESSAGE);
+    ring.region.tail().store(5, Ordering::Release);
+    assert_poisoned_rx(&mut rx, |c| {
+        matches!(
+            c,
+            Corruption::BadPadding {
+                len: 0,
+                expected: 24,
+                ..
+            }
+        )
+    });
+}
+
+#[test]
+fn producer_rejects_hostile_heads() {
+    for head in [3u64, u64::MAX, 9] {
+        let ring = Ring::in_process(&small(16, 4).initial_index(4)).unwrap();
+        let mut tx = ring.producer().unwrap();
+        for _ in 0..4 {
+            tx.try_send(b"x").unwrap(); // tail 8, ring full
+        }
+        // Backwards (3), wildly out (MAX), or past the published tail (9).
+        ring.region.head().store(head, Ordering::Release);
+        let e = tx.try_send(b"y").unwrap_err();
+        assert!(
+            matches!(&e, TrySendError::Corrupted(c) if matches!(c.what, Corruption::HeadOutOfRange { .. })),
+            "{e:?}"
+        );
+        // Sticky, and nothing was written past the array or over unconsumed records.
+        assert_eq!(tx.try_send(b"z").unwrap_err(), e.map_full(&b"z"[..]));
+        assert_eq!(ring.status().tail, 8);
+    }
+}
+
+#[test]
+fn attach_rejects_inconsistent_indices() {
+    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    ring.region.tail().store(100, Ordering::Relaxed);
+    assert!(matches!(ring.consumer(), Err(Error::Corrupted(_))));
+    assert!(matches!(ring.producer(), Err(Error::Corrupted(_))));
+    // The failed claims gave the roles back.
+    ring.region.tail().store(0, Ordering::Relaxed);
+    assert!(ring.consumer().is_ok());
+}
