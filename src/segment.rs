@@ -206,6 +206,8 @@ pub fn stat_id(shmid: i32) -> Result<SegmentStat, Error> {
         shmid,
         key: Key::new(ds.shm_perm.__key),
         size: ds.shm_segsz,
+        // shmatt_t is c_ulong: u64 here, u32 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
         attach_count: u64::from(ds.shm_nattch),
         creator_pid: ds.shm_cpid,
         last_pid: ds.shm_lpid,
