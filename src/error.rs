@@ -277,8 +277,7 @@ pub enum Corruption {
         /// Its kind field.
         kind: u32,
     },
-    /// A padding record whose length is not exactly the rest of the array (including a
-    /// padding record at the start of the array, which would cover it all).
+    /// A padding record whose length is not exactly the rest of the array.
     BadPadding {
         /// Where the record starts.
         at: u64,
@@ -287,7 +286,8 @@ pub enum Corruption {
         /// The only valid length at this position.
         expected: u32,
     },
-    /// A padding record that is not followed by a published message.
+    /// A padding record that is not followed by a published message (this includes padding at
+    /// the start of the array, which would cover all of it).
     PaddingWithoutMessage {
         /// Where the record starts.
         at: u64,

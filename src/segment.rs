@@ -192,11 +192,7 @@ pub fn stat_id(shmid: i32) -> Result<SegmentStat, Error> {
     // SAFETY: `ds` is a writable shmid_ds; IPC_STAT fills it and touches nothing else.
     let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
     if rc == -1 {
-        return Err(Error::from_errno(
-            ident,
-            "shmctl(IPC_STAT)",
-            io::Error::last_os_error(),
-        ));
+        return Err(id_errno(ident, "shmctl(IPC_STAT)"));
     }
     // SAFETY: shmctl returned 0, so the kernel initialised the whole struct (and it was zeroed
     // before, so even padding is defined).
@@ -235,13 +231,19 @@ pub fn remove_id(shmid: i32) -> Result<(), Error> {
     // SAFETY: IPC_RMID takes no buffer; a null pointer is what the man page specifies.
     let rc = unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
     if rc == -1 {
-        return Err(Error::from_errno(
-            Ident::shmid(shmid),
-            "shmctl(IPC_RMID)",
-            io::Error::last_os_error(),
-        ));
+        return Err(id_errno(Ident::shmid(shmid), "shmctl(IPC_RMID)"));
     }
     Ok(())
+}
+
+/// The error of a call that takes a shmid: the kernel answers EINVAL for an id that does not
+/// (or no longer) exist, which is `NotFound` to the caller.
+fn id_errno(ident: Ident, op: &'static str) -> Error {
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) {
+        return Error::NotFound { ident };
+    }
+    Error::from_errno(ident, op, err)
 }
 
 /// A System V shared-memory segment attached to this process; detached (`shmdt`) on drop.
@@ -366,6 +368,7 @@ impl Segment {
                     what: "no address space left to attach".into(),
                     source: err,
                 },
+                Some(libc::EINVAL) => Error::NotFound { ident },
                 _ => Error::from_errno(ident, "shmat", err),
             });
         }

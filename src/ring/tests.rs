@@ -71,7 +71,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
                     Ok(mut g) => {
                         g.copy_from_slice(&m);
                         if rng.below(4) == 0 {
-                            drop(g); // discarded: nothing sent
+                            // Not committed: the grant goes out of scope and nothing is sent.
                         } else {
                             g.commit();
                             model.push_back(m);

@@ -1,0 +1,461 @@
+//! Helpers shared by the integration tests: child processes that re-run the test binary in a
+//! role, segment clean-up guards, unique keys, a deterministic PRNG and the self-checking
+//! message format of the stress tests.
+//!
+//! Not every test file uses every helper, so the items one of them leaves unused carry
+//! `#[allow(dead_code)]`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmpipe::{Error, Key, Segment};
+
+/// Environment variable that turns a run of the test binary into a child with a role.
+#[allow(dead_code)]
+pub const ROLE_VAR: &str = "SHMPIPE_TEST_ROLE";
+
+/// The role this process was started for, or `None` in the normal test run.
+#[allow(dead_code)]
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// A parameter the parent passed to this child through the environment.
+///
+/// # Panics
+///
+/// If the variable is missing or does not parse: the parent and the child disagree.
+#[allow(dead_code)]
+pub fn param<T: FromStr>(name: &str) -> T {
+    let raw = std::env::var(name).unwrap_or_else(|_| panic!("child needs ${name}"));
+    raw.parse()
+        .unwrap_or_else(|_| panic!("${name}={raw:?} does not parse"))
+}
+
+/// A parameter the parent may have passed to this child.
+#[allow(dead_code)]
+pub fn param_opt<T: FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().map(|raw| {
+        raw.parse()
+            .unwrap_or_else(|_| panic!("${name}={raw:?} does not parse"))
+    })
+}
+
+/// A unique path in the temporary directory for this process (nothing is created).
+pub fn temp_path(what: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("shmpipe-test-{}-{n}-{what}", std::process::id()))
+}
+
+/// Removes a file on drop (ignoring a file that is already gone).
+pub struct RemoveFile(pub PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A child process running one test of this binary in a role. Dropping the guard kills
+/// (SIGKILL) and reaps the child if it is still running, so no test leaves a process behind,
+/// even when it panics.
+#[allow(dead_code)]
+pub struct ChildProcess {
+    child: std::process::Child,
+    what: String,
+    log: RemoveFile,
+    status: Option<ExitStatus>,
+}
+
+#[allow(dead_code)]
+impl ChildProcess {
+    /// Re-runs this test binary as `<test> --exact --nocapture --test-threads=1` with
+    /// [`ROLE_VAR`]` = role` and the extra variables `vars`. The test function `test` must check
+    /// [`child_role`] first and run the role instead of its body. The child's output goes to a
+    /// log file that is shown if it fails.
+    pub fn spawn(test: &str, role: &str, vars: &[(&str, String)]) -> ChildProcess {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let log = RemoveFile(temp_path(&format!("{role}.log")));
+        let out = File::create(&log.0).expect("create child log");
+        let err = out.try_clone().expect("dup child log");
+        let mut cmd = Command::new(exe);
+        cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE_VAR, role)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+            // which is async-signal-safe and touches no memory of ours. It makes the kernel
+            // SIGKILL the child if the thread that spawned it dies, so a test process killed
+            // from outside (CI timeout) does not leave a spinning child behind.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn child test process");
+        ChildProcess {
+            child,
+            what: format!("child {role} ({test})"),
+            log,
+            status: None,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log.0).unwrap_or_else(|e| format!("<no log: {e}>"))
+    }
+
+    /// Non-blocking: `Some(status)` once the child has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("waitpid on child");
+        }
+        self.status
+    }
+
+    /// Panics if the child has exited before it should have (any exit, even 0, while the
+    /// parent still expects it to work). Call it while spinning on the child.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_status() {
+            panic!(
+                "{} exited early with {status}; its output:\n{}",
+                self.what,
+                self.output()
+            );
+        }
+    }
+
+    /// Waits (polling, never hanging) up to `timeout` for the child to exit, and fails the
+    /// test unless it exited with 0 after running exactly one test.
+    pub fn wait_success(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.wait_until(deadline);
+    }
+
+    fn wait_until(&mut self, deadline: Instant) {
+        loop {
+            if let Some(status) = self.try_status() {
+                let out = self.output();
+                assert!(
+                    status.success(),
+                    "{} failed with {status}; its output:\n{out}",
+                    self.what
+                );
+                // A misspelt test name would run no test and still exit 0.
+                assert!(
+                    out.contains("1 passed"),
+                    "{} exited 0 but did not run its test; its output:\n{out}",
+                    self.what
+                );
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "{} did not finish in time and was killed; its output:\n{}",
+                    self.what,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+/// Waits for several children at once, failing as soon as any of them fails (the others are
+/// then killed by their guards), so that one dead peer cannot leave the test waiting.
+#[allow(dead_code)]
+pub fn wait_all_success(children: Vec<ChildProcess>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut children = children;
+    loop {
+        for c in &mut children {
+            if let Some(status) = c.try_status() {
+                if !status.success() {
+                    c.wait_until(deadline); // panics with the log
+                }
+            }
+        }
+        if children.iter_mut().all(|c| c.try_status().is_some()) {
+            for mut c in children {
+                c.wait_until(deadline);
+            }
+            return;
+        }
+        if Instant::now() >= deadline {
+            for c in &mut children {
+                if c.try_status().is_none() {
+                    c.wait_until(deadline); // kills it and panics with its log
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a failed removal means the segment is already gone.
+fn already_gone(e: &Error) -> bool {
+    matches!(e, Error::NotFound { .. })
+}
+
+/// What a [`RemoveOnDrop`] removes.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Id(i32),
+    Key(Key),
+}
+
+/// Removes a segment (`IPC_RMID`) when dropped, so every test removes what it creates even
+/// when it panics. A segment that is already gone is fine.
+#[derive(Debug)]
+pub struct RemoveOnDrop(Target);
+
+#[allow(dead_code)]
+impl RemoveOnDrop {
+    /// Removes the segment with this id.
+    pub fn id(shmid: i32) -> RemoveOnDrop {
+        RemoveOnDrop(Target::Id(shmid))
+    }
+
+    /// Removes whatever segment holds `key` at drop time (a child process may create it).
+    /// Create this guard before the child guards so it is dropped after them: the children
+    /// are dead by then and cannot create the segment again.
+    pub fn key(key: Key) -> RemoveOnDrop {
+        RemoveOnDrop(Target::Key(key))
+    }
+
+    /// Removes the segment of `ring`.
+    pub fn ring(ring: &shmpipe::Ring) -> RemoveOnDrop {
+        RemoveOnDrop::id(ring.shmid().expect("ring lives in a SysV segment"))
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let result = match self.0 {
+            Target::Id(id) => shmpipe::segment::remove_id(id),
+            Target::Key(key) => Segment::open(key).and_then(|seg| seg.remove()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if already_gone(&e) => {}
+            Err(e) => {
+                // Never panic in drop (it may run during a panic); say it loudly instead.
+                eprintln!("warning: could not remove test segment {:?}: {e}", self.0);
+            }
+        }
+    }
+}
+
+/// A key for this test alone: `0x40000000 | pid << 8 | n`, with `n` counting per process, so
+/// tests running in parallel threads (and test binaries running in parallel) never share one.
+/// A key someone left a segment at is skipped, not reused.
+#[allow(dead_code)]
+pub fn unique_key() -> Key {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id() & 0x3f_ffff; // pid_max is at most 2^22
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 256, "a test binary may take at most 256 keys");
+        let key = Key::Number((0x4000_0000 | (pid << 8) | n) as i32);
+        match Segment::open(key) {
+            Err(Error::NotFound { .. }) => return key,
+            _ => eprintln!("note: skipping key {key}: a segment is already there"),
+        }
+    }
+}
+
+/// SplitMix64: a tiny, fast, deterministic PRNG.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+#[allow(dead_code)]
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GOLDEN);
+        mix64(self.0)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; the tiny modulo bias does not matter here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below((hi - lo) as u64 + 1) as usize
+    }
+}
+
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The SplitMix64 finaliser: a good 64-bit mixing function.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Bytes at the start of a stress message long enough to carry them: the sequence number
+/// (u64 LE) and the checksum (u64 LE) of the rest.
+#[allow(dead_code)]
+pub const MSG_HEADER: usize = 16;
+
+/// The length of message `seq` of a stream seeded with `seed`, in `0..=max`. A pure function
+/// of its arguments, so the consumer knows what to expect without any shared state. A quarter
+/// of the messages are short (under the header), a quarter near the maximum, the rest uniform.
+#[allow(dead_code)]
+pub fn msg_len(seed: u64, seq: u64, max: usize) -> usize {
+    let h = mix64(seed ^ seq.wrapping_mul(GOLDEN) ^ 0x6c65_6e67_7468);
+    let r = (h >> 8) as usize;
+    match h & 7 {
+        0 | 1 => r % (MSG_HEADER.min(max + 1)),
+        2 | 3 => max - r % (8.min(max + 1)),
+        _ => r % (max + 1),
+    }
+}
+
+/// Fills `out` with the bytes derived from `seq` (the part after the header).
+fn fill_pattern(seed: u64, seq: u64, out: &mut [u8]) {
+    let mut state = mix64(seed ^ seq.wrapping_mul(0xd6e8_feb8_6659_fd93));
+    let mut chunks = out.chunks_exact_mut(8);
+    for c in &mut chunks {
+        state = state.wrapping_add(GOLDEN);
+        c.copy_from_slice(&mix64(state).to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    state = state.wrapping_add(GOLDEN);
+    let last = mix64(state).to_le_bytes();
+    rest.copy_from_slice(&last[..rest.len()]);
+}
+
+/// A 64-bit FNV-1a-style checksum, eight bytes per step, with the length mixed in.
+#[allow(dead_code)]
+pub fn checksum(bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    mix64(h)
+}
+
+/// Writes message `seq` into `out`, whose length must be [`msg_len`]`(seed, seq, max)`.
+/// A message of at least [`MSG_HEADER`] bytes is `seq`, `checksum(rest)`, `rest`; a shorter
+/// one is just the first bytes of the pattern of `seq`.
+#[allow(dead_code)]
+pub fn fill_msg(seed: u64, seq: u64, out: &mut [u8]) {
+    if out.len() < MSG_HEADER {
+        fill_pattern(seed, seq, out);
+        return;
+    }
+    let (head, rest) = out.split_at_mut(MSG_HEADER);
+    fill_pattern(seed, seq, rest);
+    head[..8].copy_from_slice(&seq.to_le_bytes());
+    head[8..].copy_from_slice(&checksum(rest).to_le_bytes());
+}
+
+/// The whole of message `seq`, for tests that want a `Vec`.
+#[allow(dead_code)]
+pub fn make_msg(seed: u64, seq: u64, max: usize) -> Vec<u8> {
+    let mut v = vec![0u8; msg_len(seed, seq, max)];
+    fill_msg(seed, seq, &mut v);
+    v
+}
+
+/// Checks that `got` is exactly message `seq`: its length, then (if long enough) its sequence
+/// number and checksum, then every byte. `scratch` is reused to avoid allocating. The error
+/// says what is wrong: a wrong length or sequence number means a lost, duplicated or reordered
+/// message; a bad checksum means corrupted bytes.
+#[allow(dead_code)]
+pub fn check_msg(
+    seed: u64,
+    seq: u64,
+    max: usize,
+    got: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
+    let want = msg_len(seed, seq, max);
+    if got.len() != want {
+        let found = (got.len() >= MSG_HEADER)
+            .then(|| format!(", its sequence field says {}", read_u64(got, 0)));
+        return Err(format!(
+            "message {seq}: length {} but expected {want}{}",
+            got.len(),
+            found.unwrap_or_default()
+        ));
+    }
+    if got.len() >= MSG_HEADER {
+        let found = read_u64(got, 0);
+        if found != seq {
+            return Err(format!("message {seq}: sequence field says {found}"));
+        }
+        let sum = checksum(&got[MSG_HEADER..]);
+        if sum != read_u64(got, 8) {
+            return Err(format!(
+                "message {seq} ({want} bytes): checksum {sum:#x} but the message says {:#x}",
+                read_u64(got, 8)
+            ));
+        }
+    }
+    scratch.clear();
+    scratch.resize(want, 0);
+    fill_msg(seed, seq, scratch);
+    if let Some(i) = got.iter().zip(scratch.iter()).position(|(a, b)| a != b) {
+        return Err(format!(
+            "message {seq} ({want} bytes): byte {i} is {:#04x}, expected {:#04x}",
+            got[i], scratch[i]
+        ));
+    }
+    Ok(())
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
