@@ -180,8 +180,12 @@ pub enum Error {
         /// Which parameter, found versus asked.
         what: String,
     },
-    /// Another process (or another handle in this one) holds the role.
-    #[error("{ident}: the {role} role is held by pid {pid}")]
+    /// Another process (or another handle in this one) holds the role. If the holder is dead
+    /// (`holder_alive` false), the role can be taken over with
+    /// [`Ring::take_over_producer`](crate::Ring::take_over_producer) or
+    /// [`Ring::take_over_consumer`](crate::Ring::take_over_consumer).
+    #[error("{ident}: the {role} role is held by pid {pid} ({})",
+        if *holder_alive { "alive" } else { "dead: it can be taken over" })]
     RoleTaken {
         /// The ring.
         ident: Ident,
@@ -189,6 +193,8 @@ pub enum Error {
         role: Role,
         /// The pid written by the holder.
         pid: u32,
+        /// Whether the kernel says the holder is alive.
+        holder_alive: bool,
     },
     /// The ring's shared state broke the protocol.
     #[error(transparent)]
@@ -378,7 +384,73 @@ pub enum TrySendError<T = ()> {
         /// The ring's maximum.
         max: usize,
     },
+    /// The consumer closed the ring (dropped its `Consumer`); the message is given back.
+    #[error("the consumer closed the ring")]
+    Disconnected(T),
     /// The consumer broke the protocol; the producer is poisoned.
+    #[error(transparent)]
+    Corrupted(Corrupted),
+}
+
+/// Why a blocking send ([`Producer::send`](crate::Producer::send),
+/// [`Producer::send_timeout`](crate::Producer::send_timeout),
+/// [`Producer::reserve_timeout`](crate::Producer::reserve_timeout)) did not send.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError<T = ()> {
+    /// The deadline passed with no room; the message is given back.
+    #[error("timed out waiting for room in the ring")]
+    Timeout(T),
+    /// The consumer closed the ring; the message is given back.
+    #[error("the consumer closed the ring")]
+    Disconnected(T),
+    /// The consumer's process died (confirmed by the kernel) while we waited for room.
+    #[error("the consumer (pid {pid}) died")]
+    PeerDied {
+        /// The dead consumer's pid.
+        pid: u32,
+        /// The message, given back.
+        msg: T,
+    },
+    /// The message is longer than the ring's maximum message size.
+    #[error("message of {len} bytes exceeds the ring's maximum of {max} bytes")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The ring's maximum.
+        max: usize,
+    },
+    /// The consumer broke the protocol; the producer is poisoned.
+    #[error(transparent)]
+    Corrupted(Corrupted),
+}
+
+/// Why a blocking receive ([`Consumer::recv`](crate::Consumer::recv),
+/// [`Consumer::recv_timeout`](crate::Consumer::recv_timeout),
+/// [`Consumer::read_timeout`](crate::Consumer::read_timeout)) returned no message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The deadline passed with no message.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// The producer closed the ring and every message it sent has been received: end of stream.
+    #[error("the producer closed the ring")]
+    Disconnected,
+    /// The producer's process died (confirmed by the kernel); every message it published before
+    /// has been received.
+    #[error("the producer (pid {pid}) died")]
+    PeerDied {
+        /// The dead producer's pid.
+        pid: u32,
+    },
+    /// The next message does not fit in the buffer given; it stays in the ring.
+    #[error("next message is {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
+    /// The producer broke the protocol; the consumer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
 }
@@ -390,6 +462,9 @@ pub enum TryRecvError {
     /// No message is waiting.
     #[error("ring is empty")]
     Empty,
+    /// No message is waiting and the producer closed the ring: end of stream.
+    #[error("the producer closed the ring")]
+    Disconnected,
     /// The next message does not fit in the buffer given; it stays in the ring.
     #[error("next message is {needed} bytes, the buffer holds {available}")]
     BufferTooSmall {

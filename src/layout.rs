@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Value of the ready word once the creator has written the whole header ("RDY!").
 pub const READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Bytes of the header: configuration, producer and consumer lines.
@@ -33,8 +33,10 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 pub const MAX_SLOT_COUNT: u32 = 1 << 30;
 /// Largest slot array accepted (2 GiB), so every in-array byte distance fits a u32 length.
 pub const MAX_ARRAY_BYTES: u64 = 1 << 31;
-/// Flags this version defines: none. A header with other bits set is refused.
-pub const KNOWN_FLAGS: u32 = 0;
+/// Flag: the ring is persistent: it is not marked for removal when both sides attach.
+pub const FLAG_PERSISTENT: u32 = 1;
+/// Flags this version defines. A header with other bits set is refused.
+pub const KNOWN_FLAGS: u32 = FLAG_PERSISTENT;
 
 /// Line 0: written once by the creator before `ready`, read-only afterwards.
 #[repr(C, align(128))]
@@ -65,26 +67,45 @@ pub struct ConfigLine {
     pub ready: AtomicU32,
 }
 
-/// Line 1: written by the producer only.
+/// Line 1: the producer's. Only the producer writes it, except the two words the consumer
+/// uses to talk to the producer rarely (`consumer_waiting`, `consumer_closed`), which live here
+/// so that the producer's per-send checks of them hit its own cache line.
 #[repr(C, align(128))]
 pub struct ProducerLine {
     /// Slot counter one past the last published record (Release by the producer).
     pub tail: AtomicU64,
     /// Messages published so far (Relaxed, informational).
     pub sent: AtomicU64,
-    /// Pid of the process holding the producer role; 0 when free.
-    pub owner: AtomicU32,
+    /// Identity (pid | start time << 32) of the process holding the producer role; 0 if none.
+    pub owner: AtomicU64,
+    /// How many times the producer role was claimed (0: no producer ever attached).
+    pub claims: AtomicU32,
+    /// Futex word the consumer sleeps on; the producer increments it to wake the consumer.
+    pub data_event: AtomicU32,
+    /// 1 while the consumer is (about to be) asleep on `data_event`. Written by the consumer
+    /// (set) and by the producer (cleared when it wakes the consumer).
+    pub consumer_waiting: AtomicU32,
+    /// 1 once the consumer closed (dropped) cleanly; 0 again when a consumer claims the role.
+    /// Written by the consumer.
+    pub consumer_closed: AtomicU32,
 }
 
-/// Line 2: written by the consumer only.
+/// Line 2: the consumer's. Only the consumer writes it, except `producer_waiting`.
 #[repr(C, align(128))]
 pub struct ConsumerLine {
     /// Slot counter one past the last released record (Release by the consumer).
     pub head: AtomicU64,
     /// Messages released so far (Relaxed, informational).
     pub received: AtomicU64,
-    /// Pid of the process holding the consumer role; 0 when free.
-    pub owner: AtomicU32,
+    /// Identity of the process holding the consumer role; 0 if none.
+    pub owner: AtomicU64,
+    /// How many times the consumer role was claimed (0: no consumer ever attached).
+    pub claims: AtomicU32,
+    /// Futex word the producer sleeps on; the consumer increments it to wake the producer.
+    pub space_event: AtomicU32,
+    /// 1 while the producer is (about to be) asleep on `space_event`. Written by the producer
+    /// (set) and by the consumer (cleared when it wakes the producer).
+    pub producer_waiting: AtomicU32,
 }
 
 /// The whole header at offset 0 of the segment.
@@ -122,9 +143,16 @@ const _: () = {
     assert!(offset_of!(ProducerLine, tail) == 0);
     assert!(offset_of!(ProducerLine, sent) == 8);
     assert!(offset_of!(ProducerLine, owner) == 16);
+    assert!(offset_of!(ProducerLine, claims) == 24);
+    assert!(offset_of!(ProducerLine, data_event) == 28);
+    assert!(offset_of!(ProducerLine, consumer_waiting) == 32);
+    assert!(offset_of!(ProducerLine, consumer_closed) == 36);
     assert!(offset_of!(ConsumerLine, head) == 0);
     assert!(offset_of!(ConsumerLine, received) == 8);
     assert!(offset_of!(ConsumerLine, owner) == 16);
+    assert!(offset_of!(ConsumerLine, claims) == 24);
+    assert!(offset_of!(ConsumerLine, space_event) == 28);
+    assert!(offset_of!(ConsumerLine, producer_waiting) == 32);
 };
 
 /// The ring's shape, validated once and then kept in private memory: the ring never re-reads
@@ -383,10 +411,12 @@ mod tests {
             ConfigSnapshot { magic: 1, ..s }.validate(1 << 20),
             Err(HeaderProblem::Magic(1))
         );
-        assert_eq!(
-            ConfigSnapshot { version: 2, ..s }.validate(1 << 20),
-            Err(HeaderProblem::Version(2))
-        );
+        for version in [LAYOUT_VERSION - 1, LAYOUT_VERSION + 1] {
+            assert_eq!(
+                ConfigSnapshot { version, ..s }.validate(1 << 20),
+                Err(HeaderProblem::Version(version))
+            );
+        }
         assert_eq!(
             s.validate(s.ring_size - 1),
             Err(HeaderProblem::TooSmall {
@@ -398,7 +428,7 @@ mod tests {
                 header_size: 256,
                 ..s
             },
-            ConfigSnapshot { flags: 4, ..s },
+            ConfigSnapshot { flags: 6, ..s },
             ConfigSnapshot { slot_size: 60, ..s },
             ConfigSnapshot { slot_count: 0, ..s },
             ConfigSnapshot {

@@ -41,14 +41,18 @@
 
 pub mod error;
 mod layout;
+mod owner;
 mod region;
 mod ring;
 pub mod segment;
+pub mod wait;
 
-pub use error::{Corrupted, Corruption, Error, Ident, Role, TryRecvError, TrySendError};
+pub use error::{
+    Corrupted, Corruption, Error, Ident, RecvError, Role, SendError, TryRecvError, TrySendError,
+};
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 pub use ring::{
     Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
-    SendBatch, WriteGrant,
+    SendBatch, WaitStrategy, WriteGrant,
 };
 pub use segment::{Key, Segment, SegmentStat};

@@ -83,6 +83,7 @@ pub(crate) struct Region {
     slots: NonNull<u8>,
     geometry: Geometry,
     ident: Ident,
+    persistent: bool,
 }
 
 // SAFETY: Region hands out atomics and raw pointers only; which side may touch which bytes is
@@ -97,7 +98,12 @@ impl Region {
     /// # Panics
     ///
     /// If the backing is smaller than `geometry.ring_size()`, which validation rules out.
-    pub(crate) fn new(backing: Backing, geometry: Geometry, ident: Ident) -> Region {
+    pub(crate) fn new(
+        backing: Backing,
+        geometry: Geometry,
+        ident: Ident,
+        persistent: bool,
+    ) -> Region {
         assert!(backing.len() as u64 >= geometry.ring_size());
         let header = NonNull::from(backing.header().expect("ring_size > HEADER_SIZE"));
         // SAFETY: HEADER_SIZE < ring_size <= len, so the offset stays inside the allocation.
@@ -108,7 +114,13 @@ impl Region {
             slots,
             geometry,
             ident,
+            persistent,
         }
+    }
+
+    /// Whether the ring was created persistent (read once, at attach).
+    pub(crate) fn persistent(&self) -> bool {
+        self.persistent
     }
 
     /// The header.

@@ -237,7 +237,9 @@ impl MapRef for TrySendError {
         match self {
             TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
             TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
-            TrySendError::Full(()) => panic!("Full carries the message"),
+            TrySendError::Full(()) | TrySendError::Disconnected(()) => {
+                panic!("Full and Disconnected carry the message")
+            }
         }
     }
 }
@@ -675,6 +677,7 @@ fn second_producer_or_consumer_refused(m: &mut Maker) {
                 ident,
                 role: Role::Producer,
                 pid: holder,
+                holder_alive: true,
             }) => {
                 assert_eq!(holder, pid);
                 assert_eq!(ident, ring.ident());
@@ -999,7 +1002,7 @@ fn garbage_ready_word_or_fields_are_bad_headers() {
         ("slot size not a power of two", 16, 48),
         ("slot count not a power of two", 20, 3),
         ("max message over the limit", 24, 4 * 64),
-        ("unknown flags", 28, 1),
+        ("unknown flags", 28, 2),
     ];
     for &(what, off, value) in cases {
         raw.write_words(&good);

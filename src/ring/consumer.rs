@@ -13,11 +13,14 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{check_indices, release};
-use crate::error::{Corrupted, Corruption, Error, TryRecvError};
+use super::{check_indices, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, RecvError, TryRecvError};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
+use crate::wait::{Deadline, SPIN_CHECK_EVERY, SPIN_ROUNDS, WaitStrategy, YIELD_ROUNDS};
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
 /// per ring, enforced across processes.
@@ -48,8 +51,10 @@ pub struct Consumer {
     received: u64,
     /// Sticky error once the producer broke the protocol.
     poisoned: Option<Corrupted>,
-    /// Our pid, written into the owner word.
-    pid: u32,
+    /// Our identity, written into the owner word.
+    me: Identity,
+    /// How blocking calls wait.
+    strategy: WaitStrategy,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -75,7 +80,7 @@ struct Record {
 }
 
 impl Consumer {
-    pub(super) fn new(region: Arc<Region>, pid: u32) -> Result<Consumer, Error> {
+    pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Consumer, Error> {
         let h = region.header();
         // Our own line, written by whoever held the role before (visible through O1).
         let head = h.consumer.head.load(Ordering::Relaxed);
@@ -90,7 +95,8 @@ impl Consumer {
             tail_cache: tail,
             received,
             poisoned: None,
-            pid,
+            me,
+            strategy: WaitStrategy::default(),
             _not_sync: PhantomData,
         })
     }
@@ -99,7 +105,8 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// [`TryRecvError::Empty`] if no message waits; [`TryRecvError::BufferTooSmall`] if it does
+    /// [`TryRecvError::Empty`] if no message waits; [`TryRecvError::Disconnected`] if none
+    /// waits and the producer closed the ring; [`TryRecvError::BufferTooSmall`] if it does
     /// not fit in `buf` (it stays in the ring: use a buffer of [`Consumer::max_message`]
     /// bytes, or [`Consumer::try_read`]); [`TryRecvError::Corrupted`] if the producer broke the
     /// protocol (sticky).
@@ -131,6 +138,157 @@ impl Consumer {
     #[inline]
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
         self.lend(true)
+    }
+
+    /// Receives the next message into `buf`, waiting for one as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the producer closed the ring and every message was
+    /// received (end of stream); [`RecvError::PeerDied`] once its process died (confirmed by
+    /// the kernel, noticed within about 10 ms) and every message it published was received;
+    /// [`RecvError::BufferTooSmall`]; [`RecvError::Corrupted`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_until(buf, Deadline::after(None))
+    }
+
+    /// [`Consumer::recv`], giving up after `timeout` with [`RecvError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv`], and [`RecvError::Timeout`].
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+        self.recv_until(buf, Deadline::after(Some(timeout)))
+    }
+
+    /// [`Consumer::try_read`], waiting for a message for at most `timeout` (`None`: for ever).
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv_timeout`], except that the buffer is never too small.
+    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<ReadGuard<'_>, RecvError> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.next() {
+                Ok(_) => break,
+                Err(TryRecvError::Empty) => self.wait_for_data(deadline)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // A message is there: `next` finds it again (finding is idempotent until consumed).
+        self.lend(true).map_err(RecvError::from)
+    }
+
+    /// How blocking calls wait (default [`WaitStrategy::SpinThenSleep`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    fn recv_until(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
+        loop {
+            match self.try_recv(buf) {
+                Err(TryRecvError::Empty) => self.wait_for_data(deadline)?,
+                other => return other.map_err(RecvError::from),
+            }
+        }
+    }
+
+    /// Waits until a message is published, the producer goes away, or the deadline.
+    #[cold]
+    fn wait_for_data(&mut self, deadline: Deadline) -> Result<(), RecvError> {
+        let region = self.region.clone();
+        let line = &region.header().producer;
+        let mut round = 0u32;
+        let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
+        loop {
+            match self.has_data() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
+                Err(e) => return Err(e.into()),
+            }
+            if deadline.passed() {
+                return Err(RecvError::Timeout);
+            }
+            let sleep_now = match self.strategy {
+                WaitStrategy::Spin => false,
+                WaitStrategy::Sleep => true,
+                WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
+            };
+            if sleep_now {
+                sleep(
+                    &line.consumer_waiting,
+                    &line.data_event,
+                    deadline.slice(),
+                    &mut || !matches!(self.has_data(), Ok(false)),
+                );
+                self.check_producer_alive()?;
+            } else {
+                if round < SPIN_ROUNDS || self.strategy == WaitStrategy::Spin {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                round = round.saturating_add(1);
+                if round % 64 == 0 && Instant::now() >= next_check {
+                    self.check_producer_alive()?;
+                    next_check = Instant::now() + SPIN_CHECK_EVERY;
+                }
+            }
+        }
+    }
+
+    /// Whether a record is published beyond our read position (re-reading the tail);
+    /// `Err(Disconnected)` if not and the producer closed the ring.
+    fn has_data(&mut self) -> Result<bool, TryRecvError> {
+        if let Some(c) = self.poisoned {
+            return Err(TryRecvError::Corrupted(c));
+        }
+        if self.head != self.tail_cache {
+            return Ok(true);
+        }
+        match self.empty_or_closed() {
+            TryRecvError::Empty => Ok(false),
+            e => Err(e),
+        }
+    }
+
+    /// Called when the cached tail says empty: re-reads the tail, and if still empty tells
+    /// `Empty` from `Disconnected` (no producer attached, one was before).
+    #[cold]
+    fn empty_or_closed(&mut self) -> TryRecvError {
+        let line = &self.region.header().producer;
+        // O1 (Acquire): pairs with the producer's release of its role, which follows its last
+        // publish: if we see it gone, the tail load below sees its final tail.
+        let holder = line.owner.load(Ordering::Acquire);
+        let ever_claimed = line.claims.load(Ordering::Relaxed) != 0;
+        if let Err(e) = self.refresh_tail() {
+            return e;
+        }
+        if self.head != self.tail_cache {
+            return TryRecvError::Empty; // not empty after all: the caller looks again
+        }
+        if holder == 0 && ever_claimed {
+            return TryRecvError::Disconnected;
+        }
+        TryRecvError::Empty
+    }
+
+    /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
+    #[cold]
+    fn check_producer_alive(&mut self) -> Result<(), RecvError> {
+        let holder = self.region.header().producer.owner.load(Ordering::Acquire);
+        if holder == 0 || owner::liveness(holder) == Liveness::Alive {
+            return Ok(());
+        }
+        // Dead: deliver what it published first.
+        match self.has_data() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RecvError::PeerDied {
+                pid: owner::pid_of(holder),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Starts a batch: messages read through it are released together, with one store of the
@@ -216,6 +374,7 @@ impl Consumer {
             // of these slots happen before the producer reuses them.
             line.head.store(self.head, Ordering::Release);
             self.released = self.head;
+            wake(&line.producer_waiting, &line.space_event);
         }
     }
 
@@ -230,9 +389,9 @@ impl Consumer {
         // never valid (it would have to cover the whole array, and so more than is published).
         loop {
             if self.head == self.tail_cache {
-                self.refresh_tail()?;
-                if self.head == self.tail_cache {
-                    return Err(TryRecvError::Empty);
+                let e = self.empty_or_closed();
+                if self.head == self.tail_cache || self.poisoned.is_some() {
+                    return Err(e);
                 }
             }
             let at = self.head;
@@ -320,9 +479,29 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
+    /// Releases what was read and closes the ring for the producer: its sends fail with
+    /// `Disconnected` until another consumer claims the role.
     fn drop(&mut self) {
         self.release();
-        release(&self.region.header().consumer.owner, self.pid);
+        let h = self.region.header();
+        // Release: pairs with the producer's Acquire loads of the flag.
+        h.producer.consumer_closed.store(1, Ordering::Release);
+        release_role(&h.consumer.owner, self.me);
+        wake(&h.consumer.producer_waiting, &h.consumer.space_event);
+    }
+}
+
+impl From<TryRecvError> for RecvError {
+    /// `Empty` has no blocking equivalent; it becomes `Timeout` (a wait of zero).
+    fn from(e: TryRecvError) -> RecvError {
+        match e {
+            TryRecvError::Empty => RecvError::Timeout,
+            TryRecvError::Disconnected => RecvError::Disconnected,
+            TryRecvError::BufferTooSmall { needed, available } => {
+                RecvError::BufferTooSmall { needed, available }
+            }
+            TryRecvError::Corrupted(c) => RecvError::Corrupted(c),
+        }
     }
 }
 

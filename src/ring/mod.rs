@@ -12,18 +12,21 @@ mod producer;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
+pub use crate::wait::WaitStrategy;
 pub use consumer::{Consumer, ReadGuard, RecvBatch};
 pub use producer::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::layout::{
-    Geometry, HEADER_SIZE, Header, HeaderProblem, KNOWN_FLAGS, LAYOUT_VERSION, MAGIC, READY,
+    FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
+use crate::owner::{self, Identity, Liveness};
 use crate::region::{Backing, HeapBuf, Region};
 use crate::segment::{Key, Segment};
+use crate::wait::futex_wake;
 
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,6 +53,7 @@ pub struct RingConfig {
     mode: u32,
     init_timeout: Duration,
     initial_index: u64,
+    persistent: bool,
 }
 
 impl Default for RingConfig {
@@ -61,6 +65,7 @@ impl Default for RingConfig {
             mode: 0o600,
             init_timeout: DEFAULT_INIT_TIMEOUT,
             initial_index: 0,
+            persistent: false,
         }
     }
 }
@@ -108,6 +113,16 @@ impl RingConfig {
     /// free-running 64-bit slot counts that wrap; starting near `u64::MAX` exercises the wrap.
     pub fn initial_index(mut self, index: u64) -> RingConfig {
         self.initial_index = index;
+        self
+    }
+
+    /// A persistent ring stays at its key until removed explicitly ([`Ring::remove`]). By
+    /// default (not persistent) the segment is marked for removal as soon as both a producer
+    /// and a consumer have claimed their roles, so the kernel frees it when both are gone,
+    /// crash or not; from then on it can no longer be opened by key (a process given the shmid
+    /// can still attach, on Linux).
+    pub fn persistent(mut self, persistent: bool) -> RingConfig {
+        self.persistent = persistent;
         self
     }
 
@@ -192,17 +207,15 @@ fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig) {
     c.slot_size.store(g.slot_size, Ordering::Relaxed);
     c.slot_count.store(g.slot_count, Ordering::Relaxed);
     c.max_message.store(g.max_message, Ordering::Relaxed);
-    c.flags.store(KNOWN_FLAGS, Ordering::Relaxed);
+    let flags = if cfg.persistent { FLAG_PERSISTENT } else { 0 };
+    c.flags.store(flags, Ordering::Relaxed);
     c.instance_id.store(random_u64(), Ordering::Relaxed);
     c.ring_size.store(g.ring_size(), Ordering::Relaxed);
     c.initial_index.store(cfg.initial_index, Ordering::Relaxed);
     c.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    // Counters; every other word of the two lines starts at 0, as the memory was zeroed.
     h.producer.tail.store(cfg.initial_index, Ordering::Relaxed);
-    h.producer.sent.store(0, Ordering::Relaxed);
-    h.producer.owner.store(0, Ordering::Relaxed);
     h.consumer.head.store(cfg.initial_index, Ordering::Relaxed);
-    h.consumer.received.store(0, Ordering::Relaxed);
-    h.consumer.owner.store(0, Ordering::Relaxed);
     // R1 (Release): pairs with the Acquire load of `ready` in `wait_ready`.
     c.ready.store(READY, Ordering::Release);
 }
@@ -267,7 +280,8 @@ fn attach(backing: Backing, ident: Ident, timeout: Duration) -> Result<Region, E
         std::thread::sleep(pause.min(timeout - waited));
         pause = (pause * 2).min(Duration::from_millis(5));
     }
-    let geometry = h.config.snapshot().validate(actual).map_err(|p| match p {
+    let snap = h.config.snapshot();
+    let geometry = snap.validate(actual).map_err(|p| match p {
         HeaderProblem::Magic(found) => Error::NotShmpipe { ident, found },
         HeaderProblem::Version(found) => Error::VersionMismatch {
             ident,
@@ -281,7 +295,8 @@ fn attach(backing: Backing, ident: Ident, timeout: Duration) -> Result<Region, E
         },
         HeaderProblem::Field(what) => Error::BadHeader { ident, what },
     })?;
-    Ok(Region::new(backing, geometry, ident))
+    let persistent = snap.flags & FLAG_PERSISTENT != 0;
+    Ok(Region::new(backing, geometry, ident, persistent))
 }
 
 impl Ring {
@@ -309,7 +324,7 @@ impl Ring {
             config,
         );
         Ok(Ring {
-            region: Arc::new(Region::new(backing, g, ident)),
+            region: Arc::new(Region::new(backing, g, ident, config.persistent)),
         })
     }
 
@@ -412,7 +427,7 @@ impl Ring {
         let backing = Backing::Heap(buf);
         init_header(backing.header().expect("buffer holds a header"), &g, config);
         Ok(Ring {
-            region: Arc::new(Region::new(backing, g, Ident::default())),
+            region: Arc::new(Region::new(backing, g, Ident::default(), true)),
         })
     }
 
@@ -420,24 +435,102 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`Error::RoleTaken`] if a producer is attached (in any process);
+    /// [`Error::RoleTaken`] if a producer is attached (in any process), alive or dead;
     /// [`Error::Corrupted`] if the shared indices are inconsistent.
     pub fn producer(&self) -> Result<Producer, Error> {
-        let owner = &self.region.header().producer.owner;
-        let pid = claim(owner, Role::Producer, self.ident())?;
-        Producer::new(self.region.clone(), pid).inspect_err(|_| release(owner, pid))
+        self.claim_producer(false)
     }
 
     /// Claims the consumer role.
     ///
     /// # Errors
     ///
-    /// [`Error::RoleTaken`] if a consumer is attached (in any process);
+    /// [`Error::RoleTaken`] if a consumer is attached (in any process), alive or dead;
     /// [`Error::Corrupted`] if the shared indices are inconsistent.
     pub fn consumer(&self) -> Result<Consumer, Error> {
-        let owner = &self.region.header().consumer.owner;
-        let pid = claim(owner, Role::Consumer, self.ident())?;
-        Consumer::new(self.region.clone(), pid).inspect_err(|_| release(owner, pid))
+        self.claim_consumer(false)
+    }
+
+    /// Claims the producer role, taking it over from a holder that died without closing. The
+    /// kernel must confirm the death (the holder's pid and start time are gone from `/proc`);
+    /// a slow or stopped holder is alive. The stream continues after the last message the dead
+    /// producer published; anything it had written but not published is overwritten.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RoleTaken`] (with `holder_alive: true`) if the holder lives;
+    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    pub fn take_over_producer(&self) -> Result<Producer, Error> {
+        self.claim_producer(true)
+    }
+
+    /// Claims the consumer role, taking it over from a holder that died without closing (see
+    /// [`Ring::take_over_producer`]). Messages the dead consumer had read but not released are
+    /// received again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::take_over_producer`].
+    pub fn take_over_consumer(&self) -> Result<Consumer, Error> {
+        self.claim_consumer(true)
+    }
+
+    fn claim_producer(&self, take_over: bool) -> Result<Producer, Error> {
+        let h = self.region.header();
+        let me = self.claim(Role::Producer, take_over)?;
+        let p = Producer::new(self.region.clone(), me);
+        if p.is_err() {
+            release_role(&h.producer.owner, me);
+        }
+        p
+    }
+
+    fn claim_consumer(&self, take_over: bool) -> Result<Consumer, Error> {
+        let h = self.region.header();
+        let me = self.claim(Role::Consumer, take_over)?;
+        // A new consumer reopens the ring for the producer.
+        h.producer.consumer_closed.store(0, Ordering::Release);
+        let c = Consumer::new(self.region.clone(), me);
+        if c.is_err() {
+            release_role(&h.consumer.owner, me);
+        }
+        c
+    }
+
+    /// Takes a role: its owner word goes from 0 (or, taking over, from a dead holder's
+    /// identity) to ours. Marks a non-persistent segment for removal once both roles are held.
+    fn claim(&self, role: Role, take_over: bool) -> Result<Identity, Error> {
+        let h = self.region.header();
+        let (owner, claims, other) = match role {
+            Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.owner),
+            Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.owner),
+        };
+        let me = owner::me();
+        let taken = |holder: Identity| Error::RoleTaken {
+            ident: self.ident(),
+            role,
+            pid: owner::pid_of(holder),
+            holder_alive: owner::liveness(holder) == Liveness::Alive,
+        };
+        // O1 (Acquire): pairs with the previous holder's Release in `release_role`.
+        let current = owner.load(Ordering::Acquire);
+        if current != 0 && !(take_over && owner::liveness(current) == Liveness::Dead) {
+            return Err(taken(current));
+        }
+        // O1 (SeqCst, so also AcqRel): Acquire sees the previous holder's last index stores;
+        // SeqCst orders this claim before the load of the other owner below, against the
+        // other side doing the same (so at least one of two racing claimants sees both held).
+        owner
+            .compare_exchange(current, me, Ordering::SeqCst, Ordering::Acquire)
+            .map_err(taken)?;
+        claims.fetch_add(1, Ordering::Relaxed);
+        if !self.region.persistent() && other.load(Ordering::SeqCst) != 0 {
+            // Both sides hold their roles: from now on the kernel frees the segment when both
+            // are gone, crash or not. An error here (already marked, or not ours to remove)
+            // leaves the ring usable, so it is not fatal.
+            let _ = self.remove();
+        }
+        Ok(me)
     }
 
     /// The key and shmid (both `None` for an in-process ring).
@@ -498,8 +591,8 @@ impl Ring {
             used_slots: tail.wrapping_sub(head),
             sent: h.producer.sent.load(Ordering::Relaxed),
             received: h.consumer.received.load(Ordering::Relaxed),
-            producer_pid: h.producer.owner.load(Ordering::Relaxed),
-            consumer_pid: h.consumer.owner.load(Ordering::Relaxed),
+            producer_pid: owner::pid_of(h.producer.owner.load(Ordering::Relaxed)),
+            consumer_pid: owner::pid_of(h.consumer.owner.load(Ordering::Relaxed)),
         }
     }
 
@@ -513,21 +606,41 @@ impl Ring {
     }
 }
 
-/// Takes a role: its owner word goes from 0 to our pid.
-fn claim(owner: &AtomicU32, role: Role, ident: Ident) -> Result<u32, Error> {
-    let pid = std::process::id();
-    // O1 (AcqRel): Acquire pairs with the previous holder's Release in `release`, so we see
-    // its last index stores; Release orders our claim before our later index stores.
-    owner
-        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
-        .map(|_| pid)
-        .map_err(|pid| Error::RoleTaken { ident, role, pid })
+/// Gives a role back if we still hold it.
+fn release_role(owner: &AtomicU64, me: Identity) {
+    // O1 (Release): pairs with the Acquire of the next `claim`. SeqCst: also ordered before the
+    // waiting-flag check in `wake`, against the sleeper's announce-fence-recheck.
+    let _ = owner.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed);
 }
 
-/// Gives a role back if we still hold it.
-fn release(owner: &AtomicU32, pid: u32) {
-    // O1 (Release): pairs with the Acquire of the next `claim`.
-    let _ = owner.compare_exchange(pid, 0, Ordering::Release, Ordering::Relaxed);
+/// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that
+/// changes what the peer waits for (an index, a closed flag, an owner word).
+#[inline]
+fn wake(waiting: &AtomicU32, event: &AtomicU32) {
+    // F2 (SeqCst fence): pairs with the sleeper's F1 in `sleep`: either the sleeper's re-check
+    // sees our store, or this load sees its announcement (no lost wake-up).
+    fence(Ordering::SeqCst);
+    if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::Acquire) != 0 {
+        // The increment changes the futex value so a sleeper that has not yet slept won't;
+        // Release pairs with the sleeper's Acquire load of `event`.
+        event.fetch_add(1, Ordering::Release);
+        futex_wake(event);
+    }
+}
+
+/// Sleeps on `event` for at most `slice` unless `ready()` already holds. The announce, fence,
+/// re-check order is the sleeper's half of the protocol whose other half is `wake`.
+fn sleep(waiting: &AtomicU32, event: &AtomicU32, slice: Duration, ready: &mut dyn FnMut() -> bool) {
+    // Acquire: pairs with the waker's Release increment, and (with the Release store below)
+    // keeps this load before the announcement, so an increment after it is seen by the futex.
+    let seen = event.load(Ordering::Acquire);
+    waiting.store(1, Ordering::Release);
+    // F1 (SeqCst fence): pairs with F2 in `wake`.
+    fence(Ordering::SeqCst);
+    if !ready() {
+        crate::wait::futex_wait(event, seen, slice);
+    }
+    waiting.store(0, Ordering::Relaxed);
 }
 
 /// Checks `tail - head` read at attach time: the two indices must be at most a ring apart.

@@ -10,11 +10,14 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{check_indices, release};
-use crate::error::{Corrupted, Corruption, Error, TrySendError};
+use super::{check_indices, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, SendError, TrySendError};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
+use crate::wait::{Deadline, SPIN_CHECK_EVERY, SPIN_ROUNDS, WaitStrategy, YIELD_ROUNDS};
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
 /// exactly one producer exists per ring, enforced across processes.
@@ -45,8 +48,10 @@ pub struct Producer {
     sent: u64,
     /// Sticky error once the consumer broke the protocol.
     poisoned: Option<Corrupted>,
-    /// Our pid, written into the owner word.
-    pid: u32,
+    /// Our identity, written into the owner word.
+    me: Identity,
+    /// How blocking calls wait.
+    strategy: WaitStrategy,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -63,7 +68,7 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    pub(super) fn new(region: Arc<Region>, pid: u32) -> Result<Producer, Error> {
+    pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Producer, Error> {
         let h = region.header();
         // Our own line, but written by whoever held the role before: untrusted too. The claim's
         // Acquire (O1) made the previous holder's last store visible.
@@ -79,7 +84,8 @@ impl Producer {
             head_cache: head,
             sent,
             poisoned: None,
-            pid,
+            me,
+            strategy: WaitStrategy::default(),
             _not_sync: PhantomData,
         })
     }
@@ -90,6 +96,7 @@ impl Producer {
     ///
     /// [`TrySendError::Full`] with the message if the ring has no room for it now;
     /// [`TrySendError::TooLarge`] if it exceeds [`Producer::max_message`] (nothing is sent);
+    /// [`TrySendError::Disconnected`] with the message if the consumer closed the ring;
     /// [`TrySendError::Corrupted`] if the consumer broke the protocol (sticky).
     ///
     /// # Examples
@@ -133,6 +140,174 @@ impl Producer {
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
         self.grant(len, true)
+    }
+
+    /// Sends one message, waiting for room as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] if the consumer closed the ring, [`SendError::PeerDied`] if
+    /// its process died while we waited (confirmed by the kernel, noticed within about 10 ms),
+    /// [`SendError::TooLarge`], [`SendError::Corrupted`]. The message is given back where it
+    /// was not sent.
+    pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+        self.send_until(msg, Deadline::after(None))
+    }
+
+    /// [`Producer::send`], giving up after `timeout` with [`SendError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`], and [`SendError::Timeout`].
+    pub fn send_timeout<'m>(
+        &mut self,
+        msg: &'m [u8],
+        timeout: Duration,
+    ) -> Result<(), SendError<&'m [u8]>> {
+        self.send_until(msg, Deadline::after(Some(timeout)))
+    }
+
+    /// [`Producer::reserve`], waiting for room for at most `timeout` (`None`: for ever).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send_timeout`].
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<WriteGrant<'_>, SendError> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.claim(len) {
+                Ok(_) => break,
+                Err(TrySendError::Full(())) => self.wait_for_room(len, deadline)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Room is there now: this claim succeeds (claiming is idempotent until finished).
+        self.grant(len, true).map_err(SendError::from)
+    }
+
+    /// How blocking calls wait (default [`WaitStrategy::SpinThenSleep`]).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    fn send_until<'m>(
+        &mut self,
+        msg: &'m [u8],
+        deadline: Deadline,
+    ) -> Result<(), SendError<&'m [u8]>> {
+        loop {
+            match self.write(msg) {
+                Ok(()) => {
+                    self.publish();
+                    return Ok(());
+                }
+                Err(TrySendError::Full(())) => self
+                    .wait_for_room(msg.len(), deadline)
+                    .map_err(|e| e.map_msg(msg))?,
+                Err(e) => return Err(SendError::from(e).map_msg(msg)),
+            }
+        }
+    }
+
+    /// Waits until a record of `len` bytes fits, the consumer goes away, or the deadline.
+    #[cold]
+    fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<(), SendError> {
+        let region = self.region.clone();
+        let line = &region.header().consumer;
+        let mut round = 0u32;
+        let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
+        loop {
+            if self.room_for(len)? {
+                return Ok(());
+            }
+            self.check_consumer()?;
+            if deadline.passed() {
+                return Err(SendError::Timeout(()));
+            }
+            let sleep_now = match self.strategy {
+                WaitStrategy::Spin => false,
+                WaitStrategy::Sleep => true,
+                WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
+            };
+            if sleep_now {
+                let closed = &region.header().producer.consumer_closed;
+                sleep(
+                    &line.producer_waiting,
+                    &line.space_event,
+                    deadline.slice(),
+                    &mut || {
+                        !matches!(self.room_for(len), Ok(false))
+                            || closed.load(Ordering::Acquire) != 0
+                            || line.owner.load(Ordering::Acquire) == 0
+                    },
+                );
+                self.check_consumer_alive()?;
+            } else {
+                if round < SPIN_ROUNDS || self.strategy == WaitStrategy::Spin {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                round = round.saturating_add(1);
+                if round % 64 == 0 && Instant::now() >= next_check {
+                    self.check_consumer_alive()?;
+                    next_check = Instant::now() + SPIN_CHECK_EVERY;
+                }
+            }
+        }
+    }
+
+    /// Whether a record of `len` bytes (and any padding before it) fits now, re-reading the
+    /// head.
+    fn room_for(&mut self, len: usize) -> Result<bool, Corrupted> {
+        if let Some(c) = self.poisoned {
+            return Err(c);
+        }
+        let g = *self.region.geometry();
+        let slots = g.record_slots(len as u32);
+        let to_end = g.capacity() - (self.tail & g.mask());
+        let need = if slots > to_end {
+            to_end + slots
+        } else {
+            slots
+        };
+        self.refresh_head()?;
+        Ok(g.capacity() - self.tail.wrapping_sub(self.head_cache) >= need)
+    }
+
+    /// Fails if the consumer closed the ring.
+    fn check_consumer(&self) -> Result<(), SendError> {
+        let h = self.region.header();
+        // Acquire: pairs with the consumer's Release store of the flag in its drop.
+        if h.producer.consumer_closed.load(Ordering::Acquire) != 0 {
+            return Err(SendError::Disconnected(()));
+        }
+        Ok(())
+    }
+
+    /// Fails if the consumer closed the ring or its process is dead (asks the kernel).
+    #[cold]
+    fn check_consumer_alive(&self) -> Result<(), SendError> {
+        self.check_consumer()?;
+        let c = &self.region.header().consumer;
+        // O1 (Acquire): pairs with the consumer's release of its role.
+        let holder = c.owner.load(Ordering::Acquire);
+        if holder == 0 {
+            // Gone cleanly (then the flag is set, checked above) or not attached yet: a
+            // producer may fill the ring before any consumer arrives.
+            return Ok(());
+        }
+        if owner::liveness(holder) == Liveness::Dead {
+            return Err(SendError::PeerDied {
+                pid: owner::pid_of(holder),
+                msg: (),
+            });
+        }
+        Ok(())
     }
 
     /// Starts a batch: messages sent through it become visible to the consumer together, with
@@ -182,6 +357,7 @@ impl Producer {
             // every record header and payload byte written before it visible there.
             line.tail.store(self.tail, Ordering::Release);
             self.published = self.tail;
+            wake(&line.consumer_waiting, &line.data_event);
         }
     }
 
@@ -219,6 +395,18 @@ impl Producer {
     fn claim(&mut self, len: usize) -> Result<u64, TrySendError> {
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
+        }
+        // A word of our own line (hot in our cache): Acquire pairs with the consumer's Release
+        // store of it when it closes.
+        if self
+            .region
+            .header()
+            .producer
+            .consumer_closed
+            .load(Ordering::Acquire)
+            != 0
+        {
+            return Err(TrySendError::Disconnected(()));
         }
         let g = *self.region.geometry();
         if len > g.max_message as usize {
@@ -284,9 +472,13 @@ impl Producer {
 }
 
 impl Drop for Producer {
+    /// Publishes anything pending and closes the ring: the consumer receives every message,
+    /// then `Disconnected`. Another producer may claim the role later and continue the stream.
     fn drop(&mut self) {
         self.publish();
-        release(&self.region.header().producer.owner, self.pid);
+        let line = &self.region.header().producer;
+        release_role(&line.owner, self.me);
+        wake(&line.consumer_waiting, &line.data_event);
     }
 }
 
@@ -296,7 +488,39 @@ impl<T> TrySendError<T> {
         match self {
             TrySendError::Full(_) => TrySendError::Full(v),
             TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
+            TrySendError::Disconnected(_) => TrySendError::Disconnected(v),
             TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
+        }
+    }
+}
+
+impl SendError {
+    /// Attaches the message to the variants that give it back.
+    pub(crate) fn map_msg<U>(self, msg: U) -> SendError<U> {
+        match self {
+            SendError::Timeout(()) => SendError::Timeout(msg),
+            SendError::Disconnected(()) => SendError::Disconnected(msg),
+            SendError::PeerDied { pid, .. } => SendError::PeerDied { pid, msg },
+            SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            SendError::Corrupted(c) => SendError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Corrupted> for SendError {
+    fn from(c: Corrupted) -> SendError {
+        SendError::Corrupted(c)
+    }
+}
+
+impl<T> From<TrySendError<T>> for SendError<T> {
+    /// `Full` has no blocking equivalent; it becomes `Timeout` (a wait of zero).
+    fn from(e: TrySendError<T>) -> SendError<T> {
+        match e {
+            TrySendError::Full(m) => SendError::Timeout(m),
+            TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            TrySendError::Disconnected(m) => SendError::Disconnected(m),
+            TrySendError::Corrupted(c) => SendError::Corrupted(c),
         }
     }
 }

@@ -1,0 +1,100 @@
+//! Waiting for the peer: shared futexes, wait strategies, deadlines.
+//!
+//! This module owns every futex system call and the spin/yield/sleep policy. It knows nothing of
+//! rings: the caller gives it a futex word in shared memory and a closure that says whether the
+//! wait is over. The announce/fence/re-check protocol that makes sleeping safe is the caller's
+//! (see `ring` and DESIGN.md, "Sleeping and waking").
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+/// How a blocked side waits for its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Spin on the shared index and never sleep: the lowest latency, and a whole core burnt
+    /// while waiting. The peer still checks for sleepers after publishing (one fence).
+    Spin,
+    /// Spin briefly, then yield, then sleep on the futex (the default).
+    #[default]
+    SpinThenSleep,
+    /// Sleep on the futex at once: the least CPU, a system call per wait.
+    Sleep,
+}
+
+/// Iterations of pure spinning before yielding in [`WaitStrategy::SpinThenSleep`].
+pub(crate) const SPIN_ROUNDS: u32 = 200;
+/// Calls to `sched_yield` before sleeping in [`WaitStrategy::SpinThenSleep`].
+pub(crate) const YIELD_ROUNDS: u32 = 20;
+/// Longest single futex sleep: after it the waiter re-checks the peer's liveness, so a dead
+/// peer is noticed within about this long (plus the check).
+pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
+/// How often a spinning waiter checks its peer's liveness.
+pub(crate) const SPIN_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Sleeps on a shared futex word while it holds `expected`, for at most `timeout`. Returns when
+/// woken, when the word no longer holds `expected`, on a signal, or on timeout; the caller
+/// re-checks its condition in every case.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned 32-bit word that outlives the call; FUTEX_WAIT (shared:
+    // no FUTEX_PRIVATE_FLAG, so a waker in another process reaches us) only reads it, and `ts`
+    // is a valid relative timeout. The unused arguments are ignored for FUTEX_WAIT.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &raw const ts,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+    // EAGAIN (value changed), EINTR (signal) and ETIMEDOUT all mean "re-check".
+}
+
+/// Wakes every process sleeping on a shared futex word.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned 32-bit word; FUTEX_WAKE does not access it beyond
+    // hashing its address. The unused arguments are ignored for FUTEX_WAKE.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// An optional deadline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `None`: wait for ever.
+    pub(crate) fn after(timeout: Option<Duration>) -> Deadline {
+        Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Time left, `None` for no deadline; zero once passed.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn passed(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+
+    /// The next sleep: one slice, or less if the deadline comes first.
+    pub(crate) fn slice(&self) -> Duration {
+        self.remaining().map_or(SLEEP_SLICE, |r| r.min(SLEEP_SLICE))
+    }
+}
