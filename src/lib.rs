@@ -40,6 +40,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod gc;
+mod hooks;
 mod layout;
 mod owner;
 mod region;
@@ -50,7 +52,7 @@ pub mod wait;
 pub use error::{
     Corrupted, Corruption, Error, Ident, RecvError, Role, SendError, TryRecvError, TrySendError,
 };
-pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 pub use ring::{
     Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
     SendBatch, WaitStrategy, WriteGrant,

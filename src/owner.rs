@@ -67,6 +67,8 @@ pub(crate) fn liveness(id: Identity) -> Liveness {
                 Liveness::Alive
             }
         }
+        // Miri can neither read /proc nor send signals: it sees only live processes.
+        None if cfg!(miri) => Liveness::Alive,
         None => {
             // No /proc entry: gone, unless /proc is hidden from us; ask kill(0) then.
             // SAFETY: signal 0 only checks for existence and permission; nothing is sent.

@@ -64,16 +64,39 @@ impl Backing {
 
     /// The header at offset 0, or `None` if the memory is too small to hold one.
     pub(crate) fn header(&self) -> Option<&Header> {
-        if self.len() < HEADER_SIZE {
-            return None;
+        match self {
+            Backing::Segment(s) => segment_header(s),
+            Backing::Heap(h) => {
+                // SAFETY: `h` is a live, LINE-aligned allocation of `size()` bytes that lives
+                // as long as the returned reference (borrowed from `self`).
+                unsafe { header_at(h.ptr, h.layout.size()) }
+            }
         }
-        debug_assert!(self.base().as_ptr().align_offset(LINE) == 0);
-        // SAFETY: the memory is at least HEADER_SIZE bytes, 128-aligned (shmat returns
-        // page-aligned addresses, HeapBuf aligns to LINE), and lives as long as `self`. Every
-        // field of Header is an atomic, so a shared reference stays sound while another process
-        // writes the same bytes; its padding bytes are never read through the reference.
-        Some(unsafe { &*self.base().as_ptr().cast::<Header>() })
     }
+}
+
+/// The header of an attached segment, or `None` if it is too small to hold one.
+pub(crate) fn segment_header(seg: &Segment) -> Option<&Header> {
+    let base = NonNull::new(seg.as_ptr())?;
+    // SAFETY: an attached segment is page-aligned, `len()` bytes long, and stays attached as
+    // long as `seg`, which the returned reference borrows.
+    unsafe { header_at(base, seg.len()) }
+}
+
+/// A header reference over memory at `base`.
+///
+/// # Safety
+///
+/// `base` must be valid for `len` bytes, aligned to [`LINE`], for the caller-chosen lifetime.
+unsafe fn header_at<'a>(base: NonNull<u8>, len: usize) -> Option<&'a Header> {
+    if len < HEADER_SIZE {
+        return None;
+    }
+    debug_assert!(base.as_ptr().align_offset(LINE) == 0);
+    // SAFETY: the caller guarantees validity and alignment; the memory holds at least
+    // HEADER_SIZE bytes. Every field of Header is an atomic, so a shared reference stays sound
+    // while another process writes the same bytes; padding is never read through it.
+    Some(unsafe { &*base.as_ptr().cast::<Header>() })
 }
 
 /// A ring's memory with its validated geometry: the only view of the slots the ring uses.

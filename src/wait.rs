@@ -5,7 +5,7 @@
 //! wait is over. The announce/fence/re-check protocol that makes sleeping safe is the caller's
 //! (see `ring` and DESIGN.md, "Sleeping and waking").
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a blocked side waits for its peer.
@@ -31,10 +31,20 @@ pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
 /// How often a spinning waiter checks its peer's liveness.
 pub(crate) const SPIN_CHECK_EVERY: Duration = Duration::from_millis(10);
 
+/// Futex system calls made by this process (waits and wakes), for tests and monitoring.
+static FUTEX_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many futex system calls (waits and wakes) this process has made through shmpipe. While
+/// both sides of a ring are busy, sending and receiving make none.
+pub fn futex_calls() -> u64 {
+    FUTEX_CALLS.load(Ordering::Relaxed)
+}
+
 /// Sleeps on a shared futex word while it holds `expected`, for at most `timeout`. Returns when
 /// woken, when the word no longer holds `expected`, on a signal, or on timeout; the caller
 /// re-checks its condition in every case.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -58,6 +68,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Wakes every process sleeping on a shared futex word.
 pub(crate) fn futex_wake(word: &AtomicU32) {
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `word` is a valid, aligned 32-bit word; FUTEX_WAKE does not access it beyond
     // hashing its address. The unused arguments are ignored for FUTEX_WAKE.
     unsafe {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{check_indices, release_role, sleep, wake};
 use crate::error::{Corrupted, Corruption, Error, RecvError, TryRecvError};
+use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
@@ -114,6 +115,7 @@ impl Consumer {
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let len = self.copy_next(buf)?;
         self.release();
+        hooks::hit("recv:released");
         Ok(len)
     }
 
@@ -335,12 +337,30 @@ impl Consumer {
                 available: buf.len(),
             });
         }
+        hooks::hit("recv:found");
         let src = self.region.payload(r.at, r.len);
+        let half = if cfg!(feature = "test-hooks") {
+            r.len / 2
+        } else {
+            r.len
+        };
         // SAFETY: `next` validated that the record's slots lie inside the array and were
         // published (the producer gave them to us and will not write them until we release
-        // them); `buf` is our own memory and at least `len` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), r.len) };
+        // them); `buf` is our own memory and at least `len` bytes; `half <= len`.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), half) };
+        if half != r.len {
+            hooks::hit("recv:mid-copy");
+            // SAFETY: as above, for the rest of the payload.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.add(half),
+                    buf.as_mut_ptr().add(half),
+                    r.len - half,
+                )
+            };
+        }
         self.consume(r);
+        hooks::hit("recv:consumed");
         Ok(r.len)
     }
 

@@ -118,7 +118,8 @@ impl RingConfig {
 
     /// A persistent ring stays at its key until removed explicitly ([`Ring::remove`]). By
     /// default (not persistent) the segment is marked for removal as soon as both a producer
-    /// and a consumer have claimed their roles, so the kernel frees it when both are gone,
+    /// and a consumer have claimed their roles (at the same time or one after the other), so
+    /// the kernel frees it when both are gone,
     /// crash or not; from then on it can no longer be opened by key (a process given the shmid
     /// can still attach, on Linux).
     pub fn persistent(mut self, persistent: bool) -> RingConfig {
@@ -367,7 +368,11 @@ impl Ring {
     }
 
     /// Creates the ring at `key`, or opens it if another process created it first, so that
-    /// either side may start first. An existing ring must have the configured shape.
+    /// either side may start first. An existing ring must have the configured shape. A stale
+    /// ring at the key (see [`gc::Class::is_stale`](crate::gc::Class::is_stale): nobody
+    /// attached, no live holder, nothing waiting to be read, or abandoned mid-initialisation)
+    /// is removed and recreated; a segment that is not a shmpipe ring is refused, never
+    /// touched.
     ///
     /// # Errors
     ///
@@ -382,6 +387,12 @@ impl Ring {
             match Ring::create(key, config) {
                 Err(Error::Exists { .. }) => {}
                 other => return other,
+            }
+            // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
+            // its creator died mid-init) is removed and created afresh. Anything else at the
+            // key is opened (and a foreign segment refused) below.
+            if crate::gc::recycle_if_stale(key) {
+                continue;
             }
             match Ring::open_timeout(key, config.init_timeout) {
                 Ok(ring) => {
@@ -501,9 +512,9 @@ impl Ring {
     /// identity) to ours. Marks a non-persistent segment for removal once both roles are held.
     fn claim(&self, role: Role, take_over: bool) -> Result<Identity, Error> {
         let h = self.region.header();
-        let (owner, claims, other) = match role {
-            Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.owner),
-            Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.owner),
+        let (owner, claims, other_claims) = match role {
+            Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.claims),
+            Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.claims),
         };
         let me = owner::me();
         let taken = |holder: Identity| Error::RoleTaken {
@@ -517,17 +528,17 @@ impl Ring {
         if current != 0 && !(take_over && owner::liveness(current) == Liveness::Dead) {
             return Err(taken(current));
         }
-        // O1 (SeqCst, so also AcqRel): Acquire sees the previous holder's last index stores;
-        // SeqCst orders this claim before the load of the other owner below, against the
-        // other side doing the same (so at least one of two racing claimants sees both held).
+        // O1 (SeqCst, so also AcqRel): Acquire sees the previous holder's last index stores.
         owner
             .compare_exchange(current, me, Ordering::SeqCst, Ordering::Acquire)
             .map_err(taken)?;
-        claims.fetch_add(1, Ordering::Relaxed);
-        if !self.region.persistent() && other.load(Ordering::SeqCst) != 0 {
-            // Both sides hold their roles: from now on the kernel frees the segment when both
-            // are gone, crash or not. An error here (already marked, or not ours to remove)
-            // leaves the ring usable, so it is not fatal.
+        // SeqCst increment, then SeqCst load of the other role's count: of two racing
+        // claimants at least one sees both counts non-zero.
+        claims.fetch_add(1, Ordering::SeqCst);
+        if !self.region.persistent() && other_claims.load(Ordering::SeqCst) != 0 {
+            // Both roles have been claimed: from now on the kernel frees the segment when
+            // everyone has detached, crash or not. An error here (already marked, or not ours
+            // to remove) leaves the ring usable, so it is not fatal.
             let _ = self.remove();
         }
         Ok(me)
@@ -576,6 +587,12 @@ impl Ring {
     /// Largest message in bytes.
     pub fn max_message(&self) -> usize {
         self.region.geometry().max_message as usize
+    }
+
+    /// Slots a message of `len` bytes occupies: `ceil((RECORD_HEADER + len) / slot_size)`.
+    pub fn slots_for(&self, len: usize) -> u64 {
+        let g = self.region.geometry();
+        (len as u64 + crate::layout::RECORD_HEADER as u64).div_ceil(u64::from(g.slot_size))
     }
 
     /// A snapshot of the shared counters, for monitoring. The values are whatever the

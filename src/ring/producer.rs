@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{check_indices, release_role, sleep, wake};
 use crate::error::{Corrupted, Corruption, Error, SendError, TrySendError};
+use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
@@ -114,6 +115,7 @@ impl Producer {
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         self.write(msg).map_err(|e| e.map_full(msg))?;
         self.publish();
+        hooks::hit("send:published");
         Ok(())
     }
 
@@ -203,6 +205,7 @@ impl Producer {
             match self.write(msg) {
                 Ok(()) => {
                     self.publish();
+                    hooks::hit("send:published");
                     return Ok(());
                 }
                 Err(TrySendError::Full(())) => self
@@ -365,12 +368,30 @@ impl Producer {
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         let at = self.claim(msg.len())?;
+        hooks::hit("send:claimed");
         let dst = self.region.payload(at, msg.len());
+        let half = if cfg!(feature = "test-hooks") {
+            msg.len() / 2
+        } else {
+            msg.len()
+        };
         // SAFETY: `claim` guaranteed the record's slots lie inside the array and belong to the
         // producer (free: not between the validated head and our tail); `msg` is our own memory,
-        // so the two ranges cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
+        // so the two ranges cannot overlap. `half <= len`.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, half) };
+        if half != msg.len() {
+            hooks::hit("send:mid-payload");
+            // SAFETY: as above, for the rest of the payload.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    msg.as_ptr().add(half),
+                    dst.add(half),
+                    msg.len() - half,
+                )
+            };
+        }
         self.finish(at, msg.len() as u32);
+        hooks::hit("send:written");
         Ok(())
     }
 
@@ -600,20 +621,31 @@ impl SendBatch<'_> {
     ///
     /// # Errors
     ///
-    /// As [`Producer::try_send`]. A full ring is not published automatically: publish the
-    /// batch so the consumer can make room.
+    /// As [`Producer::try_send`]. When the ring is full, the batch so far is published before
+    /// `Full` is returned, so the consumer can make room: retrying in a loop cannot deadlock.
     #[inline]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
-        self.producer.write(msg).map_err(|e| e.map_full(msg))
+        self.producer.write(msg).map_err(|e| {
+            if matches!(e, TrySendError::Full(())) {
+                self.producer.publish();
+            }
+            e.map_full(msg)
+        })
     }
 
     /// Reserves a message in place; its commit adds it to the batch.
     ///
     /// # Errors
     ///
-    /// As [`Producer::reserve`].
+    /// As [`Producer::reserve`]; on `Full` the batch so far is published first.
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+        if let Err(e) = self.producer.claim(len) {
+            if matches!(e, TrySendError::Full(())) {
+                self.producer.publish();
+            }
+            return Err(e);
+        }
         self.producer.grant(len, false)
     }
 

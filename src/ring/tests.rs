@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::error::{TryRecvError, TrySendError};
+use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 
 /// splitmix64: a small deterministic generator, so failures reproduce.
@@ -346,4 +346,83 @@ fn attach_rejects_inconsistent_indices() {
     // The failed claims gave the roles back.
     ring.region.tail().store(0, Ordering::Relaxed);
     assert!(ring.consumer().is_ok());
+}
+
+#[test]
+fn blocking_threads_sleep_and_wake_without_losing_messages() {
+    let n: u64 = if cfg!(miri) { 60 } else { 100_000 };
+    for strategy in [WaitStrategy::Sleep, WaitStrategy::SpinThenSleep] {
+        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        tx.set_wait_strategy(strategy);
+        rx.set_wait_strategy(strategy);
+        let max = tx.max_message() as u64;
+        let t = std::thread::spawn(move || {
+            for seq in 0..n {
+                tx.send(&message(seq, (seq % (max + 1)) as usize)).unwrap();
+            }
+            // Dropping the producer closes the ring.
+        });
+        let mut buf = vec![0u8; max as usize];
+        for seq in 0..n {
+            let len = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..len], &message(seq, (seq % (max + 1)) as usize)[..]);
+        }
+        assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
+        assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Disconnected));
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn closed_consumer_fails_sends_and_gives_the_message_back() {
+    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(b"a").unwrap();
+    drop(rx);
+    assert_eq!(
+        tx.try_send(b"b"),
+        Err(TrySendError::Disconnected(&b"b"[..]))
+    );
+    assert_eq!(tx.send(b"c"), Err(SendError::Disconnected(&b"c"[..])));
+    // A new consumer reopens the ring and gets what was sent before.
+    let mut rx = ring.consumer().unwrap();
+    tx.try_send(b"d").unwrap();
+    assert_eq!(&*rx.try_read().unwrap(), b"a");
+    assert_eq!(&*rx.try_read().unwrap(), b"d");
+}
+
+#[test]
+fn timeouts_return_what_they_waited_for() {
+    let ring = Ring::in_process(&small(16, 1)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let mut buf = [0u8; 8];
+    let d = std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 });
+    assert_eq!(rx.recv_timeout(&mut buf, d), Err(RecvError::Timeout));
+    assert!(matches!(rx.read_timeout(Some(d)), Err(RecvError::Timeout)));
+    tx.try_send(b"x").unwrap();
+    assert_eq!(tx.send_timeout(b"y", d), Err(SendError::Timeout(&b"y"[..])));
+    assert!(matches!(
+        tx.reserve_timeout(1, Some(d)),
+        Err(SendError::Timeout(()))
+    ));
+    assert_eq!(rx.recv_timeout(&mut buf, d), Ok(1));
+    let mut g = tx.reserve_timeout(1, Some(d)).unwrap();
+    g[0] = b'z';
+    g.commit();
+    assert_eq!(&*rx.read_timeout(Some(d)).unwrap(), b"z");
+}
+
+#[test]
+fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
+    let ring = Ring::in_process(&small(16, 2)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let mut batch = tx.batch();
+    batch.try_send(b"1").unwrap();
+    batch.try_send(b"2").unwrap();
+    assert!(matches!(batch.try_send(b"3"), Err(TrySendError::Full(_))));
+    // The two messages became visible when the batch hit Full.
+    assert_eq!(&*rx.try_read().unwrap(), b"1");
+    assert_eq!(&*rx.try_read().unwrap(), b"2");
+    batch.try_send(b"3").unwrap();
 }

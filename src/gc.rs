@@ -1,0 +1,242 @@
+//! Finding shmpipe segments on the system, telling stale ones from live and foreign ones, and
+//! removing only the stale ones.
+//!
+//! The kernel's records (`/proc/sysvipc/shm`, `IPC_STAT`: attach counts, creator pids) and
+//! `/proc/PID/stat` decide; the segment's own bytes only say whether it is ours (magic) and who
+//! claimed its roles. A segment whose magic is not ours is never modified nor removed. This
+//! module decides; the SysV calls themselves are `segment`'s.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::Error;
+use crate::layout::{FLAG_PERSISTENT, HEADER_SIZE, LAYOUT_VERSION, MAGIC, READY};
+use crate::owner::{self, Liveness};
+use crate::region::segment_header;
+use crate::segment::{self, Key, Segment, SegmentStat};
+
+/// What a segment is, as far as shmpipe is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Class {
+    /// Not a shmpipe ring (another magic number, or too small): never touched.
+    Foreign,
+    /// We may not attach it (permissions), so we cannot tell: never touched.
+    Unreadable,
+    /// Already marked for removal: the kernel frees it at the last detach.
+    Removing,
+    /// A shmpipe ring of another layout version: left alone.
+    OtherVersion(u32),
+    /// Other processes are attached: in use.
+    InUse {
+        /// Attaches other than the classifier's own.
+        attached: u64,
+    },
+    /// Its creator is still writing the header.
+    Initialising,
+    /// Its creator died before finishing the header, and nobody is attached: stale.
+    AbandonedInit,
+    /// Nobody is attached and no role holder lives; either the ring is empty (and not
+    /// persistent) or a holder died: stale.
+    Orphan {
+        /// A role holder died without closing (as opposed to: everyone closed cleanly).
+        crashed: bool,
+        /// Messages published and not yet received (lost if removed).
+        pending_slots: u64,
+    },
+    /// Nobody is attached, everyone closed cleanly, and messages wait for a consumer that
+    /// may still come (e.g. a server that sent and exited before its client started): kept.
+    Pending {
+        /// Slots holding unreceived messages.
+        pending_slots: u64,
+    },
+    /// A persistent ring that nobody uses now, closed cleanly: kept until removed explicitly.
+    Idle,
+}
+
+impl Class {
+    /// Whether `gc` removes a segment of this class.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Class::AbandonedInit | Class::Orphan { .. })
+    }
+}
+
+/// One segment seen by [`scan`] or [`gc`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The kernel's record of it.
+    pub stat: SegmentStat,
+    /// What it is.
+    pub class: Class,
+    /// Whether `gc` removed it.
+    pub removed: bool,
+}
+
+/// Whether a pid (from the kernel, e.g. `shm_cpid`) is alive. Without a start time a reused
+/// pid reads as alive, which errs on the side of keeping a segment.
+fn pid_alive(pid: i32) -> bool {
+    u32::try_from(pid).is_ok_and(|p| owner::liveness(u64::from(p)) == Liveness::Alive)
+}
+
+/// Classifies an attached segment. `seg` is our own attach, excluded from the counts.
+pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
+    let stat = seg.stat()?;
+    if stat.marked_for_removal {
+        return Ok(Class::Removing);
+    }
+    let others = stat.attach_count.saturating_sub(1);
+    let Some(h) = segment_header(seg) else {
+        return Ok(Class::Foreign);
+    };
+    if h.config.magic.load(Ordering::Relaxed) != MAGIC {
+        return Ok(Class::Foreign);
+    }
+    // R1 (Acquire): pairs with the creator's Release store of READY.
+    if h.config.ready.load(Ordering::Acquire) != READY {
+        let abandoned = others == 0 && !pid_alive(stat.creator_pid);
+        return Ok(if abandoned {
+            Class::AbandonedInit
+        } else {
+            Class::Initialising
+        });
+    }
+    let version = h.config.version.load(Ordering::Relaxed);
+    if version != LAYOUT_VERSION {
+        return Ok(Class::OtherVersion(version));
+    }
+    if others > 0 {
+        return Ok(Class::InUse { attached: others });
+    }
+    let holders = [
+        h.producer.owner.load(Ordering::Acquire),
+        h.consumer.owner.load(Ordering::Acquire),
+    ];
+    let mut crashed = false;
+    for holder in holders.into_iter().filter(|&o| o != 0) {
+        match owner::liveness(holder) {
+            // Alive but not attached: another pid namespace, or it detached without closing.
+            // Either way not ours to judge.
+            Liveness::Alive => return Ok(Class::InUse { attached: 0 }),
+            Liveness::Dead => crashed = true,
+        }
+    }
+    // Monitoring values: read once, used only to describe and to decide keep-or-remove.
+    let tail = h.producer.tail.load(Ordering::Acquire);
+    let head = h.consumer.head.load(Ordering::Acquire);
+    let pending_slots = tail.wrapping_sub(head);
+    let persistent = h.config.flags.load(Ordering::Relaxed) & FLAG_PERSISTENT != 0;
+    Ok(if crashed || (pending_slots == 0 && !persistent) {
+        Class::Orphan {
+            crashed,
+            pending_slots,
+        }
+    } else if pending_slots == 0 {
+        Class::Idle
+    } else {
+        Class::Pending { pending_slots }
+    })
+}
+
+/// Classifies the segment with this shmid.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] if it is gone; other stat errors.
+pub fn classify_id(shmid: i32) -> Result<(SegmentStat, Class), Error> {
+    let stat = segment::stat_id(shmid)?;
+    if stat.marked_for_removal {
+        return Ok((stat, Class::Removing));
+    }
+    if stat.size < HEADER_SIZE {
+        return Ok((stat, Class::Foreign));
+    }
+    match Segment::attach_id(shmid) {
+        Ok(seg) => {
+            let class = classify_attached(&seg)?;
+            Ok((stat, class))
+        }
+        Err(Error::PermissionDenied { .. }) => Ok((stat, Class::Unreadable)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ids of every SysV segment on the system, from `/proc/sysvipc/shm` (no attach needed).
+///
+/// # Errors
+///
+/// [`Error::Sys`] if the file cannot be read.
+pub fn segment_ids() -> Result<Vec<i32>, Error> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").map_err(|source| Error::Sys {
+        ident: Default::default(),
+        op: "read /proc/sysvipc/shm",
+        source,
+    })?;
+    // Columns: key shmid perms size cpid lpid nattch ...; the first line names them.
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_ascii_whitespace().nth(1)?.parse().ok())
+        .collect())
+}
+
+/// Every segment on the system that is, or might be, a shmpipe ring, classified. Foreign and
+/// unreadable segments are left out.
+///
+/// # Errors
+///
+/// As [`segment_ids`].
+pub fn scan() -> Result<Vec<Entry>, Error> {
+    let mut out = Vec::new();
+    for id in segment_ids()? {
+        // A segment may vanish between the listing and the look: skip it then.
+        let Ok((stat, class)) = classify_id(id) else {
+            continue;
+        };
+        if !matches!(class, Class::Foreign | Class::Unreadable) {
+            out.push(Entry {
+                stat,
+                class,
+                removed: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Finds orphaned shmpipe segments (ours, nobody attached, no live role holder, and either
+/// empty or left by a crash; or abandoned mid-initialisation) and removes them, unless
+/// `dry_run`. Returns every shmpipe segment seen, with what was done. Never touches a segment
+/// that is not a shmpipe ring, one in use, or one holding messages for a consumer that may come.
+///
+/// # Errors
+///
+/// As [`segment_ids`]. Failing to remove one segment is reported in its entry (not removed),
+/// not as an error.
+pub fn gc(dry_run: bool) -> Result<Vec<Entry>, Error> {
+    let mut entries = scan()?;
+    for e in entries.iter_mut().filter(|e| e.class.is_stale()) {
+        if !dry_run {
+            e.removed = remove_if_still_stale(e.stat.shmid);
+        }
+    }
+    Ok(entries)
+}
+
+/// Removes a segment after classifying it once more (someone may have attached since).
+pub(crate) fn remove_if_still_stale(shmid: i32) -> bool {
+    match classify_id(shmid) {
+        Ok((_, class)) if class.is_stale() => segment::remove_id(shmid).is_ok(),
+        _ => false,
+    }
+}
+
+/// For `Ring::open_or_create`: if the segment at `key` is stale, remove it so a fresh ring can
+/// be created. Returns whether it did.
+pub(crate) fn recycle_if_stale(key: Key) -> bool {
+    let Ok(seg) = Segment::open(key) else {
+        return false;
+    };
+    let id = seg.shmid();
+    let stale = classify_attached(&seg).is_ok_and(|c| c.is_stale());
+    drop(seg);
+    stale && remove_if_still_stale(id)
+}
