@@ -242,10 +242,11 @@ impl Producer {
                     &line.producer_waiting,
                     &line.space_event,
                     deadline.slice(),
+                    // Re-check what the consumer's wake-ups announce: room, or its close. (A
+                    // consumer that never attached yet wakes us with its first release.)
                     &mut || {
                         !matches!(self.room_for(len), Ok(false))
                             || closed.load(Ordering::Acquire) != 0
-                            || line.owner.load(Ordering::Acquire) == 0
                     },
                 );
                 self.check_consumer_alive()?;

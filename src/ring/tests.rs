@@ -426,3 +426,16 @@ fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
     assert_eq!(&*rx.try_read().unwrap(), b"2");
     batch.try_send(b"3").unwrap();
 }
+
+#[test]
+fn a_full_ring_without_consumer_sleeps_rather_than_spins() {
+    let ring = Ring::in_process(&small(16, 1)).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.set_wait_strategy(WaitStrategy::Sleep);
+    tx.try_send(b"x").unwrap();
+    let before = crate::wait::futex_calls();
+    let d = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 30 });
+    assert_eq!(tx.send_timeout(b"y", d), Err(SendError::Timeout(&b"y"[..])));
+    // It went to sleep on the futex (a re-check that always said "ready" would spin instead).
+    assert!(crate::wait::futex_calls() > before);
+}
