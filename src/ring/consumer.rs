@@ -56,6 +56,8 @@ pub struct Consumer {
     me: Identity,
     /// How blocking calls wait.
     strategy: WaitStrategy,
+    /// The message being read as a byte stream (`Read`/`BufRead`) and how far into it.
+    partial: Option<(Record, usize)>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -98,6 +100,7 @@ impl Consumer {
             poisoned: None,
             me,
             strategy: WaitStrategy::default(),
+            partial: None,
             _not_sync: PhantomData,
         })
     }
@@ -169,16 +172,20 @@ impl Consumer {
     ///
     /// As [`Consumer::recv_timeout`], except that the buffer is never too small.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<ReadGuard<'_>, RecvError> {
-        let deadline = Deadline::after(timeout);
+        self.next_until(Deadline::after(timeout))?;
+        // A message is there: `next` finds it again (finding is idempotent until consumed).
+        self.lend(true).map_err(RecvError::from)
+    }
+
+    /// Waits for the next message and returns where it is, without consuming it.
+    fn next_until(&mut self, deadline: Deadline) -> Result<Record, RecvError> {
         loop {
             match self.next() {
-                Ok(_) => break,
+                Ok(r) => return Ok(r),
                 Err(TryRecvError::Empty) => self.wait_for_data(deadline)?,
                 Err(e) => return Err(e.into()),
             }
         }
-        // A message is there: `next` finds it again (finding is idempotent until consumed).
-        self.lend(true).map_err(RecvError::from)
     }
 
     /// How blocking calls wait (default [`WaitStrategy::SpinThenSleep`]).
@@ -359,7 +366,7 @@ impl Consumer {
                 )
             };
         }
-        self.consume(r);
+        self.advance(r);
         hooks::hit("recv:consumed");
         Ok(r.len)
     }
@@ -378,7 +385,7 @@ impl Consumer {
 
     /// Moves the read position past a record.
     #[inline]
-    fn consume(&mut self, r: Record) {
+    fn advance(&mut self, r: Record) {
         self.head = r.next;
         self.received = self.received.wrapping_add(1);
     }
@@ -403,6 +410,10 @@ impl Consumer {
     fn next(&mut self) -> Result<Record, TryRecvError> {
         if let Some(c) = self.poisoned {
             return Err(TryRecvError::Corrupted(c));
+        }
+        if let Some((r, _)) = self.partial.take() {
+            // A message API after a partial stream read: the rest of that message is dropped.
+            self.advance(r);
         }
         let g = *self.region.geometry();
         // At most two rounds: after a padding record the head is at slot 0, where padding is
@@ -547,7 +558,7 @@ impl Deref for ReadGuard<'_> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
-        self.consumer.consume(self.record);
+        self.consumer.advance(self.record);
         if self.release {
             self.consumer.release();
         }
@@ -610,5 +621,87 @@ impl std::fmt::Debug for RecvBatch<'_> {
                 &self.consumer.head.wrapping_sub(self.consumer.released),
             )
             .finish()
+    }
+}
+
+/// The consumer as a byte stream: messages are read back to back, empty messages are skipped,
+/// and end of stream is the producer closing the ring. `fill_buf` lends the current message in
+/// place (zero copy). A dead producer or a corrupted ring is an error, not end of stream, so a
+/// truncated transfer is never mistaken for a complete one.
+///
+/// Switching to the message API in the middle of a message drops the rest of that message.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{BufRead, Read, Write};
+/// # use shmpipe::{Ring, RingConfig};
+/// let ring = Ring::in_process(&RingConfig::new())?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// tx.write_all(b"hello\nworld\n")?;
+/// drop(tx); // closes the stream
+/// let lines: Vec<String> = rx.lines().collect::<Result<_, _>>()?;
+/// assert_eq!(lines, ["hello", "world"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl std::io::BufRead for Consumer {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        loop {
+            if let Some((r, off)) = self.partial {
+                if off < r.len {
+                    let p = self.region.payload(r.at, r.len);
+                    // SAFETY: the record was validated (inside the array, below the published
+                    // tail) and is ours until released, which happens only in `consume` once
+                    // fully read; `off < len`, and the slice borrows `self`.
+                    return Ok(unsafe { std::slice::from_raw_parts(p.add(off), r.len - off) });
+                }
+                self.partial = None;
+                self.advance(r);
+                self.release();
+            }
+            match self.next_until(Deadline::after(None)) {
+                Ok(r) => self.partial = Some((r, 0)),
+                Err(RecvError::Disconnected) => return Ok(&[]),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Some((r, off)) = self.partial {
+            let off = off.saturating_add(amt).min(r.len);
+            if off == r.len {
+                self.partial = None;
+                self.advance(r);
+                self.release();
+            } else {
+                self.partial = Some((r, off));
+            }
+        }
+    }
+}
+
+impl std::io::Read for Consumer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl From<RecvError> for std::io::Error {
+    fn from(e: RecvError) -> std::io::Error {
+        use std::io::ErrorKind;
+        let kind = match e {
+            RecvError::Timeout => ErrorKind::TimedOut,
+            RecvError::Disconnected => ErrorKind::UnexpectedEof,
+            RecvError::PeerDied { .. } => ErrorKind::ConnectionAborted,
+            RecvError::BufferTooSmall { .. } => ErrorKind::InvalidInput,
+            RecvError::Corrupted(_) => ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, e)
     }
 }

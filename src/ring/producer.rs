@@ -516,12 +516,12 @@ impl<T> TrySendError<T> {
     }
 }
 
-impl SendError {
-    /// Attaches the message to the variants that give it back.
+impl<T> SendError<T> {
+    /// Replaces the message in the variants that give it back.
     pub(crate) fn map_msg<U>(self, msg: U) -> SendError<U> {
         match self {
-            SendError::Timeout(()) => SendError::Timeout(msg),
-            SendError::Disconnected(()) => SendError::Disconnected(msg),
+            SendError::Timeout(_) => SendError::Timeout(msg),
+            SendError::Disconnected(_) => SendError::Disconnected(msg),
             SendError::PeerDied { pid, .. } => SendError::PeerDied { pid, msg },
             SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
             SendError::Corrupted(c) => SendError::Corrupted(c),
@@ -673,5 +673,62 @@ impl std::fmt::Debug for SendBatch<'_> {
         f.debug_struct("SendBatch")
             .field("pending_slots", &self.pending_slots())
             .finish()
+    }
+}
+
+/// The producer as a byte stream: each `write` sends up to [`Producer::stream_chunk`] bytes as
+/// one message, waiting for room as the [`WaitStrategy`] says. Dropping the producer ends the
+/// stream. A closed or dead consumer is `BrokenPipe`, as for a pipe.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// # use shmpipe::{Ring, RingConfig};
+/// let ring = Ring::in_process(&RingConfig::new())?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let t = std::thread::spawn(move || tx.write_all(&[7u8; 1 << 20]));
+/// let mut all = Vec::new();
+/// rx.read_to_end(&mut all)?;
+/// t.join().unwrap()?;
+/// assert_eq!(all.len(), 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl std::io::Write for Producer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.stream_chunk());
+        self.send(&buf[..n]).map_err(|e| e.map_msg(()))?;
+        Ok(n)
+    }
+
+    /// Every write is published when it returns; nothing to do.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Producer {
+    /// The largest message a byte-stream `write` sends: the maximum message, but at most an
+    /// eighth of the ring, so the consumer can read one chunk while the next is written.
+    pub fn stream_chunk(&self) -> usize {
+        let g = self.region.geometry();
+        let eighth = (g.array_bytes() / 8).saturating_sub(crate::layout::RECORD_HEADER as u64);
+        (g.max_message as usize).min(eighth.max(1) as usize)
+    }
+}
+
+impl From<SendError> for std::io::Error {
+    fn from(e: SendError) -> std::io::Error {
+        use std::io::ErrorKind;
+        let kind = match e {
+            SendError::Timeout(()) => ErrorKind::TimedOut,
+            SendError::Disconnected(()) | SendError::PeerDied { .. } => ErrorKind::BrokenPipe,
+            SendError::TooLarge { .. } => ErrorKind::InvalidInput,
+            SendError::Corrupted(_) => ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, e)
     }
 }

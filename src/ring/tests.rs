@@ -439,3 +439,61 @@ fn a_full_ring_without_consumer_sleeps_rather_than_spins() {
     // It went to sleep on the futex (a re-check that always said "ready" would spin instead).
     assert!(crate::wait::futex_calls() > before);
 }
+
+#[test]
+fn byte_stream_round_trips_with_odd_sized_reads_and_writes() {
+    use std::io::{BufRead, Read, Write};
+    let total = if cfg!(miri) { 3_000 } else { 300_000 };
+    let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+    let ring = Ring::in_process(&small(16, 8)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let src = data.clone();
+    let t = std::thread::spawn(move || {
+        let mut rng = Rng(9);
+        let mut at = 0;
+        while at < src.len() {
+            let n = (rng.below(40) as usize).min(src.len() - at);
+            let w = tx.write(&src[at..at + n]).unwrap();
+            assert!(w <= n && (n == 0 || w > 0));
+            at += w;
+            if rng.below(10) == 0 {
+                tx.try_send(b"").ok(); // empty messages are skipped by the stream
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut rng = Rng(3);
+    let mut buf = [0u8; 64];
+    loop {
+        if rng.below(2) == 0 {
+            let n = rx.read(&mut buf[..1 + rng.below(63) as usize]).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        } else {
+            let avail = rx.fill_buf().unwrap();
+            if avail.is_empty() {
+                break;
+            }
+            let n = avail.len().min(1 + rng.below(5) as usize);
+            got.extend_from_slice(&avail[..n]);
+            rx.consume(n);
+        }
+    }
+    t.join().unwrap();
+    assert_eq!(got, data);
+}
+
+#[test]
+fn message_api_after_a_partial_stream_read_drops_the_rest() {
+    use std::io::Read;
+    let ring = Ring::in_process(&small(16, 8)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(b"abcdef").unwrap();
+    tx.try_send(b"next").unwrap();
+    let mut two = [0u8; 2];
+    rx.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"ab");
+    assert_eq!(&*rx.try_read().unwrap(), b"next");
+}
