@@ -240,3 +240,98 @@ pub(crate) fn recycle_if_stale(key: Key) -> bool {
     drop(seg);
     stale && remove_if_still_stale(id)
 }
+
+/// A role holder as recorded in a ring, with the kernel's word on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The pid written by the holder.
+    pub pid: u32,
+    /// Whether that process (same pid and start time) is alive.
+    pub alive: bool,
+}
+
+/// What a ring holds, read from its header once, for monitoring (`shmpipe stat`). Values come
+/// from the segment and are not validated beyond the header check: display them, do not act
+/// on them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingInfo {
+    /// The kernel's record of the segment. `attach_count` excludes the inspector's own attach.
+    pub stat: SegmentStat,
+    /// Its class.
+    pub class: Class,
+    /// Bytes per slot.
+    pub slot_size: u32,
+    /// Slots.
+    pub slot_count: u32,
+    /// Largest message.
+    pub max_message: u32,
+    /// Created persistent.
+    pub persistent: bool,
+    /// The creator's random id.
+    pub instance_id: u64,
+    /// Slots holding unreceived records (`tail - head`).
+    pub used_slots: u64,
+    /// Messages published in total.
+    pub sent: u64,
+    /// Messages released in total.
+    pub received: u64,
+    /// Slots published in total (`tail - initial_index`).
+    pub sent_slots: u64,
+    /// The producer, if one holds the role.
+    pub producer: Option<Holder>,
+    /// The consumer, if one holds the role.
+    pub consumer: Option<Holder>,
+}
+
+/// Reads a shmpipe ring's header and counters by shmid (attaching briefly).
+///
+/// # Errors
+///
+/// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::NotShmpipe`] for a foreign
+/// segment, or the header errors of [`Ring::open_id`](crate::Ring::open_id).
+pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
+    let seg = Segment::attach_id(shmid)?;
+    let class = classify_attached(&seg)?;
+    let mut stat = seg.stat()?;
+    stat.attach_count = stat.attach_count.saturating_sub(1);
+    let ident = seg.ident();
+    let h = segment_header(&seg).ok_or(Error::SegmentTooSmall {
+        ident,
+        claimed: HEADER_SIZE as u64,
+        actual: seg.len() as u64,
+    })?;
+    let magic = h.config.magic.load(Ordering::Relaxed);
+    if magic != MAGIC {
+        return Err(Error::NotShmpipe {
+            ident,
+            found: magic,
+        });
+    }
+    // R1 (Acquire): pairs with the creator's Release of READY; then the fields are complete.
+    let ready = h.config.ready.load(Ordering::Acquire) == READY;
+    let c = h.config.snapshot();
+    let holder = |id: u64| {
+        (id != 0).then(|| Holder {
+            pid: owner::pid_of(id),
+            alive: owner::liveness(id) == Liveness::Alive,
+        })
+    };
+    // Relaxed: a monitoring snapshot.
+    let tail = h.producer.tail.load(Ordering::Relaxed);
+    let head = h.consumer.head.load(Ordering::Relaxed);
+    Ok(RingInfo {
+        stat,
+        class,
+        slot_size: if ready { c.slot_size } else { 0 },
+        slot_count: if ready { c.slot_count } else { 0 },
+        max_message: if ready { c.max_message } else { 0 },
+        persistent: c.flags & FLAG_PERSISTENT != 0,
+        instance_id: c.instance_id,
+        used_slots: tail.wrapping_sub(head),
+        sent: h.producer.sent.load(Ordering::Relaxed),
+        received: h.consumer.received.load(Ordering::Relaxed),
+        sent_slots: tail.wrapping_sub(c.initial_index),
+        producer: holder(h.producer.owner.load(Ordering::Relaxed)),
+        consumer: holder(h.consumer.owner.load(Ordering::Relaxed)),
+    })
+}
