@@ -22,14 +22,68 @@ pub enum WaitStrategy {
 }
 
 /// Iterations of pure spinning before yielding in [`WaitStrategy::SpinThenSleep`].
-pub(crate) const SPIN_ROUNDS: u32 = 200;
+const SPIN_ROUNDS: u32 = 200;
 /// Calls to `sched_yield` before sleeping in [`WaitStrategy::SpinThenSleep`].
-pub(crate) const YIELD_ROUNDS: u32 = 20;
+const YIELD_ROUNDS: u32 = 20;
 /// Longest single futex sleep: after it the waiter re-checks the peer's liveness, so a dead
 /// peer is noticed within about this long (plus the check).
 pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
 /// How often a spinning waiter checks its peer's liveness.
-pub(crate) const SPIN_CHECK_EVERY: Duration = Duration::from_millis(10);
+const SPIN_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// One side's view of a wait: what it waits for, how it sleeps, how it checks the peer.
+pub(crate) trait Waiter {
+    /// Why the wait can end without success.
+    type Error;
+    /// Whether the wait is over: `Ok(true)` when the condition holds, `Err` when it never will.
+    fn ready(&mut self) -> Result<bool, Self::Error>;
+    /// Sleeps on the futex for at most `slice`, unless the condition holds after announcing
+    /// the sleep (the sleeper's half of the wake-up protocol).
+    fn sleep(&mut self, slice: Duration);
+    /// Asks the kernel whether the peer lives; `Err` if it is dead.
+    fn check_peer(&mut self) -> Result<(), Self::Error>;
+    /// The error for a passed deadline.
+    fn timeout(&self) -> Self::Error;
+}
+
+/// Waits as `strategy` says until `w` is ready, fails, or the deadline passes. The peer's
+/// liveness is checked after every sleep and every [`SPIN_CHECK_EVERY`] of spinning.
+pub(crate) fn wait<W: Waiter>(
+    w: &mut W,
+    strategy: WaitStrategy,
+    deadline: Deadline,
+) -> Result<(), W::Error> {
+    let mut round = 0u32;
+    let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
+    loop {
+        if w.ready()? {
+            return Ok(());
+        }
+        if deadline.passed() {
+            return Err(w.timeout());
+        }
+        let sleep_now = match strategy {
+            WaitStrategy::Spin => false,
+            WaitStrategy::Sleep => true,
+            WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
+        };
+        if sleep_now {
+            w.sleep(deadline.slice());
+            w.check_peer()?;
+            continue;
+        }
+        if round < SPIN_ROUNDS || strategy == WaitStrategy::Spin {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        round = round.saturating_add(1);
+        if round % 64 == 0 && Instant::now() >= next_check {
+            w.check_peer()?;
+            next_check = Instant::now() + SPIN_CHECK_EVERY;
+        }
+    }
+}
 
 /// Futex system calls made by this process (waits and wakes), for tests and monitoring.
 static FUTEX_CALLS: AtomicU64 = AtomicU64::new(0);

@@ -488,15 +488,15 @@ fn send_batch_publishes_at_publish_or_drop(m: &mut Maker) {
     drop(batch);
     assert_eq!(recv_vec(&mut rx), b"c");
 
-    // A batch that fills the ring: the consumer sees nothing until it is published.
+    // A batch that fills the ring: the consumer sees nothing until it is published, and the
+    // `Full` that ends it publishes it, so a retry loop cannot wait on itself.
     let mut batch = tx.batch();
-    let mut n = 0u8;
-    while batch.try_send(&[n]).is_ok() {
-        n += 1;
+    for n in 0..16u8 {
+        batch.try_send(&[n]).unwrap();
     }
-    assert_eq!(n, 16);
     assert_empty(&mut rx);
-    batch.publish();
+    assert!(matches!(batch.try_send(&[16]), Err(TrySendError::Full(_))));
+    assert_eq!(batch.pending_slots(), 0, "Full published the batch");
     for i in 0..16 {
         assert_eq!(recv_vec(&mut rx), [i]);
     }
@@ -1529,7 +1529,7 @@ fn head_beyond_the_published_tail_is_corruption() {
     for i in 0..4u8 {
         batch.try_send(&[i]).unwrap();
     }
-    assert!(matches!(batch.try_send(b"x"), Err(TrySendError::Full(_))));
+    // The next send finds the cached head full and re-reads it before it could publish.
     raw.set_head(2);
     let want = Corruption::HeadOutOfRange {
         head: 2,

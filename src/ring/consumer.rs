@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{check_indices, release_role, sleep, wake};
 use crate::error::{Corrupted, Corruption, Error, RecvError, TryRecvError};
@@ -21,7 +21,7 @@ use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
-use crate::wait::{Deadline, SPIN_CHECK_EVERY, SPIN_ROUNDS, WaitStrategy, YIELD_ROUNDS};
+use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
 /// per ring, enforced across processes.
@@ -205,46 +205,8 @@ impl Consumer {
     /// Waits until a message is published, the producer goes away, or the deadline.
     #[cold]
     fn wait_for_data(&mut self, deadline: Deadline) -> Result<(), RecvError> {
-        let region = self.region.clone();
-        let line = &region.header().producer;
-        let mut round = 0u32;
-        let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
-        loop {
-            match self.has_data() {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(TryRecvError::Disconnected) => return Err(RecvError::Disconnected),
-                Err(e) => return Err(e.into()),
-            }
-            if deadline.passed() {
-                return Err(RecvError::Timeout);
-            }
-            let sleep_now = match self.strategy {
-                WaitStrategy::Spin => false,
-                WaitStrategy::Sleep => true,
-                WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
-            };
-            if sleep_now {
-                sleep(
-                    &line.consumer_waiting,
-                    &line.data_event,
-                    deadline.slice(),
-                    &mut || !matches!(self.has_data(), Ok(false)),
-                );
-                self.check_producer_alive()?;
-            } else {
-                if round < SPIN_ROUNDS || self.strategy == WaitStrategy::Spin {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-                round = round.saturating_add(1);
-                if round % 64 == 0 && Instant::now() >= next_check {
-                    self.check_producer_alive()?;
-                    next_check = Instant::now() + SPIN_CHECK_EVERY;
-                }
-            }
-        }
+        let strategy = self.strategy;
+        wait::wait(&mut DataWait(self), strategy, deadline)
     }
 
     /// Whether a record is published beyond our read position (re-reading the tail);
@@ -506,6 +468,34 @@ impl Consumer {
         };
         self.poisoned = Some(c);
         TryRecvError::Corrupted(c)
+    }
+}
+
+/// The consumer waiting for a message.
+struct DataWait<'a>(&'a mut Consumer);
+
+impl Waiter for DataWait<'_> {
+    type Error = RecvError;
+
+    fn ready(&mut self) -> Result<bool, RecvError> {
+        self.0.has_data().map_err(RecvError::from)
+    }
+
+    fn sleep(&mut self, slice: Duration) {
+        let region = self.0.region.clone();
+        let line = &region.header().producer;
+        // Re-check what the producer's wake-ups announce: a publish, or its close.
+        sleep(&line.consumer_waiting, &line.data_event, slice, &mut || {
+            !matches!(self.0.has_data(), Ok(false))
+        });
+    }
+
+    fn check_peer(&mut self) -> Result<(), RecvError> {
+        self.0.check_producer_alive()
+    }
+
+    fn timeout(&self) -> RecvError {
+        RecvError::Timeout
     }
 }
 

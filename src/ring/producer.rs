@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{check_indices, release_role, sleep, wake};
 use crate::error::{Corrupted, Corruption, Error, SendError, TrySendError};
@@ -18,7 +18,7 @@ use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
-use crate::wait::{Deadline, SPIN_CHECK_EVERY, SPIN_ROUNDS, WaitStrategy, YIELD_ROUNDS};
+use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
 /// exactly one producer exists per ring, enforced across processes.
@@ -219,50 +219,8 @@ impl Producer {
     /// Waits until a record of `len` bytes fits, the consumer goes away, or the deadline.
     #[cold]
     fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<(), SendError> {
-        let region = self.region.clone();
-        let line = &region.header().consumer;
-        let mut round = 0u32;
-        let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
-        loop {
-            if self.room_for(len)? {
-                return Ok(());
-            }
-            self.check_consumer()?;
-            if deadline.passed() {
-                return Err(SendError::Timeout(()));
-            }
-            let sleep_now = match self.strategy {
-                WaitStrategy::Spin => false,
-                WaitStrategy::Sleep => true,
-                WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
-            };
-            if sleep_now {
-                let closed = &region.header().producer.consumer_closed;
-                sleep(
-                    &line.producer_waiting,
-                    &line.space_event,
-                    deadline.slice(),
-                    // Re-check what the consumer's wake-ups announce: room, or its close. (A
-                    // consumer that never attached yet wakes us with its first release.)
-                    &mut || {
-                        !matches!(self.room_for(len), Ok(false))
-                            || closed.load(Ordering::Acquire) != 0
-                    },
-                );
-                self.check_consumer_alive()?;
-            } else {
-                if round < SPIN_ROUNDS || self.strategy == WaitStrategy::Spin {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-                round = round.saturating_add(1);
-                if round % 64 == 0 && Instant::now() >= next_check {
-                    self.check_consumer_alive()?;
-                    next_check = Instant::now() + SPIN_CHECK_EVERY;
-                }
-            }
-        }
+        let strategy = self.strategy;
+        wait::wait(&mut RoomWait { p: self, len }, strategy, deadline)
     }
 
     /// Whether a record of `len` bytes (and any padding before it) fits now, re-reading the
@@ -490,6 +448,47 @@ impl Producer {
         }
         self.head_cache = head;
         Ok(())
+    }
+}
+
+/// The producer waiting for room for a record of `len` bytes.
+struct RoomWait<'a> {
+    p: &'a mut Producer,
+    len: usize,
+}
+
+impl Waiter for RoomWait<'_> {
+    type Error = SendError;
+
+    fn ready(&mut self) -> Result<bool, SendError> {
+        if self.p.room_for(self.len)? {
+            return Ok(true);
+        }
+        self.p.check_consumer().map(|()| false)
+    }
+
+    fn sleep(&mut self, slice: Duration) {
+        let region = self.p.region.clone();
+        let h = region.header();
+        // Re-check what the consumer's wake-ups announce: room, or its close. (A consumer that
+        // has not attached yet wakes us with its first release.)
+        sleep(
+            &h.consumer.producer_waiting,
+            &h.consumer.space_event,
+            slice,
+            &mut || {
+                !matches!(self.p.room_for(self.len), Ok(false))
+                    || h.producer.consumer_closed.load(Ordering::Acquire) != 0
+            },
+        );
+    }
+
+    fn check_peer(&mut self) -> Result<(), SendError> {
+        self.p.check_consumer_alive()
+    }
+
+    fn timeout(&self) -> SendError {
+        SendError::Timeout(())
     }
 }
 
