@@ -34,6 +34,23 @@ fn proc_stat(pid: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// Zombie or dead task states in `/proc/.../stat`.
+fn is_dead_state(state: char) -> bool {
+    matches!(state, 'Z' | 'X' | 'x')
+}
+
+/// Whether any thread of process `pid` is in a state other than zombie/dead.
+fn any_live_thread(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let tid = t.file_name();
+        let path = format!("{pid}/task/{}", tid.to_string_lossy());
+        proc_stat(&path).is_some_and(|(state, _)| !is_dead_state(state))
+    })
+}
+
 /// This process's identity (computed once).
 pub(crate) fn me() -> Identity {
     static ME: OnceLock<Identity> = OnceLock::new();
@@ -62,8 +79,10 @@ pub(crate) fn liveness(id: Identity) -> Liveness {
     }
     match proc_stat(&pid.to_string()) {
         Some((state, s)) => {
-            let dead_state = matches!(state, 'Z' | 'X' | 'x');
             let reused = start != 0 && (s & 0xffff_ffff) != start;
+            // The state is the main thread's: a process whose main thread exited while other
+            // threads run shows 'Z' too. It is dead only when no thread is left running.
+            let dead_state = is_dead_state(state) && !any_live_thread(pid);
             if dead_state || reused {
                 Liveness::Dead
             } else {

@@ -219,7 +219,8 @@ impl Consumer {
             return Ok(true);
         }
         match self.empty_or_closed() {
-            TryRecvError::Empty => Ok(false),
+            // "Empty" also covers "the re-read tail shows new records": look again.
+            TryRecvError::Empty => Ok(self.head != self.tail_cache),
             e => Err(e),
         }
     }
