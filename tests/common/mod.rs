@@ -184,6 +184,82 @@ impl ChildProcess {
         }
     }
 
+    /// Non-blocking: whether the child has stopped (`SIGSTOP`, e.g. at a `test-hooks` crash
+    /// point) since the last call. Each stop is reported once. It asks `waitid` for stops only
+    /// (`WSTOPPED` without `WEXITED`), so it never reaps the child: its exit status stays for
+    /// [`ChildProcess::try_status`] and the guard.
+    pub fn poll_stopped(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        // SAFETY: siginfo_t is a plain C struct for which all-zero bytes are a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a writable siginfo_t that outlives the call. Without WEXITED the
+        // kernel reports (and consumes) only a stop, never an exit, so nothing is reaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &raw mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "waitid on {}: {}",
+            self.what,
+            std::io::Error::last_os_error()
+        );
+        // With WNOHANG and nothing to report the kernel leaves si_pid at the 0 written above.
+        // SAFETY: reads the pid field of the struct waitid filled (or that we zeroed).
+        let pid = unsafe { info.si_pid() };
+        pid != 0 && info.si_code == libc::CLD_STOPPED
+    }
+
+    /// Waits (polling, never hanging) until the child stops, and fails the test with its
+    /// output if it exits first or does not stop within `timeout`.
+    pub fn wait_stopped(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.poll_stopped() {
+            self.assert_running();
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "{} did not stop within {timeout:?} and was killed; its output:\n{}",
+                    self.what,
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Sends `SIGKILL` to the running (or stopped) child and reaps it. Returns the instant just
+    /// before the signal was sent. Fails the test, with the child's output, if the child had
+    /// already exited or died of anything but this `SIGKILL`.
+    pub fn kill_and_reap(&mut self) -> Instant {
+        self.assert_running();
+        let at = Instant::now();
+        self.child.kill().expect("SIGKILL the child");
+        let status = self.child.wait().expect("reap the child");
+        self.status = Some(status);
+        self.assert_killed(status);
+        at
+    }
+
+    /// Panics unless `status` says the child died of `SIGKILL`.
+    fn assert_killed(&self, status: ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{} ended with {status}, not by SIGKILL; its output:\n{}",
+            self.what,
+            self.output()
+        );
+    }
+
     fn kill(&mut self) {
         if self.try_status().is_none() {
             let _ = self.child.kill();
@@ -458,4 +534,114 @@ pub fn check_msg(
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-process clocks, signals and results (added for tests/blocking.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// `CLOCK_MONOTONIC` in nanoseconds. Unlike an `Instant`, its value means the same in every
+/// process of the machine, so a timestamp taken in one process can be compared in another.
+#[allow(dead_code)]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sends signal `sig` to process `pid`, failing the test if the kernel refuses.
+#[allow(dead_code)]
+pub fn signal_process(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is one of our own children.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The state letter of process `pid` from `/proc/PID/stat` (`R`, `S`, `T` for stopped, `Z`...),
+/// or `None` if there is no such process.
+#[allow(dead_code)]
+pub fn process_state(pid: u32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Prints `RESULT name=value` on stdout, for the parent to read back from the child's output
+/// with [`child_result`].
+#[allow(dead_code)]
+pub fn print_result(name: &str, value: impl std::fmt::Display) {
+    use std::io::Write;
+    println!("RESULT {name}={value}");
+    let _ = std::io::stdout().flush();
+}
+
+/// The value a child printed with [`print_result`] under `name` (the last one, if several),
+/// or `None` if it printed none. The line may start with other output (libtest prints
+/// `test name ... ` without a line break before the test's own output).
+#[allow(dead_code)]
+pub fn find_result(output: &str, name: &str) -> Option<String> {
+    let prefix = format!("RESULT {name}=");
+    output
+        .lines()
+        .rev()
+        .find_map(|l| l.find(&prefix).map(|i| &l[i + prefix.len()..]))
+        .map(|v| v.trim().to_string())
+}
+
+/// [`find_result`], parsed; fails the test (showing the output) if it is missing or malformed.
+#[allow(dead_code)]
+pub fn child_result<T: FromStr>(output: &str, name: &str) -> T {
+    let raw = find_result(output, name)
+        .unwrap_or_else(|| panic!("the child printed no RESULT {name}; its output:\n{output}"));
+    raw.parse()
+        .unwrap_or_else(|_| panic!("RESULT {name}={raw:?} does not parse; output:\n{output}"))
+}
+
+#[allow(dead_code)]
+impl ChildProcess {
+    /// [`ChildProcess::wait_success`], returning the child's output.
+    pub fn wait_success_output(mut self, timeout: Duration) -> String {
+        self.wait_until(Instant::now() + timeout);
+        self.output()
+    }
+}
+
+/// [`wait_all_success`], returning each child's output, in the order given.
+#[allow(dead_code)]
+pub fn wait_all_outputs(mut children: Vec<ChildProcess>, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut running = false;
+        for c in &mut children {
+            match c.try_status() {
+                Some(status) if !status.success() => c.wait_until(deadline), // panics with the log
+                Some(_) => {}
+                None => running = true,
+            }
+        }
+        if !running {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for c in &mut children {
+                if c.try_status().is_none() {
+                    c.wait_until(deadline); // kills it and panics with its log
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    children
+        .into_iter()
+        .map(|c| c.wait_success_output(Duration::ZERO))
+        .collect()
 }
