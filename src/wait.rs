@@ -21,15 +21,16 @@ pub enum WaitStrategy {
     Sleep,
 }
 
-/// Iterations of pure spinning before yielding in [`WaitStrategy::SpinThenSleep`].
-const SPIN_ROUNDS: u32 = 200;
-/// Calls to `sched_yield` before sleeping in [`WaitStrategy::SpinThenSleep`].
-const YIELD_ROUNDS: u32 = 20;
+/// How long [`WaitStrategy::SpinThenSleep`] spins before it starts yielding.
+const SPIN_FOR: Duration = Duration::from_micros(20);
+/// How long [`WaitStrategy::SpinThenSleep`] spins and yields before it sleeps: longer than a
+/// futex wake-up takes here (25-35 us), so a peer that answers at once is caught awake.
+const SLEEP_AFTER: Duration = Duration::from_micros(100);
 /// Longest single futex sleep: after it the waiter re-checks the peer's liveness, so a dead
 /// peer is noticed within about this long (plus the check).
 pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
-/// How often a spinning waiter checks its peer's liveness.
-const SPIN_CHECK_EVERY: Duration = Duration::from_millis(10);
+/// How often a waiter asks the kernel whether its peer lives (a `/proc` read, 10-30 us).
+const CHECK_PEER_EVERY: Duration = Duration::from_millis(10);
 
 /// One side's view of a wait: what it waits for, how it sleeps, how it checks the peer.
 pub(crate) trait Waiter {
@@ -47,14 +48,17 @@ pub(crate) trait Waiter {
 }
 
 /// Waits as `strategy` says until `w` is ready, fails, or the deadline passes. The peer's
-/// liveness is checked after every sleep and every [`SPIN_CHECK_EVERY`] of spinning.
+/// liveness is checked every [`CHECK_PEER_EVERY`] of waiting (not after every wake-up: a wake-up
+/// means the peer acted, and the check costs a `/proc` read).
 pub(crate) fn wait<W: Waiter>(
     w: &mut W,
     strategy: WaitStrategy,
     deadline: Deadline,
 ) -> Result<(), W::Error> {
+    let start = Instant::now();
+    let mut next_check = start + CHECK_PEER_EVERY;
+    let mut now = start;
     let mut round = 0u32;
-    let mut next_check = Instant::now() + SPIN_CHECK_EVERY;
     loop {
         if w.ready()? {
             return Ok(());
@@ -62,25 +66,29 @@ pub(crate) fn wait<W: Waiter>(
         if deadline.passed() {
             return Err(w.timeout());
         }
-        let sleep_now = match strategy {
-            WaitStrategy::Spin => false,
-            WaitStrategy::Sleep => true,
-            WaitStrategy::SpinThenSleep => round >= SPIN_ROUNDS + YIELD_ROUNDS,
-        };
-        if sleep_now {
-            w.sleep(deadline.slice());
-            w.check_peer()?;
-            continue;
+        // Reading the clock costs ~25 ns: while spinning, only every 64th round.
+        if round % 64 == 0 || strategy == WaitStrategy::Sleep {
+            now = Instant::now();
+            if now >= next_check {
+                w.check_peer()?;
+                next_check = now + CHECK_PEER_EVERY;
+            }
         }
-        if round < SPIN_ROUNDS || strategy == WaitStrategy::Spin {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-        round = round.saturating_add(1);
-        if round % 64 == 0 && Instant::now() >= next_check {
-            w.check_peer()?;
-            next_check = Instant::now() + SPIN_CHECK_EVERY;
+        round = round.wrapping_add(1);
+        let waited = now - start;
+        match strategy {
+            WaitStrategy::Spin => std::hint::spin_loop(),
+            WaitStrategy::SpinThenSleep if waited < SPIN_FOR => std::hint::spin_loop(),
+            WaitStrategy::SpinThenSleep if waited < SLEEP_AFTER => std::thread::yield_now(),
+            WaitStrategy::SpinThenSleep | WaitStrategy::Sleep => {
+                w.sleep(
+                    deadline
+                        .slice()
+                        .min(next_check.saturating_duration_since(now)),
+                );
+                // After a sleep the clock is read again at the top of the loop.
+                round = 0;
+            }
         }
     }
 }
