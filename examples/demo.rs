@@ -21,9 +21,10 @@
 //! either process is killed. The child is killed and reaped if the parent fails or panics, and it
 //! asks the kernel to kill it if the parent dies (`PR_SET_PDEATHSIG`).
 //!
-//! The library has no blocking API yet, so both sides spin (`std::hint::spin_loop`) when a ring
-//! is full or empty; the two processes are therefore pinned to different CPUs when the machine
-//! has two or more.
+//! Both sides use the non-blocking calls and spin (`std::hint::spin_loop`) when a ring is full or
+//! empty, to show the ring's own cost with no wait strategy in the way (`examples/wake.rs`
+//! measures the blocking calls); the two processes are therefore pinned to different CPUs when
+//! the machine has two or more.
 
 use std::fs::File;
 use std::io::{Read, Write};
