@@ -1,0 +1,154 @@
+//! `shmpipe create`, `shmpipe rm` and `shmpipe gc`: explicit lifetimes, and clearing what
+//! crashes left behind. Nothing here ever removes a segment that is not a shmpipe ring.
+
+use std::process::ExitCode;
+
+use shmpipe::gc::{self, Class, Entry};
+use shmpipe::segment;
+use shmpipe::{Key, Ring, SegmentStat};
+
+use super::{CliError, CreateArgs, GcArgs, RmArgs, Target, sysv};
+
+/// `shmpipe create`: a persistent ring, which stays until `shmpipe rm` (or `ipcrm`). Prints its
+/// shmid, which is how the other side finds a private ring (`--id`).
+pub fn create(a: CreateArgs) -> Result<ExitCode, CliError> {
+    let key = match a.target.required()? {
+        Target::Key(k) => k,
+        Target::Id(_) => {
+            return Err(CliError::usage(
+                "create takes --key or --ftok: the kernel chooses the shmid",
+            ));
+        }
+    };
+    let cfg = a.shape.config(true)?;
+    let ring = Ring::create(key, &cfg)?;
+    println!("{}", ring.shmid().unwrap_or(-1));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shmpipe rm`: marks a ring for removal (`IPC_RMID`). Processes using it carry on; the kernel
+/// frees it when the last one detaches.
+pub fn rm(a: RmArgs) -> Result<ExitCode, CliError> {
+    let target = a.target.required()?;
+    let shmid = sysv::shmid_of(target)?;
+    let what = describe(target, shmid);
+    let (_, class) = gc::classify_id(shmid)?;
+    match class {
+        Class::Foreign => {
+            return Err(CliError::new(format!(
+                "{what}: not a shmpipe ring; not removed (ipcrm -m {shmid} removes any segment)"
+            )));
+        }
+        Class::Unreadable => {
+            return Err(CliError::new(format!(
+                "{what}: permission denied: cannot tell whether it is a shmpipe ring"
+            )));
+        }
+        Class::Removing => return Ok(ExitCode::SUCCESS), // already marked
+        Class::InUse { attached } if attached > 0 => {
+            eprintln!(
+                "shmpipe: {what}: in use by {attached} process(es); removed from its key now, \
+                 freed when they detach"
+            );
+        }
+        _ => {}
+    }
+    segment::remove_id(shmid)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "key 0x00002020 (shmid 7)" or "shmid 7".
+fn describe(target: Target, shmid: i32) -> String {
+    match target {
+        Target::Key(k) => format!("key {k} (shmid {shmid})"),
+        Target::Id(_) => format!("shmid {shmid}"),
+    }
+}
+
+/// Why a segment is (or is not) garbage, in words.
+fn reason(class: &Class, stat: &SegmentStat) -> String {
+    match class {
+        Class::AbandonedInit => "its creator died while initialising it".into(),
+        Class::Orphan {
+            crashed: true,
+            pending_slots,
+        } => {
+            let mut s = "a side died and nobody is attached".to_string();
+            if *pending_slots > 0 {
+                s.push_str(&format!(" ({pending_slots} slots unread)"));
+            }
+            s
+        }
+        Class::Orphan { .. } => "closed, empty and nobody attached".into(),
+        Class::Pending { pending_slots } => {
+            format!("messages wait for a receiver ({pending_slots} slots)")
+        }
+        Class::Idle => "persistent".into(),
+        Class::InUse { attached } => format!("in use ({attached} attached)"),
+        Class::Initialising => "being initialised".into(),
+        Class::Removing if stat.attach_count > 0 => format!(
+            "in use ({} attached), marked for removal",
+            stat.attach_count
+        ),
+        Class::Removing => "already marked for removal".into(),
+        Class::OtherVersion(v) => format!("layout version {v}, not this build's"),
+        Class::Unreadable => "not readable by this user".into(),
+        Class::Foreign => "not a shmpipe ring".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `shmpipe gc`: removes orphaned shmpipe rings: nobody attached, no live role holder, and
+/// either left by a crash, or closed and empty; or abandoned while being created. Rings holding
+/// messages for a receiver that may still come, persistent rings, rings in use and segments
+/// that are not shmpipe rings are kept.
+pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
+    let entries = match a.target.resolve()? {
+        None => gc::gc(a.dry_run)?,
+        Some(target) => {
+            let shmid = sysv::shmid_of(target)?;
+            let (stat, class) = gc::classify_id(shmid)?;
+            if class == Class::Foreign {
+                return Err(CliError::new(format!(
+                    "{}: not a shmpipe ring",
+                    describe(target, shmid)
+                )));
+            }
+            let mut removed = false;
+            if class.is_stale() && !a.dry_run {
+                // Classify once more right before removing: someone may have attached since.
+                let again = gc::classify_id(shmid).map(|(_, c)| c.is_stale());
+                removed = again.unwrap_or(false) && segment::remove_id(shmid).is_ok();
+            }
+            vec![Entry {
+                stat,
+                class,
+                removed,
+            }]
+        }
+    };
+    for e in &entries {
+        let key = match e.stat.key {
+            Key::Private => "0x00000000".to_string(),
+            k => k.to_string(),
+        };
+        let action = if e.removed {
+            "removed"
+        } else if e.class.is_stale() && a.dry_run {
+            "would remove"
+        } else if e.class.is_stale() {
+            // In use again since it was classified, or not ours to remove (permissions).
+            "not removed"
+        } else if a.verbose {
+            "kept"
+        } else {
+            continue;
+        };
+        println!(
+            "{action} shmid {} key {key}: {}",
+            e.stat.shmid,
+            reason(&e.class, &e.stat)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,399 @@
+//! The `shmpipe` command line: argument definitions (clap), the shared pieces of every command
+//! (which segment a command is about, error reporting and exit codes), and dispatch to the
+//! commands in the submodules.
+//!
+//! - `transfer`: `send` and `recv`, the byte-stream and `--lines` transfers.
+//! - `stat`: `stat` (alias `info`), the `ipcs -m` view of shmpipe rings, as a table or JSON.
+//! - `admin`: `create`, `rm` and `gc`.
+//! - `progress`: the progress bar of long transfers.
+//! - `signals`: SIGINT/SIGTERM/SIGHUP during a transfer.
+//! - `sysv`: reading `/proc/sysvipc/shm` (finding a segment by key without attaching).
+
+mod admin;
+mod progress;
+mod signals;
+mod stat;
+mod sysv;
+mod transfer;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use shmpipe::Key;
+
+/// Examples shown at the end of `shmpipe --help`.
+const EXAMPLES: &str = "\
+Examples:
+  shmpipe send --key 0x2020 big.iso &    # start either side first
+  shmpipe recv --key 0x2020 -o copy.iso
+  tail -f log | shmpipe send --key 0x2020 --lines    # a server...
+  shmpipe recv --key 0x2020 --lines                  # ...and its client
+  shmpipe stat              # every shmpipe ring, like ipcs -m
+  shmpipe stat --key 0x2020 --json
+  shmpipe gc --dry-run      # rings left behind by crashes
+
+Exit status: 0 success, 1 error (one line on stderr), 2 usage error.";
+
+/// Move data between processes through a lock-free ring in System V shared memory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shmpipe",
+    version,
+    arg_required_else_help = true,
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream a file (or standard input) into a ring, creating it if needed.
+    Send(SendArgs),
+    /// Stream a ring out to standard output (or a file) until the sender closes it.
+    Recv(RecvArgs),
+    /// Create a persistent ring that stays until `shmpipe rm`; prints its shmid.
+    Create(CreateArgs),
+    /// Remove a ring (refuses segments that are not shmpipe rings).
+    Rm(RmArgs),
+    /// Remove orphaned shmpipe rings (left by crashes) and nothing else.
+    Gc(GcArgs),
+    /// Show shmpipe rings: all of them as a table like `ipcs -m`, or one in detail.
+    #[command(visible_alias = "info")]
+    Stat(StatArgs),
+}
+
+/// Which segment: by key, by `ftok`, or by shmid. Every command puts these options in a group
+/// named `target`; commands that need one make the group required.
+#[derive(Debug, Args, Clone)]
+#[group(skip)]
+pub struct TargetArgs {
+    /// Key of the ring: hex (0x2020), decimal (8224), or "private" (a new ring reachable
+    /// only by its shmid).
+    #[arg(long, short = 'k', value_name = "KEY", group = "target")]
+    pub key: Option<Key>,
+    /// Derive the key from an existing file, as ftok(3) does (with --proj-id).
+    #[arg(long, value_name = "PATH", group = "target", requires = "proj_id")]
+    pub ftok: Option<PathBuf>,
+    /// Project id for --ftok: 1 to 255, or one character such as 'a'.
+    #[arg(long, value_name = "N", requires = "ftok", value_parser = parse_proj_id)]
+    pub proj_id: Option<u8>,
+    /// The segment's id (the shmid `ipcs -m` and `shmpipe stat` show).
+    #[arg(long, value_name = "SHMID", group = "target")]
+    pub id: Option<i32>,
+}
+
+/// The shape and permissions of a ring that a command creates.
+#[derive(Debug, Args, Clone)]
+pub struct ShapeArgs {
+    /// Bytes of the ring's buffer if this command creates it: a power of two, with an optional
+    /// K, M or G suffix (binary). [default: 4M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub capacity: Option<u64>,
+    /// Bytes per slot (a power of two from 8 to 1M); a message takes whole slots. [default: 64]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub slot_size: Option<u64>,
+    /// Permission bits (octal) of a ring this command creates.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
+}
+
+/// `shmpipe send`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true)))]
+pub struct SendArgs {
+    /// Which ring.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The file to send; standard input if absent or "-".
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Send each line (without its newline) as one message, for a `recv --lines` or a program
+    /// reading messages.
+    #[arg(long, short = 'l')]
+    pub lines: bool,
+    /// Ring shape, if this side creates it.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Keep the ring after both sides are done (if this side creates it).
+    #[arg(long)]
+    pub persist: bool,
+    /// Never show a progress bar (shown on a terminal for transfers over half a second).
+    #[arg(long, short = 'q')]
+    pub no_progress: bool,
+}
+
+/// `shmpipe recv`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true)))]
+pub struct RecvArgs {
+    /// Which ring.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Write to this file (created or truncated) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Write each message followed by a newline (the other side of `send --lines`).
+    #[arg(long, short = 'l')]
+    pub lines: bool,
+    /// Ring shape, if this side creates it.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Keep the ring after both sides are done (if this side creates it).
+    #[arg(long)]
+    pub persist: bool,
+    /// Never show a progress bar (shown on a terminal for transfers over half a second).
+    #[arg(long, short = 'q')]
+    pub no_progress: bool,
+}
+
+/// `shmpipe create`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true)))]
+pub struct CreateArgs {
+    /// Which key (--id does not apply: the kernel chooses the shmid).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Ring shape.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+}
+
+/// `shmpipe rm`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true)))]
+pub struct RmArgs {
+    /// Which ring.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `shmpipe gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only this ring (default: every shmpipe ring on the system).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Say what would be removed, and remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Also list the rings that are kept, and why.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// `shmpipe stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// One ring in detail (default: every shmpipe ring, one line each).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// JSON: an array of rings, or one object with --key/--ftok/--id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which segment a command is about, once `--ftok` is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// By key (a number, or `Key::Private` for a new private ring).
+    Key(Key),
+    /// By shmid.
+    Id(i32),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Key(k) => write!(f, "key {k}"),
+            Target::Id(id) => write!(f, "shmid {id}"),
+        }
+    }
+}
+
+impl TargetArgs {
+    /// The target given, if any (`ftok` is called here).
+    pub fn resolve(&self) -> Result<Option<Target>, CliError> {
+        if let Some(k) = self.key {
+            return Ok(Some(Target::Key(k)));
+        }
+        if let Some(id) = self.id {
+            return Ok(Some(Target::Id(id)));
+        }
+        if let Some(path) = &self.ftok {
+            // clap makes --proj-id required with --ftok.
+            let proj = self.proj_id.unwrap_or(1);
+            return Ok(Some(Target::Key(Key::ftok(path, proj)?)));
+        }
+        Ok(None)
+    }
+
+    /// The target of a command that requires one (clap enforces that one is given).
+    pub fn required(&self) -> Result<Target, CliError> {
+        self.resolve()?.ok_or_else(|| {
+            CliError::usage("one of --key, --ftok PATH --proj-id N or --id SHMID is required")
+        })
+    }
+}
+
+/// An error to report: one line on standard error, then exit with `code`.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit status: 1 for errors, 2 for usage errors.
+    pub code: u8,
+    /// The message, without the "shmpipe: " prefix and without a newline.
+    pub msg: String,
+}
+
+impl CliError {
+    /// An error (exit status 1).
+    pub fn new(msg: impl Into<String>) -> CliError {
+        CliError {
+            code: 1,
+            msg: msg.into(),
+        }
+    }
+
+    /// A usage error (exit status 2).
+    pub fn usage(msg: impl Into<String>) -> CliError {
+        CliError {
+            code: 2,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<shmpipe::Error> for CliError {
+    fn from(e: shmpipe::Error) -> CliError {
+        // The library's messages name the key and shmid ("key 0x00002020 (shmid 7): ...").
+        CliError::new(e.to_string())
+    }
+}
+
+/// Runs the command line and returns the exit status.
+pub fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with status 2 (0 for --help and --version).
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(a) => transfer::send(a),
+        Command::Recv(a) => transfer::recv(a),
+        Command::Create(a) => admin::create(a),
+        Command::Rm(a) => admin::rm(a),
+        Command::Gc(a) => admin::gc(a),
+        Command::Stat(a) => stat::stat(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, whatever the message holds.
+            let msg = e.msg.replace('\n', " ");
+            eprintln!("shmpipe: {msg}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Parses a size: a number of bytes with an optional binary suffix (K, M, G, T; "KiB", "k",
+/// "KB" all mean 1024), which must be a power of two.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64K, 4M)"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {suffix:?} (use K, M or G)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if !bytes.is_power_of_two() {
+        return Err(format!("{s:?} is not a power of two"));
+    }
+    Ok(bytes)
+}
+
+/// Parses permission bits in octal: `600`, `0600`, `0o600`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal mode such as 0600 or 0660")),
+    }
+}
+
+/// Parses an ftok project id: a number from 1 to 255, or a single ASCII character.
+fn parse_proj_id(s: &str) -> Result<u8, String> {
+    if let Ok(n) = s.parse::<u8>() {
+        if n != 0 {
+            return Ok(n);
+        }
+    }
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii() && c != '\0' && !c.is_ascii_digit() => Ok(c as u8),
+        _ => Err(format!(
+            "{s:?} is not a project id (1 to 255, or one character such as a)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_modes_and_project_ids_parse() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0o644"), Ok(0o644));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("01777").is_err());
+        assert_eq!(parse_proj_id("7"), Ok(7));
+        assert_eq!(parse_proj_id("a"), Ok(b'a'));
+        assert!(parse_proj_id("0").is_err());
+        assert!(parse_proj_id("256").is_err());
+        assert!(parse_proj_id("ab").is_err());
+    }
+
+    #[test]
+    fn a_target_is_required_where_it_must_be() {
+        assert!(Cli::try_parse_from(["shmpipe", "send"]).is_err());
+        assert!(Cli::try_parse_from(["shmpipe", "send", "--key", "0x2020", "--id", "5"]).is_err());
+        assert!(Cli::try_parse_from(["shmpipe", "send", "--ftok", "/tmp"]).is_err());
+        let ok = Cli::try_parse_from(["shmpipe", "recv", "--ftok", "/tmp", "--proj-id", "a"]);
+        assert!(ok.is_ok());
+        assert!(Cli::try_parse_from(["shmpipe", "stat"]).is_ok());
+        assert!(Cli::try_parse_from(["shmpipe", "gc", "--dry-run"]).is_ok());
+        assert!(Cli::try_parse_from(["shmpipe", "info", "--key", "8224"]).is_ok());
+    }
+}

@@ -1,0 +1,277 @@
+//! `shmpipe stat` (alias `info`): the `ipcs -m` view of shmpipe rings, with what only shmpipe
+//! knows: shape, bytes and messages in the ring, totals, the role holders and whether they
+//! live.
+//!
+//! The list of segments comes from `/proc/sysvipc/shm`; each is then looked at once with
+//! `shmpipe::gc::inspect`, a brief attach whose own attach is not counted. Segments that are
+//! not shmpipe rings (or that this user may not attach) are not listed.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use shmpipe::gc::{self, Class, Holder, RingInfo};
+
+use super::{CliError, StatArgs, sysv};
+
+/// `shmpipe stat`.
+pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
+    match a.target.resolve()? {
+        Some(target) => {
+            let shmid = sysv::shmid_of(target)?;
+            let info = gc::inspect(shmid).map_err(|e| match e {
+                shmpipe::Error::SegmentTooSmall { .. } => CliError::new(format!(
+                    "{target} (shmid {shmid}): not a shmpipe ring (smaller than a ring header)"
+                )),
+                e => e.into(),
+            })?;
+            if a.json {
+                println!("{}", json(&info));
+            } else {
+                print!("{}", details(&info));
+            }
+        }
+        None => {
+            let rings: Vec<RingInfo> = sysv::segments()?
+                .into_iter()
+                // Foreign, unreadable or vanished since the listing: not ours to show.
+                .filter_map(|s| gc::inspect(s.shmid).ok())
+                .collect();
+            if a.json {
+                let items: Vec<String> = rings.iter().map(json).collect();
+                println!("[{}]", items.join(","));
+            } else {
+                print!("{}", table(&rings));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the slot array.
+fn capacity(i: &RingInfo) -> u64 {
+    u64::from(i.slot_size) * u64::from(i.slot_count)
+}
+
+/// Bytes of the slots holding unreceived records (record headers and padding included).
+fn used_bytes(i: &RingInfo) -> u64 {
+    i.used_slots.saturating_mul(u64::from(i.slot_size))
+}
+
+/// Messages published and not yet received.
+fn messages(i: &RingInfo) -> u64 {
+    i.sent.wrapping_sub(i.received)
+}
+
+/// A short name of a ring's state. A ring that both sides joined is marked for removal while
+/// still in use: that is "in-use" (with `dest`, as ipcs says), not "removing".
+fn state(i: &RingInfo) -> &'static str {
+    match i.class {
+        Class::Removing if i.stat.attach_count > 0 => "in-use",
+        Class::Removing => "removing",
+        Class::Foreign => "foreign",
+        Class::Unreadable => "unreadable",
+        Class::OtherVersion(_) => "other-version",
+        Class::InUse { .. } => "in-use",
+        Class::Initialising => "initialising",
+        Class::AbandonedInit => "abandoned-init",
+        Class::Orphan { .. } => "orphan",
+        Class::Pending { .. } => "pending",
+        Class::Idle => "idle",
+        _ => "unknown",
+    }
+}
+
+/// `1.5 MiB`, `512 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn holder_short(h: Option<Holder>) -> String {
+    match h {
+        None => "-".into(),
+        Some(h) if h.alive => h.pid.to_string(),
+        Some(h) => format!("{}(dead)", h.pid),
+    }
+}
+
+fn holder_long(h: Option<Holder>) -> String {
+    match h {
+        None => "none".into(),
+        Some(h) if h.alive => format!("pid {} (alive)", h.pid),
+        Some(h) => format!("pid {} (dead)", h.pid),
+    }
+}
+
+/// One line per ring, under a header, like `ipcs -m`.
+fn table(rings: &[RingInfo]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:>10} {:<5} {:>9} {:>9} {:>8} {:>10} {:>12} {:>12} {:>6}  STATE",
+        "KEY",
+        "SHMID",
+        "PERMS",
+        "CAPACITY",
+        "USED",
+        "MSGS",
+        "SENT",
+        "PRODUCER",
+        "CONSUMER",
+        "NATTCH"
+    );
+    for i in rings {
+        let mut st = state(i).to_string();
+        if i.stat.marked_for_removal {
+            st.push_str(" dest");
+        }
+        if i.persistent {
+            st.push_str(" persistent");
+        }
+        let _ = writeln!(
+            out,
+            "{:<10} {:>10} {:<5} {:>9} {:>9} {:>8} {:>10} {:>12} {:>12} {:>6}  {}",
+            i.stat.key.to_string().replace("IPC_PRIVATE", "0x00000000"),
+            i.stat.shmid,
+            format!("{:o}", i.stat.mode),
+            human(capacity(i)),
+            human(used_bytes(i)),
+            messages(i),
+            i.sent,
+            holder_short(i.producer),
+            holder_short(i.consumer),
+            i.stat.attach_count,
+            st
+        );
+    }
+    out
+}
+
+/// Everything about one ring, one field a line (the `info` view).
+fn details(i: &RingInfo) -> String {
+    let mut out = String::new();
+    let key = match i.stat.key {
+        shmpipe::Key::Private => "none (private, or marked for removal)".to_string(),
+        k => k.to_string(),
+    };
+    let mut line = |name: &str, value: String| {
+        let _ = writeln!(out, "{name:<13}{value}");
+    };
+    line("key", key);
+    line("shmid", i.stat.shmid.to_string());
+    line(
+        "mode",
+        format!("{:04o} (owner uid {})", i.stat.mode, i.stat.uid),
+    );
+    line(
+        "shape",
+        format!(
+            "{} slots x {} bytes = {}; largest message {} bytes",
+            i.slot_count,
+            i.slot_size,
+            human(capacity(i)),
+            i.max_message
+        ),
+    );
+    line(
+        "persistent",
+        if i.persistent { "yes" } else { "no" }.to_string(),
+    );
+    line("state", state(i).to_string());
+    line(
+        "in the ring",
+        format!(
+            "{} in {} slots, {} messages",
+            human(used_bytes(i)),
+            i.used_slots,
+            messages(i)
+        ),
+    );
+    line(
+        "sent",
+        format!("{} messages ({} slots)", i.sent, i.sent_slots),
+    );
+    line("received", format!("{} messages", i.received));
+    line("producer", holder_long(i.producer));
+    line("consumer", holder_long(i.consumer));
+    line("attached", format!("{} processes", i.stat.attach_count));
+    line(
+        "removal",
+        if i.stat.marked_for_removal {
+            "marked: freed when the last process detaches".to_string()
+        } else {
+            "not marked".to_string()
+        },
+    );
+    line("creator pid", i.stat.creator_pid.to_string());
+    line("instance", format!("{:016x}", i.instance_id));
+    out
+}
+
+fn json_holder(h: Option<Holder>) -> String {
+    match h {
+        None => "null".into(),
+        Some(h) => format!("{{\"pid\":{},\"alive\":{}}}", h.pid, h.alive),
+    }
+}
+
+/// One ring as a JSON object. Numbers are JSON numbers; the only strings are fixed words and
+/// hex digits, so nothing needs escaping.
+fn json(i: &RingInfo) -> String {
+    let key = i.stat.key.raw() as u32;
+    let fields: Vec<(&str, String)> = vec![
+        ("key", key.to_string()),
+        ("key_hex", format!("\"0x{key:08x}\"")),
+        ("shmid", i.stat.shmid.to_string()),
+        ("mode", i.stat.mode.to_string()),
+        ("perms", format!("\"{:o}\"", i.stat.mode)),
+        ("uid", i.stat.uid.to_string()),
+        ("size", i.stat.size.to_string()),
+        ("capacity", capacity(i).to_string()),
+        ("slot_size", i.slot_size.to_string()),
+        ("slot_count", i.slot_count.to_string()),
+        ("max_message", i.max_message.to_string()),
+        ("persistent", i.persistent.to_string()),
+        ("state", format!("\"{}\"", state(i))),
+        ("used_slots", i.used_slots.to_string()),
+        ("used_bytes", used_bytes(i).to_string()),
+        ("messages", messages(i).to_string()),
+        ("sent", i.sent.to_string()),
+        ("received", i.received.to_string()),
+        ("sent_slots", i.sent_slots.to_string()),
+        ("producer", json_holder(i.producer)),
+        ("consumer", json_holder(i.consumer)),
+        ("attached", i.stat.attach_count.to_string()),
+        ("marked_for_removal", i.stat.marked_for_removal.to_string()),
+        ("creator_pid", i.stat.creator_pid.to_string()),
+        ("instance_id", format!("\"{:016x}\"", i.instance_id)),
+    ];
+    let body: Vec<String> = fields
+        .into_iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(4 << 20), "4.0 MiB");
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}

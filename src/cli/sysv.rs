@@ -1,0 +1,93 @@
+//! The kernel's list of SysV segments, `/proc/sysvipc/shm`: reading it needs no attach, so it
+//! is how the command finds a segment by key (and how `ipcs -m` lists them).
+
+use shmpipe::Key;
+
+use super::{CliError, Target};
+
+/// One line of `/proc/sysvipc/shm`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcShm {
+    /// The key (0, `IPC_PRIVATE`, also once the segment is marked for removal).
+    pub key: Key,
+    /// The segment's id.
+    pub shmid: i32,
+}
+
+/// Parses the text of `/proc/sysvipc/shm`. Columns: key shmid perms size cpid lpid nattch ...;
+/// the first line names them. Lines that do not parse are skipped.
+fn parse(text: &str) -> Vec<ProcShm> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let key = f.next()?.parse::<i32>().ok()?;
+            let shmid = f.next()?.parse::<i32>().ok()?;
+            Some(ProcShm {
+                key: Key::new(key),
+                shmid,
+            })
+        })
+        .collect()
+}
+
+/// Every segment the kernel lists.
+pub fn segments() -> Result<Vec<ProcShm>, CliError> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm")
+        .map_err(|e| CliError::new(format!("cannot read /proc/sysvipc/shm: {e}")))?;
+    Ok(parse(&text))
+}
+
+/// The shmid a target names: looked up by key in `/proc/sysvipc/shm` (no attach).
+pub fn shmid_of(target: Target) -> Result<i32, CliError> {
+    let key = match target {
+        Target::Id(id) => return Ok(id),
+        Target::Key(Key::Private) => {
+            return Err(CliError::usage(
+                "a private key names no existing segment: give its shmid with --id",
+            ));
+        }
+        Target::Key(k) => k,
+    };
+    segments()?
+        .into_iter()
+        .find(|s| s.key == key)
+        .map(|s| s.shmid)
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "key {key}: no such segment (a ring both of whose sides have attached has no key \
+                 any more; `shmpipe stat` lists it by shmid)"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_lines_parse() {
+        let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n\
+                    \x20     8224      98307  1600               4194688  1234  1240      2     0     0     0     0 1700000000 1700000000 1700000000               4194688                     0\n\
+                    \x20        0      98308   600                  4096  1234  1240      0     0     0     0     0          0          0 1700000000                  4096                     0\n\
+                    \x20      -17          9   600                  4096  1234  1240      0     0     0     0     0          0          0 1700000000                  4096                     0\n";
+        let got = parse(text);
+        assert_eq!(
+            got,
+            [
+                ProcShm {
+                    key: Key::Number(8224),
+                    shmid: 98307,
+                },
+                ProcShm {
+                    key: Key::Private,
+                    shmid: 98308,
+                },
+                ProcShm {
+                    key: Key::Number(-17),
+                    shmid: 9,
+                },
+            ]
+        );
+    }
+}
