@@ -6,8 +6,11 @@
 //! only fixed-width integers, `AtomicU64` (8-aligned on every target), explicit alignment.
 //! This module decides what the bytes mean; it does not run the ring protocol (see `ring`).
 
+#[cfg(not(loom))]
 use std::mem::{align_of, offset_of, size_of};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::{AtomicU32, AtomicU64, Futex};
 
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
@@ -40,6 +43,7 @@ pub const KNOWN_FLAGS: u32 = FLAG_PERSISTENT;
 
 /// Line 0: written once by the creator before `ready`, read-only afterwards.
 #[repr(C, align(128))]
+#[derive(Default)]
 pub struct ConfigLine {
     /// [`MAGIC`]; written first, so a half-initialised ring is recognisable as ours.
     pub magic: AtomicU64,
@@ -71,6 +75,7 @@ pub struct ConfigLine {
 /// uses to talk to the producer rarely (`consumer_waiting`, `consumer_closed`), which live here
 /// so that the producer's per-send checks of them hit its own cache line.
 #[repr(C, align(128))]
+#[derive(Default)]
 pub struct ProducerLine {
     /// Slot counter one past the last published record (Release by the producer).
     pub tail: AtomicU64,
@@ -81,7 +86,7 @@ pub struct ProducerLine {
     /// How many times the producer role was claimed (0: no producer ever attached).
     pub claims: AtomicU32,
     /// Futex word the consumer sleeps on; the producer increments it to wake the consumer.
-    pub data_event: AtomicU32,
+    pub data_event: Futex,
     /// 1 while the consumer is (about to be) asleep on `data_event`. Written by the consumer
     /// (set) and by the producer (cleared when it wakes the consumer).
     pub consumer_waiting: AtomicU32,
@@ -92,6 +97,7 @@ pub struct ProducerLine {
 
 /// Line 2: the consumer's. Only the consumer writes it, except `producer_waiting`.
 #[repr(C, align(128))]
+#[derive(Default)]
 pub struct ConsumerLine {
     /// Slot counter one past the last released record (Release by the consumer).
     pub head: AtomicU64,
@@ -102,7 +108,7 @@ pub struct ConsumerLine {
     /// How many times the consumer role was claimed (0: no consumer ever attached).
     pub claims: AtomicU32,
     /// Futex word the producer sleeps on; the consumer increments it to wake the producer.
-    pub space_event: AtomicU32,
+    pub space_event: Futex,
     /// 1 while the producer is (about to be) asleep on `space_event`. Written by the producer
     /// (set) and by the consumer (cleared when it wakes the producer).
     pub producer_waiting: AtomicU32,
@@ -110,6 +116,7 @@ pub struct ConsumerLine {
 
 /// The whole header at offset 0 of the segment.
 #[repr(C)]
+#[derive(Default)]
 pub struct Header {
     /// Immutable configuration.
     pub config: ConfigLine,
@@ -119,7 +126,9 @@ pub struct Header {
     pub consumer: ConsumerLine,
 }
 
-// The layout is a contract with other processes (and other languages): pin every byte.
+// The layout is a contract with other processes (and other languages): pin every byte. (Under
+// loom the atomics are model handles of other sizes, and no segment is ever mapped.)
+#[cfg(not(loom))]
 const _: () = {
     assert!(size_of::<ConfigLine>() == LINE && align_of::<ConfigLine>() == LINE);
     assert!(size_of::<ProducerLine>() == LINE && align_of::<ProducerLine>() == LINE);

@@ -47,6 +47,7 @@ mod owner;
 mod region;
 mod ring;
 pub mod segment;
+mod sync;
 pub mod wait;
 
 pub use error::{

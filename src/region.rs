@@ -8,7 +8,9 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::{AtomicU32, AtomicU64};
 
 use crate::error::Ident;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
@@ -37,40 +39,79 @@ impl Drop for HeapBuf {
     }
 }
 
+/// A ring on the heap: the header in a box of its own, the slots in a line-aligned buffer. The
+/// same protocol runs on it as on a segment; under loom it also carries the model's view of the
+/// record headers and slot accesses.
+pub(crate) struct HeapRing {
+    header: Box<Header>,
+    slots: HeapBuf,
+    #[cfg(loom)]
+    model: LoomSlots,
+}
+
+/// Under loom: record headers as model atomics, and one tracked cell per slot so that the model
+/// reports a data race when the protocol fails to order a slot's write before its read.
+#[cfg(loom)]
+struct LoomSlots {
+    records: Vec<[AtomicU32; 2]>,
+    cells: Vec<loom::cell::UnsafeCell<()>>,
+}
+
+impl HeapRing {
+    /// A zeroed ring of this shape.
+    pub(crate) fn new(geometry: &Geometry) -> Option<HeapRing> {
+        let bytes = usize::try_from(geometry.array_bytes()).ok()?;
+        Some(HeapRing {
+            header: Box::default(),
+            slots: HeapBuf::zeroed(bytes)?,
+            #[cfg(loom)]
+            model: LoomSlots {
+                records: (0..geometry.slot_count)
+                    .map(|_| Default::default())
+                    .collect(),
+                cells: (0..geometry.slot_count)
+                    .map(|_| loom::cell::UnsafeCell::new(()))
+                    .collect(),
+            },
+        })
+    }
+}
+
 /// What keeps the memory mapped or allocated.
 pub(crate) enum Backing {
     /// An attached SysV segment.
     Segment(Segment),
     /// A heap allocation (in-process ring).
-    Heap(HeapBuf),
+    Heap(HeapRing),
 }
 
 impl Backing {
-    /// Base address of the memory.
-    pub(crate) fn base(&self) -> NonNull<u8> {
-        match self {
-            Backing::Segment(s) => NonNull::new(s.as_ptr()).expect("attached segment is non-null"),
-            Backing::Heap(h) => h.ptr,
-        }
-    }
-
-    /// Bytes available at [`Backing::base`]; for a segment, the kernel's size.
+    /// Bytes of header and slots available; for a segment, the kernel's size.
     pub(crate) fn len(&self) -> usize {
         match self {
             Backing::Segment(s) => s.len(),
-            Backing::Heap(h) => h.layout.size(),
+            Backing::Heap(h) => HEADER_SIZE + h.slots.layout.size(),
         }
     }
 
-    /// The header at offset 0, or `None` if the memory is too small to hold one.
+    /// The header, or `None` if the memory is too small to hold one.
     pub(crate) fn header(&self) -> Option<&Header> {
         match self {
             Backing::Segment(s) => segment_header(s),
-            Backing::Heap(h) => {
-                // SAFETY: `h` is a live, LINE-aligned allocation of `size()` bytes that lives
-                // as long as the returned reference (borrowed from `self`).
-                unsafe { header_at(h.ptr, h.layout.size()) }
+            Backing::Heap(h) => Some(&h.header),
+        }
+    }
+
+    /// Where the slot array starts (only meaningful once `len() >= ring_size`).
+    fn slots(&self) -> NonNull<u8> {
+        match self {
+            Backing::Segment(s) => {
+                let base = NonNull::new(s.as_ptr()).expect("attached segment is non-null");
+                // SAFETY: callers check len() >= ring_size > HEADER_SIZE first, so the offset
+                // stays inside the attachment.
+                unsafe { base.add(HEADER_SIZE) }
             }
+            Backing::Heap(h) => h.slots.ptr,
         }
     }
 }
@@ -78,25 +119,28 @@ impl Backing {
 /// The header of an attached segment, or `None` if it is too small to hold one.
 pub(crate) fn segment_header(seg: &Segment) -> Option<&Header> {
     let base = NonNull::new(seg.as_ptr())?;
-    // SAFETY: an attached segment is page-aligned, `len()` bytes long, and stays attached as
-    // long as `seg`, which the returned reference borrows.
-    unsafe { header_at(base, seg.len()) }
-}
-
-/// A header reference over memory at `base`.
-///
-/// # Safety
-///
-/// `base` must be valid for `len` bytes, aligned to [`LINE`], for the caller-chosen lifetime.
-unsafe fn header_at<'a>(base: NonNull<u8>, len: usize) -> Option<&'a Header> {
-    if len < HEADER_SIZE {
+    if seg.len() < HEADER_SIZE {
         return None;
     }
+    overlay_header(base)
+}
+
+/// A header reference over segment memory at `base`, which must be page-aligned and at least
+/// HEADER_SIZE bytes, mapped as long as the reference's lifetime.
+#[cfg(not(loom))]
+fn overlay_header<'a>(base: NonNull<u8>) -> Option<&'a Header> {
     debug_assert!(base.as_ptr().align_offset(LINE) == 0);
-    // SAFETY: the caller guarantees validity and alignment; the memory holds at least
-    // HEADER_SIZE bytes. Every field of Header is an atomic, so a shared reference stays sound
-    // while another process writes the same bytes; padding is never read through it.
+    // SAFETY: the caller passes an attached segment's address (page-aligned, so LINE-aligned)
+    // with at least HEADER_SIZE bytes, borrowed for the lifetime. Every field of Header is an
+    // atomic, so a shared reference stays sound while another process writes the same bytes;
+    // padding is never read through it.
     Some(unsafe { &*base.as_ptr().cast::<Header>() })
+}
+
+/// Under loom the header's atomics are model handles, not bytes: segments are not modelled.
+#[cfg(loom)]
+fn overlay_header<'a>(_base: NonNull<u8>) -> Option<&'a Header> {
+    panic!("SysV segments are not modelled under loom; use Ring::in_process")
 }
 
 /// A ring's memory with its validated geometry: the only view of the slots the ring uses.
@@ -129,8 +173,7 @@ impl Region {
     ) -> Region {
         assert!(backing.len() as u64 >= geometry.ring_size());
         let header = NonNull::from(backing.header().expect("ring_size > HEADER_SIZE"));
-        // SAFETY: HEADER_SIZE < ring_size <= len, so the offset stays inside the allocation.
-        let slots = unsafe { backing.base().add(HEADER_SIZE) };
+        let slots = backing.slots();
         Region {
             backing,
             header,
@@ -194,6 +237,7 @@ impl Region {
 
     /// The two 32-bit words of a record header (`len`, `kind`) as one read each.
     #[inline]
+    #[cfg(not(loom))]
     fn record_words(&self, at: u64) -> (&AtomicU32, &AtomicU32) {
         let p = self.slot(at).cast::<AtomicU32>();
         // SAFETY: slot starts are aligned to the slot size (≥ 8) from a 128-aligned array, and
@@ -201,6 +245,39 @@ impl Region {
         // bytes stay mapped while `self` lives. Both processes access record headers only
         // through atomics.
         unsafe { (&*p, &*p.add(1)) }
+    }
+
+    /// Under loom the record headers are model atomics beside the slots.
+    #[cfg(loom)]
+    fn record_words(&self, at: u64) -> (&AtomicU32, &AtomicU32) {
+        let Backing::Heap(h) = &self.backing else {
+            unreachable!("only heap rings exist under loom")
+        };
+        let [len, kind] = &h.model.records[(at & self.geometry.mask()) as usize];
+        (len, kind)
+    }
+
+    /// Tells the model that this side now accesses the payload of the `slots` slots from `at`
+    /// (a no-op outside loom). Loom reports a data race if a write and a read of the same slot
+    /// are not ordered by the protocol's Release/Acquire pairs.
+    #[inline(always)]
+    pub(crate) fn access(&self, at: u64, slots: u64, write: bool) {
+        #[cfg(loom)]
+        {
+            let Backing::Heap(h) = &self.backing else {
+                unreachable!("only heap rings exist under loom")
+            };
+            for i in 0..slots {
+                let cell = &h.model.cells[(at.wrapping_add(i) & self.geometry.mask()) as usize];
+                if write {
+                    cell.with_mut(|_| ());
+                } else {
+                    cell.with(|_| ());
+                }
+            }
+        }
+        #[cfg(not(loom))]
+        let _ = (at, slots, write);
     }
 
     /// Reads the record header at counter `at` once: `(len, kind)`. The peer may write these

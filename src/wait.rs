@@ -5,7 +5,9 @@
 //! wait is over. The announce/fence/re-check protocol that makes sleeping safe is the caller's
 //! (see `ring` and DESIGN.md, "Sleeping and waking").
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::Futex;
 use std::time::{Duration, Instant};
 
 /// How a blocked side waits for its peer.
@@ -66,8 +68,10 @@ pub(crate) fn wait<W: Waiter>(
         if deadline.passed() {
             return Err(w.timeout());
         }
-        // Reading the clock costs ~25 ns: while spinning, only every 64th round.
-        if round % 64 == 0 || strategy == WaitStrategy::Sleep {
+        // Reading the clock costs ~25 ns: while spinning, only every 64th round. Under loom the
+        // clock is not read at all: the model must run the same operations on every replay,
+        // and its peers never die.
+        if !cfg!(loom) && (round % 64 == 0 || strategy == WaitStrategy::Sleep) {
             now = Instant::now();
             if now >= next_check {
                 w.check_peer()?;
@@ -105,19 +109,20 @@ pub fn futex_calls() -> u64 {
 /// Sleeps on a shared futex word while it holds `expected`, for at most `timeout`. Returns when
 /// woken, when the word no longer holds `expected`, on a signal, or on timeout; the caller
 /// re-checks its condition in every case.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(futex: &Futex, expected: u32, timeout: Duration) {
     FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: `word` is a valid, aligned 32-bit word that outlives the call; FUTEX_WAIT (shared:
-    // no FUTEX_PRIVATE_FLAG, so a waker in another process reaches us) only reads it, and `ts`
-    // is a valid relative timeout. The unused arguments are ignored for FUTEX_WAIT.
+    // SAFETY: `futex.word` is a valid, aligned 32-bit word that outlives the call; FUTEX_WAIT
+    // (shared: no FUTEX_PRIVATE_FLAG, so a waker in another process reaches us) only reads it,
+    // and `ts` is a valid relative timeout. The unused arguments are ignored for FUTEX_WAIT.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            futex.word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
             &raw const ts,
@@ -129,14 +134,15 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes every process sleeping on a shared futex word.
-pub(crate) fn futex_wake(word: &AtomicU32) {
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(futex: &Futex) {
     FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `word` is a valid, aligned 32-bit word; FUTEX_WAKE does not access it beyond
-    // hashing its address. The unused arguments are ignored for FUTEX_WAKE.
+    // SAFETY: `futex.word` is a valid, aligned 32-bit word; FUTEX_WAKE does not access it
+    // beyond hashing its address. The unused arguments are ignored for FUTEX_WAKE.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            futex.word.as_ptr(),
             libc::FUTEX_WAKE,
             i32::MAX,
             std::ptr::null::<libc::timespec>(),
@@ -144,6 +150,24 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
             0u32,
         );
     }
+}
+
+/// Loom's futex: compare, then park until woken. There is no timeout, so a wake-up the protocol
+/// loses leaves the sleeper parked for ever, which loom reports as a deadlock. A wake with no
+/// sleeper leaves a permit, a spurious wake-up that real futexes may give too.
+#[cfg(loom)]
+pub(crate) fn futex_wait(futex: &Futex, expected: u32, _timeout: Duration) {
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
+    if futex.word.load(Ordering::SeqCst) == expected {
+        futex.queue.wait();
+    }
+}
+
+/// Loom's futex wake.
+#[cfg(loom)]
+pub(crate) fn futex_wake(futex: &Futex) {
+    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
+    futex.queue.notify();
 }
 
 /// An optional deadline.

@@ -308,6 +308,7 @@ impl Consumer {
             });
         }
         hooks::hit("recv:found");
+        self.touch(r);
         let src = self.region.payload(r.at, r.len);
         let half = if cfg!(feature = "test-hooks") {
             r.len / 2
@@ -337,6 +338,7 @@ impl Consumer {
     #[inline]
     fn lend(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
         let r = self.next()?;
+        self.touch(r);
         let ptr = self.region.payload(r.at, r.len);
         Ok(ReadGuard {
             consumer: self,
@@ -344,6 +346,12 @@ impl Consumer {
             ptr,
             release,
         })
+    }
+
+    /// Tells loom that the record's slots are being read (no-op otherwise).
+    #[inline(always)]
+    fn touch(&self, r: Record) {
+        self.region.access(r.at, r.next.wrapping_sub(r.at), false);
     }
 
     /// Moves the read position past a record.
@@ -651,7 +659,10 @@ impl std::io::BufRead for Consumer {
                 self.release();
             }
             match self.next_until(Deadline::after(None)) {
-                Ok(r) => self.partial = Some((r, 0)),
+                Ok(r) => {
+                    self.touch(r);
+                    self.partial = Some((r, 0));
+                }
                 Err(RecvError::Disconnected) => return Ok(&[]),
                 Err(e) => return Err(e.into()),
             }

@@ -12,7 +12,7 @@ mod producer;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub use crate::wait::WaitStrategy;
@@ -24,8 +24,9 @@ use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
 use crate::owner::{self, Identity, Liveness};
-use crate::region::{Backing, HeapBuf, Region};
+use crate::region::{Backing, HeapRing, Region};
 use crate::segment::{Key, Segment};
+use crate::sync::{AtomicU32, AtomicU64, Futex, fence};
 use crate::wait::futex_wake;
 
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
@@ -429,14 +430,15 @@ impl Ring {
     /// [`Error::InvalidConfig`] for an impossible shape or failed allocation.
     pub fn in_process(config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
-        let buf = usize::try_from(g.ring_size())
-            .ok()
-            .and_then(HeapBuf::zeroed)
-            .ok_or_else(|| Error::InvalidConfig {
-                what: format!("cannot allocate {} bytes", g.ring_size()),
-            })?;
-        let backing = Backing::Heap(buf);
-        init_header(backing.header().expect("buffer holds a header"), &g, config);
+        let heap = HeapRing::new(&g).ok_or_else(|| Error::InvalidConfig {
+            what: format!("cannot allocate {} bytes", g.ring_size()),
+        })?;
+        let backing = Backing::Heap(heap);
+        init_header(
+            backing.header().expect("heap ring has a header"),
+            &g,
+            config,
+        );
         Ok(Ring {
             region: Arc::new(Region::new(backing, g, Ident::default(), true)),
         })
@@ -633,7 +635,7 @@ fn release_role(owner: &AtomicU64, me: Identity) {
 /// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that
 /// changes what the peer waits for (an index, a closed flag, an owner word).
 #[inline]
-fn wake(waiting: &AtomicU32, event: &AtomicU32) {
+fn wake(waiting: &AtomicU32, event: &Futex) {
     // F2 (SeqCst fence): pairs with the sleeper's F1 in `sleep`: either the sleeper's re-check
     // sees our store, or this load sees its announcement (no lost wake-up).
     fence(Ordering::SeqCst);
@@ -647,7 +649,7 @@ fn wake(waiting: &AtomicU32, event: &AtomicU32) {
 
 /// Sleeps on `event` for at most `slice` unless `ready()` already holds. The announce, fence,
 /// re-check order is the sleeper's half of the protocol whose other half is `wake`.
-fn sleep(waiting: &AtomicU32, event: &AtomicU32, slice: Duration, ready: &mut dyn FnMut() -> bool) {
+fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn FnMut() -> bool) {
     // Acquire: pairs with the waker's Release increment, and (with the Release store below)
     // keeps this load before the announcement, so an increment after it is seen by the futex.
     let seen = event.load(Ordering::Acquire);

@@ -328,6 +328,7 @@ impl Producer {
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         let at = self.claim(msg.len())?;
         hooks::hit("send:claimed");
+        self.touch(at, msg.len());
         let dst = self.region.payload(at, msg.len());
         let half = if cfg!(feature = "test-hooks") {
             msg.len() / 2
@@ -358,6 +359,7 @@ impl Producer {
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
         let at = self.claim(len)?;
+        self.touch(at, len);
         let ptr = self.region.payload(at, len);
         Ok(WriteGrant {
             producer: self,
@@ -366,6 +368,13 @@ impl Producer {
             len,
             publish,
         })
+    }
+
+    /// Tells loom that the record's slots are being written (no-op otherwise).
+    #[inline(always)]
+    fn touch(&self, at: u64, len: usize) {
+        let slots = self.region.geometry().record_slots(len as u32);
+        self.region.access(at, slots, true);
     }
 
     /// Finds room for a record of `len` payload bytes, writing a padding record first if it
