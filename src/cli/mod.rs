@@ -117,6 +117,14 @@ pub struct SendArgs {
     /// reading messages.
     #[arg(long, short = 'l')]
     pub lines: bool,
+    /// Ring shape, lifetime and progress display.
+    #[command(flatten)]
+    pub opts: TransferOpts,
+}
+
+/// What `send` and `recv` share: the ring they may create, and the progress bar.
+#[derive(Debug, Args)]
+pub struct TransferOpts {
     /// Ring shape, if this side creates it.
     #[command(flatten)]
     pub shape: ShapeArgs,
@@ -141,15 +149,9 @@ pub struct RecvArgs {
     /// Write each message followed by a newline (the other side of `send --lines`).
     #[arg(long, short = 'l')]
     pub lines: bool,
-    /// Ring shape, if this side creates it.
+    /// Ring shape, lifetime and progress display.
     #[command(flatten)]
-    pub shape: ShapeArgs,
-    /// Keep the ring after both sides are done (if this side creates it).
-    #[arg(long)]
-    pub persist: bool,
-    /// Never show a progress bar (shown on a terminal for transfers over half a second).
-    #[arg(long, short = 'q')]
-    pub no_progress: bool,
+    pub opts: TransferOpts,
 }
 
 /// `shmpipe create`.

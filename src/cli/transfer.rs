@@ -228,9 +228,9 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
     let (mut input, name) = open_input(a.file.as_deref())?;
     let total = remaining_len(&mut input);
     // A bar would garble what the user types.
-    let bar = !a.no_progress && !input.is_terminal();
+    let bar = !a.opts.no_progress && !input.is_terminal();
     signals::install();
-    let ring = open_ring(target, &a.shape, a.persist)?;
+    let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
     let ident = ring.ident();
     let mut tx = ring.producer()?;
     let mut progress = Progress::new(bar, total);
@@ -451,9 +451,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode, CliError> {
     let target = a.target.required()?;
     let (mut output, name) = open_output(a.output.as_deref())?;
     // A bar would garble output written to the same terminal.
-    let bar = !a.no_progress && !output.is_terminal();
+    let bar = !a.opts.no_progress && !output.is_terminal();
     signals::install();
-    let ring = open_ring(target, &a.shape, a.persist)?;
+    let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
     let ident = ring.ident();
     let mut rx = ring.consumer()?;
     let mut progress = Progress::new(bar, None);
