@@ -60,43 +60,26 @@ const PEER_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Checks now and then that the receiver of a ring, once it came, is still alive.
 struct ReceiverWatch {
-    shmid: Option<i32>,
     next: Instant,
 }
 
 impl ReceiverWatch {
-    fn new(ring: &Ring) -> ReceiverWatch {
+    fn new() -> ReceiverWatch {
         ReceiverWatch {
-            shmid: ring.shmid(),
             next: Instant::now() + PEER_CHECK_EVERY,
         }
     }
 
-    /// `Err` with the receiver's pid if it holds the role and is dead (checked at most every
-    /// [`PEER_CHECK_EVERY`]).
-    fn check(&mut self, ident: Ident) -> Result<(), Failure> {
-        let Some(shmid) = self.shmid else {
-            return Ok(());
-        };
+    /// `Err` if the receiver closed the ring or died (asked at most every
+    /// [`PEER_CHECK_EVERY`]): a send notices that by itself only when it has to wait for room.
+    fn check(&mut self, tx: &Producer, ident: Ident) -> Result<(), Failure> {
         let now = Instant::now();
         if now < self.next {
             return Ok(());
         }
         self.next = now + PEER_CHECK_EVERY;
-        match shmpipe::gc::inspect(shmid) {
-            Ok(info) => match info.consumer {
-                Some(h) if !h.alive => Err(send_error(
-                    ident,
-                    &SendError::PeerDied {
-                        pid: h.pid,
-                        msg: (),
-                    },
-                )
-                .into()),
-                _ => Ok(()),
-            },
-            Err(_) => Ok(()), // cannot look: the ring itself will tell
-        }
+        tx.check_consumer()
+            .map_err(|e| send_error(ident, &e).into())
     }
 }
 
@@ -234,7 +217,7 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
     let ident = ring.ident();
     let mut tx = ring.producer()?;
     let mut progress = Progress::new(bar, total);
-    let mut watch = ReceiverWatch::new(&ring);
+    let mut watch = ReceiverWatch::new();
     let result = if a.lines {
         send_lines(&mut tx, ident, &mut input, &name, &mut progress, &mut watch)
     } else {
@@ -304,7 +287,7 @@ fn send_bytes(
             Ok(n) => {
                 grant.commit_len(n);
                 progress.add(n as u64);
-                watch.check(ident)?;
+                watch.check(tx, ident)?;
             }
             // A signal: nothing was read, the grant is discarded; the loop looks at it.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -358,7 +341,7 @@ fn send_lines(
             }
         }
         progress.add(line.len() as u64 + 1);
-        watch.check(ident)?;
+        watch.check(tx, ident)?;
     }
 }
 

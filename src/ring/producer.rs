@@ -242,7 +242,7 @@ impl Producer {
     }
 
     /// Fails if the consumer closed the ring.
-    fn check_consumer(&self) -> Result<(), SendError> {
+    fn check_closed(&self) -> Result<(), SendError> {
         let h = self.region.header();
         // Acquire: pairs with the consumer's Release store of the flag in its drop.
         if h.producer.consumer_closed.load(Ordering::Acquire) != 0 {
@@ -251,10 +251,19 @@ impl Producer {
         Ok(())
     }
 
-    /// Fails if the consumer closed the ring or its process is dead (asks the kernel).
+    /// Asks whether the consumer is still there, without sending: `Ok` if it holds the role and
+    /// its process lives, or if no consumer has attached yet (a producer may fill the ring
+    /// first). A send only notices a dead consumer when it has to wait for room; a producer
+    /// that rarely fills the ring can call this now and then instead. Costs one small `/proc`
+    /// read.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] if the consumer closed the ring, [`SendError::PeerDied`] if
+    /// the kernel says its process is dead.
     #[cold]
-    fn check_consumer_alive(&self) -> Result<(), SendError> {
-        self.check_consumer()?;
+    pub fn check_consumer(&self) -> Result<(), SendError> {
+        self.check_closed()?;
         let c = &self.region.header().consumer;
         // O1 (Acquire): pairs with the consumer's release of its role.
         let holder = c.owner.load(Ordering::Acquire);
@@ -473,7 +482,7 @@ impl Waiter for RoomWait<'_> {
         if self.p.room_for(self.len)? {
             return Ok(true);
         }
-        self.p.check_consumer().map(|()| false)
+        self.p.check_closed().map(|()| false)
     }
 
     fn sleep(&mut self, slice: Duration) {
@@ -493,7 +502,7 @@ impl Waiter for RoomWait<'_> {
     }
 
     fn check_peer(&mut self) -> Result<(), SendError> {
-        self.p.check_consumer_alive()
+        self.p.check_consumer()
     }
 
     fn timeout(&self) -> SendError {
