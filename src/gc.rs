@@ -259,6 +259,9 @@ pub struct RingInfo {
     pub stat: SegmentStat,
     /// Its class.
     pub class: Class,
+    /// The key the ring was created at, from its header: the kernel shows the key as 0
+    /// (private) once the segment is marked for removal.
+    pub created_key: Key,
     /// Bytes per slot.
     pub slot_size: u32,
     /// Slots.
@@ -322,6 +325,7 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
     Ok(RingInfo {
         stat,
         class,
+        created_key: Key::new(c.key as i32),
         slot_size: if ready { c.slot_size } else { 0 },
         slot_count: if ready { c.slot_count } else { 0 },
         max_message: if ready { c.max_message } else { 0 },

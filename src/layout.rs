@@ -15,7 +15,7 @@ use crate::sync::{AtomicU32, AtomicU64, Futex};
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Value of the ready word once the creator has written the whole header ("RDY!").
 pub const READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Bytes of the header: configuration, producer and consumer lines.
@@ -69,6 +69,10 @@ pub struct ConfigLine {
     pub creator_pid: AtomicU32,
     /// [`READY`] once the header is complete (Release by the creator, Acquire by attachers).
     pub ready: AtomicU32,
+    /// The key the ring was created at (0 for `IPC_PRIVATE`), as a 32-bit pattern. The kernel
+    /// forgets a segment's key once it is marked for removal; this lets tools still find the
+    /// ring by the key its users know. Informational: never trusted for anything else.
+    pub key: AtomicU32,
 }
 
 /// Line 1: the producer's. Only the producer writes it, except the two words the consumer
@@ -149,6 +153,7 @@ const _: () = {
     assert!(offset_of!(ConfigLine, initial_index) == 48);
     assert!(offset_of!(ConfigLine, creator_pid) == 56);
     assert!(offset_of!(ConfigLine, ready) == 60);
+    assert!(offset_of!(ConfigLine, key) == 64);
     assert!(offset_of!(ProducerLine, tail) == 0);
     assert!(offset_of!(ProducerLine, sent) == 8);
     assert!(offset_of!(ProducerLine, owner) == 16);
@@ -282,6 +287,8 @@ pub struct ConfigSnapshot {
     pub initial_index: u64,
     /// `creator_pid`.
     pub creator_pid: u32,
+    /// `key`.
+    pub key: u32,
 }
 
 impl ConfigLine {
@@ -300,6 +307,7 @@ impl ConfigLine {
             ring_size: self.ring_size.load(Ordering::Relaxed),
             initial_index: self.initial_index.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
+            key: self.key.load(Ordering::Relaxed),
         }
     }
 }
@@ -377,6 +385,7 @@ mod tests {
             ring_size: g.ring_size(),
             initial_index: 0,
             creator_pid: 1,
+            key: 0x2020,
         }
     }
 

@@ -1543,3 +1543,20 @@ fn head_beyond_the_published_tail_is_corruption() {
     drop(batch);
     assert_send_poisoned(&ring, &mut tx, want, || raw.set_head(0));
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn the_header_remembers_the_key_after_the_kernel_forgets_it() {
+    let key = unique_key();
+    let ring = Ring::create(key, &cfg(64, 8)).unwrap();
+    let _rm = RemoveOnDrop::ring(&ring);
+    let (_tx, _rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    // Both roles claimed: marked for removal, and the kernel shows the key as private.
+    assert!(matches!(
+        shmpipe::Segment::open(key),
+        Err(Error::NotFound { .. })
+    ));
+    let info = shmpipe::gc::inspect(ring.shmid().unwrap()).unwrap();
+    assert_eq!(info.stat.key, Key::Private);
+    assert_eq!(info.created_key, key);
+}

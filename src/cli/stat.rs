@@ -160,9 +160,12 @@ fn table(rings: &[RingInfo]) -> String {
 /// Everything about one ring, one field a line (the `info` view).
 fn details(i: &RingInfo) -> String {
     let mut out = String::new();
-    let key = match i.stat.key {
-        shmpipe::Key::Private => "none (private, or marked for removal)".to_string(),
-        k => k.to_string(),
+    let key = match (i.stat.key, i.created_key) {
+        (shmpipe::Key::Private, shmpipe::Key::Private) => "none (private)".to_string(),
+        (shmpipe::Key::Private, created) => {
+            format!("{created} (created there; the kernel shows 0 once marked for removal)")
+        }
+        (k, _) => k.to_string(),
     };
     let mut line = |name: &str, value: String| {
         let _ = writeln!(out, "{name:<13}{value}");
@@ -232,6 +235,7 @@ fn json(i: &RingInfo) -> String {
     let fields: Vec<(&str, String)> = vec![
         ("key", key.to_string()),
         ("key_hex", format!("\"0x{key:08x}\"")),
+        ("created_key", (i.created_key.raw() as u32).to_string()),
         ("shmid", i.stat.shmid.to_string()),
         ("mode", i.stat.mode.to_string()),
         ("perms", format!("\"{:o}\"", i.stat.mode)),

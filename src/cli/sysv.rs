@@ -49,16 +49,17 @@ pub fn shmid_of(target: Target) -> Result<i32, CliError> {
         }
         Target::Key(k) => k,
     };
-    segments()?
-        .into_iter()
-        .find(|s| s.key == key)
+    let segs = segments()?;
+    if let Some(s) = segs.iter().find(|s| s.key == key) {
+        return Ok(s.shmid);
+    }
+    // Once both sides have attached, a ring is marked for removal and the kernel shows its key
+    // as 0; the ring's header still says which key it was created at.
+    segs.iter()
+        .filter(|s| s.key == Key::Private)
+        .find(|s| shmpipe::gc::inspect(s.shmid).is_ok_and(|i| i.created_key == key))
         .map(|s| s.shmid)
-        .ok_or_else(|| {
-            CliError::new(format!(
-                "key {key}: no such segment (a ring both of whose sides have attached has no key \
-                 any more; `shmpipe stat` lists it by shmid)"
-            ))
-        })
+        .ok_or_else(|| CliError::new(format!("key {key}: no such segment")))
 }
 
 #[cfg(test)]

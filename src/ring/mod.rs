@@ -199,7 +199,7 @@ pub struct RingStatus {
 }
 
 /// Writes a fresh header. The memory is zeroed and nobody else can see a ready word yet.
-fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig) {
+fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig, key: Key) {
     let c = &h.config;
     // Relaxed throughout: the Release store of `ready` below publishes all of it (R1).
     // Magic goes first so a creator that dies here leaves a segment recognisably ours.
@@ -215,6 +215,7 @@ fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig) {
     c.ring_size.store(g.ring_size(), Ordering::Relaxed);
     c.initial_index.store(cfg.initial_index, Ordering::Relaxed);
     c.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    c.key.store(key.raw() as u32, Ordering::Relaxed);
     // Counters; every other word of the two lines starts at 0, as the memory was zeroed.
     h.producer.tail.store(cfg.initial_index, Ordering::Relaxed);
     h.consumer.head.store(cfg.initial_index, Ordering::Relaxed);
@@ -324,6 +325,7 @@ impl Ring {
             backing.header().expect("segment holds a header"),
             &g,
             config,
+            key,
         );
         Ok(Ring {
             region: Arc::new(Region::new(backing, g, ident, config.persistent)),
@@ -438,6 +440,7 @@ impl Ring {
             backing.header().expect("heap ring has a header"),
             &g,
             config,
+            Key::Private,
         );
         Ok(Ring {
             region: Arc::new(Region::new(backing, g, Ident::default(), true)),

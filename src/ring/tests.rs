@@ -502,7 +502,11 @@ fn message_api_after_a_partial_stream_read_drops_the_rest() {
 fn check_consumer_says_whether_a_consumer_is_there() {
     let ring = Ring::in_process(&small(16, 4)).unwrap();
     let tx = ring.producer().unwrap();
-    assert_eq!(tx.check_consumer(), Ok(()), "no consumer yet is not an error");
+    assert_eq!(
+        tx.check_consumer(),
+        Ok(()),
+        "no consumer yet is not an error"
+    );
     let rx = ring.consumer().unwrap();
     assert_eq!(tx.check_consumer(), Ok(()), "a live consumer");
     drop(rx);
