@@ -1550,6 +1550,7 @@ fn the_header_remembers_the_key_after_the_kernel_forgets_it() {
     let key = unique_key();
     let ring = Ring::create(key, &cfg(64, 8)).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
+    assert!(!ring.is_persistent());
     let (_tx, _rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     // Both roles claimed: marked for removal, and the kernel shows the key as private.
     assert!(matches!(

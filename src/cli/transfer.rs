@@ -144,8 +144,7 @@ fn remove_if_unjoined(ring: &Ring) {
     if stat.marked_for_removal {
         return;
     }
-    let persistent = shmpipe::gc::inspect(seg.shmid()).map_or(true, |info| info.persistent);
-    if !persistent {
+    if !ring.is_persistent() {
         let _ = ring.remove();
     }
 }

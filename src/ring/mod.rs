@@ -579,6 +579,13 @@ impl Ring {
         self.segment().map_or(Ok(()), Segment::remove)
     }
 
+    /// Whether the ring was created persistent ([`RingConfig::persistent`]): then it is never
+    /// marked for removal automatically. An in-process ring has no segment and counts as
+    /// persistent.
+    pub fn is_persistent(&self) -> bool {
+        self.region.persistent()
+    }
+
     /// Bytes per slot.
     pub fn slot_size(&self) -> usize {
         self.region.geometry().slot_size as usize
