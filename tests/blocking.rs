@@ -424,7 +424,14 @@ fn count_producer() {
     for seq in 0..count {
         let len = msg_len(seed, seq, max);
         fill_msg(seed, seq, &mut buf[..len]);
-        tx.send(&buf[..len]).expect("send");
+        if let Err(e) = tx.send(&buf[..len]) {
+            // The state of the ring says who closed or died, should this ever fail.
+            panic!(
+                "send of message {seq}: {e} (ring {:?}, {:?})",
+                ring.status(),
+                shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+            );
+        }
     }
     print_result("elapsed_ms", t0.elapsed().as_millis());
     print_result("futex", futex_calls() - futex0);
@@ -445,7 +452,13 @@ fn count_consumer() {
     let futex0 = futex_calls();
     let t0 = Instant::now();
     for seq in 0..count {
-        let n = rx.recv(&mut buf).expect("recv");
+        let n = rx.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "recv of message {seq}: {e} (ring {:?}, {:?})",
+                ring.status(),
+                shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+            )
+        });
         if let Err(e) = check_msg(seed, seq, max, &buf[..n], &mut scratch) {
             panic!("consumer: {e}");
         }
@@ -498,7 +511,13 @@ fn recv_then_close() {
     let mut buf = vec![0u8; max];
     let mut scratch = Vec::new();
     for seq in 0..count {
-        let n = rx.recv(&mut buf).expect("recv");
+        let n = rx.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "recv of message {seq}: {e} (ring {:?}, {:?})",
+                ring.status(),
+                shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+            )
+        });
         check_msg(seed, seq, max, &buf[..n], &mut scratch).unwrap();
     }
     std::thread::sleep(Duration::from_millis(param(DELAY_VAR)));
@@ -585,7 +604,13 @@ fn slow_consumer() {
     let mut rx = ring.consumer().expect("claim the consumer");
     let mut buf = [0u8; 8];
     for seq in 0..count {
-        let n = rx.recv(&mut buf).expect("recv");
+        let n = rx.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "recv of message {seq}: {e} (ring {:?}, {:?})",
+                ring.status(),
+                shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+            )
+        });
         assert_eq!(&buf[..n], &seq.to_le_bytes());
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -873,7 +898,13 @@ fn sleeping_consumer_wakes_within_10ms_of_a_send() {
         let mut lat = Vec::new();
         for i in 0..SAMPLES {
             let seq = round as u64 * SAMPLES + i;
-            let n = rx.recv(&mut buf).expect("recv");
+            let n = rx.recv(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "recv of message {seq}: {e} (ring {:?}, {:?})",
+                    ring.status(),
+                    shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+                )
+            });
             let now = monotonic_ns();
             let (got, sent_at) = unstamp(&buf[..n]);
             assert_eq!(got, seq);

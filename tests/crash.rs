@@ -328,7 +328,11 @@ fn role_producer(ring: &Ring, seed: u64) {
         let len = msg_len(seed, seq, max);
         fill_msg(seed, seq, &mut buf[..len]);
         if let Err(e) = tx.send(&buf[..len]) {
-            panic!("producer: send of message {seq}: {e}");
+            panic!(
+                "producer: send of message {seq}: {e} (ring {:?}, {:?})",
+                ring.status(),
+                shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
+            );
         }
         if let Some(ack) = ack {
             ack.store(seq + 1, Ordering::Release);
