@@ -29,13 +29,16 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shmpipe::{Consumer, Producer, Ring, RingConfig, TryRecvError, TrySendError};
 
-/// Payload bytes per message.
-const MSG: usize = 64;
+mod common;
+use common::{
+    ChildGuard, MSG, Res, allowed_cpus, fmt_duration, is_message, message, pin_to, print_flush,
+};
+
 /// Round trips before the measured ones (per transport).
 const RTT_WARMUP: u64 = 10_000;
 /// Measured round trips (per transport).
@@ -51,8 +54,6 @@ const PIPE_STREAM: u64 = 1_000_000;
 const ROLE_ENV: &str = "SHMPIPE_DEMO_ROLE";
 /// The parent gives up on the shmpipe phases after this long: the child must have hung.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
     if std::env::var_os(ROLE_ENV).is_some_and(|v| v == "child") {
@@ -71,23 +72,6 @@ fn ring_config() -> RingConfig {
 
 // ---------------------------------------------------------------------------------------------
 // Messages
-
-/// Message `seq`: the sequence number at the front, its complement at the back (so a torn or
-/// misplaced message is caught), filler in between.
-fn message(seq: u64) -> [u8; MSG] {
-    let mut m = [seq as u8; MSG];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[MSG - 8..].copy_from_slice(&(!seq).to_le_bytes());
-    m
-}
-
-/// Whether `m` is message `seq`.
-fn is_message(m: &[u8], seq: u64) -> bool {
-    m.len() == MSG
-        && m[..8] == seq.to_le_bytes()
-        && m[MSG - 8..] == (!seq).to_le_bytes()
-        && m[8..MSG - 8].iter().all(|&b| b == seq as u8)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Spinning
@@ -145,78 +129,8 @@ fn recv(rx: &mut Consumer, buf: &mut [u8], w: &mut Waiter<'_>) -> Res<usize> {
 // ---------------------------------------------------------------------------------------------
 // CPUs
 
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a writable cpu_set_t and we pass its exact size.
-    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, so CPU_ISSET reads inside `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
-/// Pins the calling thread (the process's only one) to `cpu`.
-fn pin_to(cpu: usize) -> Res<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!("no CPU {cpu}").into());
-    }
-    // SAFETY: as in `allowed_cpus`, all zeroes is a valid cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET writes inside `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is an initialised cpu_set_t and we pass its exact size.
-    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(format!(
-            "sched_setaffinity(CPU {cpu}): {}",
-            std::io::Error::last_os_error()
-        )
-        .into());
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The parent
-
-/// The child process: killed and reaped on drop unless it was waited for.
-struct ChildGuard {
-    child: Child,
-    reaped: bool,
-}
-
-impl ChildGuard {
-    /// Returns an error if the child has exited (it should not before we wait for it).
-    fn check_alive(&mut self) -> Res<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.reaped = true;
-            return Err(format!("the child exited early ({status})").into());
-        }
-        Ok(())
-    }
-
-    /// Waits for the child to exit by itself.
-    fn wait(&mut self) -> Res<ExitStatus> {
-        let status = self.child.wait()?;
-        self.reaped = true;
-        Ok(status)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // Both can only fail if the child is already gone.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What one transport achieved.
 struct Results {
@@ -253,8 +167,8 @@ fn parent_main() -> Res<()> {
         _ => (None, None),
     };
 
-    let mut child = ChildGuard {
-        child: Command::new(std::env::current_exe()?)
+    let mut child = ChildGuard::new(
+        Command::new(std::env::current_exe()?)
             .env(ROLE_ENV, "child")
             .arg(down_id.to_string())
             .arg(up_id.to_string())
@@ -263,8 +177,7 @@ fn parent_main() -> Res<()> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?,
-        reaped: false,
-    };
+    );
     let mut to_child: ChildStdin = child.child.stdin.take().ok_or("no child stdin")?;
     let mut from_child: ChildStdout = child.child.stdout.take().ok_or("no child stdout")?;
     if let Some(cpu) = parent_cpu {
@@ -364,11 +277,6 @@ fn parent_main() -> Res<()> {
     };
     print_table(&shm, batch_rate, &pipe);
     Ok(())
-}
-
-fn print_flush(s: &str) {
-    print!("{s}");
-    let _ = std::io::stdout().flush();
 }
 
 /// Round trips over the rings; returns the median and p99.
@@ -475,15 +383,6 @@ fn pipe_stream(to: &mut ChildStdin, from: &mut ChildStdout) -> Res<f64> {
         return Err("the child did not acknowledge the whole pipe stream".into());
     }
     Ok(PIPE_STREAM as f64 / secs)
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns < 1000 {
-        format!("{ns} ns")
-    } else {
-        format!("{:.2} µs", ns as f64 / 1000.0)
-    }
 }
 
 fn fmt_rate(r: f64) -> String {

@@ -38,14 +38,17 @@
 //! parent fails, and ask the kernel to kill them if it dies (`PR_SET_PDEATHSIG`).
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmpipe::{Consumer, Key, Producer, RecvError, Ring, RingConfig, Segment, WaitStrategy};
 
-/// Payload bytes per ping.
-const MSG: usize = 64;
+mod common;
+use common::{
+    ChildGuard, MSG, Res, allowed_cpus, fmt_duration, is_message, message, pin_to, print_flush,
+};
+
 /// Busy round trips before the measured ones.
 const BUSY_WARMUP: u64 = 2_000;
 /// Measured busy round trips.
@@ -90,8 +93,6 @@ const CTL_QUIT: u8 = b'Q';
 /// The value of word A that ends the raw futex phase.
 const FUTEX_QUIT: u32 = u32::MAX;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
 fn main() -> Res<()> {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("echo") => echo_child(),
@@ -102,22 +103,6 @@ fn main() -> Res<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Messages and strategies
-
-/// Message `seq`: the sequence number at the front, its complement at the back, filler between.
-fn message(seq: u64) -> [u8; MSG] {
-    let mut m = [seq as u8; MSG];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[MSG - 8..].copy_from_slice(&(!seq).to_le_bytes());
-    m
-}
-
-/// Whether `m` is message `seq`.
-fn is_message(m: &[u8], seq: u64) -> bool {
-    m.len() == MSG
-        && m[..8] == seq.to_le_bytes()
-        && m[MSG - 8..] == (!seq).to_le_bytes()
-        && m[8..MSG - 8].iter().all(|&b| b == seq as u8)
-}
 
 fn strategy_code(s: WaitStrategy) -> u8 {
     match s {
@@ -138,41 +123,6 @@ fn strategy_from(code: u8) -> Res<WaitStrategy> {
 
 // ---------------------------------------------------------------------------------------------
 // CPUs (as in demo.rs)
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a writable cpu_set_t and we pass its exact size.
-    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, so CPU_ISSET reads inside `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) -> Result<(), String> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!("no CPU {cpu}"));
-    }
-    // SAFETY: as in `allowed_cpus`, all zeroes is a valid cpu_set_t.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so CPU_SET writes inside `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is an initialised cpu_set_t and we pass its exact size.
-    let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(format!(
-            "sched_setaffinity(CPU {cpu}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
 
 /// Pins the calling thread to the CPU named by a child's argument (`-`: none).
 fn pin_arg(cpu: &str) -> Res<()> {
@@ -256,12 +206,6 @@ fn futex_wake(word: &AtomicU32) {
 // ---------------------------------------------------------------------------------------------
 // The parent
 
-/// A child process: killed and reaped on drop unless it was waited for.
-struct ChildGuard {
-    child: Child,
-    reaped: bool,
-}
-
 impl ChildGuard {
     fn spawn(role: &str, args: &[String]) -> Res<ChildGuard> {
         let child = Command::new(std::env::current_exe()?)
@@ -270,10 +214,7 @@ impl ChildGuard {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
-        Ok(ChildGuard {
-            child,
-            reaped: false,
-        })
+        Ok(ChildGuard::new(child))
     }
 
     /// Waits for the one byte the child writes on its stdout once it is ready.
@@ -283,32 +224,6 @@ impl ChildGuard {
         out.read_exact(&mut ready)
             .map_err(|e| format!("the child did not start: {e}"))?;
         Ok(out)
-    }
-
-    /// Returns an error if the child has exited (it should not before we wait for it).
-    fn check_alive(&mut self) -> Res<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.reaped = true;
-            return Err(format!("the child exited early ({status})").into());
-        }
-        Ok(())
-    }
-
-    /// Waits for the child to exit.
-    fn wait(&mut self) -> Res<ExitStatus> {
-        let status = self.child.wait()?;
-        self.reaped = true;
-        Ok(status)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // Both can only fail if the child is already gone.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -794,22 +709,6 @@ fn parent_main() -> Res<()> {
         &diag,
     );
     Ok(())
-}
-
-fn print_flush(s: &str) {
-    print!("{s}");
-    let _ = std::io::stdout().flush();
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns < 1_000 {
-        format!("{ns} ns")
-    } else if ns < 1_000_000 {
-        format!("{:.2} µs", ns as f64 / 1e3)
-    } else {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    }
 }
 
 /// The diagnostics behind the wake-up numbers.
