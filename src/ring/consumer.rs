@@ -230,10 +230,15 @@ impl Consumer {
     #[cold]
     fn empty_or_closed(&mut self) -> TryRecvError {
         let line = &self.region.header().producer;
+        // The claim count first, then the owner: a claimant takes the owner word and only then
+        // increments the count, so once we see the count, the owner load sees its claim (or a
+        // later release). Read the other way round, a producer claiming between the two loads
+        // looked like one that had come and gone: a false end of stream before its first send.
+        // C3 (Acquire): pairs with the claimant's SeqCst increment in `Ring::claim`.
+        let ever_claimed = line.claims.load(Ordering::Acquire) != 0;
         // O1 (Acquire): pairs with the producer's release of its role, which follows its last
         // publish: if we see it gone, the tail load below sees its final tail.
         let holder = line.owner.load(Ordering::Acquire);
-        let ever_claimed = line.claims.load(Ordering::Relaxed) != 0;
         if let Err(e) = self.refresh_tail() {
             return e;
         }

@@ -512,3 +512,26 @@ fn check_consumer_says_whether_a_consumer_is_there() {
     drop(rx);
     assert_eq!(tx.check_consumer(), Err(SendError::Disconnected(())));
 }
+
+#[test]
+fn a_producer_claiming_while_the_consumer_waits_is_not_end_of_stream() {
+    // The consumer waits for a producer that claims its role at some moment during the wait;
+    // a claim landing between the consumer's reads of the owner word and the claim count once
+    // looked like a producer that had come and gone.
+    let rounds = if cfg!(miri) { 20 } else { 20_000 };
+    for _ in 0..rounds {
+        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait_strategy(WaitStrategy::Spin);
+        let r = ring.clone();
+        let t = std::thread::spawn(move || {
+            let mut tx = r.producer().unwrap();
+            tx.try_send(b"first").unwrap();
+            tx
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.recv(&mut buf), Ok(5));
+        drop(t.join().unwrap());
+        assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
+    }
+}
