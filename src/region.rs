@@ -43,7 +43,10 @@ impl Drop for HeapBuf {
 /// same protocol runs on it as on a segment; under loom it also carries the model's view of the
 /// record headers and slot accesses.
 pub(crate) struct HeapRing {
-    header: Box<Header>,
+    /// From `Box::into_raw`, freed in `Drop`: a raw pointer, not a `Box`, because the region
+    /// keeps a pointer into it while the ring moves, and moving a `Box` would assert that it
+    /// is the only way to the header (Miri's Stacked Borrows reports that).
+    header: NonNull<Header>,
     slots: HeapBuf,
     #[cfg(loom)]
     model: LoomSlots,
@@ -62,7 +65,7 @@ impl HeapRing {
     pub(crate) fn new(geometry: &Geometry) -> Option<HeapRing> {
         let bytes = usize::try_from(geometry.array_bytes()).ok()?;
         Some(HeapRing {
-            header: Box::default(),
+            header: NonNull::from(Box::leak(Box::<Header>::default())),
             slots: HeapBuf::zeroed(bytes)?,
             #[cfg(loom)]
             model: LoomSlots {
@@ -74,6 +77,14 @@ impl HeapRing {
                     .collect(),
             },
         })
+    }
+}
+
+impl Drop for HeapRing {
+    fn drop(&mut self) {
+        // SAFETY: `header` came from `Box::leak` in `new` and is freed exactly once, here; no
+        // reference to it outlives the HeapRing (the region borrows it through `self`).
+        drop(unsafe { Box::from_raw(self.header.as_ptr()) });
     }
 }
 
@@ -98,7 +109,9 @@ impl Backing {
     pub(crate) fn header(&self) -> Option<&Header> {
         match self {
             Backing::Segment(s) => segment_header(s),
-            Backing::Heap(h) => Some(&h.header),
+            // SAFETY: `h.header` came from a live Box (see `HeapRing`) that is freed only when
+            // the HeapRing drops, after this borrow of it ends.
+            Backing::Heap(h) => Some(unsafe { h.header.as_ref() }),
         }
     }
 
