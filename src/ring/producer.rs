@@ -229,16 +229,28 @@ impl Producer {
         if let Some(c) = self.poisoned {
             return Err(c);
         }
-        let g = *self.region.geometry();
+        let (_, need) = self.placement(len);
+        self.refresh_head()?;
+        Ok(self.free_slots() >= need)
+    }
+
+    /// Where a record of `len` bytes (at most the maximum message) goes from the private tail:
+    /// the padding slots in front of it (0 unless it would straddle the end of the array), and
+    /// the slots it needs in all, padding included.
+    #[inline]
+    fn placement(&self, len: usize) -> (u64, u64) {
+        let g = self.region.geometry();
         let slots = g.record_slots(len as u32);
         let to_end = g.capacity() - (self.tail & g.mask());
-        let need = if slots > to_end {
-            to_end + slots
-        } else {
-            slots
-        };
-        self.refresh_head()?;
-        Ok(g.capacity() - self.tail.wrapping_sub(self.head_cache) >= need)
+        let pad = if slots > to_end { to_end } else { 0 };
+        (pad, pad + slots)
+    }
+
+    /// Slots free by the cached head. `tail - head_cache <= capacity` holds for every validated
+    /// head (see `refresh_head`), so this never underflows.
+    #[inline]
+    fn free_slots(&self) -> u64 {
+        self.region.geometry().capacity() - self.tail.wrapping_sub(self.head_cache)
     }
 
     /// Fails if the consumer closed the ring.
@@ -413,19 +425,15 @@ impl Producer {
                 max: g.max_message as usize,
             });
         }
-        let slots = g.record_slots(len as u32);
-        let pos = self.tail & g.mask();
-        let to_end = g.capacity() - pos;
-        let pad = if slots > to_end { to_end } else { 0 };
-        let need = pad + slots;
-        // tail - head_cache <= capacity holds for every validated head (see `refresh_head`).
-        if g.capacity() - self.tail.wrapping_sub(self.head_cache) < need {
+        let (pad, need) = self.placement(len);
+        if self.free_slots() < need {
             self.refresh_head().map_err(TrySendError::Corrupted)?;
-            if g.capacity() - self.tail.wrapping_sub(self.head_cache) < need {
+            if self.free_slots() < need {
                 return Err(TrySendError::Full(()));
             }
         }
         if pad != 0 {
+            let pos = self.tail & g.mask();
             self.region
                 .write_record(self.tail, g.padding_len(pos), KIND_PADDING);
         }
