@@ -6,9 +6,9 @@
 //! into the model, not memory that can be overlaid on a segment): only the heap ring exists.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, fence};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// A 32-bit word that a side sleeps on with a futex. In production it is exactly an
 /// `AtomicU32` in the segment; under loom it also carries a model of the kernel's wait queue.

