@@ -645,3 +645,104 @@ pub fn wait_all_outputs(mut children: Vec<ChildProcess>, timeout: Duration) -> V
         .map(|c| c.wait_success_output(Duration::ZERO))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw attachment by shmid (added for tests/hostile.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// A segment attached with a bare `shmat` by shmid, bypassing shmpipe entirely, as a foreign or
+/// hostile process would attach it. Its bytes are reached as atomics of the width asked for
+/// (shmpipe itself only ever uses atomics on the shared bytes). Detached (`shmdt`) on drop.
+#[allow(dead_code)]
+pub struct RawAttach {
+    base: *mut u8,
+    len: usize,
+}
+
+#[allow(dead_code)]
+impl RawAttach {
+    /// Attaches segment `shmid` read-write; its size comes from `IPC_STAT`.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel refuses either call.
+    pub fn new(shmid: i32) -> RawAttach {
+        // SAFETY: shmid_ds is a plain C struct for which all-zero bytes are a valid value.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `ds` is a writable shmid_ds that outlives the call; IPC_STAT only fills it.
+        let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, &raw mut ds) };
+        assert_eq!(
+            rc,
+            0,
+            "shmctl({shmid}, IPC_STAT): {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a null address lets the kernel choose where to map; no existing mapping of
+        // ours is affected. The (void*)-1 error value is checked below.
+        let addr = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        assert!(
+            addr as isize != -1,
+            "shmat({shmid}): {}",
+            std::io::Error::last_os_error()
+        );
+        RawAttach {
+            base: addr.cast(),
+            len: ds.shm_segsz,
+        }
+    }
+
+    /// The segment's size (`shm_segsz`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The byte at `off`.
+    pub fn u8(&self, off: usize) -> &std::sync::atomic::AtomicU8 {
+        assert!(off < self.len, "offset {off} out of range");
+        // SAFETY: the byte lies inside the attachment, which stays mapped while `self` (and so
+        // the returned borrow) lives. Other processes access these bytes only atomically too.
+        unsafe { std::sync::atomic::AtomicU8::from_ptr(self.base.add(off)) }
+    }
+
+    /// The 32-bit word at `off` (a multiple of 4).
+    pub fn u32(&self, off: usize) -> &AtomicU32 {
+        assert!(
+            off % 4 == 0 && off + 4 <= self.len,
+            "offset {off} out of range"
+        );
+        // SAFETY: as in `u8`; the attachment is page-aligned, so `off % 4 == 0` aligns it.
+        unsafe { AtomicU32::from_ptr(self.base.add(off).cast()) }
+    }
+
+    /// The 64-bit word at `off` (a multiple of 8).
+    pub fn u64(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(
+            off % 8 == 0 && off + 8 <= self.len,
+            "offset {off} out of range"
+        );
+        // SAFETY: as in `u8`; the attachment is page-aligned, so `off % 8 == 0` aligns it.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.base.add(off).cast()) }
+    }
+
+    /// A copy of the bytes `range`.
+    pub fn bytes(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        range.map(|i| self.u8(i).load(Ordering::Relaxed)).collect()
+    }
+
+    /// Overwrites the bytes from `off` with `data`.
+    pub fn write_bytes(&self, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.u8(off + i).store(*b, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for RawAttach {
+    fn drop(&mut self) {
+        // SAFETY: `base` is the address shmat returned for this attachment, detached only here;
+        // every reference into it borrowed `self` and is gone.
+        unsafe {
+            libc::shmdt(self.base.cast());
+        }
+    }
+}
