@@ -109,7 +109,7 @@ mod tests {
     use super::*;
 
     #[test]
-    #[cfg_attr(miri, ignore)] // reads /proc
+    #[cfg_attr(miri, ignore = "reads /proc, which Miri's isolation forbids")]
     fn we_are_alive_and_have_a_start_time() {
         let id = me();
         assert_eq!(pid_of(id), std::process::id());
@@ -121,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // spawns a process
+    #[cfg_attr(miri, ignore = "spawns a process, which Miri cannot")]
     fn a_reaped_child_is_dead_and_a_zombie_too() {
         let mut child = std::process::Command::new("sleep")
             .arg("10")

@@ -8,9 +8,12 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
+#[cfg(any(loom, not(miri)))]
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicU32, AtomicU64};
+#[cfg(any(loom, not(miri)))]
+use crate::sync::AtomicU32;
+use crate::sync::AtomicU64;
 
 use crate::error::Ident;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
@@ -250,7 +253,7 @@ impl Region {
 
     /// The two 32-bit words of a record header (`len`, `kind`) as one read each.
     #[inline]
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, miri)))]
     fn record_words(&self, at: u64) -> (&AtomicU32, &AtomicU32) {
         let p = self.slot(at).cast::<AtomicU32>();
         // SAFETY: slot starts are aligned to the slot size (≥ 8) from a 128-aligned array, and
@@ -296,6 +299,7 @@ impl Region {
     /// Reads the record header at counter `at` once: `(len, kind)`. The peer may write these
     /// bytes at any time; the values are untrusted until the caller validates them.
     #[inline]
+    #[cfg(any(loom, not(miri)))]
     pub(crate) fn read_record(&self, at: u64) -> (u32, u32) {
         let (len, kind) = self.record_words(at);
         // Relaxed: visibility comes from the Acquire load of the tail that covered this record
@@ -305,11 +309,56 @@ impl Region {
 
     /// Writes the record header at counter `at`. Producer only, on slots it owns.
     #[inline]
+    #[cfg(any(loom, not(miri)))]
     pub(crate) fn write_record(&self, at: u64, len: u32, kind: u32) {
         let (l, k) = self.record_words(at);
         // Relaxed: published by the producer's Release store of the tail (P2).
         l.store(len, Ordering::Relaxed);
         k.store(kind, Ordering::Relaxed);
+    }
+
+    // Under Miri the record header is read and written with plain (non-atomic) accesses, at
+    // the same place in the slot. Why: a header's bytes are, at other times, payload bytes of a
+    // longer record copied with `copy_nonoverlapping`, and a payload copy can end inside a
+    // header word (slot size 16, a 9-byte message covers the first byte of the next slot's
+    // `len`). Mixing such a partially overlapping non-atomic write with later 32-bit atomic
+    // stores is legal Rust (the accesses are ordered by the protocol), but Miri's weak-memory
+    // emulation (nightly 2026-05-19) ICEs on it: the non-atomic write drops the word's store
+    // buffer while the bytes it missed still count as atomically written, and the next atomic
+    // store panics ("cannot have empty store buffer when previous write was atomic",
+    // weak_memory.rs; the family of rust-lang/miri#5185). Without this Miri could only run
+    // with `-Zmiri-disable-weak-memory-emulation`.
+    //
+    // What this keeps: the same address arithmetic, masking, alignment and bounds as the
+    // production accessors (a misaligned or out-of-bounds header is still UB that Miri
+    // reports). What it changes: in-process both sides are our own code, so a plain access is
+    // data-race free exactly when the protocol orders the header write (P2) before the read
+    // (C1) and the read (C2) before the next write (P3); Miri's race detector then checks that
+    // ordering for every header, where Relaxed atomics would have hidden a missing
+    // Release/Acquire. Production keeps the atomics because a hostile peer in another process
+    // may write these bytes at any time (DESIGN.md, "The peer is untrusted", rule 4).
+
+    /// Under Miri: `read_record` with plain loads (see the comment above).
+    #[inline]
+    #[cfg(all(miri, not(loom)))]
+    pub(crate) fn read_record(&self, at: u64) -> (u32, u32) {
+        let p = self.slot(at).cast::<u32>();
+        // SAFETY: as in `record_words`: a slot start is 8-aligned and holds at least 8 bytes,
+        // inside the live allocation. Only the Miri build runs this, on heap rings whose both
+        // sides are this process's code, which the protocol orders (see above).
+        unsafe { (p.read(), p.add(1).read()) }
+    }
+
+    /// Under Miri: `write_record` with plain stores (see the comment above `read_record`).
+    #[inline]
+    #[cfg(all(miri, not(loom)))]
+    pub(crate) fn write_record(&self, at: u64, len: u32, kind: u32) {
+        let p = self.slot(at).cast::<u32>();
+        // SAFETY: as in `read_record`; the producer owns these slots until it publishes them.
+        unsafe {
+            p.write(len);
+            p.add(1).write(kind);
+        }
     }
 
     /// Pointer to the payload of the record at counter `at`.
