@@ -39,6 +39,11 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// Not API: fuzzing entry points, only with `--cfg fuzzing` (see `fuzz/`).
+#[cfg(all(fuzzing, not(loom)))]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 pub mod error;
 pub mod gc;
 mod hooks;

@@ -83,6 +83,18 @@ impl HeapRing {
     }
 }
 
+/// Fuzzing only: a ring whose slot memory is sized to a whole segment image, not a geometry.
+#[cfg(all(fuzzing, not(loom)))]
+impl HeapRing {
+    /// A zeroed header and `bytes` of zeroed slot memory.
+    pub(crate) fn with_slot_bytes(bytes: usize) -> Option<HeapRing> {
+        Some(HeapRing {
+            header: NonNull::from(Box::leak(Box::<Header>::default())),
+            slots: HeapBuf::zeroed(bytes)?,
+        })
+    }
+}
+
 impl Drop for HeapRing {
     fn drop(&mut self) {
         // SAFETY: `header` came from `Box::leak` in `new` and is freed exactly once, here; no

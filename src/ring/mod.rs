@@ -766,3 +766,24 @@ fn check_indices(region: &Region, head: u64, tail: u64) -> Result<(), Corrupted>
     }
     Ok(())
 }
+
+/// Fuzzing only (`--cfg fuzzing`, see `crate::__fuzz` in `src/fuzzing.rs`): attaching to a
+/// heap ring whose memory was filled from a segment image, and the region behind a ring.
+#[cfg(all(fuzzing, not(loom)))]
+impl Ring {
+    /// Attaches to `backing` (a heap ring whose header the caller filled in) exactly as
+    /// [`Ring::open`] attaches to a segment (the same `attach`: ready word, one snapshot of the
+    /// configuration line, `ConfigSnapshot::validate` against the memory's real size), with an
+    /// init timeout of zero so an unready image fails at once with `InitTimeout`.
+    pub(crate) fn attach_image(backing: Backing) -> Result<Ring, Error> {
+        let region = attach(backing, Ident::default(), Duration::ZERO)?;
+        Ok(Ring {
+            region: Arc::new(region),
+        })
+    }
+
+    /// The ring's memory and validated geometry.
+    pub(crate) fn fuzz_region(&self) -> &Region {
+        &self.region
+    }
+}
