@@ -5,11 +5,13 @@
 //! - `transfer`: `send` and `recv`, the byte-stream and `--lines` transfers.
 //! - `stat`: `stat` (alias `info`), the `ipcs -m` view of shmpipe rings, as a table or JSON.
 //! - `admin`: `create`, `rm` and `gc`.
+//! - `bench`: `bench`, the cross-process benchmarks against pipes and sockets.
 //! - `progress`: the progress bar of long transfers.
 //! - `signals`: SIGINT/SIGTERM/SIGHUP during a transfer.
 //! - `sysv`: reading `/proc/sysvipc/shm` (finding a segment by key without attaching).
 
 mod admin;
+mod bench;
 mod progress;
 mod signals;
 mod stat;
@@ -66,6 +68,14 @@ pub enum Command {
     /// Show shmpipe rings: all of them as a table like `ipcs -m`, or one in detail.
     #[command(visible_alias = "info")]
     Stat(StatArgs),
+    /// Measure shmpipe against pipes and sockets between two processes (about 20 s).
+    ///
+    /// Round-trip times and streaming throughput for each transport and message size, as a
+    /// table with the ratios to a pipe, or as JSON.
+    Bench(bench::BenchArgs),
+    /// The other process of `shmpipe bench` (internal).
+    #[command(name = bench::PEER_SUBCOMMAND, hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 /// Which segment: by key, by `ftok`, or by shmid. Every command puts these options in a group
@@ -288,6 +298,8 @@ pub fn main() -> ExitCode {
         Command::Rm(a) => admin::rm(a),
         Command::Gc(a) => admin::gc(a),
         Command::Stat(a) => stat::stat(a),
+        Command::Bench(a) => bench::bench(a),
+        Command::BenchPeer(a) => bench::peer(a),
     };
     match result {
         Ok(code) => code,

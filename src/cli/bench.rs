@@ -1,0 +1,431 @@
+//! `shmpipe bench`: a quick run of the cross-process benchmarks (round trip and streaming, for
+//! each transport and message size), printed as a table with the ratios to a pipe, or as JSON.
+//!
+//! The measurements themselves are in `transports` (shared with the criterion suite,
+//! `benches/ipc.rs`). Here: the command line, how long each measurement runs, and the output.
+//! Each (transport, size, placement) gets its own peer process, started by re-executing this
+//! binary as `shmpipe __bench-peer SPEC` (a hidden subcommand).
+//!
+//! Every measurement is a warm-up of a fifth of `--duration`, then runs of growing length until
+//! `--duration` has passed; round trips go into one histogram, and the throughput is all the
+//! messages streamed over all the time the streams took.
+
+mod transports;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::CliError;
+use transports::{
+    DEFAULT_SIZES, Histogram, MAX_SIZE, MIN_SIZE, Placement, Row, Session, Transport,
+};
+
+/// The hidden subcommand that makes this binary a benchmark peer.
+pub const PEER_SUBCOMMAND: &str = transports::PEER_ARG;
+
+/// Time per measurement unless `--duration` or `--quick` says otherwise.
+const DEFAULT_DURATION: Duration = Duration::from_millis(150);
+/// Time per measurement with `--quick`.
+const QUICK_DURATION: Duration = Duration::from_millis(40);
+
+/// `shmpipe bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Message sizes in bytes, comma-separated, with an optional K suffix (8 to 64K).
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_msg_size,
+          default_value = "8,64,1K,64K")]
+    pub sizes: Vec<usize>,
+    /// Only these transports, comma-separated: thread-ring, shmpipe-spin, shmpipe-batch,
+    /// shmpipe, pipe, unix-stream, unix-seqpacket, tcp. [default: all]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_transport)]
+    pub transports: Vec<Transport>,
+    /// How long each measurement runs, after a warm-up of a fifth of it (e.g. 150ms, 1s).
+    /// The whole run takes about 130 times this with the default sizes. [default: 150ms]
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, conflicts_with = "quick")]
+    pub duration: Option<Duration>,
+    /// A quicker, noisier run: 40 ms per measurement (about 9 s in all).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print a JSON array, one object per transport and size, instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `shmpipe __bench-peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// What the measuring process asks of this peer.
+    pub spec: String,
+}
+
+/// Runs the peer side of one benchmark session.
+pub fn peer(a: PeerArgs) -> Result<ExitCode, CliError> {
+    transports::peer_main(&a.spec).map_err(|e| CliError::new(format!("bench peer: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `shmpipe bench`.
+pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
+    transports::init_cpus();
+    let started = Instant::now();
+    let duration = match (a.duration, a.quick) {
+        (Some(d), _) => d,
+        (None, true) => QUICK_DURATION,
+        (None, false) => DEFAULT_DURATION,
+    };
+    let warm_up = duration / 5;
+    let chosen: Vec<Transport> = if a.transports.is_empty() {
+        Transport::ALL.to_vec()
+    } else {
+        Transport::ALL
+            .into_iter()
+            .filter(|t| a.transports.contains(t))
+            .collect()
+    };
+    let mut sizes = a.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() {
+        sizes = DEFAULT_SIZES.to_vec();
+    }
+    let units: Vec<(usize, Transport, Placement)> = sizes
+        .iter()
+        .flat_map(|&s| {
+            chosen
+                .iter()
+                .flat_map(move |&t| t.placements().iter().map(move |&p| (s, t, p)))
+        })
+        .collect();
+    let progress = std::io::stderr().is_terminal();
+    if progress {
+        let estimate = (warm_up + duration) * 2 * units.len() as u32;
+        eprintln!(
+            "shmpipe bench: {} measurements of {} after {} warm-up, about {:.0} s",
+            units.len() * 2,
+            fmt_duration(duration),
+            fmt_duration(warm_up),
+            estimate.as_secs_f64() * 1.1 + 0.5
+        );
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    for (i, &(size, t, placement)) in units.iter().enumerate() {
+        if progress {
+            eprint!(
+                "\r\x1b[K[{}/{}] {} {} {}",
+                i + 1,
+                units.len(),
+                t.name(),
+                transports::fmt_size(size),
+                placement.name()
+            );
+        }
+        let what = || {
+            format!(
+                "{} {} {}",
+                t.name(),
+                transports::fmt_size(size),
+                placement.name()
+            )
+        };
+        let (rtt, rate) = measure(t, size, placement, warm_up, duration)
+            .map_err(|e| CliError::new(format!("bench: {}: {e}", what())))?;
+        transports::record(&mut rows, t.name(), size, placement, Some(rtt), Some(rate));
+    }
+    // The reference: two memcpy per message in one thread, on the measuring side's CPU.
+    for &size in &sizes {
+        let _ = transports::place_self(Placement::Pinned);
+        let rate = run_for(warm_up, duration, |n, _| {
+            Ok(transports::memcpy_reference(size, n))
+        })
+        .map_err(|e| CliError::new(format!("bench: memcpy reference: {e}")))?;
+        transports::record(
+            &mut rows,
+            "memcpy-2x",
+            size,
+            Placement::Pinned,
+            None,
+            Some(rate),
+        );
+    }
+    let _ = transports::place_self(Placement::Unpinned);
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+
+    let mut out = std::io::stdout().lock();
+    let text = if a.json {
+        json(&rows)
+    } else {
+        header(duration, warm_up, started.elapsed()) + &transports::table(&rows)
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::new(format!("writing the results: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One session: round trips, then streaming. Returns the round-trip times and messages/s.
+fn measure(
+    t: Transport,
+    size: usize,
+    placement: Placement,
+    warm_up: Duration,
+    duration: Duration,
+) -> transports::Res<(transports::Latency, f64)> {
+    let mut session = Session::start(t, size, placement)?;
+    // The warm-up's round trips go to a histogram that is thrown away.
+    let (mut warm_hist, mut hist) = (Histogram::new(), Histogram::new());
+    run_for(warm_up, duration, |n, warm| {
+        session.round_trips(n, if warm { &mut warm_hist } else { &mut hist })
+    })?;
+    if hist.count() == 0 {
+        return Err("no round trip was measured".into());
+    }
+    let rate = run_for(warm_up, duration, |n, _| session.stream(n))?;
+    Ok((hist.latency(), rate))
+}
+
+/// Runs `f(n, warm)` (which does `n` things and returns the time they took) for `warm_up` with
+/// `warm` true, then for `duration`, with `n` sized so that each call takes about a quarter of
+/// the phase (at most what is left of it). Returns the things done per second after the
+/// warm-up.
+fn run_for(
+    warm_up: Duration,
+    duration: Duration,
+    mut f: impl FnMut(u64, bool) -> transports::Res<Duration>,
+) -> transports::Res<f64> {
+    let mut per_item = 0.0f64; // seconds, as measured so far
+    let mut rate = 0.0;
+    for (limit, warm) in [(warm_up, true), (duration, false)] {
+        let start = Instant::now();
+        let (mut done, mut spent) = (0u64, Duration::ZERO);
+        loop {
+            let n = if per_item > 0.0 {
+                let left = limit.saturating_sub(start.elapsed()).min(limit / 4);
+                ((left.as_secs_f64() / per_item) as u64).clamp(16, 1 << 30)
+            } else {
+                16
+            };
+            spent += f(n, warm)?;
+            done += n;
+            per_item = spent.as_secs_f64() / done as f64;
+            if start.elapsed() >= limit {
+                break;
+            }
+        }
+        rate = done as f64 / spent.as_secs_f64().max(1e-9);
+    }
+    Ok(rate)
+}
+
+/// The lines above the table.
+fn header(duration: Duration, warm_up: Duration, took: Duration) -> String {
+    let cpus = match transports::cpu_pair() {
+        Some((a, b)) => format!("measuring side on CPU {a}, peer on CPU {b} when pinned"),
+        None => "one CPU: nothing pinned, spinning sides yield".to_string(),
+    };
+    format!(
+        "shmpipe bench: {cpus}; {} per measurement after {} warm-up; took {:.1} s\n\
+         Round trip: one message there and back, each timed alone. Stream: messages one way, \
+         timed to the\npeer's acknowledgement of the last. Every payload byte is written by \
+         the sender and read by the receiver.\nmemcpy-2x: fill, copy into a ring-sized buffer, \
+         copy out, check, in one thread (a bound for copying APIs).\n\n",
+        fmt_duration(duration),
+        fmt_duration(warm_up),
+        took.as_secs_f64()
+    )
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The results as a JSON array: one object per transport and size (the `memcpy-2x` reference,
+/// which has no round trip, is left out).
+fn json(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let pipe = |size: usize| rows.iter().find(|r| r.name == "pipe" && r.size == size);
+    let mut out = String::from("[");
+    let mut first = true;
+    for row in rows {
+        let (Some((rtt_at, rtt)), Some((rate_at, rate))) = (row.best_rtt(), row.best_stream())
+        else {
+            continue;
+        };
+        out.push_str(if first { "\n  {" } else { ",\n  {" });
+        first = false;
+        let _ = write!(
+            out,
+            "\"transport\": {}, \"size\": {}, \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}, \
+             \"rtt_ns_p999\": {}, \"rtt_ns_mean\": {}, \"rtt_samples\": {}, \
+             \"rtt_placement\": {}, \"msgs_per_s\": {}, \"bytes_per_s\": {}, \
+             \"stream_placement\": {}",
+            json_string(row.name),
+            row.size,
+            rtt.median_ns,
+            rtt.p99_ns,
+            rtt.p999_ns,
+            json_number(rtt.mean_ns),
+            rtt.samples,
+            json_string(rtt_at.name()),
+            json_number(rate),
+            json_number(rate * row.size as f64),
+            json_string(rate_at.name()),
+        );
+        if let Some(p) = pipe(row.size) {
+            if let (Some((_, p_rtt)), Some((_, p_rate))) = (p.best_rtt(), p.best_stream()) {
+                let _ = write!(
+                    out,
+                    ", \"rtt_vs_pipe\": {}, \"msgs_vs_pipe\": {}",
+                    json_number(p_rtt.median_ns as f64 / rtt.median_ns.max(1) as f64),
+                    json_number(rate / p_rate),
+                );
+            }
+        }
+        out.push_str(", \"placements\": [");
+        for (i, m) in row.measured.iter().enumerate() {
+            let _ = write!(
+                out,
+                "{}{{\"placement\": {}",
+                if i == 0 { "" } else { ", " },
+                json_string(m.placement.name())
+            );
+            if let Some(l) = m.rtt {
+                let _ = write!(
+                    out,
+                    ", \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}",
+                    l.median_ns, l.p99_ns
+                );
+            }
+            if let Some(r) = m.msgs_per_s {
+                let _ = write!(out, ", \"msgs_per_s\": {}", json_number(r));
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push_str(if first { "]\n" } else { "\n]\n" });
+    out
+}
+
+/// A JSON number: finite, with at most 3 decimals (non-finite values, which cannot occur from
+/// a completed measurement, become 0).
+fn json_number(x: f64) -> String {
+    if !x.is_finite() {
+        return "0".to_string();
+    }
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Parses a message size: bytes, with an optional K suffix ("64", "1K", "64KiB").
+fn parse_msg_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64, 1K)"))?;
+    let bytes = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => n,
+        "k" | "kb" | "kib" => n.saturating_mul(1024),
+        _ => return Err(format!("{s:?}: unknown size suffix {suffix:?} (use K)")),
+    };
+    if !(MIN_SIZE..=MAX_SIZE).contains(&bytes) {
+        return Err(format!(
+            "{s:?}: message sizes go from {MIN_SIZE} bytes to 64K"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses a transport name.
+fn parse_transport(s: &str) -> Result<Transport, String> {
+    Transport::from_name(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+        format!("{s:?} is not a transport ({})", names.join(", "))
+    })
+}
+
+/// Parses a duration: a number with ms or s ("150ms", "1s", "0.5s"); a bare number is ms.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 150ms, 1s)"))?;
+    let secs = x * scale;
+    if !(0.001..=600.0).contains(&secs) {
+        return Err(format!("{s:?}: give 1ms to 600s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        assert_eq!(parse_msg_size("64"), Ok(64));
+        assert_eq!(parse_msg_size("1K"), Ok(1024));
+        assert_eq!(parse_msg_size("64KiB"), Ok(65536));
+        assert!(parse_msg_size("4").is_err());
+        assert!(parse_msg_size("128K").is_err());
+        assert!(parse_msg_size("1M").is_err());
+        assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_millis(5)));
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_transport("tcp"), Ok(Transport::Tcp));
+        assert!(parse_transport("udp").is_err());
+    }
+
+    #[test]
+    fn json_is_escaped_and_numbers_are_plain() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(json_number(1.5), "1.5");
+        assert_eq!(json_number(2.0), "2");
+        assert_eq!(json_number(1234567.891), "1234567.891");
+        assert_eq!(json_number(f64::NAN), "0");
+    }
+}

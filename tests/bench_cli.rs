@@ -1,0 +1,273 @@
+//! `shmpipe bench`, run as a user would (the real binary):
+//!
+//! - `--json` with a tiny duration and one size prints an array with one object per transport,
+//!   every transport present, the documented fields numbers (or strings) that agree with each
+//!   other;
+//! - usage errors exit with status 2 and print nothing on standard output;
+//! - neither a finished run nor one interrupted by SIGINT leaves a shared-memory segment or a
+//!   peer process behind.
+//!
+//! Nothing about speed is asserted: the machine may be busy.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The JSON reader of `examples/plot_bench`, which reads the same output.
+#[path = "../examples/plot_bench/json.rs"]
+mod json;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_shmpipe");
+
+/// No command may take longer, whatever goes wrong.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The transports `--json` must name.
+const TRANSPORTS: [&str; 7] = [
+    "shmpipe-spin",
+    "shmpipe-batch",
+    "shmpipe",
+    "pipe",
+    "unix-stream",
+    "unix-seqpacket",
+    "tcp",
+];
+
+/// Waits for `child`, killing it after [`TIMEOUT`]; returns its status, stdout and stderr.
+fn finish(mut child: Child) -> (ExitStatus, String, String) {
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmpipe bench took over {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = out.join().expect("reader").expect("stdout is UTF-8");
+    let err = err.join().expect("reader").expect("stderr is UTF-8");
+    (status, out, err)
+}
+
+/// The shmids of the segments that process `pid` created (`/proc/sysvipc/shm`: cpid).
+fn segments_created_by(pid: u32) -> Vec<i32> {
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").expect("read /proc/sysvipc/shm");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_ascii_whitespace().collect();
+            let (shmid, cpid) = (f.get(1)?.parse().ok()?, f.get(4)?.parse::<u32>().ok()?);
+            (cpid == pid).then_some(shmid)
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live (not zombie) benchmark peer, `shmpipe __bench-peer ...`.
+fn is_live_peer(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    matches!(state_and_parent(pid), Some((s, _)) if s != 'Z')
+        && cmdline.split(|&b| b == 0).any(|arg| arg == b"__bench-peer")
+}
+
+/// The live benchmark peers whose parent is `pid`.
+fn peers_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if state_and_parent(child).is_some_and(|(_, ppid)| ppid == pid) && is_live_peer(child) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// A process's state letter and parent, from `/proc/PID/stat` (None once it is gone).
+fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold anything, so split after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// Waits up to 5 s for `cond`.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+#[test]
+fn json_names_every_transport_with_numbers() {
+    let child = Command::new(BIN)
+        .args(["bench", "--json", "--duration", "5ms", "--sizes", "64"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmpipe bench");
+    let pid = child.id();
+    let (status, out, err) = finish(child);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array");
+    let mut names = HashSet::new();
+    for item in items {
+        let name = item
+            .get("transport")
+            .and_then(json::Json::as_str)
+            .unwrap_or_else(|| panic!("no transport name in {item:?}"));
+        assert!(names.insert(name.to_string()), "{name} twice");
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(json::Json::as_f64)
+                .unwrap_or_else(|| panic!("{name}: {k} is not a number"))
+        };
+        assert_eq!(num("size"), 64.0, "{name}");
+        for k in [
+            "rtt_ns_median",
+            "rtt_ns_p99",
+            "rtt_ns_p999",
+            "msgs_per_s",
+            "bytes_per_s",
+        ] {
+            let x = num(k);
+            assert!(x.is_finite() && x > 0.0, "{name}: {k} = {x}");
+        }
+        for k in ["rtt_ns_median", "rtt_ns_p99", "rtt_samples"] {
+            assert_eq!(num(k).fract(), 0.0, "{name}: {k} is a whole number of ns");
+        }
+        assert!(num("rtt_ns_p99") >= num("rtt_ns_median"), "{name}");
+        let (msgs, bytes) = (num("msgs_per_s"), num("bytes_per_s"));
+        assert!(
+            (bytes - msgs * 64.0).abs() <= 1e-6 * bytes + 1.0,
+            "{name}: {msgs} msgs/s, {bytes} B/s"
+        );
+        for k in ["rtt_placement", "stream_placement"] {
+            let p = item.get(k).and_then(json::Json::as_str);
+            assert!(
+                matches!(p, Some("pinned" | "unpinned")),
+                "{name}: {k} = {p:?}"
+            );
+        }
+        if name == "pipe" {
+            assert_eq!(num("rtt_vs_pipe"), 1.0);
+            assert_eq!(num("msgs_vs_pipe"), 1.0);
+        }
+    }
+    for t in TRANSPORTS {
+        assert!(names.contains(t), "{t} missing from:\n{out}");
+    }
+    assert!(
+        names
+            .iter()
+            .all(|n| TRANSPORTS.contains(&n.as_str()) || n == "thread-ring"),
+        "unknown transports in {names:?}"
+    );
+    assert!(
+        eventually(|| segments_created_by(pid).is_empty()),
+        "segments left: {:?}",
+        segments_created_by(pid)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        ["bench", "--sizes", "4"],
+        ["bench", "--sizes", "1M"],
+        ["bench", "--transports", "udp"],
+        ["bench", "--duration", "fast"],
+    ] {
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shmpipe bench");
+        let (status, out, err) = finish(child);
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed {out:?}");
+    }
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_segment_and_no_peer() {
+    use std::os::unix::process::ExitStatusExt;
+    // Long sessions of the transports that use segments, so the signal comes mid-session.
+    let mut child = Command::new(BIN)
+        .args(["bench", "--duration", "300ms", "--sizes", "64K"])
+        .args(["--transports", "shmpipe-spin,shmpipe-batch,shmpipe"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shmpipe bench");
+    let pid = child.id();
+    let mut peers = Vec::new();
+    let found = eventually(|| {
+        peers = peers_of(pid);
+        !peers.is_empty() && !segments_created_by(pid).is_empty()
+    });
+    // SAFETY: kill with a valid signal number has no memory-safety preconditions.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmpipe bench ignored SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        found,
+        "no peer process or segment seen while shmpipe bench ran"
+    );
+    assert!(
+        status.signal() == Some(libc::SIGINT) || status.success(),
+        "unexpected status {status}"
+    );
+    assert!(
+        eventually(|| segments_created_by(pid).is_empty()),
+        "segments left: {:?}",
+        segments_created_by(pid)
+    );
+    for peer in peers {
+        assert!(eventually(|| !is_live_peer(peer)), "peer {peer} still runs");
+    }
+}
