@@ -196,6 +196,48 @@ pub enum Error {
         /// Whether the kernel says the holder is alive.
         holder_alive: bool,
     },
+    /// The kernel refused a huge-page segment ([`RingConfig::huge_pages`](crate::RingConfig::huge_pages),
+    /// [`Segment::create_huge_pages`](crate::Segment::create_huge_pages)): `ENOMEM` (not enough
+    /// free huge pages reserved), `EPERM` (the caller may not use huge pages for shared memory)
+    /// or `EINVAL` (size out of range, or huge pages unsupported). shmpipe never falls back to
+    /// normal pages on its own.
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Ring, RingConfig};
+    /// match Ring::create(Key::Private, &RingConfig::new().huge_pages(true)) {
+    ///     Ok(ring) => ring.remove()?, // huge pages were available
+    ///     Err(Error::HugePages { source, hint, .. }) => {
+    ///         eprintln!("no huge pages (errno {:?}): {hint}", source.raw_os_error());
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    #[error("{ident}: cannot create a huge-page segment of {size} bytes: {source} ({hint})")]
+    HugePages {
+        /// The key asked for.
+        ident: Ident,
+        /// Bytes asked for (rounded up to the huge page size).
+        size: usize,
+        /// The OS error; its `raw_os_error()` is the errno.
+        source: io::Error,
+        /// What to check, in words (e.g. `/proc/sys/vm/nr_hugepages`).
+        hint: &'static str,
+    },
+    /// [`Ring::lock_memory`](crate::Ring::lock_memory) could not lock the ring's pages in RAM:
+    /// `EPERM` or `ENOMEM` from `mlock` when `RLIMIT_MEMLOCK` (`ulimit -l`) is too small and
+    /// the process lacks `CAP_IPC_LOCK`; `Unsupported` (no errno) for an in-process ring.
+    #[error("{ident}: cannot lock {len} bytes of ring memory: {source} ({hint})")]
+    LockMemory {
+        /// The ring.
+        ident: Ident,
+        /// Bytes asked to lock.
+        len: usize,
+        /// The OS error; its `raw_os_error()` is the errno.
+        source: io::Error,
+        /// What to check, in words (e.g. `RLIMIT_MEMLOCK`).
+        hint: &'static str,
+    },
     /// The ring's shared state broke the protocol.
     #[error(transparent)]
     Corrupted(#[from] Corrupted),

@@ -220,6 +220,37 @@ pub fn stat_id(shmid: i32) -> Result<SegmentStat, Error> {
     })
 }
 
+/// The system's huge page size in bytes (`Hugepagesize` in `/proc/meminfo`), or `None` if the
+/// kernel reports none (no hugetlb support, or `/proc` not mounted). This is the size
+/// [`Segment::create_huge_pages`] rounds up to.
+///
+/// # Examples
+///
+/// ```
+/// if let Some(h) = shmpipe::segment::huge_page_size() {
+///     assert!(h.is_power_of_two());
+/// }
+/// ```
+pub fn huge_page_size() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("Hugepagesize:"))?;
+    let kib: usize = line
+        .trim_start_matches("Hugepagesize:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024).filter(|&b| b > 0)
+}
+
+/// The base page size.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
 /// `IPC_RMID` on a shmid: the kernel removes the key at once and frees the memory when the last
 /// process detaches. Processes already attached keep working.
 ///
@@ -287,12 +318,87 @@ impl Segment {
     /// `SHMMIN..=SHMMAX` or the system is out of segments or memory, [`Error::PermissionDenied`],
     /// or an attach error.
     pub fn create(key: Key, size: usize, mode: u32) -> Result<Segment, Error> {
-        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+        Segment::create_flags(key, size, mode, false)
+    }
+
+    /// [`Segment::create`] backed by huge pages (`SHM_HUGETLB`). `size` is rounded up to the
+    /// huge page size ([`huge_page_size`]), so [`Segment::len`] (the kernel's `shm_segsz`) is
+    /// the whole mapping. The pages come from the pool reserved in `/proc/sys/vm/nr_hugepages`
+    /// and are reserved at once: creation fails rather than a later page fault.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HugePages`] when the kernel refuses the huge pages (`ENOMEM`: not enough free
+    /// in the pool; `EPERM`: the caller lacks `CAP_IPC_LOCK` and is not in
+    /// `/proc/sys/vm/hugetlb_shm_group`; `EINVAL`: size out of range or no huge page support);
+    /// never a silent fallback to normal pages. Otherwise as [`Segment::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Segment};
+    /// match Segment::create_huge_pages(Key::Private, 4096, 0o600) {
+    ///     Ok(seg) => {
+    ///         assert_eq!(seg.len() % shmpipe::segment::huge_page_size().unwrap(), 0);
+    ///         seg.remove()?;
+    ///     }
+    ///     Err(Error::HugePages { .. }) => {} // none reserved on this machine
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn create_huge_pages(key: Key, size: usize, mode: u32) -> Result<Segment, Error> {
+        let rounded = match huge_page_size() {
+            Some(h) => size
+                .div_ceil(h)
+                .checked_mul(h)
+                .ok_or_else(|| Error::HugePages {
+                    ident: Ident::key(key),
+                    size,
+                    source: io::Error::from_raw_os_error(libc::EINVAL),
+                    hint: "size overflows when rounded up to the huge page size",
+                })?,
+            // No huge page size in /proc/meminfo: let the kernel decide (it answers EINVAL if
+            // it has no hugetlb support, which becomes Error::HugePages below).
+            None => size,
+        };
+        Segment::create_flags(key, rounded, mode, true)
+    }
+
+    fn create_flags(key: Key, size: usize, mode: u32, huge: bool) -> Result<Segment, Error> {
+        let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as libc::c_int;
+        if huge {
+            flags |= libc::SHM_HUGETLB;
+        }
         // SAFETY: shmget takes plain integers and has no memory-safety preconditions.
         let shmid = unsafe { libc::shmget(key.raw(), size, flags) };
         if shmid == -1 {
             let err = io::Error::last_os_error();
             let ident = Ident::key(key);
+            let huge_hint = match err.raw_os_error() {
+                _ if !huge => None,
+                Some(libc::ENOMEM) => Some(
+                    "not enough free huge pages: see HugePages_Free in /proc/meminfo and \
+                     reserve more in /proc/sys/vm/nr_hugepages",
+                ),
+                Some(libc::EPERM) => Some(
+                    "not allowed to use huge pages for shared memory: needs CAP_IPC_LOCK or \
+                     membership of the group in /proc/sys/vm/hugetlb_shm_group",
+                ),
+                Some(libc::EINVAL) => Some(
+                    "size outside SHMMIN..SHMMAX, or no huge page support: see Hugepagesize \
+                     in /proc/meminfo",
+                ),
+                _ => None,
+            };
+            if let Some(hint) = huge_hint {
+                return Err(Error::HugePages {
+                    ident,
+                    size,
+                    source: err,
+                    hint,
+                });
+            }
             return Err(match err.raw_os_error() {
                 Some(libc::EEXIST) => Error::Exists { ident },
                 Some(libc::EINVAL) => Error::SystemLimit {
@@ -430,6 +536,71 @@ impl Segment {
         remove_id(self.shmid)
     }
 
+    /// Pre-faults every page of this attachment and locks it in RAM (`mlock`), so neither side
+    /// takes a page fault or waits for swap on the hot path. The lock belongs to this process's
+    /// attachment only (the other process locks its own, or not) and ends when the `Segment` is
+    /// dropped: `shmdt` unmaps the range, and unmapping removes its locks (mlock(2)). Calling
+    /// it again is harmless (locks do not stack).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockMemory`] if `mlock` fails: `EPERM` (`RLIMIT_MEMLOCK` is 0 and no
+    /// `CAP_IPC_LOCK`) or `ENOMEM` (the lock would exceed `RLIMIT_MEMLOCK`). The pages are
+    /// faulted in even then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Segment};
+    /// let seg = Segment::create(Key::Private, 1 << 16, 0o600)?;
+    /// match seg.lock_memory() {
+    ///     Ok(()) => {}                          // locked until `seg` is dropped
+    ///     Err(Error::LockMemory { hint, .. }) => eprintln!("not locked: {hint}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// seg.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn lock_memory(&self) -> Result<(), Error> {
+        let base = self.as_ptr();
+        let page = page_size();
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: `base + off` lies inside this attachment (off < len, the kernel's size),
+            // which stays mapped while `self` is borrowed, and any address is aligned for a
+            // byte. The read is atomic because another process may write these bytes at any
+            // time (a plain or volatile read would race with it); its value is discarded: the
+            // read only makes the kernel map the page.
+            let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(base.add(off)) };
+            byte.load(std::sync::atomic::Ordering::Relaxed);
+            off += page;
+        }
+        // SAFETY: mlock only changes the residency of pages of this process's own mapping
+        // [base, base + len), which is attached; it reads and writes no memory of ours.
+        let rc = unsafe { libc::mlock(base.cast_const().cast(), self.len) };
+        if rc == -1 {
+            let source = io::Error::last_os_error();
+            let hint = match source.raw_os_error() {
+                Some(libc::EPERM) => {
+                    "RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK: raise `ulimit -l` \
+                     (or memlock in /etc/security/limits.conf) or grant CAP_IPC_LOCK"
+                }
+                Some(libc::ENOMEM) => {
+                    "the lock would exceed RLIMIT_MEMLOCK (`ulimit -l`): raise it or grant \
+                     CAP_IPC_LOCK"
+                }
+                _ => "mlock refused",
+            };
+            return Err(Error::LockMemory {
+                ident: self.ident(),
+                len: self.len,
+                source,
+                hint,
+            });
+        }
+        Ok(())
+    }
+
     /// Describes this segment in errors.
     pub(crate) fn ident(&self) -> Ident {
         Ident {
@@ -441,6 +612,9 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        // No munlock first: shmdt unmaps the attachment, and unmapping a range removes any
+        // mlock on it (mlock(2): locks are removed "when the address range is unmapped");
+        // tests/memory.rs checks VmLck in /proc/self/status falls back after the drop.
         // SAFETY: `addr` is the address shmat returned for this attachment and nothing else
         // detached it; after this no pointer derived from it is used (they borrow `self`).
         unsafe {

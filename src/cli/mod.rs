@@ -111,6 +111,10 @@ pub struct ShapeArgs {
     /// Permission bits (octal) of a ring this command creates.
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
+    /// Back a ring this command creates with huge pages (SHM_HUGETLB); fails, never falls back,
+    /// if none are free (see /proc/sys/vm/nr_hugepages).
+    #[arg(long)]
+    pub huge_pages: bool,
 }
 
 /// `shmpipe send`.
@@ -141,6 +145,10 @@ pub struct TransferOpts {
     /// Keep the ring after both sides are done (if this side creates it).
     #[arg(long)]
     pub persist: bool,
+    /// Pre-fault the ring and lock it in RAM (mlock) for this side; fails if RLIMIT_MEMLOCK
+    /// (ulimit -l) is too small and the process lacks CAP_IPC_LOCK.
+    #[arg(long)]
+    pub lock: bool,
     /// Never show a progress bar (shown on a terminal for transfers over half a second).
     #[arg(long, short = 'q')]
     pub no_progress: bool,

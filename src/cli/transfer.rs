@@ -109,7 +109,8 @@ impl ShapeArgs {
             .slot_size(slot_size)
             .slot_count(slot_count)
             .mode(self.mode)
-            .persistent(persistent))
+            .persistent(persistent)
+            .huge_pages(self.huge_pages))
     }
 }
 
@@ -132,6 +133,25 @@ fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring
             other => Ok(other?),
         },
     }
+}
+
+/// `--lock`: pre-faults and locks this side's mapping of the ring, before claiming a role. On
+/// failure a ring this process created (and so nobody else made) is removed as after a failed
+/// transfer; a ring the peer created is left alone for it.
+fn lock_if_asked(ring: &Ring, lock: bool) -> Result<(), CliError> {
+    if !lock {
+        return Ok(());
+    }
+    ring.lock_memory().map_err(|e| {
+        let ours = ring
+            .segment()
+            .and_then(|seg| seg.stat().ok())
+            .is_some_and(|st| st.creator_pid as u32 == std::process::id());
+        if ours {
+            remove_if_unjoined(ring);
+        }
+        CliError::from(e)
+    })
 }
 
 /// After a failed or interrupted transfer: removes the ring if the other side never came (it
@@ -213,6 +233,7 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
     let bar = !a.opts.no_progress && !input.is_terminal();
     signals::install();
     let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
+    lock_if_asked(&ring, a.opts.lock)?;
     let ident = ring.ident();
     let mut tx = ring.producer()?;
     let mut progress = Progress::new(bar, total);
@@ -436,6 +457,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode, CliError> {
     let bar = !a.opts.no_progress && !output.is_terminal();
     signals::install();
     let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
+    lock_if_asked(&ring, a.opts.lock)?;
     let ident = ring.ident();
     let mut rx = ring.consumer()?;
     let mut progress = Progress::new(bar, None);

@@ -113,6 +113,7 @@ pub struct RingConfig {
     init_timeout: Duration,
     initial_index: u64,
     persistent: bool,
+    huge_pages: bool,
 }
 
 impl Default for RingConfig {
@@ -125,6 +126,7 @@ impl Default for RingConfig {
             init_timeout: DEFAULT_INIT_TIMEOUT,
             initial_index: 0,
             persistent: false,
+            huge_pages: false,
         }
     }
 }
@@ -183,6 +185,38 @@ impl RingConfig {
     /// can still attach, on Linux).
     pub fn persistent(mut self, persistent: bool) -> RingConfig {
         self.persistent = persistent;
+        self
+    }
+
+    /// Back the segment with huge pages (`SHM_HUGETLB`; default off): fewer TLB misses on a
+    /// large ring, and the memory is reserved up front and never swapped. Only the creator
+    /// decides; [`Ring::open`] attaches whatever was created, and [`Ring::open_or_create`]
+    /// uses an existing ring of the right shape whatever its pages. The segment is rounded up
+    /// to the huge page size ([`segment::huge_page_size`](crate::segment::huge_page_size));
+    /// the header still describes the ring's own size, which an attacher checks against the
+    /// (larger) segment as usual. Huge pages must have been reserved by the administrator
+    /// (`/proc/sys/vm/nr_hugepages`).
+    ///
+    /// [`Ring::create`] then fails with [`Error::HugePages`] if the kernel refuses them; it
+    /// never falls back to normal pages. [`Ring::in_process`] refuses this option with
+    /// [`Error::InvalidConfig`]: a heap ring has no segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Ring, RingConfig};
+    /// let cfg = RingConfig::new().slot_count(1024).huge_pages(true);
+    /// let ring = match Ring::create(Key::Private, &cfg) {
+    ///     Ok(ring) => ring,
+    ///     // No huge pages reserved here: the caller decides whether normal pages will do.
+    ///     Err(Error::HugePages { .. }) => Ring::create(Key::Private, &cfg.huge_pages(false))?,
+    ///     Err(e) => return Err(e),
+    /// };
+    /// ring.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn huge_pages(mut self, huge_pages: bool) -> RingConfig {
+        self.huge_pages = huge_pages;
         self
     }
 
@@ -367,6 +401,7 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for an impossible shape; [`Error::Exists`] if the key is taken;
+    /// [`Error::HugePages`] if [`RingConfig::huge_pages`] is set and the kernel refuses them;
     /// the other segment errors of [`Segment::create`].
     pub fn create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
@@ -376,7 +411,11 @@ impl Ring {
                 g.ring_size()
             ),
         })?;
-        let seg = Segment::create(key, size, config.mode)?;
+        let seg = if config.huge_pages {
+            Segment::create_huge_pages(key, size, config.mode)?
+        } else {
+            Segment::create(key, size, config.mode)?
+        };
         let ident = seg.ident();
         let backing = Backing::Segment(seg);
         init_header(
@@ -487,9 +526,17 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for an impossible shape or failed allocation.
+    /// [`Error::InvalidConfig`] for an impossible shape or failed allocation, or if
+    /// [`RingConfig::huge_pages`] is set (huge pages need a segment; this ring is on the heap).
     pub fn in_process(config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
+        if config.huge_pages {
+            return Err(Error::InvalidConfig {
+                what: "huge pages need a SysV segment (Ring::create); an in-process ring lives \
+                       on the heap"
+                    .into(),
+            });
+        }
         let heap = HeapRing::new(&g).ok_or_else(|| Error::InvalidConfig {
             what: format!("cannot allocate {} bytes", g.ring_size()),
         })?;
@@ -605,6 +652,48 @@ impl Ring {
             let _ = self.remove();
         }
         Ok(me)
+    }
+
+    /// Pre-faults every page of the ring and locks it in RAM (`mlock`), so that neither the
+    /// hot path nor a wake-up waits for a page fault or swap. Either side may call it after
+    /// creating or opening the ring; it locks this process's mapping only (the peer decides for
+    /// its own). The lock lasts until the last clone of this `Ring` (and every producer or
+    /// consumer from it) is dropped, when the segment is detached, which unlocks it. See
+    /// [`Segment::lock_memory`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockMemory`]: `EPERM` or `ENOMEM` when `RLIMIT_MEMLOCK` (`ulimit -l`) is too
+    /// small for the ring and the process lacks `CAP_IPC_LOCK`; for an in-process ring
+    /// (always: its heap memory is not locked, since freeing it would leave locks on pages the
+    /// allocator reuses), with an [`Unsupported`](std::io::ErrorKind::Unsupported) source.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Ring, RingConfig};
+    /// let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
+    /// match ring.lock_memory() {
+    ///     Ok(()) => {}
+    ///     Err(Error::LockMemory { hint, .. }) => eprintln!("running unlocked: {hint}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// ring.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn lock_memory(&self) -> Result<(), Error> {
+        match self.region.backing() {
+            Backing::Segment(s) => s.lock_memory(),
+            Backing::Heap(_) => Err(Error::LockMemory {
+                ident: self.ident(),
+                len: self.region.backing().len(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "an in-process ring lives on the heap",
+                ),
+                hint: "only rings in a SysV segment can be locked",
+            }),
+        }
     }
 
     /// The key and shmid (both `None` for an in-process ring).
