@@ -48,6 +48,7 @@ pub mod error;
 pub mod gc;
 mod hooks;
 mod layout;
+pub mod memfd;
 mod owner;
 mod region;
 mod ring;

@@ -17,6 +17,7 @@ use crate::sync::AtomicU64;
 
 use crate::error::Ident;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
+use crate::memfd::MemfdMap;
 use crate::segment::Segment;
 
 /// A zeroed, 128-aligned heap allocation, freed on drop.
@@ -109,6 +110,8 @@ pub(crate) enum Backing {
     Segment(Segment),
     /// A heap allocation (in-process ring).
     Heap(HeapRing),
+    /// A shared mapping of a sealed memfd.
+    Memfd(MemfdMap),
 }
 
 impl Backing {
@@ -117,6 +120,7 @@ impl Backing {
         match self {
             Backing::Segment(s) => s.len(),
             Backing::Heap(h) => HEADER_SIZE + h.slots.layout.size(),
+            Backing::Memfd(m) => m.len(),
         }
     }
 
@@ -127,6 +131,12 @@ impl Backing {
             // SAFETY: `h.header` came from a live Box (see `HeapRing`) that is freed only when
             // the HeapRing drops, after this borrow of it ends.
             Backing::Heap(h) => Some(unsafe { h.header.as_ref() }),
+            Backing::Memfd(m) => {
+                if m.len() < HEADER_SIZE {
+                    return None;
+                }
+                overlay_header(NonNull::new(m.as_ptr())?)
+            }
         }
     }
 
@@ -140,6 +150,11 @@ impl Backing {
                 unsafe { base.add(HEADER_SIZE) }
             }
             Backing::Heap(h) => h.slots.ptr,
+            Backing::Memfd(m) => {
+                let base = NonNull::new(m.as_ptr()).expect("a mapping is non-null");
+                // SAFETY: as for a segment: callers check len() >= ring_size > HEADER_SIZE.
+                unsafe { base.add(HEADER_SIZE) }
+            }
         }
     }
 }

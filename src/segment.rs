@@ -562,43 +562,8 @@ impl Segment {
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn lock_memory(&self) -> Result<(), Error> {
-        let base = self.as_ptr();
-        let page = page_size();
-        let mut off = 0;
-        while off < self.len {
-            // SAFETY: `base + off` lies inside this attachment (off < len, the kernel's size),
-            // which stays mapped while `self` is borrowed, and any address is aligned for a
-            // byte. The read is atomic because another process may write these bytes at any
-            // time (a plain or volatile read would race with it); its value is discarded: the
-            // read only makes the kernel map the page.
-            let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(base.add(off)) };
-            byte.load(std::sync::atomic::Ordering::Relaxed);
-            off += page;
-        }
-        // SAFETY: mlock only changes the residency of pages of this process's own mapping
-        // [base, base + len), which is attached; it reads and writes no memory of ours.
-        let rc = unsafe { libc::mlock(base.cast_const().cast(), self.len) };
-        if rc == -1 {
-            let source = io::Error::last_os_error();
-            let hint = match source.raw_os_error() {
-                Some(libc::EPERM) => {
-                    "RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK: raise `ulimit -l` \
-                     (or memlock in /etc/security/limits.conf) or grant CAP_IPC_LOCK"
-                }
-                Some(libc::ENOMEM) => {
-                    "the lock would exceed RLIMIT_MEMLOCK (`ulimit -l`): raise it or grant \
-                     CAP_IPC_LOCK"
-                }
-                _ => "mlock refused",
-            };
-            return Err(Error::LockMemory {
-                ident: self.ident(),
-                len: self.len,
-                source,
-                hint,
-            });
-        }
-        Ok(())
+        // SAFETY: the attachment [as_ptr, as_ptr + len) stays mapped while `self` is borrowed.
+        unsafe { lock_range(self.ident(), self.as_ptr(), self.len) }
     }
 
     /// Describes this segment in errors.
@@ -621,4 +586,48 @@ impl Drop for Segment {
             libc::shmdt(self.addr.as_ptr().cast());
         }
     }
+}
+
+/// Faults in every page of the shared mapping `[base, base + len)` and `mlock`s it.
+///
+/// # Safety
+///
+/// The range must be a mapping of this process that stays mapped during the call.
+pub(crate) unsafe fn lock_range(ident: Ident, base: *mut u8, len: usize) -> Result<(), Error> {
+    let page = page_size();
+    let mut off = 0;
+    while off < len {
+        // SAFETY: `base + off` lies inside the mapping (off < len), mapped during the call by
+        // the caller's contract, and any address is aligned for a byte. The read is atomic
+        // because another process may write these bytes at any time (a plain or volatile read
+        // would race with it); its value is discarded: the read only makes the kernel map the
+        // page.
+        let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(base.add(off)) };
+        byte.load(std::sync::atomic::Ordering::Relaxed);
+        off += page;
+    }
+    // SAFETY: mlock only changes the residency of pages of this process's own mapping
+    // [base, base + len); it reads and writes no memory of ours.
+    let rc = unsafe { libc::mlock(base.cast_const().cast(), len) };
+    if rc == -1 {
+        let source = io::Error::last_os_error();
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) => {
+                "RLIMIT_MEMLOCK is 0 and the process lacks CAP_IPC_LOCK: raise `ulimit -l` \
+                 (or memlock in /etc/security/limits.conf) or grant CAP_IPC_LOCK"
+            }
+            Some(libc::ENOMEM) => {
+                "the lock would exceed RLIMIT_MEMLOCK (`ulimit -l`): raise it or grant \
+                 CAP_IPC_LOCK"
+            }
+            _ => "mlock refused",
+        };
+        return Err(Error::LockMemory {
+            ident,
+            len,
+            source,
+            hint,
+        });
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@ use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
+use crate::memfd::MemfdMap;
 use crate::owner::{self, Identity, Liveness};
 use crate::region::{Backing, HeapRing, Region};
 use crate::segment::{Key, Segment};
@@ -405,12 +406,7 @@ impl Ring {
     /// the other segment errors of [`Segment::create`].
     pub fn create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
-        let size = usize::try_from(g.ring_size()).map_err(|_| Error::InvalidConfig {
-            what: format!(
-                "ring of {} bytes does not fit this address space",
-                g.ring_size()
-            ),
-        })?;
+        let size = ring_bytes(&g)?;
         let seg = if config.huge_pages {
             Segment::create_huge_pages(key, size, config.mode)?
         } else {
@@ -427,6 +423,76 @@ impl Ring {
         Ok(Ring {
             region: Arc::new(Region::new(backing, g, ident, config.persistent)),
         })
+    }
+
+    /// Creates a ring in a new anonymous memfd, sealed against shrinking and growing, instead
+    /// of a SysV segment: no key, no `ipcs` entry, nothing to remove or collect; the memory is
+    /// freed when the last descriptor and mapping of it are gone. Hand [`Ring::memfd`] to the
+    /// other process (inherited across `fork`/`exec`, or sent with
+    /// [`memfd::send_fd`](crate::memfd::send_fd)), which opens it with [`Ring::from_memfd`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an impossible shape or huge pages (not supported here);
+    /// [`Error::Sys`] if `memfd_create`, `ftruncate`, sealing or `mmap` fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Ring, RingConfig};
+    /// let ring = Ring::create_memfd(&RingConfig::new())?;
+    /// // The peer opens its own copy of the descriptor (here: a dup in this process).
+    /// let peer = Ring::from_memfd(ring.memfd().unwrap().try_clone_to_owned().unwrap())?;
+    /// let (mut tx, mut rx) = (ring.producer()?, peer.consumer()?);
+    /// tx.send(b"through a memfd").unwrap();
+    /// let mut buf = [0u8; 64];
+    /// let n = rx.recv(&mut buf).unwrap();
+    /// assert_eq!(&buf[..n], b"through a memfd");
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn create_memfd(config: &RingConfig) -> Result<Ring, Error> {
+        if config.huge_pages {
+            return Err(Error::InvalidConfig {
+                what: "huge pages are supported for SysV segments only".into(),
+            });
+        }
+        let g = config.geometry()?;
+        let size = ring_bytes(&g)?;
+        let backing = Backing::Memfd(MemfdMap::create(size)?);
+        init_header(
+            backing.header().expect("the memfd holds a header"),
+            &g,
+            config,
+            Key::Private,
+        );
+        Ok(Ring {
+            region: Arc::new(Region::new(backing, g, Ident::default(), true)),
+        })
+    }
+
+    /// Opens a ring from a memfd that [`Ring::create_memfd`] made (received across `exec` or
+    /// with [`memfd::recv_fd`](crate::memfd::recv_fd)), validating the header exactly as
+    /// [`Ring::open`] does for a segment. The descriptor must carry the creator's seals: a
+    /// file that could shrink under the mapping is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing, and
+    /// the header errors of [`Ring::open`].
+    pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
+        let backing = Backing::Memfd(MemfdMap::open(fd)?);
+        Ok(Ring {
+            region: Arc::new(attach(backing, Ident::default(), DEFAULT_INIT_TIMEOUT)?),
+        })
+    }
+
+    /// The memfd of a ring made by [`Ring::create_memfd`] or opened by [`Ring::from_memfd`],
+    /// to hand to the other process; `None` for a SysV or in-process ring.
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self.region.backing() {
+            Backing::Memfd(m) => Some(m.fd()),
+            _ => None,
+        }
     }
 
     /// Opens the ring at `key`, waiting up to [`DEFAULT_INIT_TIMEOUT`] for its creator to
@@ -684,6 +750,10 @@ impl Ring {
     pub fn lock_memory(&self) -> Result<(), Error> {
         match self.region.backing() {
             Backing::Segment(s) => s.lock_memory(),
+            // SAFETY: the mapping lives as long as the region, which `self` holds.
+            Backing::Memfd(m) => unsafe {
+                crate::segment::lock_range(self.ident(), m.as_ptr(), m.len())
+            },
             Backing::Heap(_) => Err(Error::LockMemory {
                 ident: self.ident(),
                 len: self.region.backing().len(),
@@ -710,14 +780,15 @@ impl Ring {
     pub fn segment(&self) -> Option<&Segment> {
         match self.region.backing() {
             Backing::Segment(s) => Some(s),
-            Backing::Heap(_) => None,
+            Backing::Heap(_) | Backing::Memfd(_) => None,
         }
     }
 
     /// Marks the segment for removal (`IPC_RMID`): its key disappears now and the kernel frees
     /// it when the last process detaches, so nothing is left behind even if both sides crash
     /// later. Processes already attached carry on; a process that has the shmid can still
-    /// attach on Linux. Does nothing for an in-process ring.
+    /// attach on Linux. Does nothing for an in-process or memfd ring (nothing to remove: the
+    /// memory goes with its last descriptor and mapping).
     ///
     /// # Errors
     ///
@@ -780,6 +851,16 @@ impl Ring {
             .instance_id
             .load(Ordering::Relaxed)
     }
+}
+
+/// The ring's size in bytes as a `usize`, for `shmget`, `ftruncate` and `mmap`.
+fn ring_bytes(g: &Geometry) -> Result<usize, Error> {
+    usize::try_from(g.ring_size()).map_err(|_| Error::InvalidConfig {
+        what: format!(
+            "ring of {} bytes does not fit this address space",
+            g.ring_size()
+        ),
+    })
 }
 
 /// Gives a role back if we still hold it.

@@ -1,0 +1,247 @@
+//! A ring in an anonymous, sealed `memfd` instead of a SysV segment: no key, no `ipcs` entry,
+//! nothing to remove. The memory lives while a file descriptor or a mapping of it does, and is
+//! shared by handing the descriptor to the other process, across `fork`/`exec` or over a Unix
+//! socket (`SCM_RIGHTS`, [`send_fd`]/[`recv_fd`]).
+//!
+//! The creator seals the file against shrinking and growing before anyone maps it, so no
+//! process can truncate it under a mapping (which would turn the next access into `SIGBUS`);
+//! an opener refuses a descriptor without those seals ([`Error::BadHeader`]), since a file that
+//! can shrink could crash it.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
+
+use crate::error::{Error, Ident};
+
+/// The seals a ring's memfd must carry: its size can never change.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A shared mapping of a whole sealed memfd, unmapped on drop (the descriptor closes with it).
+pub(crate) struct MemfdMap {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
+// same rules as a SysV attachment); the descriptor is an owned fd.
+unsafe impl Send for MemfdMap {}
+// SAFETY: as for Send.
+unsafe impl Sync for MemfdMap {}
+
+fn sys(op: &'static str) -> Error {
+    Error::Sys {
+        ident: Ident::default(),
+        op,
+        source: io::Error::last_os_error(),
+    }
+}
+
+impl MemfdMap {
+    /// Creates a zeroed memfd of `len` bytes, seals its size, and maps it.
+    pub(crate) fn create(len: usize) -> Result<MemfdMap, Error> {
+        // SAFETY: the name is a NUL-terminated static string; the flags are valid.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"shmpipe".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("memfd_create"));
+        }
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = libc::off_t::try_from(len).map_err(|_| Error::InvalidConfig {
+            what: format!("a memfd of {len} bytes"),
+        })?;
+        // SAFETY: ftruncate on our own descriptor; no memory is passed.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(sys("ftruncate"));
+        }
+        // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+            return Err(sys("fcntl(F_ADD_SEALS)"));
+        }
+        MemfdMap::map(fd, len)
+    }
+
+    /// Maps a ring memfd received from its creator, after checking its seals and size.
+    pub(crate) fn open(fd: OwnedFd) -> Result<MemfdMap, Error> {
+        // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own takes no argument.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 {
+            return Err(Error::BadHeader {
+                ident: Ident::default(),
+                what: format!(
+                    "the descriptor is not a sealable memfd: {}",
+                    io::Error::last_os_error()
+                ),
+            });
+        }
+        if seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)
+            != libc::F_SEAL_SHRINK | libc::F_SEAL_GROW
+        {
+            return Err(Error::BadHeader {
+                ident: Ident::default(),
+                what: format!(
+                    "the memfd is not sealed against resizing (seals {seals:#x}): it could \
+                     shrink under the mapping"
+                ),
+            });
+        }
+        // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into `st`, which is valid for writes.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } != 0 {
+            return Err(sys("fstat"));
+        }
+        let len = usize::try_from(st.st_size).map_err(|_| Error::BadHeader {
+            ident: Ident::default(),
+            what: format!("memfd size {}", st.st_size),
+        })?;
+        MemfdMap::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> Result<MemfdMap, Error> {
+        if len == 0 {
+            return Err(Error::SegmentTooSmall {
+                ident: Ident::default(),
+                claimed: crate::layout::HEADER_SIZE as u64,
+                actual: 0,
+            });
+        }
+        // SAFETY: a fresh shared mapping of `len` bytes of our descriptor at an address the
+        // kernel chooses; no existing memory is affected. The file's size is sealed at `len`
+        // (checked or set by the caller), so every mapped byte stays backed.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(sys("mmap"));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| sys("mmap"))?;
+        Ok(MemfdMap { fd, ptr, len })
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Bytes mapped: the whole (sealed) file.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The memfd, to hand to the peer.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for MemfdMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map`, unmapped once, here; no
+        // reference into it outlives the MemfdMap (the region borrows it through `self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Sends a file descriptor (a ring's [`memfd`](crate::Ring::memfd)) over a Unix stream socket
+/// with `SCM_RIGHTS`, with one byte of ordinary data.
+///
+/// # Errors
+///
+/// The socket's `sendmsg` error.
+pub fn send_fd(sock: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // u64s give the control buffer the alignment of a cmsghdr.
+    let mut buf = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&buf));
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = buf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points to `space` writable, aligned bytes, so CMSG_FIRSTHDR returns
+    // a header inside `buf`, and CMSG_DATA of it has room for one c_int (CMSG_SPACE above).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        libc::CMSG_DATA(cmsg)
+            .cast::<libc::c_int>()
+            .write_unaligned(fd.as_raw_fd());
+    }
+    // SAFETY: `msg` describes valid buffers (`iov` over `byte`, the control buffer) that live
+    // across the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives a file descriptor sent with [`send_fd`]. The descriptor is close-on-exec.
+///
+/// # Errors
+///
+/// The socket's `recvmsg` error; `UnexpectedEof` if the peer closed the socket; `InvalidData`
+/// if the message carried no descriptor.
+pub fn recv_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut buf = [0u64; 8];
+    // SAFETY: an all-zero msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = buf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&buf) as _;
+    // SAFETY: `msg` describes valid writable buffers that live across the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    // SAFETY: the kernel filled `msg`'s control buffer; CMSG_FIRSTHDR/NXTHDR walk it within
+    // msg_controllen, and CMSG_DATA of an SCM_RIGHTS header holds c_ints.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let raw = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
+                // The kernel installed `raw` in our table for us: we own it now.
+                return Ok(OwnedFd::from_raw_fd(raw));
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the message carried no file descriptor",
+    ))
+}
