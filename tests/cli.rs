@@ -435,169 +435,46 @@ fn write_pattern(path: &std::path::Path, len: u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A small JSON reader: enough to check that `stat --json` is JSON and to read its fields.
+// `stat --json` is read with the strict JSON reader of `examples/plot_bench` (also used by
+// tests/bench_cli.rs), plus accessors that fail the test naming what is missing.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+#[path = "../examples/plot_bench/json.rs"]
+mod json;
+use json::Json;
+
+/// Typed access to an object's members; a missing or mistyped member fails the test.
+trait Fields {
+    fn field(&self, key: &str) -> &Json;
+    fn num(&self, key: &str) -> f64;
+    fn string(&self, key: &str) -> &str;
+    fn boolean(&self, key: &str) -> bool;
 }
 
-impl Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        let b = text.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i)?;
-        ws(b, &mut i);
-        if i != b.len() {
-            return Err(format!("trailing text at {i}"));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
-            _ => panic!("not an object: {self:?}"),
-        }
+impl Fields for Json {
+    fn field(&self, key: &str) -> &Json {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no field {key:?} in {self:?}"))
     }
 
     fn num(&self, key: &str) -> f64 {
-        match self.get(key) {
-            Json::Num(n) => *n,
-            other => panic!("{key} is not a number: {other:?}"),
-        }
+        let v = self.field(key);
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number: {v:?}"))
     }
 
     fn string(&self, key: &str) -> &str {
-        match self.get(key) {
-            Json::Str(s) => s,
-            other => panic!("{key} is not a string: {other:?}"),
-        }
+        let v = self.field(key);
+        v.as_str()
+            .unwrap_or_else(|| panic!("{key} is not a string: {v:?}"))
     }
 
     fn boolean(&self, key: &str) -> bool {
-        match self.get(key) {
+        match self.field(key) {
             Json::Bool(b) => *b,
             other => panic!("{key} is not a boolean: {other:?}"),
         }
     }
-}
-
-fn ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && b[*i].is_ascii_whitespace() {
-        *i += 1;
-    }
-}
-
-fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
-    ws(b, i);
-    let rest = &b[*i..];
-    for (word, v) in [
-        (&b"null"[..], Json::Null),
-        (b"true", Json::Bool(true)),
-        (b"false", Json::Bool(false)),
-    ] {
-        if rest.starts_with(word) {
-            *i += word.len();
-            return Ok(v);
-        }
-    }
-    match rest.first() {
-        Some(b'"') => string(b, i).map(Json::Str),
-        Some(b'[') => {
-            *i += 1;
-            let mut items = Vec::new();
-            ws(b, i);
-            if b.get(*i) == Some(&b']') {
-                *i += 1;
-                return Ok(Json::Arr(items));
-            }
-            loop {
-                items.push(value(b, i)?);
-                ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b']') => {
-                        *i += 1;
-                        return Ok(Json::Arr(items));
-                    }
-                    _ => return Err(format!("expected , or ] at {i}")),
-                }
-            }
-        }
-        Some(b'{') => {
-            *i += 1;
-            let mut fields = Vec::new();
-            ws(b, i);
-            if b.get(*i) == Some(&b'}') {
-                *i += 1;
-                return Ok(Json::Obj(fields));
-            }
-            loop {
-                ws(b, i);
-                let k = string(b, i)?;
-                ws(b, i);
-                if b.get(*i) != Some(&b':') {
-                    return Err(format!("expected : at {i}"));
-                }
-                *i += 1;
-                fields.push((k, value(b, i)?));
-                ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b'}') => {
-                        *i += 1;
-                        return Ok(Json::Obj(fields));
-                    }
-                    _ => return Err(format!("expected , or }} at {i}")),
-                }
-            }
-        }
-        Some(c) if *c == b'-' || c.is_ascii_digit() => {
-            let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            let s = std::str::from_utf8(&b[start..*i]).expect("ascii");
-            s.parse().map(Json::Num).map_err(|e| format!("{s:?}: {e}"))
-        }
-        _ => Err(format!("unexpected input at {i}")),
-    }
-}
-
-/// A string without escapes other than `\"` and `\\` (all `stat --json` writes).
-fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
-    if b.get(*i) != Some(&b'"') {
-        return Err(format!("expected a string at {i}"));
-    }
-    *i += 1;
-    let mut s = Vec::new();
-    while let Some(&c) = b.get(*i) {
-        *i += 1;
-        match c {
-            b'"' => return String::from_utf8(s).map_err(|e| e.to_string()),
-            b'\\' => {
-                let e = *b.get(*i).ok_or("unterminated escape")?;
-                *i += 1;
-                match e {
-                    b'"' | b'\\' | b'/' => s.push(e),
-                    _ => return Err(format!("unsupported escape \\{}", e as char)),
-                }
-            }
-            c => s.push(c),
-        }
-    }
-    Err("unterminated string".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,7 +686,7 @@ fn stat_json_parses_and_agrees_with_ipcs() {
         tries += 1;
         let before = ipcs_row(shmid);
         let text = ok(&run(&["stat", "--key", &k, "--json"], b""), "stat --json");
-        let obj = Json::parse(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let obj = json::parse(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
         let after = ipcs_row(shmid);
         if before == after && obj.num("attached").to_string() == after[5] || tries == 20 {
             break (obj, after);
@@ -836,14 +713,14 @@ fn stat_json_parses_and_agrees_with_ipcs() {
     assert_eq!(obj.num("used_slots"), 3.0);
     assert_eq!(obj.num("used_bytes"), 3.0 * obj.num("slot_size"));
     assert!(obj.boolean("persistent"));
-    assert_eq!(obj.get("producer"), &Json::Null, "the sender has closed");
-    let consumer = obj.get("consumer");
+    assert_eq!(obj.field("producer"), &Json::Null, "the sender has closed");
+    let consumer = obj.field("consumer");
     assert_eq!(consumer.num("pid"), f64::from(recv.pid()));
     assert!(consumer.boolean("alive"), "a stopped process is alive");
 
     // The list (JSON and table) holds it too; `info` is `stat`.
     let text = ok(&run(&["stat", "--json"], b""), "stat --json (all)");
-    let all = Json::parse(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let all = json::parse(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
     let Json::Arr(items) = all else {
         panic!("not an array: {text}")
     };
