@@ -19,26 +19,31 @@ pub struct Ident {
     pub key: Option<Key>,
     /// The segment's id.
     pub shmid: Option<i32>,
+    /// The file of a ring in a memory-mapped file.
+    pub path: Option<&'static std::path::Path>,
 }
 
 impl Ident {
     pub(crate) fn key(key: Key) -> Ident {
         Ident {
             key: Some(key),
-            shmid: None,
+            ..Ident::default()
         }
     }
 
     pub(crate) fn shmid(shmid: i32) -> Ident {
         Ident {
-            key: None,
             shmid: Some(shmid),
+            ..Ident::default()
         }
     }
 }
 
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = self.path {
+            return write!(f, "ring file {}", path.display());
+        }
         match (self.key, self.shmid) {
             (Some(k), Some(id)) => write!(f, "key {k} (shmid {id})"),
             (Some(k), None) => write!(f, "key {k}"),
@@ -120,6 +125,28 @@ pub enum Error {
         op: &'static str,
         /// The OS error.
         source: io::Error,
+    },
+    /// A system call on a ring file failed.
+    #[error("ring file {path:?}: {op} failed: {source}")]
+    File {
+        /// The ring's path.
+        path: PathBuf,
+        /// The call.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// [`Ring::create_file`](crate::Ring::create_file) found a file at the path already.
+    #[error("ring file {path:?}: a file already exists at this path")]
+    FileExists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// No file at the path given to [`Ring::open_file`](crate::Ring::open_file).
+    #[error("ring file {path:?}: no such file")]
+    FileNotFound {
+        /// The path.
+        path: PathBuf,
     },
     /// The [`RingConfig`](crate::RingConfig) asked for is impossible.
     #[error("invalid ring configuration: {what}")]
@@ -340,6 +367,10 @@ pub enum Corruption {
         /// Where the record starts.
         at: u64,
     },
+    /// The ring's file shrank under the mapping (someone truncated it): the memory past its new
+    /// end is gone, and this side now sees zeros there instead of the ring (see
+    /// [`Ring::open_file`](crate::Ring::open_file)). Nothing read after the loss is delivered.
+    FileShrank,
 }
 
 impl fmt::Display for Corruption {
@@ -387,6 +418,10 @@ impl fmt::Display for Corruption {
             Corruption::BadPadding { at, len, expected } => write!(
                 f,
                 "padding record at {at} has length {len}, expected {expected}"
+            ),
+            Corruption::FileShrank => f.write_str(
+                "the ring's file shrank under the mapping (truncated by another process); \
+                 the ring's memory is lost",
             ),
             Corruption::PaddingWithoutMessage { at } => {
                 write!(

@@ -45,6 +45,7 @@
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
 pub mod error;
+mod file;
 pub mod gc;
 mod hooks;
 mod layout;

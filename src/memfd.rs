@@ -40,16 +40,41 @@ fn sys(op: &'static str) -> Error {
 }
 
 impl MemfdMap {
-    /// Creates a zeroed memfd of `len` bytes, seals its size, and maps it.
-    pub(crate) fn create(len: usize) -> Result<MemfdMap, Error> {
-        // SAFETY: the name is a NUL-terminated static string; the flags are valid.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"shmpipe".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
+    /// Creates a zeroed memfd of `len` bytes, seals its size, and maps it. With `huge`, the
+    /// memfd is backed by huge pages (`MFD_HUGETLB`) and `len` is rounded up to whole ones.
+    pub(crate) fn create(len: usize, huge: bool) -> Result<MemfdMap, Error> {
+        let huge_error = |size: usize, source: io::Error, hint: &'static str| Error::HugePages {
+            ident: Ident::default(),
+            size,
+            source,
+            hint,
         };
+        let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        let len = if huge {
+            flags |= libc::MFD_HUGETLB;
+            match crate::segment::huge_page_size() {
+                Some(h) => len.div_ceil(h).checked_mul(h).ok_or_else(|| {
+                    huge_error(
+                        len,
+                        io::Error::from_raw_os_error(libc::EINVAL),
+                        "size overflows when rounded up to the huge page size",
+                    )
+                })?,
+                None => len,
+            }
+        } else {
+            len
+        };
+        // SAFETY: the name is a NUL-terminated static string; the flags are valid.
+        let raw = unsafe { libc::memfd_create(c"shmpipe".as_ptr(), flags) };
         if raw < 0 {
+            if huge {
+                return Err(huge_error(
+                    len,
+                    io::Error::last_os_error(),
+                    "the kernel has no hugetlbfs support for memfd (CONFIG_HUGETLBFS)",
+                ));
+            }
             return Err(sys("memfd_create"));
         }
         // SAFETY: memfd_create returned a new descriptor that nothing else owns.
@@ -65,7 +90,16 @@ impl MemfdMap {
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
             return Err(sys("fcntl(F_ADD_SEALS)"));
         }
-        MemfdMap::map(fd, len)
+        MemfdMap::map(fd, len).map_err(|e| match e {
+            // Huge pages are reserved when the file is mapped: ENOMEM means none are free.
+            Error::Sys { source, .. } if huge => huge_error(
+                len,
+                source,
+                "not enough free huge pages: see /proc/sys/vm/nr_hugepages and \
+                 HugePages_Free in /proc/meminfo",
+            ),
+            e => e,
+        })
     }
 
     /// Maps a ring memfd received from its creator, after checking its seals and size.
@@ -113,23 +147,9 @@ impl MemfdMap {
                 actual: 0,
             });
         }
-        // SAFETY: a fresh shared mapping of `len` bytes of our descriptor at an address the
-        // kernel chooses; no existing memory is affected. The file's size is sealed at `len`
-        // (checked or set by the caller), so every mapped byte stays backed.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(sys("mmap"));
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| sys("mmap"))?;
+        // The file's size is sealed at `len` (checked or set by the caller), so every mapped
+        // byte stays backed.
+        let ptr = map_shared(&fd, len).map_err(|_| sys("mmap"))?;
         Ok(MemfdMap { fd, ptr, len })
     }
 
@@ -155,6 +175,26 @@ impl Drop for MemfdMap {
         // reference into it outlives the MemfdMap (the region borrows it through `self`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// Maps `len` bytes of `fd` from offset 0, shared and writable, where the kernel chooses.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh shared mapping of `len` bytes of a descriptor we hold, at an address the
+    // kernel chooses; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Sends a file descriptor (a ring's [`memfd`](crate::Ring::memfd)) over a Unix stream socket

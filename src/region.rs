@@ -8,6 +8,7 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicBool;
 #[cfg(any(loom, not(miri)))]
 use std::sync::atomic::Ordering;
 
@@ -16,6 +17,7 @@ use crate::sync::AtomicU32;
 use crate::sync::AtomicU64;
 
 use crate::error::Ident;
+use crate::file::FileMap;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
 use crate::memfd::MemfdMap;
 use crate::segment::Segment;
@@ -112,6 +114,8 @@ pub(crate) enum Backing {
     Heap(HeapRing),
     /// A shared mapping of a sealed memfd.
     Memfd(MemfdMap),
+    /// A shared mapping of a file opened by path.
+    File(FileMap),
 }
 
 impl Backing {
@@ -121,6 +125,7 @@ impl Backing {
             Backing::Segment(s) => s.len(),
             Backing::Heap(h) => HEADER_SIZE + h.slots.layout.size(),
             Backing::Memfd(m) => m.len(),
+            Backing::File(f) => f.len(),
         }
     }
 
@@ -131,12 +136,8 @@ impl Backing {
             // SAFETY: `h.header` came from a live Box (see `HeapRing`) that is freed only when
             // the HeapRing drops, after this borrow of it ends.
             Backing::Heap(h) => Some(unsafe { h.header.as_ref() }),
-            Backing::Memfd(m) => {
-                if m.len() < HEADER_SIZE {
-                    return None;
-                }
-                overlay_header(NonNull::new(m.as_ptr())?)
-            }
+            Backing::Memfd(m) => mapped_header(m.as_ptr(), m.len()),
+            Backing::File(f) => mapped_header(f.as_ptr(), f.len()),
         }
     }
 
@@ -150,13 +151,40 @@ impl Backing {
                 unsafe { base.add(HEADER_SIZE) }
             }
             Backing::Heap(h) => h.slots.ptr,
-            Backing::Memfd(m) => {
-                let base = NonNull::new(m.as_ptr()).expect("a mapping is non-null");
-                // SAFETY: as for a segment: callers check len() >= ring_size > HEADER_SIZE.
-                unsafe { base.add(HEADER_SIZE) }
-            }
+            Backing::Memfd(m) => after_header(m.as_ptr()),
+            Backing::File(f) => after_header(f.as_ptr()),
         }
     }
+
+    /// The flag the `SIGBUS` handler sets when a file ring's file shrank under its mapping;
+    /// a flag that is never set for the other backings (their size cannot change).
+    fn lost_flag(&self) -> &'static AtomicBool {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        match self {
+            Backing::File(f) => f.lost_flag(),
+            _ => &NEVER,
+        }
+    }
+}
+
+/// The header of a ring file being created (before it becomes a region).
+pub(crate) fn file_header(map: &FileMap) -> Option<&Header> {
+    mapped_header(map.as_ptr(), map.len())
+}
+
+/// The header of a mapping of `len` bytes at `base`, or `None` if it is too small.
+fn mapped_header<'a>(base: *mut u8, len: usize) -> Option<&'a Header> {
+    if len < HEADER_SIZE {
+        return None;
+    }
+    overlay_header(NonNull::new(base)?)
+}
+
+/// The slot array of a mapping at `base`.
+fn after_header(base: *mut u8) -> NonNull<u8> {
+    let base = NonNull::new(base).expect("a mapping is non-null");
+    // SAFETY: as for a segment: callers check len() >= ring_size > HEADER_SIZE.
+    unsafe { base.add(HEADER_SIZE) }
 }
 
 /// The header of an attached segment, or `None` if it is too small to hold one.
@@ -194,6 +222,7 @@ pub(crate) struct Region {
     geometry: Geometry,
     ident: Ident,
     persistent: bool,
+    lost: &'static AtomicBool,
 }
 
 // SAFETY: Region hands out atomics and raw pointers only; which side may touch which bytes is
@@ -217,6 +246,7 @@ impl Region {
         assert!(backing.len() as u64 >= geometry.ring_size());
         let header = NonNull::from(backing.header().expect("ring_size > HEADER_SIZE"));
         let slots = backing.slots();
+        let lost = backing.lost_flag();
         Region {
             backing,
             header,
@@ -224,7 +254,20 @@ impl Region {
             geometry,
             ident,
             persistent,
+            lost,
         }
+    }
+
+    /// Whether the memory was lost: the ring's file shrank under the mapping, and the `SIGBUS`
+    /// handler replaced it with zeros (see `crate::file`). Always false for other backings.
+    /// Costs one load of a process-local flag that is written at most once.
+    #[inline]
+    pub(crate) fn lost(&self) -> bool {
+        // The flag is set by a signal handler on this thread, in the middle of an access to
+        // the mapping that came before this call: the compiler fence keeps that access before
+        // the load, and a Relaxed load suffices (same thread; no other data is published).
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the ring was created persistent (read once, at attach).

@@ -462,6 +462,7 @@ impl Segment {
         let ident = Ident {
             key: Some(key),
             shmid: Some(shmid),
+            path: None,
         };
         // SAFETY: a null address lets the kernel choose where to map; no existing mapping is
         // affected. The result is checked for the (void*)-1 error value below.
@@ -571,6 +572,7 @@ impl Segment {
         Ident {
             key: Some(self.key),
             shmid: Some(self.shmid),
+            path: None,
         }
     }
 }

@@ -1111,3 +1111,99 @@ fn create_rm_private_rings_persist_and_ftok() {
     assert_eq!(got, "by ftok");
     assert_gone(key, &[shmid]);
 }
+
+/// `--path` puts the ring in a file instead of a segment: either side may start first, the
+/// file is gone after the transfer (unless `--persist`), and no segment is created. The
+/// memory options answer with one line when the system (or the backing) refuses them.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn path_rings_and_memory_options() {
+    let ring_file = RemoveFile(scratch("path-ring"));
+    let before = proc_segments();
+    let script = r#"
+        set -e
+        seq 1 200000 | "$BIN" send --path "$RING" &
+        sender=$!
+        "$BIN" recv --path "$RING" | cksum
+        wait "$sender"
+        seq 1 200000 | cksum
+        test ! -e "$RING" && echo unlinked
+        printf 'kept\n' | "$BIN" send --path "$RING" --persist --lines
+        test -e "$RING" && echo persisted
+        "$BIN" recv --path "$RING" --lines
+        test -e "$RING" && echo still-there
+    "#;
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script])
+        .env("BIN", BIN)
+        .env("RING", &ring_file.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    let out = run_cmd(cmd, b"", "path pipeline");
+    let text = ok(&out, "path pipeline");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines[0], lines[1], "seq through a file ring differs");
+    assert_eq!(lines[2..], ["unlinked", "persisted", "kept", "still-there"]);
+    std::fs::remove_file(&ring_file.0).unwrap();
+    assert_eq!(proc_segments(), before, "a file ring created a segment");
+
+    // Huge pages are a SysV (or memfd) option: a file ring refuses them in one line.
+    let path = ring_file.0.display().to_string();
+    let err = fails(
+        &run(&["send", "--path", &path, "--huge-pages"], b"x"),
+        1,
+        "send --path --huge-pages",
+    );
+    assert!(err.contains("huge pages"), "{err}");
+    assert!(!ring_file.0.exists());
+
+    // On a machine without free huge pages (the default), --huge-pages fails in one line and
+    // leaves no segment; with them, the transfer works.
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let out = run(&["send", "--key", &key.to_string(), "--huge-pages"], b"x");
+    if out.status.success() {
+        let got = run(&["recv", "--key", &key.to_string()], b"");
+        assert_eq!(ok(&got, "recv of a huge-page ring"), "x");
+    } else {
+        let err = fails(&out, 1, "send --huge-pages");
+        assert!(err.contains("huge"), "{err}");
+    }
+    assert_gone(key, &[]);
+
+    // --lock on both sides: the data arrives, or (RLIMIT_MEMLOCK too small) one line says why.
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let out_file = RemoveFile(scratch("locked.out"));
+    let out_path = out_file.0.display().to_string();
+    let mut recv = Proc::spawn(
+        shmpipe(&[
+            "recv",
+            "--key",
+            &k,
+            "--lock",
+            "--capacity",
+            "64K",
+            "-o",
+            &out_path,
+        ])
+        .stderr(Stdio::piped()),
+        "recv --lock",
+    );
+    let sent = run(&["send", "--key", &k, "--lock", "--capacity", "64K"], &data);
+    if sent.status.success() {
+        let (st, err) = recv.wait_stderr(Duration::from_secs(30));
+        assert!(st.success(), "recv --lock: {st}: {err}");
+        let got = std::fs::read(&out_file.0).unwrap();
+        assert!(got == data, "data through a locked ring differs");
+    } else {
+        let err = fails(&sent, 1, "send --lock");
+        assert!(err.contains("lock"), "{err}");
+    }
+    assert_gone(key, &[]);
+}

@@ -7,9 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use common::{ChildProcess, RemoveFile, check_msg, child_role, fill_msg, msg_len, param};
+use common::{ChildProcess, RemoveFile, child_role, param};
 use shmpipe::memfd::{recv_fd, send_fd};
-use shmpipe::{Error, RecvError, Ring, RingConfig};
+use shmpipe::{Error, Ring, RingConfig};
 
 const FD_VAR: &str = "SHMPIPE_TEST_MEMFD";
 const SOCK_VAR: &str = "SHMPIPE_TEST_SOCK";
@@ -28,31 +28,6 @@ fn segment_ids() -> Vec<String> {
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .filter(|id| id.parse::<i32>().is_ok())
         .collect()
-}
-
-/// Sends `count` checked messages, then closes.
-fn produce(ring: &Ring, count: u64) {
-    let mut tx = ring.producer().expect("claim the producer");
-    let max = tx.max_message();
-    let mut buf = vec![0u8; max];
-    for seq in 0..count {
-        let len = msg_len(SEED, seq, max);
-        fill_msg(SEED, seq, &mut buf[..len]);
-        tx.send(&buf[..len]).expect("send");
-    }
-}
-
-/// Receives and checks `count` messages, then expects the end of the stream.
-fn consume(ring: &Ring, count: u64) {
-    let mut rx = ring.consumer().expect("claim the consumer");
-    let max = rx.max_message();
-    let mut buf = vec![0u8; max];
-    let mut scratch = Vec::new();
-    for seq in 0..count {
-        let n = rx.recv(&mut buf).expect("recv");
-        check_msg(SEED, seq, max, &buf[..n], &mut scratch).unwrap();
-    }
-    assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
 }
 
 /// The error of an open that must fail.
@@ -80,7 +55,7 @@ fn a_memfd_ring_reaches_a_process_that_inherits_the_descriptor() {
         // this process owns it.
         let ring = Ring::from_memfd(unsafe { OwnedFd::from_raw_fd(fd) }).expect("open memfd");
         assert_eq!(ring.shmid(), None);
-        consume(&ring, param(COUNT_VAR));
+        common::recv_stream(&ring, SEED, param(COUNT_VAR));
         return;
     }
     let before = segment_ids();
@@ -102,7 +77,7 @@ fn a_memfd_ring_reaches_a_process_that_inherits_the_descriptor() {
     );
     // SAFETY: our duplicate, no longer needed once the child has been spawned.
     unsafe { libc::close(inheritable) };
-    produce(&ring, count);
+    common::send_stream(&ring, SEED, count);
     child.wait_success(CHILD_TIMEOUT);
     assert_eq!(segment_ids(), before, "a memfd ring created a SysV segment");
 }
@@ -115,7 +90,7 @@ fn a_memfd_ring_passed_over_a_unix_socket() {
         let sock = UnixStream::connect(param::<String>(SOCK_VAR)).expect("connect");
         let fd = recv_fd(&sock).expect("receive the memfd");
         let ring = Ring::from_memfd(fd).expect("open memfd");
-        produce(&ring, param(COUNT_VAR));
+        common::send_stream(&ring, SEED, param(COUNT_VAR));
         return;
     }
     let count = 50_000u64;
@@ -132,7 +107,7 @@ fn a_memfd_ring_passed_over_a_unix_socket() {
     );
     let (sock, _) = listener.accept().expect("accept");
     send_fd(&sock, ring.memfd().unwrap()).expect("send the memfd");
-    consume(&ring, count);
+    common::recv_stream(&ring, SEED, count);
     child.wait_success(CHILD_TIMEOUT);
 }
 

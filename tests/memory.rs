@@ -62,11 +62,16 @@ fn round_trip(tx_ring: &Ring, rx_ring: &Ring, n: u32) {
     }
 }
 
-/// With enough free huge pages, a huge-page ring is created (rounded up to the huge page size,
-/// as `IPC_STAT` and `ipcs` show), opened by shmid and used; without, creation fails with
-/// exactly `Error::HugePages` and leaves nothing at the key.
-#[test]
-fn huge_pages_create_or_typed_error() {
+/// A huge-page ring of 1024 slots of 64 bytes, the bytes it needs, the huge page size, and the
+/// bytes of free huge pages.
+struct HugeSetup {
+    cfg: RingConfig,
+    ring_size: u64,
+    huge: Option<u64>,
+    free: u64,
+}
+
+fn huge_setup() -> HugeSetup {
     let cfg = RingConfig::new()
         .slot_size(64)
         .slot_count(1024)
@@ -77,6 +82,25 @@ fn huge_pages_create_or_typed_error() {
         (Some(pages), Some(h)) => pages * h,
         _ => 0,
     };
+    HugeSetup {
+        cfg,
+        ring_size,
+        huge,
+        free,
+    }
+}
+
+/// With enough free huge pages, a huge-page ring is created (rounded up to the huge page size,
+/// as `IPC_STAT` and `ipcs` show), opened by shmid and used; without, creation fails with
+/// exactly `Error::HugePages` and leaves nothing at the key.
+#[test]
+fn huge_pages_create_or_typed_error() {
+    let HugeSetup {
+        cfg,
+        ring_size,
+        huge,
+        free,
+    } = huge_setup();
     let key = common::unique_key();
     let _rm = RemoveOnDrop::key(key);
     match huge {
@@ -270,4 +294,39 @@ fn unprivileged_locker() {
     }
     let mut tx = ring.producer().expect("claim the producer");
     tx.try_send(b"sent after a failed lock").expect("send");
+}
+
+/// A memfd ring honours `huge_pages` with `MFD_HUGETLB`: with enough free huge pages it is
+/// created (its size rounded up), opened from a duplicate of its descriptor and used; without,
+/// creation fails with exactly `Error::HugePages`, never falling back to normal pages.
+#[test]
+fn memfd_huge_pages_create_or_typed_error() {
+    let HugeSetup {
+        cfg,
+        ring_size,
+        huge,
+        free,
+    } = huge_setup();
+    match (huge, Ring::create_memfd(&cfg)) {
+        (Some(h), Ok(ring)) => {
+            assert!(
+                free >= ring_size.div_ceil(h) * h,
+                "created without free huge pages"
+            );
+            let fd = ring.memfd().unwrap().try_clone_to_owned().unwrap();
+            let opened = Ring::from_memfd(fd).expect("open the huge-page memfd");
+            round_trip(&ring, &opened, 1000);
+        }
+        (_, Ok(_)) => panic!("a huge-page memfd without a huge page size"),
+        (_, Err(Error::HugePages { size, source, .. })) => {
+            eprintln!("{free} bytes of free huge pages: refused with {source}");
+            assert!(size as u64 >= ring_size);
+            let errno = source.raw_os_error().expect("an errno");
+            assert!(
+                [libc::ENOMEM, libc::EPERM, libc::EINVAL, libc::ENOSPC].contains(&errno),
+                "errno {errno}"
+            );
+        }
+        (_, Err(e)) => panic!("expected Error::HugePages, got {e:?}"),
+    }
 }

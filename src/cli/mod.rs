@@ -142,6 +142,11 @@ pub struct TransferOpts {
     /// Ring shape, if this side creates it.
     #[command(flatten)]
     pub shape: ShapeArgs,
+    /// Use a ring in a memory-mapped file at PATH (e.g. /dev/shm/NAME, or a file on disk)
+    /// instead of a SysV segment: created if absent, unlinked once both sides are in unless
+    /// --persist.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub path: Option<PathBuf>,
     /// Keep the ring after both sides are done (if this side creates it).
     #[arg(long)]
     pub persist: bool,

@@ -23,7 +23,7 @@ use shmpipe::{
 
 use super::progress::Progress;
 use super::signals::{self, POLL};
-use super::{CliError, RecvArgs, SendArgs, ShapeArgs, Target};
+use super::{CliError, RecvArgs, SendArgs, ShapeArgs, Target, TargetArgs, TransferOpts};
 
 /// Bytes of the slot array of a ring the command creates, unless `--capacity` says otherwise.
 pub const DEFAULT_CAPACITY: u64 = 4 << 20;
@@ -135,6 +135,34 @@ fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring
     }
 }
 
+/// Opens the ring of a transfer: the file of `--path`, or the segment of the target options.
+fn open_transfer(target: &TargetArgs, opts: &TransferOpts) -> Result<Ring, CliError> {
+    let Some(path) = &opts.path else {
+        return open_ring(target.required()?, &opts.shape, opts.persist);
+    };
+    let cfg = opts.shape.config(opts.persist)?;
+    match Ring::open_or_create_file(path, &cfg) {
+        Err(Error::ConfigMismatch { .. }) if !opts.shape.explicit() => Ok(Ring::open_file(path)?),
+        other => Ok(other?),
+    }
+}
+
+/// Claims a role. A persistent file ring outlives its users, so a role still held by a process
+/// that died (confirmed by the kernel) is taken over: that is a restart, not a conflict.
+fn claim<T>(
+    ring: &Ring,
+    claim: impl Fn(&Ring) -> Result<T, Error>,
+    take_over: impl Fn(&Ring) -> Result<T, Error>,
+) -> Result<T, CliError> {
+    match claim(ring) {
+        Err(Error::RoleTaken {
+            holder_alive: false,
+            ..
+        }) if ring.path().is_some() => Ok(take_over(ring)?),
+        other => Ok(other?),
+    }
+}
+
 /// `--lock`: pre-faults and locks this side's mapping of the ring, before claiming a role. On
 /// failure a ring this process created (and so nobody else made) is removed as after a failed
 /// transfer; a ring the peer created is left alone for it.
@@ -159,6 +187,13 @@ fn lock_if_asked(ring: &Ring, lock: bool) -> Result<(), CliError> {
 /// persistent, so a failed transfer leaves nothing behind. Errors are ignored: this is
 /// clean-up on the way out, and `gc` removes what it leaves.
 fn remove_if_unjoined(ring: &Ring) {
+    if ring.path().is_some() {
+        // A file ring is unlinked once both sides are in; still linked means nobody came.
+        if !ring.is_persistent() && ring.is_linked() {
+            let _ = ring.remove();
+        }
+        return;
+    }
     let Some(seg) = ring.segment() else { return };
     let Ok(stat) = seg.stat() else { return };
     if stat.marked_for_removal {
@@ -226,16 +261,18 @@ fn remaining_len(f: &mut File) -> Option<u64> {
 
 /// `shmpipe send`.
 pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
-    let target = a.target.required()?;
+    if a.opts.path.is_none() {
+        a.target.required()?;
+    }
     let (mut input, name) = open_input(a.file.as_deref())?;
     let total = remaining_len(&mut input);
     // A bar would garble what the user types.
     let bar = !a.opts.no_progress && !input.is_terminal();
     signals::install();
-    let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
+    let ring = open_transfer(&a.target, &a.opts)?;
     lock_if_asked(&ring, a.opts.lock)?;
     let ident = ring.ident();
-    let mut tx = ring.producer()?;
+    let mut tx = claim(&ring, Ring::producer, Ring::take_over_producer)?;
     let mut progress = Progress::new(bar, total);
     let mut watch = ReceiverWatch::new();
     let result = if a.lines {
@@ -451,15 +488,17 @@ impl LineReader {
 
 /// `shmpipe recv`.
 pub fn recv(a: RecvArgs) -> Result<ExitCode, CliError> {
-    let target = a.target.required()?;
+    if a.opts.path.is_none() {
+        a.target.required()?;
+    }
     let (mut output, name) = open_output(a.output.as_deref())?;
     // A bar would garble output written to the same terminal.
     let bar = !a.opts.no_progress && !output.is_terminal();
     signals::install();
-    let ring = open_ring(target, &a.opts.shape, a.opts.persist)?;
+    let ring = open_transfer(&a.target, &a.opts)?;
     lock_if_asked(&ring, a.opts.lock)?;
     let ident = ring.ident();
-    let mut rx = ring.consumer()?;
+    let mut rx = claim(&ring, Ring::consumer, Ring::take_over_consumer)?;
     let mut progress = Progress::new(bar, None);
     let result = if a.lines {
         recv_lines(&mut rx, ident, &mut output, &name, &mut progress)

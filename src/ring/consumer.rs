@@ -254,6 +254,9 @@ impl Consumer {
     /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
     #[cold]
     fn check_producer_alive(&mut self) -> Result<(), RecvError> {
+        if self.region.lost() {
+            return Err(self.poison(Corruption::FileShrank).into());
+        }
         let holder = self.region.header().producer.owner.load(Ordering::Acquire);
         if holder == 0 || owner::liveness(holder) == Liveness::Alive {
             return Ok(());
@@ -335,6 +338,10 @@ impl Consumer {
                 )
             };
         }
+        if self.region.lost() {
+            // The file shrank during the copy: `buf` may hold zeros, not the message.
+            return Err(self.poison(Corruption::FileShrank));
+        }
         self.advance(r);
         hooks::hit("recv:consumed");
         Ok(r.len)
@@ -343,6 +350,9 @@ impl Consumer {
     #[inline]
     fn lend(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
         let r = self.next()?;
+        if self.region.lost() {
+            return Err(self.poison(Corruption::FileShrank));
+        }
         self.touch(r);
         let ptr = self.region.payload(r.at, r.len);
         Ok(ReadGuard {
@@ -476,6 +486,12 @@ impl Consumer {
 
     #[cold]
     fn poison(&mut self, what: Corruption) -> TryRecvError {
+        // Zeros where the ring was look like a broken protocol: name the real cause.
+        let what = if self.region.lost() {
+            Corruption::FileShrank
+        } else {
+            what
+        };
         let c = Corrupted {
             ring: self.region.ident(),
             what,

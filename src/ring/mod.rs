@@ -11,6 +11,7 @@ mod producer;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ pub use consumer::{Consumer, ReadGuard, RecvBatch};
 pub use producer::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
+use crate::file::FileMap;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
@@ -199,8 +201,10 @@ impl RingConfig {
     /// (`/proc/sys/vm/nr_hugepages`).
     ///
     /// [`Ring::create`] then fails with [`Error::HugePages`] if the kernel refuses them; it
-    /// never falls back to normal pages. [`Ring::in_process`] refuses this option with
-    /// [`Error::InvalidConfig`]: a heap ring has no segment.
+    /// never falls back to normal pages. [`Ring::create_memfd`] honours it too
+    /// (`MFD_HUGETLB`). [`Ring::in_process`] and [`Ring::create_file`] refuse it with
+    /// [`Error::InvalidConfig`]: a heap ring has no segment, and a file gets its pages from its
+    /// filesystem (`MAP_HUGETLB` applies to anonymous memory only).
     ///
     /// # Examples
     ///
@@ -433,7 +437,8 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for an impossible shape or huge pages (not supported here);
+    /// [`Error::InvalidConfig`] for an impossible shape; [`Error::HugePages`] if
+    /// [`RingConfig::huge_pages`] is set (`MFD_HUGETLB`) and the kernel refuses them;
     /// [`Error::Sys`] if `memfd_create`, `ftruncate`, sealing or `mmap` fails.
     ///
     /// # Examples
@@ -451,14 +456,9 @@ impl Ring {
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn create_memfd(config: &RingConfig) -> Result<Ring, Error> {
-        if config.huge_pages {
-            return Err(Error::InvalidConfig {
-                what: "huge pages are supported for SysV segments only".into(),
-            });
-        }
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
-        let backing = Backing::Memfd(MemfdMap::create(size)?);
+        let backing = Backing::Memfd(MemfdMap::create(size, config.huge_pages)?);
         init_header(
             backing.header().expect("the memfd holds a header"),
             &g,
@@ -492,6 +492,171 @@ impl Ring {
         match self.region.backing() {
             Backing::Memfd(m) => Some(m.fd()),
             _ => None,
+        }
+    }
+
+    /// Creates a ring in a new file at `path` (`MAP_SHARED`), e.g. in `/dev/shm` (memory, like
+    /// a segment, but named by a path) or on a disk (the ring outlives a reboot). The file is
+    /// built under a temporary name beside `path` and linked into place once its header is
+    /// complete, so [`Ring::open_file`] never sees half a ring; its blocks are allocated up
+    /// front, so a full disk fails here rather than at a later write. Its permissions are
+    /// [`RingConfig::mode`].
+    ///
+    /// A file ring is removed like a segment: unless [`RingConfig::persistent`], the path is
+    /// unlinked once both roles have been claimed (the two mappings keep the memory), so a
+    /// crash leaves no file; a persistent ring stays for [`Ring::open_file`] after a restart
+    /// (then [`Ring::take_over_producer`]/[`Ring::take_over_consumer`] reclaim roles whose
+    /// holders died). Anyone who may write the file may also truncate it: see
+    /// [`Ring::open_file`] for what that does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FileExists`] if something is at `path`; [`Error::InvalidConfig`] for an
+    /// impossible shape or with [`RingConfig::huge_pages`]; [`Error::File`] if a system call
+    /// on the file fails (e.g. `posix_fallocate` with `ENOSPC`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Ring, RingConfig};
+    /// let path = std::env::temp_dir().join(format!("doc-ring-{}", std::process::id()));
+    /// let ring = Ring::create_file(&path, &RingConfig::new().slot_count(1024))?;
+    /// // Another process: Ring::open_file(&path)?.consumer()?
+    /// let peer = Ring::open_file(&path)?;
+    /// let (mut tx, mut rx) = (ring.producer()?, peer.consumer()?);
+    /// assert!(!path.exists()); // both sides are in: the name is gone, the ring is not
+    /// tx.send(b"through a file").unwrap();
+    /// let mut buf = [0u8; 64];
+    /// let n = rx.recv(&mut buf).unwrap();
+    /// assert_eq!(&buf[..n], b"through a file");
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
+        let path = path.as_ref();
+        if config.huge_pages {
+            return Err(Error::InvalidConfig {
+                what: "huge pages for a file ring come from its filesystem (a hugetlbfs \
+                       mount), not from an option; use a SysV or memfd ring"
+                    .into(),
+            });
+        }
+        let g = config.geometry()?;
+        let size = ring_bytes(&g)?;
+        let new = FileMap::create(path, size, config.mode)?;
+        init_header(
+            crate::region::file_header(new.map()).expect("the file holds a header"),
+            &g,
+            config,
+            Key::Private,
+        );
+        let map = new.link()?;
+        let ident = crate::file::ident(map.path());
+        Ok(Ring {
+            region: Arc::new(Region::new(Backing::File(map), g, ident, config.persistent)),
+        })
+    }
+
+    /// Opens the ring in the file at `path`, made by [`Ring::create_file`], validating its
+    /// header exactly as [`Ring::open`] does for a segment, against the file's real size
+    /// (checked before mapping: a file too small for a header, or for the ring its header
+    /// describes, is refused and never touched past its end).
+    ///
+    /// If the file later shrinks under the mapping (someone truncates it), the access that
+    /// finds its memory gone would raise `SIGBUS`; shmpipe's handler replaces the lost mapping
+    /// with zeros instead, and the side reports [`Corruption::FileShrank`] (sticky) at its
+    /// next operation: no signal reaches the program and nothing read after the loss is
+    /// delivered. A `SIGBUS` elsewhere goes to the handler that was installed before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FileNotFound`]; [`Error::File`] if opening or mapping fails (e.g. permission
+    /// denied); [`Error::BadHeader`] for something that is not a regular file; the header
+    /// errors of [`Ring::open`].
+    pub fn open_file(path: impl AsRef<Path>) -> Result<Ring, Error> {
+        let map = FileMap::open(path.as_ref())?;
+        let ident = crate::file::ident(map.path());
+        Ok(Ring {
+            region: Arc::new(attach(Backing::File(map), ident, DEFAULT_INIT_TIMEOUT)?),
+        })
+    }
+
+    /// Opens the ring file at `path`, or creates it if there is none, so that either side may
+    /// start first. An existing ring must have the configured shape. A non-persistent ring
+    /// file left by a lone side that died before its peer came (a role held by a dead process,
+    /// none by a live one) is removed and created afresh, as [`Ring::open_or_create`] recycles
+    /// an orphan segment; a persistent one is opened as it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::create_file`] and [`Ring::open_file`], and [`Error::ConfigMismatch`] if the
+    /// existing ring has another slot size, slot count or maximum message.
+    pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
+        let path = path.as_ref();
+        let want = config.geometry()?;
+        let mut last = None;
+        // The file can vanish between a failed create and the open (both sides joined and it
+        // was unlinked, or its owner removed it): then creating is right again.
+        for _ in 0..8 {
+            match Ring::create_file(path, config) {
+                Err(Error::FileExists { .. }) => {}
+                other => return other,
+            }
+            match Ring::open_file(path) {
+                Ok(ring) if ring.is_orphan_file() => {
+                    // Left by a lone side that died before its peer came: start afresh, as
+                    // `open_or_create` recycles an orphan segment.
+                    ring.remove()?;
+                    continue;
+                }
+                Ok(ring) => {
+                    check_shape(&ring, &want)?;
+                    return Ok(ring);
+                }
+                Err(e @ Error::FileNotFound { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("loop ran"))
+    }
+
+    /// Whether a file ring is an orphan: not persistent, some role was held by a process that
+    /// is dead, and no role is held by a live one. Only a lone side that died leaves that (once
+    /// both sides are in, a non-persistent file is unlinked).
+    fn is_orphan_file(&self) -> bool {
+        if self.region.persistent() || self.path().is_none() {
+            return false;
+        }
+        let h = self.region.header();
+        // O1 (Acquire): pairs with the holders' claims and releases.
+        let holders = [
+            h.producer.owner.load(Ordering::Acquire),
+            h.consumer.owner.load(Ordering::Acquire),
+        ];
+        let held: Vec<Liveness> = holders
+            .iter()
+            .filter(|&&id| id != 0)
+            .map(|&id| owner::liveness(id))
+            .collect();
+        held.contains(&Liveness::Dead) && !held.contains(&Liveness::Alive)
+    }
+
+    /// The path of a ring made by [`Ring::create_file`] or opened by [`Ring::open_file`] (it
+    /// may have been unlinked since); `None` for other rings.
+    pub fn path(&self) -> Option<&Path> {
+        match self.region.backing() {
+            Backing::File(f) => Some(f.path()),
+            _ => None,
+        }
+    }
+
+    /// Whether the ring is still reachable by its name: a segment's key not yet marked for
+    /// removal, or a file ring's path still naming its file. `false` for memfd and in-process
+    /// rings, which have no name.
+    pub fn is_linked(&self) -> bool {
+        match self.region.backing() {
+            Backing::File(f) => f.linked(),
+            Backing::Segment(s) => s.stat().is_ok_and(|st| !st.marked_for_removal),
+            _ => false,
         }
     }
 
@@ -562,22 +727,7 @@ impl Ring {
             }
             match Ring::open_timeout(key, config.init_timeout) {
                 Ok(ring) => {
-                    let got = *ring.region.geometry();
-                    if got != want {
-                        return Err(Error::ConfigMismatch {
-                            ident: ring.ident(),
-                            what: format!(
-                                "found {} slots of {} bytes (max message {}), asked for {} \
-                                 slots of {} bytes (max message {})",
-                                got.slot_count,
-                                got.slot_size,
-                                got.max_message,
-                                want.slot_count,
-                                want.slot_size,
-                                want.max_message
-                            ),
-                        });
-                    }
+                    check_shape(&ring, &want)?;
                     return Ok(ring);
                 }
                 Err(e @ Error::NotFound { .. }) => last = Some(e),
@@ -754,6 +904,10 @@ impl Ring {
             Backing::Memfd(m) => unsafe {
                 crate::segment::lock_range(self.ident(), m.as_ptr(), m.len())
             },
+            // SAFETY: as above.
+            Backing::File(f) => unsafe {
+                crate::segment::lock_range(self.ident(), f.as_ptr(), f.len())
+            },
             Backing::Heap(_) => Err(Error::LockMemory {
                 ident: self.ident(),
                 len: self.region.backing().len(),
@@ -780,21 +934,26 @@ impl Ring {
     pub fn segment(&self) -> Option<&Segment> {
         match self.region.backing() {
             Backing::Segment(s) => Some(s),
-            Backing::Heap(_) | Backing::Memfd(_) => None,
+            Backing::Heap(_) | Backing::Memfd(_) | Backing::File(_) => None,
         }
     }
 
     /// Marks the segment for removal (`IPC_RMID`): its key disappears now and the kernel frees
     /// it when the last process detaches, so nothing is left behind even if both sides crash
     /// later. Processes already attached carry on; a process that has the shmid can still
-    /// attach on Linux. Does nothing for an in-process or memfd ring (nothing to remove: the
-    /// memory goes with its last descriptor and mapping).
+    /// attach on Linux. For a file ring, unlinks its path if it still names the ring's file
+    /// (the memory stays until both sides unmap it). Does nothing for an in-process or memfd
+    /// ring (nothing to remove: the memory goes with its last descriptor and mapping).
     ///
     /// # Errors
     ///
-    /// As [`Segment::remove`].
+    /// As [`Segment::remove`]; [`Error::File`] if `unlink` fails.
     pub fn remove(&self) -> Result<(), Error> {
-        self.segment().map_or(Ok(()), Segment::remove)
+        match self.region.backing() {
+            Backing::Segment(s) => s.remove(),
+            Backing::File(f) => f.unlink(),
+            Backing::Heap(_) | Backing::Memfd(_) => Ok(()),
+        }
     }
 
     /// Whether the ring was created persistent ([`RingConfig::persistent`]): then it is never
@@ -851,6 +1010,27 @@ impl Ring {
             .instance_id
             .load(Ordering::Relaxed)
     }
+}
+
+/// Fails with `ConfigMismatch` unless an opened ring has the shape asked for.
+fn check_shape(ring: &Ring, want: &Geometry) -> Result<(), Error> {
+    let got = *ring.region.geometry();
+    if got == *want {
+        return Ok(());
+    }
+    Err(Error::ConfigMismatch {
+        ident: ring.ident(),
+        what: format!(
+            "found {} slots of {} bytes (max message {}), asked for {} slots of {} bytes (max \
+             message {})",
+            got.slot_count,
+            got.slot_size,
+            got.max_message,
+            want.slot_count,
+            want.slot_size,
+            want.max_message
+        ),
+    })
 }
 
 /// The ring's size in bytes as a `usize`, for `shmget`, `ftruncate` and `mmap`.

@@ -275,6 +275,15 @@ impl Producer {
     /// the kernel says its process is dead.
     #[cold]
     pub fn check_consumer(&self) -> Result<(), SendError> {
+        if let Some(c) = self.poisoned {
+            return Err(SendError::Corrupted(c));
+        }
+        if self.region.lost() {
+            return Err(SendError::Corrupted(Corrupted {
+                ring: self.region.ident(),
+                what: Corruption::FileShrank,
+            }));
+        }
         self.check_closed()?;
         let c = &self.region.header().consumer;
         // O1 (Acquire): pairs with the consumer's release of its role.
@@ -371,6 +380,10 @@ impl Producer {
                 )
             };
         }
+        if self.region.lost() {
+            // The file shrank during the copy: the message went nowhere.
+            return Err(TrySendError::Corrupted(self.lose()));
+        }
         self.finish(at, msg.len() as u32);
         hooks::hit("send:written");
         Ok(())
@@ -380,6 +393,9 @@ impl Producer {
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
         let at = self.claim(len)?;
+        if self.region.lost() {
+            return Err(TrySendError::Corrupted(self.lose()));
+        }
         self.touch(at, len);
         let ptr = self.region.payload(at, len);
         Ok(WriteGrant {
@@ -461,6 +477,10 @@ impl Producer {
         let advanced = head.wrapping_sub(self.head_cache);
         let allowed = self.published.wrapping_sub(self.head_cache);
         if advanced > allowed {
+            if self.region.lost() {
+                // Zeros where the ring was look like a broken protocol: name the real cause.
+                return Err(self.lose());
+            }
             let c = Corrupted {
                 ring: self.region.ident(),
                 what: Corruption::HeadOutOfRange {
@@ -474,6 +494,19 @@ impl Producer {
         }
         self.head_cache = head;
         Ok(())
+    }
+}
+
+impl Producer {
+    /// Poisons the producer because the ring's file shrank under the mapping.
+    #[cold]
+    fn lose(&mut self) -> Corrupted {
+        let c = Corrupted {
+            ring: self.region.ident(),
+            what: Corruption::FileShrank,
+        };
+        self.poisoned = Some(c);
+        c
     }
 }
 

@@ -150,6 +150,23 @@ impl ChildProcess {
 
     /// Waits (polling, never hanging) up to `timeout` for the child to exit, and fails the
     /// test unless it exited with 0 after running exactly one test.
+    /// Waits (bounded) for the child to exit, whatever its status, and returns the status.
+    pub fn wait_status(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}; its output:\n{}",
+                self.what,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     pub fn wait_success(mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         self.wait_until(deadline);
@@ -745,4 +762,33 @@ impl Drop for RawAttach {
             libc::shmdt(self.base.cast());
         }
     }
+}
+
+/// Sends `count` messages of the checked stream `seed` (see [`msg_len`], [`fill_msg`]) with
+/// blocking sends, then closes the producer.
+#[allow(dead_code)]
+pub fn send_stream(ring: &shmpipe::Ring, seed: u64, count: u64) {
+    let mut tx = ring.producer().expect("claim the producer");
+    let max = tx.max_message();
+    let mut buf = vec![0u8; max];
+    for seq in 0..count {
+        let len = msg_len(seed, seq, max);
+        fill_msg(seed, seq, &mut buf[..len]);
+        tx.send(&buf[..len]).expect("send");
+    }
+}
+
+/// Receives and checks `count` messages of the stream `seed` with blocking receives, then
+/// expects the end of the stream.
+#[allow(dead_code)]
+pub fn recv_stream(ring: &shmpipe::Ring, seed: u64, count: u64) {
+    let mut rx = ring.consumer().expect("claim the consumer");
+    let max = rx.max_message();
+    let mut buf = vec![0u8; max];
+    let mut scratch = Vec::new();
+    for seq in 0..count {
+        let n = rx.recv(&mut buf).expect("recv");
+        check_msg(seed, seq, max, &buf[..n], &mut scratch).unwrap();
+    }
+    assert_eq!(rx.recv(&mut buf), Err(shmpipe::RecvError::Disconnected));
 }

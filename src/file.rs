@@ -1,0 +1,500 @@
+//! A ring in a memory-mapped file (`MAP_SHARED`), opened by path: in `/dev/shm` (memory, gone
+//! at reboot) or on a disk (the ring's contents survive a restart of both sides).
+//!
+//! Unlike a SysV segment or a sealed memfd, a file can shrink under its mappings: anyone who may
+//! write it can `truncate` it, and the next access to a page past the new end raises `SIGBUS`,
+//! which kills the process. shmpipe does not let that signal reach the user:
+//!
+//! - The size is checked before mapping (a file smaller than a header, or than the ring its
+//!   header describes, is refused with a typed error; nothing is touched).
+//! - While a file ring is mapped, a `SIGBUS` handler is installed. A fault inside a registered
+//!   file mapping replaces the whole mapping with private zero-filled memory (`mmap` with
+//!   `MAP_FIXED`, async-signal-safe), records that the mapping was lost, and returns: the
+//!   faulting access retries and reads zeros. The ring checks the flag after each payload copy
+//!   and in every error and wait path, and reports
+//!   [`Corruption::FileShrank`](crate::Corruption::FileShrank) (sticky) instead of delivering
+//!   the zeros. A `SIGBUS` anywhere else goes to the handler that was there before (the Rust
+//!   runtime's, or the default action), unchanged.
+//! - A new ring is built in a temporary file next to the target and linked into place only
+//!   once its header is complete, so an opener never sees a half-written ring, and a ring's
+//!   blocks are allocated up front (`posix_fallocate`), so a full disk fails the create instead
+//!   of faulting later.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::error::{Error, Ident};
+
+/// Largest file accepted as a ring: the header plus the largest slot array.
+const MAX_FILE: u64 = crate::layout::HEADER_SIZE as u64 + crate::layout::MAX_ARRAY_BYTES;
+
+/// A shared mapping of a whole ring file, unmapped on drop.
+pub(crate) struct FileMap {
+    ptr: NonNull<u8>,
+    len: usize,
+    path: &'static Path,
+    /// Device and inode of the file mapped, to unlink the path only while it names this file.
+    id: (u64, u64),
+    guard: &'static sigbus::Entry,
+}
+
+// SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
+// same rules as a SysV attachment); the descriptor is an owned fd; the registry entry is a
+// static of atomics.
+unsafe impl Send for FileMap {}
+// SAFETY: as for Send.
+unsafe impl Sync for FileMap {}
+
+/// The identity of a file ring in errors: its path, interned (each distinct path is leaked
+/// once, so `Ident` stays `Copy`).
+pub(crate) fn ident(path: &Path) -> Ident {
+    static PATHS: Mutex<Option<HashSet<&'static Path>>> = Mutex::new(None);
+    let mut set = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    let set = set.get_or_insert_with(HashSet::new);
+    let interned = match set.get(path) {
+        Some(p) => *p,
+        None => {
+            let leaked: &'static Path = Box::leak(path.to_path_buf().into_boxed_path());
+            set.insert(leaked);
+            leaked
+        }
+    };
+    Ident {
+        path: Some(interned),
+        ..Ident::default()
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, Error> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidConfig {
+        what: format!("path {} contains a NUL byte", path.display()),
+    })
+}
+
+fn sys(path: &Path, op: &'static str, source: io::Error) -> Error {
+    Error::File {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+fn last(path: &Path, op: &'static str) -> Error {
+    sys(path, op, io::Error::last_os_error())
+}
+
+fn fstat(path: &Path, fd: &OwnedFd) -> Result<libc::stat, Error> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into `st`, which is valid for writes.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } != 0 {
+        return Err(last(path, "fstat"));
+    }
+    Ok(st)
+}
+
+/// Removes a file, ignoring errors: clean-up of our own temporary file.
+fn unlink_quietly(path: &CString) {
+    // SAFETY: a NUL-terminated path; unlink touches no memory of ours.
+    unsafe { libc::unlink(path.as_ptr()) };
+}
+
+/// A new ring file, mapped but not yet visible at its path (see [`FileMap::create`]).
+pub(crate) struct Unlinked {
+    map: FileMap,
+    tmp: CString,
+}
+
+impl Unlinked {
+    /// The mapping, to write the header into.
+    pub(crate) fn map(&self) -> &FileMap {
+        &self.map
+    }
+
+    /// Makes the file visible at its path (`link`, which never replaces an existing file).
+    pub(crate) fn link(self) -> Result<FileMap, Error> {
+        let path = self.map.path;
+        let target = c_path(path)?;
+        // SAFETY: two NUL-terminated paths; link touches no memory of ours.
+        let rc = unsafe { libc::link(self.tmp.as_ptr(), target.as_ptr()) };
+        let err = io::Error::last_os_error();
+        unlink_quietly(&self.tmp);
+        if rc != 0 {
+            return Err(if err.raw_os_error() == Some(libc::EEXIST) {
+                Error::FileExists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                sys(path, "link", err)
+            });
+        }
+        Ok(self.map)
+    }
+}
+
+impl FileMap {
+    /// Creates a zeroed ring file of `len` bytes for `path` under a temporary name in the same
+    /// directory, with `mode`, its blocks allocated, and maps it. [`Unlinked::link`] then gives
+    /// it its name; dropping the `Unlinked` instead removes it.
+    pub(crate) fn create(path: &Path, len: usize, mode: u32) -> Result<Unlinked, Error> {
+        if len as u64 > MAX_FILE {
+            return Err(Error::InvalidConfig {
+                what: format!("a ring file of {len} bytes"),
+            });
+        }
+        let name = path.file_name().ok_or_else(|| Error::InvalidConfig {
+            what: format!("{} does not name a file", path.display()),
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        // Unique among live processes (pid) and across a process's own creates (a counter).
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        tmp_name.push(format!(
+            ".shmpipe-new-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = c_path(&path.with_file_name(tmp_name))?;
+        // SAFETY: a NUL-terminated path and valid flags; the mode is passed as the variadic
+        // argument O_CREAT requires.
+        let raw = unsafe {
+            libc::open(
+                tmp.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(last(path, "open (temporary file)"));
+        }
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let result = (|| {
+            // open's mode is filtered by the umask; the ring's mode is what the caller asked.
+            // SAFETY: fchmod on our own descriptor.
+            if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
+                return Err(last(path, "fchmod"));
+            }
+            // Allocating the blocks now turns "disk full" into an error here, not a SIGBUS on
+            // the first write to a hole later. (It also sets the size.)
+            // SAFETY: posix_fallocate on our own descriptor; no memory is passed.
+            let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len as libc::off_t) };
+            if rc != 0 {
+                return Err(sys(
+                    path,
+                    "posix_fallocate",
+                    io::Error::from_raw_os_error(rc),
+                ));
+            }
+            let st = fstat(path, &fd)?;
+            FileMap::map(path, fd, len, (st.st_dev, st.st_ino))
+        })();
+        match result {
+            Ok(map) => Ok(Unlinked { map, tmp }),
+            Err(e) => {
+                unlink_quietly(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens and maps an existing ring file, after checking that it is a regular file of a
+    /// plausible size. The caller validates the header against [`FileMap::len`].
+    pub(crate) fn open(path: &Path) -> Result<FileMap, Error> {
+        let c = c_path(path)?;
+        // SAFETY: a NUL-terminated path and valid flags.
+        let raw = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::ENOENT) => Error::FileNotFound {
+                    path: path.to_path_buf(),
+                },
+                _ => sys(path, "open", err),
+            });
+        }
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let st = fstat(path, &fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::BadHeader {
+                ident: ident(path),
+                what: "not a regular file".into(),
+            });
+        }
+        let size = st.st_size as u64;
+        if size < crate::layout::HEADER_SIZE as u64 {
+            return Err(Error::SegmentTooSmall {
+                ident: ident(path),
+                claimed: crate::layout::HEADER_SIZE as u64,
+                actual: size,
+            });
+        }
+        // A file larger than any ring is mapped only as far as the largest ring reaches; the
+        // header's ring size is then checked against that.
+        let len = size.min(MAX_FILE) as usize;
+        FileMap::map(path, fd, len, (st.st_dev, st.st_ino))
+    }
+
+    fn map(path: &Path, fd: OwnedFd, len: usize, id: (u64, u64)) -> Result<FileMap, Error> {
+        sigbus::install().map_err(|e| sys(path, "sigaction(SIGBUS)", e))?;
+        let ptr = crate::memfd::map_shared(&fd, len).map_err(|e| sys(path, "mmap", e))?;
+        let Some(guard) = sigbus::register(ptr.as_ptr() as usize, len) else {
+            // SAFETY: the mapping just made, never shared.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+            return Err(Error::InvalidConfig {
+                what: format!(
+                    "more than {} file rings mapped at once in this process",
+                    sigbus::SLOTS
+                ),
+            });
+        };
+        let path = ident(path).path.expect("a file ident has a path");
+        // The mapping keeps the file; the descriptor is no longer needed.
+        drop(fd);
+        Ok(FileMap {
+            ptr,
+            len,
+            path,
+            id,
+            guard,
+        })
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The path the ring was created or opened at.
+    pub(crate) fn path(&self) -> &'static Path {
+        self.path
+    }
+
+    /// The flag the `SIGBUS` handler sets when the file shrank under this mapping.
+    pub(crate) fn lost_flag(&self) -> &'static AtomicBool {
+        &self.guard.lost
+    }
+
+    /// Removes the path if it still names the file mapped (a file put there since is left
+    /// alone). The mapping and the file's memory stay until the last side unmaps it.
+    pub(crate) fn unlink(&self) -> Result<(), Error> {
+        let c = c_path(self.path)?;
+        // SAFETY: an all-zero stat is a valid value for stat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path; stat writes one `stat` into `st`.
+        if unsafe { libc::stat(c.as_ptr(), &raw mut st) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(());
+            }
+            return Err(sys(self.path, "stat", err));
+        }
+        if (st.st_dev, st.st_ino) != self.id {
+            return Ok(());
+        }
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::unlink(c.as_ptr()) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(sys(self.path, "unlink", err));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the path still names the file mapped.
+    pub(crate) fn linked(&self) -> bool {
+        let Ok(c) = c_path(self.path) else {
+            return false;
+        };
+        // SAFETY: an all-zero stat is a valid value for stat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path; stat writes one `stat` into `st`.
+        unsafe { libc::stat(c.as_ptr(), &raw mut st) == 0 && (st.st_dev, st.st_ino) == self.id }
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // Unregister first: once the mapping is gone its addresses may be reused, and a fault
+        // there must not be taken for ours. No thread of ours can be inside the mapping now
+        // (the region, which every access goes through, is being dropped).
+        self.guard.unregister();
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map` (or its zero-filled
+        // replacement at the same addresses), unmapped once, here.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMap")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The `SIGBUS` handler and the registry of file mappings it protects. Everything the handler
+/// touches is a static atomic or an async-signal-safe system call.
+mod sigbus {
+    use std::io;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// File mappings one process can protect at once.
+    pub(super) const SLOTS: usize = 256;
+
+    /// One registered mapping: `start..start + len`, and whether it was lost.
+    pub(crate) struct Entry {
+        /// Claimed by a mapping (set before `start`, cleared after).
+        used: AtomicBool,
+        /// First byte, or 0 while the entry describes no mapping.
+        start: AtomicUsize,
+        len: AtomicUsize,
+        /// Set by the handler once it replaced the mapping with zeros.
+        pub(crate) lost: AtomicBool,
+    }
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const FREE: Entry = Entry {
+        used: AtomicBool::new(false),
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        lost: AtomicBool::new(false),
+    };
+
+    static ENTRIES: [Entry; SLOTS] = [FREE; SLOTS];
+
+    /// The action that was installed before ours, to pass on faults that are not ours.
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+    /// Installs the handler once per process.
+    pub(super) fn install() -> io::Result<()> {
+        static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
+        let r = RESULT.get_or_init(|| {
+            // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask).
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: reading the current action only (a null new action).
+            if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &raw mut old) } != 0 {
+                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+            }
+            // Stored before ours is installed, so the handler always finds it.
+            let _ = PREVIOUS.set(old);
+            // SAFETY: as above.
+            let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+            new.sa_sigaction = on_sigbus as *const () as usize;
+            // SA_ONSTACK: a fault can come from a thread on its alternate stack (the Rust
+            // runtime sets one up for stack overflows); SA_NODEFER is not wanted: a fault in
+            // the handler itself must not recurse.
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: `sa_mask` is ours to initialise.
+            unsafe { libc::sigemptyset(&raw mut new.sa_mask) };
+            // SAFETY: installs a handler that only touches statics and calls mmap/sigaction.
+            if unsafe { libc::sigaction(libc::SIGBUS, &raw const new, std::ptr::null_mut()) } != 0 {
+                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+            }
+            Ok(())
+        });
+        r.map_err(io::Error::from_raw_os_error)
+    }
+
+    /// Registers a mapping; `None` if every entry is in use.
+    pub(super) fn register(start: usize, len: usize) -> Option<&'static Entry> {
+        let e = ENTRIES.iter().find(|e| {
+            e.used
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        e.lost.store(false, Ordering::Relaxed);
+        e.len.store(len, Ordering::Relaxed);
+        // Release: pairs with the handler's Acquire load of `start`, so it sees `len`.
+        e.start.store(start, Ordering::Release);
+        Some(e)
+    }
+
+    impl Entry {
+        /// Forgets the mapping (before it is unmapped).
+        pub(super) fn unregister(&self) {
+            self.start.store(0, Ordering::Release);
+            // Release: pairs with the Acquire of the next `register`'s claim.
+            self.used.store(false, Ordering::Release);
+        }
+    }
+
+    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+        // Only faults the kernel raised for an access (si_code > 0); a SIGBUS sent with kill()
+        // carries no address to trust.
+        if code > 0 {
+            for e in &ENTRIES {
+                // Acquire: pairs with `register`'s Release store, so `len` is the mapping's.
+                let start = e.start.load(Ordering::Acquire);
+                let len = e.len.load(Ordering::Relaxed);
+                if start == 0 || addr < start || addr - start >= len {
+                    continue;
+                }
+                // The faulting thread is inside a ring access, so the mapping is live (its
+                // region cannot be dropped under that access) and these addresses are still
+                // the ring's. Replace them all with private zero-filled memory: the access
+                // retries and reads zeros, which the ring never delivers (it checks `lost`).
+                // SAFETY: MAP_FIXED over exactly our own live mapping; mmap is
+                // async-signal-safe.
+                let p = unsafe {
+                    libc::mmap(
+                        start as *mut libc::c_void,
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    e.lost.store(true, Ordering::Relaxed);
+                    return;
+                }
+                break;
+            }
+        }
+        chain(sig, info, ctx);
+    }
+
+    /// Hands a fault that is not ours to the previous action.
+    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let Some(prev) = PREVIOUS.get() else { return };
+        let h = prev.sa_sigaction;
+        if h == libc::SIG_DFL || h == libc::SIG_IGN {
+            // Restore it and return: the access faults again and the default action (a core
+            // dump) happens as if we had never been installed. (SIG_IGN for a real fault is
+            // the same: the kernel forces the default.)
+            // SAFETY: sigaction is async-signal-safe; `prev` is a valid action.
+            unsafe { libc::sigaction(libc::SIGBUS, prev, std::ptr::null_mut()) };
+            return;
+        }
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(h) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: a handler installed without SA_SIGINFO takes only the signal number.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+            f(sig);
+        }
+    }
+}
