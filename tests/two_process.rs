@@ -3,6 +3,14 @@
 //! with either side starting first; a ring shared by shmid (`Key::Private`); and a ring whose
 //! key both processes derive from a file with `ftok`.
 //!
+//! The start-order tests are the core suite that every backing must pass: the same body runs
+//! over a SysV segment (`*_sysv`), a sealed memfd the child inherits (`*_memfd`) and a file
+//! in the temporary directory (`*_file`), with the full ten million messages each (about 8 s
+//! per test on two cores). A memfd has no name, so this process creates it before the child
+//! starts whatever the order; "producer first" then means that the producer claims its role
+//! and fills the ring before the consumer touches it. The shmid and ftok tests are about
+//! SysV keys and run over a segment only.
+//!
 //! The other process is this test binary run again (see `common::ChildProcess`): a test
 //! function started with `SHMPIPE_TEST_ROLE` set runs that role instead of its body. There is
 //! no blocking API yet, so both sides spin (with `crossbeam_utils::Backoff`) on full and empty,
@@ -13,13 +21,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildProcess, RemoveFile, RemoveOnDrop, SplitMix64, check_msg, child_role, fill_msg, msg_len,
-    param, param_opt, temp_path, unique_key, wait_all_success,
+    Backing, ChildProcess, RemoveFile, RemoveOnDrop, SplitMix64, check_msg, child_ring, child_role,
+    fill_msg, msg_len, param, param_opt, temp_path, wait_all_success,
 };
 use crossbeam_utils::Backoff;
 use shmpipe::{Consumer, Error, Key, Producer, Ring, RingConfig, TryRecvError, TrySendError};
 
-/// Messages of the two start-order tests.
+/// Messages of each start-order test, whatever the backing.
 const N: u64 = if cfg!(miri) { 1_000 } else { 10_000_000 };
 /// Messages of the tests about how the ring is found (shmid, ftok).
 const N_SMALL: u64 = if cfg!(miri) { 1_000 } else { 1_000_000 };
@@ -37,7 +45,6 @@ fn config() -> RingConfig {
 }
 
 /// The parameters a child gets.
-const KEY_VAR: &str = "SHMPIPE_TEST_KEY";
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
 const FTOK_PATH_VAR: &str = "SHMPIPE_TEST_FTOK_PATH";
 const FTOK_PROJ_VAR: &str = "SHMPIPE_TEST_FTOK_PROJ";
@@ -376,7 +383,7 @@ fn run_child_role() -> bool {
         let key = Key::ftok(path, param(FTOK_PROJ_VAR)).expect("ftok in the child");
         Ring::open_or_create(key, &config())
     } else {
-        Ring::open_or_create(Key::new(param(KEY_VAR)), &config())
+        child_ring(&config()).expect("the parent named a ring")
     }
     .unwrap_or_else(|e| panic!("child {role}: attaching: {e}"));
     let count: u64 = param(COUNT_VAR);
@@ -406,75 +413,98 @@ fn child_vars(count: u64, seed: u64) -> Vec<(&'static str, String)> {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-/// The consumer (this process) creates the ring and waits; the producer starts afterwards and
-/// finds the ring already there.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn consumer_first() {
-    if run_child_role() {
-        return;
-    }
+/// One test per backing (see [`Backing`]), each calling `$body(test_name, backing)`.
+macro_rules! per_backing {
+    ($body:ident: $($name:ident => $backing:ident),+ $(,)?) => {
+        $(
+            #[test]
+            #[cfg_attr(miri, ignore)]
+            fn $name() {
+                if run_child_role() {
+                    return;
+                }
+                $body(stringify!($name), Backing::$backing);
+            }
+        )+
+    };
+}
+
+per_backing!(consumer_first:
+    consumer_first_sysv => Sysv,
+    consumer_first_memfd => Memfd,
+    consumer_first_file => File,
+);
+
+per_backing!(producer_first:
+    producer_first_sysv => Sysv,
+    producer_first_memfd => Memfd,
+    producer_first_file => File,
+);
+
+/// The consumer (this process) creates the ring, claims its role and waits; the producer
+/// starts afterwards and finds the ring already there. (A memfd ring is created before the
+/// producer starts whatever the order, since the producer inherits its descriptor.)
+fn consumer_first(test: &str, backing: Backing) {
     const SEED: u64 = 0xc0de_0001;
     let deadline = Instant::now() + TIMEOUT;
-    let key = unique_key();
-    let _rm = RemoveOnDrop::key(key);
-    let ring = Ring::open_or_create(key, &config()).expect("consumer creates the ring");
-    let stat = ring.segment().unwrap().stat().unwrap();
-    assert_eq!(stat.creator_pid as u32, std::process::id());
+    let place = backing.place(&config());
+    let ring = place
+        .open_or_create(&config())
+        .expect("consumer creates the ring");
+    if let Some(seg) = ring.segment() {
+        assert_eq!(seg.stat().unwrap().creator_pid as u32, std::process::id());
+    }
     let mut rx = ring.consumer().unwrap();
 
-    let mut vars = child_vars(N, SEED);
-    vars.push((KEY_VAR, key.raw().to_string()));
-    let mut child = ChildProcess::spawn("consumer_first", "producer", &vars);
+    let mut child = place.spawn(test, "producer", &child_vars(N, SEED));
     let t0 = Instant::now();
     let mut watch = Watch::new(deadline, Some(&mut child));
     consume(&mut rx, SEED, N, &mut watch);
-    report("consumer_first", N, t0.elapsed(), watch.waits);
+    report(test, N, t0.elapsed(), watch.waits);
     child.wait_success(deadline.saturating_duration_since(Instant::now()));
     assert_stream_complete(&ring, &mut rx, N, &mut Watch::new(deadline, None));
+    place.assert_unlinked(&ring);
 }
 
-/// The producer (a child) creates the ring and fills it; the consumer (this process) attaches
-/// only once the producer holds its role.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn producer_first() {
-    if run_child_role() {
-        return;
-    }
+/// The producer (a child) creates the ring, claims its role and fills it; the consumer (this
+/// process) attaches only once the producer holds its role. (A memfd ring is created by this
+/// process before the producer starts, since the producer inherits its descriptor; this
+/// process then leaves it alone until the producer holds its role.)
+fn producer_first(test: &str, backing: Backing) {
     const SEED: u64 = 0xc0de_0002;
     let deadline = Instant::now() + TIMEOUT;
-    let key = unique_key();
-    let _rm = RemoveOnDrop::key(key);
-    let mut vars = child_vars(N, SEED);
-    vars.push((KEY_VAR, key.raw().to_string()));
-    let mut child = ChildProcess::spawn("producer_first", "producer", &vars);
+    let place = backing.place(&config());
+    let mut child = place.spawn(test, "producer", &child_vars(N, SEED));
 
     // Wait (bounded) until the producer has created the ring and claimed its role.
     loop {
         child.assert_running();
         assert!(Instant::now() < deadline, "the producer never started");
-        match Ring::open(key) {
-            Ok(r) if r.status().producer_pid == child.pid() => break,
-            Ok(_) | Err(Error::NotFound { .. }) => std::thread::sleep(Duration::from_millis(1)),
+        match place.open() {
+            Ok(Some(r)) if r.status().producer_pid == child.pid() => break,
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => panic!("waiting for the producer's ring: {e}"),
         }
     }
-    let ring = Ring::open_or_create(key, &config()).expect("consumer opens the ring");
-    let stat = ring.segment().unwrap().stat().unwrap();
-    assert_eq!(
-        stat.creator_pid as u32,
-        child.pid(),
-        "the producer created it"
-    );
+    let ring = place
+        .open_or_create(&config())
+        .expect("consumer opens the ring");
+    if let Some(seg) = ring.segment() {
+        assert_eq!(
+            seg.stat().unwrap().creator_pid as u32,
+            child.pid(),
+            "the producer created it"
+        );
+    }
     let mut rx = ring.consumer().unwrap();
 
     let t0 = Instant::now();
     let mut watch = Watch::new(deadline, Some(&mut child));
     consume(&mut rx, SEED, N, &mut watch);
-    report("producer_first", N, t0.elapsed(), watch.waits);
+    report(test, N, t0.elapsed(), watch.waits);
     child.wait_success(deadline.saturating_duration_since(Instant::now()));
     assert_stream_complete(&ring, &mut rx, N, &mut Watch::new(deadline, None));
+    place.assert_unlinked(&ring);
 }
 
 /// A ring with no key: this process creates it and produces; the child attaches by shmid and

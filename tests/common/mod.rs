@@ -764,6 +764,174 @@ impl Drop for RawAttach {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backings: one test body over every kind of shared memory (added for tests/two_process.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// The variable that tells a child the SysV key of the ring.
+#[allow(dead_code)]
+const RING_KEY_VAR: &str = "SHMPIPE_TEST_RING_KEY";
+/// The variable that tells a child the number of the memfd descriptor it inherited.
+#[allow(dead_code)]
+const RING_FD_VAR: &str = "SHMPIPE_TEST_RING_FD";
+/// The variable that tells a child the path of the ring file.
+#[allow(dead_code)]
+const RING_PATH_VAR: &str = "SHMPIPE_TEST_RING_PATH";
+
+/// What a ring lives in, for tests that run the same body over each.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A SysV segment at a fresh key, which either side may create (`Ring::open_or_create`).
+    Sysv,
+    /// A sealed memfd. It has no name to find it by, so the parent creates it before starting
+    /// the child, which inherits a copy of the descriptor across `exec`.
+    Memfd,
+    /// A file at a fresh path in the temporary directory, which either side may create
+    /// (`Ring::open_or_create_file`).
+    File,
+}
+
+/// Where the ring of one test is, as the parent knows it; cleans up on drop (the segment at
+/// the key, the file at the path). Create it before the child guards, so that it is dropped
+/// after them: the children are dead by then and cannot create the ring again.
+#[allow(dead_code)]
+pub struct RingPlace(Place);
+
+#[allow(dead_code)]
+enum Place {
+    Key(Key, RemoveOnDrop),
+    Memfd(shmpipe::Ring),
+    Path(RemoveFile),
+}
+
+#[allow(dead_code)]
+impl Backing {
+    /// Every backing.
+    pub const ALL: [Backing; 3] = [Backing::Sysv, Backing::Memfd, Backing::File];
+
+    /// A place for a new ring: a free key, or a fresh path (nothing is created); for a memfd,
+    /// the ring itself (`Ring::create_memfd`), which must exist before any child starts.
+    pub fn place(self, config: &shmpipe::RingConfig) -> RingPlace {
+        RingPlace(match self {
+            Backing::Sysv => {
+                let key = unique_key();
+                Place::Key(key, RemoveOnDrop::key(key))
+            }
+            Backing::Memfd => {
+                Place::Memfd(shmpipe::Ring::create_memfd(config).expect("create the memfd ring"))
+            }
+            Backing::File => Place::Path(RemoveFile(temp_path("ring"))),
+        })
+    }
+}
+
+#[allow(dead_code)]
+impl RingPlace {
+    /// The backing of this place.
+    pub fn backing(&self) -> Backing {
+        match self.0 {
+            Place::Key(..) => Backing::Sysv,
+            Place::Memfd(_) => Backing::Memfd,
+            Place::Path(_) => Backing::File,
+        }
+    }
+
+    /// Opens the ring or creates it (`Ring::open_or_create`, `Ring::open_or_create_file`; a
+    /// memfd ring already exists: another handle to it).
+    pub fn open_or_create(&self, config: &shmpipe::RingConfig) -> Result<shmpipe::Ring, Error> {
+        match &self.0 {
+            Place::Key(key, _) => shmpipe::Ring::open_or_create(*key, config),
+            Place::Memfd(ring) => Ok(ring.clone()),
+            Place::Path(path) => shmpipe::Ring::open_or_create_file(&path.0, config),
+        }
+    }
+
+    /// Opens the ring if someone has created it (`Ring::open`, `Ring::open_file`), `Ok(None)`
+    /// if nobody has yet.
+    pub fn open(&self) -> Result<Option<shmpipe::Ring>, Error> {
+        match &self.0 {
+            Place::Key(key, _) => match shmpipe::Ring::open(*key) {
+                Err(Error::NotFound { .. }) => Ok(None),
+                r => r.map(Some),
+            },
+            Place::Memfd(ring) => Ok(Some(ring.clone())),
+            Place::Path(path) => match shmpipe::Ring::open_file(&path.0) {
+                Err(Error::FileNotFound { .. }) => Ok(None),
+                r => r.map(Some),
+            },
+        }
+    }
+
+    /// [`ChildProcess::spawn`] with the variables that let [`child_ring`] find the ring. For a
+    /// memfd, the child inherits a duplicate of the descriptor without close-on-exec, which
+    /// this process closes again once the child is started. (A child that another test thread
+    /// starts meanwhile inherits it too; it only keeps the memory alive until it exits.)
+    pub fn spawn(&self, test: &str, role: &str, vars: &[(&str, String)]) -> ChildProcess {
+        use std::os::fd::AsRawFd;
+        let mut vars = vars.to_vec();
+        let mut inheritable = None;
+        match &self.0 {
+            Place::Key(key, _) => vars.push((RING_KEY_VAR, key.raw().to_string())),
+            Place::Memfd(ring) => {
+                let fd = ring.memfd().expect("a memfd ring has its descriptor");
+                // SAFETY: dup of a descriptor the ring owns and keeps open during the call;
+                // the new descriptor is closed below.
+                let dup = unsafe { libc::dup(fd.as_raw_fd()) };
+                assert!(dup >= 0, "dup: {}", std::io::Error::last_os_error());
+                vars.push((RING_FD_VAR, dup.to_string()));
+                inheritable = Some(dup);
+            }
+            Place::Path(path) => vars.push((RING_PATH_VAR, path.0.display().to_string())),
+        }
+        let child = ChildProcess::spawn(test, role, &vars);
+        if let Some(dup) = inheritable {
+            // SAFETY: our own duplicate from above, which nothing else owns; the child has its
+            // copy now.
+            unsafe { libc::close(dup) };
+        }
+        child
+    }
+
+    /// Checks that a non-persistent ring whose two roles have both been claimed can no longer
+    /// be found by its name: the key is marked for removal, the file unlinked (a memfd has no
+    /// name).
+    pub fn assert_unlinked(&self, ring: &shmpipe::Ring) {
+        assert!(
+            !ring.is_linked(),
+            "{:?}: the ring is still linked",
+            self.backing()
+        );
+        match &self.0 {
+            Place::Key(key, _) => assert!(
+                matches!(Segment::open(*key), Err(Error::NotFound { .. })),
+                "key {key} still names a segment"
+            ),
+            Place::Memfd(_) => assert!(ring.memfd().is_some() && ring.shmid().is_none()),
+            Place::Path(path) => assert!(!path.0.exists(), "{} still exists", path.0.display()),
+        }
+    }
+}
+
+/// In a child started by [`RingPlace::spawn`]: opens the ring the parent named (or creates it:
+/// `Ring::open_or_create` by key, `Ring::open_or_create_file` by path; a memfd is opened from
+/// the inherited descriptor). `None` if the parent named no ring this way.
+#[allow(dead_code)]
+pub fn child_ring(config: &shmpipe::RingConfig) -> Option<Result<shmpipe::Ring, Error>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if let Some(key) = param_opt::<i32>(RING_KEY_VAR) {
+        Some(shmpipe::Ring::open_or_create(Key::new(key), config))
+    } else if let Some(fd) = param_opt::<i32>(RING_FD_VAR) {
+        // SAFETY: the parent left this descriptor open for us across exec, and nothing else in
+        // this process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Some(shmpipe::Ring::from_memfd(fd))
+    } else {
+        param_opt::<String>(RING_PATH_VAR)
+            .map(|path| shmpipe::Ring::open_or_create_file(path, config))
+    }
+}
+
 /// Sends `count` messages of the checked stream `seed` (see [`msg_len`], [`fill_msg`]) with
 /// blocking sends, then closes the producer.
 #[allow(dead_code)]
