@@ -207,6 +207,19 @@ pub enum Error {
         /// Which parameter, found versus asked.
         what: String,
     },
+    /// A typed claim ([`Ring::typed_producer`](crate::Ring::typed_producer),
+    /// [`Ring::typed_consumer`](crate::Ring::typed_consumer)) found a ring that carries another
+    /// message type (another size, alignment or fingerprint), or an untyped ring. Nothing was
+    /// claimed.
+    #[error("{ident}: the ring carries {found}, not {expected}")]
+    TypeMismatch {
+        /// The ring.
+        ident: Ident,
+        /// The type asked for: its name, size, alignment and fingerprint.
+        expected: String,
+        /// What the ring records: size, alignment and fingerprint, or untyped byte messages.
+        found: String,
+    },
     /// Another process (or another handle in this one) holds the role. If the holder is dead
     /// (`holder_alive` false), the role can be taken over with
     /// [`Ring::take_over_producer`](crate::Ring::take_over_producer) or
@@ -367,6 +380,16 @@ pub enum Corruption {
         /// Where the record starts.
         at: u64,
     },
+    /// A message in a typed ring that is not exactly one value of the ring's type (a typed
+    /// consumer found it; the record stays in the ring).
+    WrongMessageSize {
+        /// Where the record starts.
+        at: u64,
+        /// Its length field.
+        len: u32,
+        /// The size of the ring's message type.
+        expected: u32,
+    },
     /// The ring's file shrank under the mapping (someone truncated it): the memory past its new
     /// end is gone, and this side now sees zeros there instead of the ring (see
     /// [`Ring::open_file`](crate::Ring::open_file)). Nothing read after the loss is delivered.
@@ -422,6 +445,11 @@ impl fmt::Display for Corruption {
             Corruption::FileShrank => f.write_str(
                 "the ring's file shrank under the mapping (truncated by another process); \
                  the ring's memory is lost",
+            ),
+            Corruption::WrongMessageSize { at, len, expected } => write!(
+                f,
+                "record at {at} has length {len}, but every message of this typed ring is \
+                 {expected} bytes"
             ),
             Corruption::PaddingWithoutMessage { at } => {
                 write!(

@@ -62,7 +62,7 @@ pub enum Word {
 
 /// Every atomic word of a header, with what it is. The one list both [`open_image`] (to load a
 /// header from bytes) and [`WordMap`] (to name an address) use.
-fn header_words(h: &Header) -> [(Word, WordRef<'_>); 26] {
+fn header_words(h: &Header) -> [(Word, WordRef<'_>); 29] {
     use WordRef::{U32, U64};
     let (c, p, q) = (&h.config, &h.producer, &h.consumer);
     [
@@ -79,6 +79,9 @@ fn header_words(h: &Header) -> [(Word, WordRef<'_>); 26] {
         (Word::Config("creator_pid"), U32(&c.creator_pid)),
         (Word::Config("ready"), U32(&c.ready)),
         (Word::Config("key"), U32(&c.key)),
+        (Word::Config("type_size"), U32(&c.type_size)),
+        (Word::Config("type_fingerprint"), U64(&c.type_fingerprint)),
+        (Word::Config("type_align"), U32(&c.type_align)),
         (Word::Tail, U64(&p.tail)),
         (Word::Producer("sent"), U64(&p.sent)),
         (Word::Producer("owner"), U64(&p.owner)),

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
-use crate::layout::{FLAG_PERSISTENT, HEADER_SIZE, LAYOUT_VERSION, MAGIC, READY};
+use crate::layout::{FLAG_PERSISTENT, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MessageType, READY};
 use crate::owner::{self, Liveness};
 use crate::region::segment_header;
 use crate::segment::{self, Key, Segment, SegmentStat};
@@ -268,6 +268,9 @@ pub struct RingInfo {
     pub slot_count: u32,
     /// Largest message.
     pub max_message: u32,
+    /// A typed ring's message type (size, alignment, fingerprint); `None` for a byte ring (or
+    /// a header whose type fields are inconsistent, which `Ring::open` would refuse).
+    pub message_type: Option<MessageType>,
     /// Created persistent.
     pub persistent: bool,
     /// The creator's random id.
@@ -329,6 +332,11 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
         slot_size: if ready { c.slot_size } else { 0 },
         slot_count: if ready { c.slot_count } else { 0 },
         max_message: if ready { c.max_message } else { 0 },
+        message_type: if ready {
+            c.message_type().ok().flatten()
+        } else {
+            None
+        },
         persistent: c.flags & FLAG_PERSISTENT != 0,
         instance_id: c.instance_id,
         used_slots: tail.wrapping_sub(head),

@@ -15,7 +15,7 @@ use crate::sync::{AtomicU32, AtomicU64, Futex};
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Value of the ready word once the creator has written the whole header ("RDY!").
 pub const READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Bytes of the header: configuration, producer and consumer lines.
@@ -40,6 +40,72 @@ pub const MAX_ARRAY_BYTES: u64 = 1 << 31;
 pub const FLAG_PERSISTENT: u32 = 1;
 /// Flags this version defines. A header with other bits set is refused.
 pub const KNOWN_FLAGS: u32 = FLAG_PERSISTENT;
+/// Largest alignment a typed ring's message type may ask for: payloads start 8 bytes into a
+/// slot of at least 8 bytes, and the slot array starts 8-aligned (a page-aligned mapping plus
+/// the 384-byte header, or a line-aligned heap buffer), so every payload is 8-aligned.
+pub const MAX_TYPE_ALIGN: u32 = 8;
+
+/// What a typed ring records about its message type (the `type_*` fields of the configuration
+/// line): every message is one value of exactly `size` bytes.
+///
+/// Built by [`MessageType::of`] or [`MessageType::tagged`] for a Rust type, read back with
+/// [`Ring::message_type`](crate::Ring::message_type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageType {
+    /// `size_of::<T>()`: every message is exactly this long (and it is the ring's maximum).
+    pub size: u32,
+    /// `align_of::<T>()`: a power of two, at most 8.
+    pub align: u32,
+    /// Tells types of the same size and alignment apart: by default a hash of the type's name,
+    /// size and alignment ([`type_fingerprint`](crate::type_fingerprint)); or a value chosen by
+    /// the user ([`MessageType::tagged`]).
+    pub fingerprint: u64,
+}
+
+impl MessageType {
+    /// Checks the type against a ring whose largest message is `max_message`. `Err` says what
+    /// is wrong.
+    pub fn check(&self, max_message: u32) -> Result<(), String> {
+        if self.size == 0 {
+            return Err(
+                "a message type of 0 bytes (a typed ring needs a size of at least 1; \
+                        size 0 means an untyped ring)"
+                    .into(),
+            );
+        }
+        if !self.align.is_power_of_two() || self.align > MAX_TYPE_ALIGN {
+            return Err(format!(
+                "message type alignment {} is not a power of two of at most {MAX_TYPE_ALIGN} \
+                 (payloads are only {MAX_TYPE_ALIGN}-aligned)",
+                self.align
+            ));
+        }
+        if self.size % self.align != 0 {
+            return Err(format!(
+                "message type size {} is not a multiple of its alignment {}",
+                self.size, self.align
+            ));
+        }
+        if self.size != max_message {
+            return Err(format!(
+                "max message {max_message} differs from the message type's size {} (a typed \
+                 ring's max message is the size of its type)",
+                self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-byte values aligned to {} (fingerprint {:#018x})",
+            self.size, self.align, self.fingerprint
+        )
+    }
+}
 
 /// Line 0: written once by the creator before `ready`, read-only afterwards.
 #[repr(C, align(128))]
@@ -73,6 +139,12 @@ pub struct ConfigLine {
     /// forgets a segment's key once it is marked for removal; this lets tools still find the
     /// ring by the key its users know. Informational: never trusted for anything else.
     pub key: AtomicU32,
+    /// A typed ring's message size ([`MessageType::size`]); 0 for an untyped (byte) ring.
+    pub type_size: AtomicU32,
+    /// A typed ring's [`MessageType::fingerprint`]; 0 for an untyped ring.
+    pub type_fingerprint: AtomicU64,
+    /// A typed ring's [`MessageType::align`]; 0 for an untyped ring.
+    pub type_align: AtomicU32,
 }
 
 /// Line 1: the producer's. Only the producer writes it, except the two words the consumer
@@ -154,6 +226,9 @@ const _: () = {
     assert!(offset_of!(ConfigLine, creator_pid) == 56);
     assert!(offset_of!(ConfigLine, ready) == 60);
     assert!(offset_of!(ConfigLine, key) == 64);
+    assert!(offset_of!(ConfigLine, type_size) == 68);
+    assert!(offset_of!(ConfigLine, type_fingerprint) == 72);
+    assert!(offset_of!(ConfigLine, type_align) == 80);
     assert!(offset_of!(ProducerLine, tail) == 0);
     assert!(offset_of!(ProducerLine, sent) == 8);
     assert!(offset_of!(ProducerLine, owner) == 16);
@@ -181,6 +256,8 @@ pub struct Geometry {
     pub slot_count: u32,
     /// Largest payload.
     pub max_message: u32,
+    /// The message type of a typed ring (then `max_message` is its size); `None` for bytes.
+    pub message_type: Option<MessageType>,
 }
 
 impl Geometry {
@@ -206,6 +283,7 @@ impl Geometry {
             slot_shift: slot_size.trailing_zeros(),
             slot_count,
             max_message,
+            message_type: None,
         };
         let limit = g.max_message_limit();
         if u64::from(max_message) > limit {
@@ -215,6 +293,30 @@ impl Geometry {
             ));
         }
         Ok(g)
+    }
+
+    /// This geometry for a typed ring of `message_type` (`None`: an untyped ring), checked
+    /// against the maximum message. `Err` says what is wrong.
+    pub fn with_message_type(self, message_type: Option<MessageType>) -> Result<Geometry, String> {
+        if let Some(t) = message_type {
+            t.check(self.max_message)?;
+        }
+        Ok(Geometry {
+            message_type,
+            ..self
+        })
+    }
+
+    /// The shape in words, for error messages: slots, slot size, max message, message type.
+    pub fn describe(&self) -> String {
+        let typed = match self.message_type {
+            Some(t) => format!(", {t}"),
+            None => String::new(),
+        };
+        format!(
+            "{} slots of {} bytes (max message {}{typed})",
+            self.slot_count, self.slot_size, self.max_message
+        )
     }
 
     /// The largest maximum message this shape supports. A record may take at most half the
@@ -289,6 +391,12 @@ pub struct ConfigSnapshot {
     pub creator_pid: u32,
     /// `key`.
     pub key: u32,
+    /// `type_size`.
+    pub type_size: u32,
+    /// `type_fingerprint`.
+    pub type_fingerprint: u64,
+    /// `type_align`.
+    pub type_align: u32,
 }
 
 impl ConfigLine {
@@ -308,6 +416,9 @@ impl ConfigLine {
             initial_index: self.initial_index.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
             key: self.key.load(Ordering::Relaxed),
+            type_size: self.type_size.load(Ordering::Relaxed),
+            type_fingerprint: self.type_fingerprint.load(Ordering::Relaxed),
+            type_align: self.type_align.load(Ordering::Relaxed),
         }
     }
 }
@@ -363,7 +474,27 @@ impl ConfigSnapshot {
                 claimed: self.ring_size,
             });
         }
-        Ok(g)
+        g.with_message_type(self.message_type()?)
+            .map_err(HeaderProblem::Field)
+    }
+
+    /// The recorded message type: `None` for an untyped ring (all three `type_*` fields 0).
+    /// A zero size with another field set is neither, and refused.
+    pub fn message_type(&self) -> Result<Option<MessageType>, HeaderProblem> {
+        if self.type_size == 0 {
+            if self.type_align != 0 || self.type_fingerprint != 0 {
+                return Err(HeaderProblem::Field(format!(
+                    "untyped ring (type size 0) with type alignment {} and fingerprint {:#x}",
+                    self.type_align, self.type_fingerprint
+                )));
+            }
+            return Ok(None);
+        }
+        Ok(Some(MessageType {
+            size: self.type_size,
+            align: self.type_align,
+            fingerprint: self.type_fingerprint,
+        }))
     }
 }
 
@@ -386,6 +517,19 @@ mod tests {
             initial_index: 0,
             creator_pid: 1,
             key: 0x2020,
+            type_size: 0,
+            type_fingerprint: 0,
+            type_align: 0,
+        }
+    }
+
+    /// [`good`] as a typed ring of 100-byte values aligned to 4.
+    fn good_typed() -> ConfigSnapshot {
+        ConfigSnapshot {
+            type_size: 100,
+            type_fingerprint: 0x1234_5678_9abc_def0,
+            type_align: 4,
+            ..good()
         }
     }
 
@@ -454,11 +598,83 @@ mod tests {
                 ..s
             },
             ConfigSnapshot { ring_size: 1, ..s },
+            // Untyped rings carry no type alignment or fingerprint.
+            ConfigSnapshot { type_align: 8, ..s },
+            ConfigSnapshot {
+                type_fingerprint: 1,
+                ..s
+            },
         ] {
             assert!(
                 matches!(bad.validate(1 << 30), Err(HeaderProblem::Field(_))),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn typed_header_is_validated() {
+        let t = good_typed();
+        let g = t.validate(t.ring_size).unwrap();
+        assert_eq!(
+            g.message_type,
+            Some(MessageType {
+                size: 100,
+                align: 4,
+                fingerprint: 0x1234_5678_9abc_def0
+            })
+        );
+        assert_eq!(good().validate(1 << 20).unwrap().message_type, None);
+        // Any fingerprint is fine, 0 included: it only has to match the peer's.
+        assert!(
+            ConfigSnapshot {
+                type_fingerprint: 0,
+                ..t
+            }
+            .validate(1 << 20)
+            .is_ok()
+        );
+        for bad in [
+            // The size must be the maximum message.
+            ConfigSnapshot { type_size: 99, ..t },
+            ConfigSnapshot {
+                type_size: 104,
+                ..t
+            },
+            // Alignment: a power of two, at most 8, dividing the size.
+            ConfigSnapshot { type_align: 0, ..t },
+            ConfigSnapshot { type_align: 3, ..t },
+            ConfigSnapshot {
+                type_align: 16,
+                ..t
+            },
+            ConfigSnapshot { type_align: 8, ..t },
+        ] {
+            assert!(
+                matches!(bad.validate(1 << 20), Err(HeaderProblem::Field(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn geometry_with_message_type_checks_the_type() {
+        let g = Geometry::new(64, 16, 24).unwrap();
+        let t = |size, align| MessageType {
+            size,
+            align,
+            fingerprint: 7,
+        };
+        assert_eq!(
+            g.with_message_type(Some(t(24, 8))).unwrap().message_type,
+            Some(t(24, 8))
+        );
+        assert!(g.with_message_type(None).unwrap().message_type.is_none());
+        assert!(g.with_message_type(Some(t(0, 1))).is_err());
+        assert!(g.with_message_type(Some(t(24, 16))).is_err());
+        assert!(g.with_message_type(Some(t(16, 8))).is_err());
+        assert!(g.describe().contains("max message 24"));
+        let typed = g.with_message_type(Some(t(24, 8))).unwrap();
+        assert!(typed.describe().contains("24-byte values aligned to 8"));
     }
 }

@@ -35,6 +35,7 @@
 //! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
 //! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
 //! - [`error`]: every error type.
+//! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -55,6 +56,7 @@ mod region;
 mod ring;
 pub mod segment;
 mod sync;
+mod typed;
 pub mod wait;
 
 pub use error::{
@@ -66,3 +68,13 @@ pub use ring::{
     SendBatch, WaitStrategy, WriteGrant,
 };
 pub use segment::{Key, Segment, SegmentStat};
+
+/// The `bytemuck` crate, whose [`Pod`](bytemuck::Pod) trait says what a typed ring may carry.
+/// Derive it through this re-export with `#[bytemuck(crate = "shmpipe::bytemuck")]` (see
+/// [`Ring::typed_producer`]), or depend on `bytemuck` yourself.
+pub use bytemuck;
+pub use layout::MessageType;
+pub use typed::{
+    TypedClaim, TypedConsumer, TypedProducer, TypedReadGuard, TypedWriteGrant, type_fingerprint,
+    type_tag,
+};

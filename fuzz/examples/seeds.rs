@@ -298,6 +298,17 @@ fn image_seeds() {
             snapshot(&small, true, |tx, _| send(tx, 5)),
         ),
         (
+            // A typed ring (the type fields of the configuration line set): 8-byte values.
+            "typed",
+            Roles::Both,
+            snapshot(&small.clone().message_type::<u64>(), false, |tx, rx| {
+                for v in 0..5u64 {
+                    tx.try_send(&v.to_ne_bytes()).unwrap();
+                }
+                recv(rx);
+            }),
+        ),
+        (
             "bigger-segment",
             Roles::Both,
             snapshot(

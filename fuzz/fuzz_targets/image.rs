@@ -59,7 +59,10 @@ fn claim<T>(
 /// Makes the configuration line of `image` valid, keeping what the fuzzer chose where it can:
 /// our magic, version, header size and ready word; a slot size of `8 << (field % 5)` and a
 /// slot count of `1 << (field % 5)` (up to 128 bytes and 16 slots), a maximum message within
-/// the limit, known flags only, the matching ring size, and enough bytes for the ring. The
+/// the limit, known flags only, the matching ring size, and enough bytes for the ring; an
+/// untyped ring (the three type fields 0), or, if the `type_size` field is odd and the maximum
+/// is a whole number of values of `1 << (type_align % 4)` bytes, a typed ring of the maximum's
+/// size with the fuzzer's fingerprint. The
 /// head is put at most a ring behind the tail (`tail - head_field % (count + 1)`), so both
 /// roles can attach and the records are what is left to validate.
 fn repair(image: &mut Vec<u8>) {
@@ -89,6 +92,13 @@ fn repair(image: &mut Vec<u8>) {
     put32(image, 28, flags);
     put64(image, 40, ring_size);
     put32(image, 60, u32::from_le_bytes(*b"RDY!"));
+    let align = 1u32 << (word(image, 80) % 4);
+    if word(image, 68) % 2 == 1 && max > 0 && max % align == 0 {
+        put32(image, 68, max); // type_size; the fingerprint at 72 stays as it is
+        put32(image, 80, align);
+    } else {
+        image[68..84].fill(0);
+    }
     let tail = u64::from_le_bytes(image[128..136].try_into().unwrap());
     let behind =
         u64::from_le_bytes(image[256..264].try_into().unwrap()) % (u64::from(slot_count) + 1);

@@ -186,6 +186,9 @@ fn details(i: &RingInfo) -> String {
             i.max_message
         ),
     );
+    if let Some(t) = i.message_type {
+        line("message type", t.to_string());
+    }
     line(
         "persistent",
         if i.persistent { "yes" } else { "no" }.to_string(),
@@ -228,6 +231,18 @@ fn json_holder(h: Option<Holder>) -> String {
     }
 }
 
+/// A typed ring's message type as a JSON object (`null` for a byte ring). The fingerprint is a
+/// hex string: a u64 does not survive a JSON number in every reader.
+fn json_message_type(t: Option<shmpipe::MessageType>) -> String {
+    match t {
+        None => "null".into(),
+        Some(t) => format!(
+            "{{\"size\":{},\"align\":{},\"fingerprint\":\"{:016x}\"}}",
+            t.size, t.align, t.fingerprint
+        ),
+    }
+}
+
 /// One ring as a JSON object. Numbers are JSON numbers; the only strings are fixed words and
 /// hex digits, so nothing needs escaping.
 fn json(i: &RingInfo) -> String {
@@ -245,6 +260,7 @@ fn json(i: &RingInfo) -> String {
         ("slot_size", i.slot_size.to_string()),
         ("slot_count", i.slot_count.to_string()),
         ("max_message", i.max_message.to_string()),
+        ("message_type", json_message_type(i.message_type)),
         ("persistent", i.persistent.to_string()),
         ("state", format!("\"{}\"", state(i))),
         ("used_slots", i.used_slots.to_string()),

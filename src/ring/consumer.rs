@@ -566,6 +566,13 @@ pub struct ReadGuard<'a> {
     release: bool,
 }
 
+impl ReadGuard<'_> {
+    /// The slot counter where the record starts (for error reports: `crate::typed`).
+    pub(crate) fn at(&self) -> u64 {
+        self.record.at
+    }
+}
+
 impl Deref for ReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -22,6 +22,7 @@ pub use producer::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::file::FileMap;
+use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
@@ -117,6 +118,8 @@ pub struct RingConfig {
     initial_index: u64,
     persistent: bool,
     huge_pages: bool,
+    /// A typed ring's message type (`crate::typed`); `None` for a byte ring.
+    message_type: Option<MessageType>,
 }
 
 impl Default for RingConfig {
@@ -130,6 +133,7 @@ impl Default for RingConfig {
             initial_index: 0,
             persistent: false,
             huge_pages: false,
+            message_type: None,
         }
     }
 }
@@ -238,7 +242,17 @@ impl RingConfig {
             Some(m) => m,
             None => shape.max_message_limit() as u32,
         };
-        Geometry::new(self.slot_size, self.slot_count, max).map_err(invalid)
+        Geometry::new(self.slot_size, self.slot_count, max)
+            .and_then(|g| g.with_message_type(self.message_type))
+            .map_err(invalid)
+    }
+
+    /// Makes the ring a typed ring of `t`, whose maximum message is the type's size (the
+    /// builders are `RingConfig::message_type*` in `crate::typed`).
+    pub(crate) fn set_message_type(mut self, t: MessageType) -> RingConfig {
+        self.max_message = Some(t.size);
+        self.message_type = Some(t);
+        self
     }
 }
 
@@ -313,6 +327,12 @@ fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig, key: Key) {
     c.initial_index.store(cfg.initial_index, Ordering::Relaxed);
     c.creator_pid.store(std::process::id(), Ordering::Relaxed);
     c.key.store(key.raw() as u32, Ordering::Relaxed);
+    // An untyped ring leaves the three type fields 0.
+    if let Some(t) = g.message_type {
+        c.type_size.store(t.size, Ordering::Relaxed);
+        c.type_fingerprint.store(t.fingerprint, Ordering::Relaxed);
+        c.type_align.store(t.align, Ordering::Relaxed);
+    }
     // Counters; every other word of the two lines starts at 0, as the memory was zeroed.
     h.producer.tail.store(cfg.initial_index, Ordering::Relaxed);
     h.consumer.head.store(cfg.initial_index, Ordering::Relaxed);
@@ -978,6 +998,12 @@ impl Ring {
         self.region.geometry().max_message as usize
     }
 
+    /// The message type a typed ring records ([`RingConfig::message_type`]), as validated at
+    /// attach; `None` for a byte ring.
+    pub fn message_type(&self) -> Option<MessageType> {
+        self.region.geometry().message_type
+    }
+
     /// Slots a message of `len` bytes occupies: `ceil((RECORD_HEADER + len) / slot_size)`.
     pub fn slots_for(&self, len: usize) -> u64 {
         let g = self.region.geometry();
@@ -1020,16 +1046,7 @@ fn check_shape(ring: &Ring, want: &Geometry) -> Result<(), Error> {
     }
     Err(Error::ConfigMismatch {
         ident: ring.ident(),
-        what: format!(
-            "found {} slots of {} bytes (max message {}), asked for {} slots of {} bytes (max \
-             message {})",
-            got.slot_count,
-            got.slot_size,
-            got.max_message,
-            want.slot_count,
-            want.slot_size,
-            want.max_message
-        ),
+        what: format!("found {}, asked for {}", got.describe(), want.describe()),
     })
 }
 
