@@ -36,6 +36,8 @@
 //! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
 //! - [`error`]: every error type.
 //! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
+//! - `asynch` (feature `tokio`): `AsyncProducer` and `AsyncConsumer`, `send().await` and
+//!   `recv().await` that park on tokio's blocking pool instead of spinning or blocking.
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -45,6 +47,8 @@
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
+#[cfg(feature = "tokio")]
+mod asynch;
 pub mod error;
 mod file;
 pub mod gc;
@@ -78,3 +82,6 @@ pub use typed::{
     TypedClaim, TypedConsumer, TypedProducer, TypedReadGuard, TypedWriteGrant, type_fingerprint,
     type_tag,
 };
+
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncConsumer, AsyncProducer};

@@ -24,7 +24,7 @@ pub enum WaitStrategy {
 }
 
 /// How long [`WaitStrategy::SpinThenSleep`] spins before it starts yielding.
-const SPIN_FOR: Duration = Duration::from_micros(20);
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(20);
 /// How long [`WaitStrategy::SpinThenSleep`] spins and yields before it sleeps: longer than a
 /// futex wake-up takes here (25-35 us), so a peer that answers at once is caught awake.
 const SLEEP_AFTER: Duration = Duration::from_micros(100);
@@ -32,7 +32,7 @@ const SLEEP_AFTER: Duration = Duration::from_micros(100);
 /// peer is noticed within about this long (plus the check).
 pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
 /// How often a waiter asks the kernel whether its peer lives (a `/proc` read, 10-30 us).
-const CHECK_PEER_EVERY: Duration = Duration::from_millis(10);
+pub(crate) const CHECK_PEER_EVERY: Duration = Duration::from_millis(10);
 
 /// One side's view of a wait: what it waits for, how it sleeps, how it checks the peer.
 pub(crate) trait Waiter {

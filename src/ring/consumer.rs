@@ -154,7 +154,7 @@ impl Consumer {
     /// the kernel, noticed within about 10 ms) and every message it published was received;
     /// [`RecvError::BufferTooSmall`]; [`RecvError::Corrupted`].
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        self.recv_until(buf, Deadline::after(None))
+        self.recv_until(buf, None)
     }
 
     /// [`Consumer::recv`], giving up after `timeout` with [`RecvError::Timeout`].
@@ -163,7 +163,7 @@ impl Consumer {
     ///
     /// As [`Consumer::recv`], and [`RecvError::Timeout`].
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
-        self.recv_until(buf, Deadline::after(Some(timeout)))
+        self.recv_until(buf, Some(timeout))
     }
 
     /// [`Consumer::try_read`], waiting for a message for at most `timeout` (`None`: for ever).
@@ -172,17 +172,22 @@ impl Consumer {
     ///
     /// As [`Consumer::recv_timeout`], except that the buffer is never too small.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<ReadGuard<'_>, RecvError> {
-        self.next_until(Deadline::after(timeout))?;
+        self.next_until(timeout)?;
         // A message is there: `next` finds it again (finding is idempotent until consumed).
         self.lend(true).map_err(RecvError::from)
     }
 
     /// Waits for the next message and returns where it is, without consuming it.
-    fn next_until(&mut self, deadline: Deadline) -> Result<Record, RecvError> {
+    fn next_until(&mut self, timeout: Option<Duration>) -> Result<Record, RecvError> {
+        // The clock is read only once the ring is found empty.
+        let mut deadline = None;
         loop {
             match self.next() {
                 Ok(r) => return Ok(r),
-                Err(TryRecvError::Empty) => self.wait_for_data(deadline)?,
+                Err(TryRecvError::Empty) => {
+                    let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
+                    self.wait_for_data(d)?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -193,10 +198,29 @@ impl Consumer {
         self.strategy = strategy;
     }
 
-    fn recv_until(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize, RecvError> {
+    /// One sleep of the consumer that owns nothing borrowed, for the async consumer to run on
+    /// tokio's blocking pool: [`sleep_for_data`] on this ring from the current read position.
+    /// Call it after `try_recv` found the ring empty.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn data_sleeper(&self) -> impl FnOnce(Duration) + Send + 'static {
+        let (region, head) = (self.region.clone(), self.head);
+        move |slice| sleep_for_data(&region, head, slice)
+    }
+
+    fn recv_until(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize, RecvError> {
+        // The clock is read only once the ring is found empty: a receive that finds a message
+        // costs no more with a timeout than without.
+        let mut deadline = None;
         loop {
             match self.try_recv(buf) {
-                Err(TryRecvError::Empty) => self.wait_for_data(deadline)?,
+                Err(TryRecvError::Empty) => {
+                    let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
+                    self.wait_for_data(d)?;
+                }
                 other => return other.map_err(RecvError::from),
             }
         }
@@ -253,7 +277,7 @@ impl Consumer {
 
     /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
     #[cold]
-    fn check_producer_alive(&mut self) -> Result<(), RecvError> {
+    pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
         if self.region.lost() {
             return Err(self.poison(Corruption::FileShrank).into());
         }
@@ -501,6 +525,34 @@ impl Consumer {
     }
 }
 
+/// The consumer's sleep, shared by the blocking wait ([`DataWait`]) and the async consumer's
+/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
+/// `data_event`, for at most `slice`, unless after announcing it the producer's line shows a
+/// record beyond `head` (the consumer's read position: the ring is empty while the tail is
+/// there) or the producer's close.
+pub(crate) fn sleep_for_data(region: &Region, head: u64, slice: Duration) {
+    let line = &region.header().producer;
+    sleep(&line.consumer_waiting, &line.data_event, slice, &mut || {
+        published_or_closed(region, head)
+    });
+}
+
+/// The re-check after announcing a sleep: whether the producer did what its wake-ups announce
+/// (a record published beyond `head`, or its close). It only reads and validates nothing:
+/// `true` sends the waiter back to [`Consumer::has_data`], which re-reads and validates the
+/// tail (and poisons on a bad one), and a hostile value can at worst make the waiter sleep one
+/// slice or not at all. The loads are those of `empty_or_closed`, in its order.
+fn published_or_closed(region: &Region, head: u64) -> bool {
+    let line = &region.header().producer;
+    // C3 (Acquire), then O1 (Acquire), as in `empty_or_closed` (see there).
+    let ever_claimed = line.claims.load(Ordering::Acquire) != 0;
+    let holder = line.owner.load(Ordering::Acquire);
+    // C1 (Acquire): pairs with the producer's Release store of the tail (P2). What makes this
+    // load see a publish the waker did not announce to us is W1/W2 (see `sleep`).
+    let tail = region.tail().load(Ordering::Acquire);
+    tail != head || (holder == 0 && ever_claimed)
+}
+
 /// The consumer waiting for a message.
 struct DataWait<'a>(&'a mut Consumer);
 
@@ -512,12 +564,7 @@ impl Waiter for DataWait<'_> {
     }
 
     fn sleep(&mut self, slice: Duration) {
-        let region = self.0.region.clone();
-        let line = &region.header().producer;
-        // Re-check what the producer's wake-ups announce: a publish, or its close.
-        sleep(&line.consumer_waiting, &line.data_event, slice, &mut || {
-            !matches!(self.0.has_data(), Ok(false))
-        });
+        sleep_for_data(&self.0.region, self.0.head, slice);
     }
 
     fn check_peer(&mut self) -> Result<(), RecvError> {
@@ -686,7 +733,7 @@ impl std::io::BufRead for Consumer {
                 self.advance(r);
                 self.release();
             }
-            match self.next_until(Deadline::after(None)) {
+            match self.next_until(None) {
                 Ok(r) => {
                     self.touch(r);
                     self.partial = Some((r, 0));

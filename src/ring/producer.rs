@@ -153,7 +153,7 @@ impl Producer {
     /// [`SendError::TooLarge`], [`SendError::Corrupted`]. The message is given back where it
     /// was not sent.
     pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
-        self.send_until(msg, Deadline::after(None))
+        self.send_until(msg, None)
     }
 
     /// [`Producer::send`], giving up after `timeout` with [`SendError::Timeout`].
@@ -166,7 +166,7 @@ impl Producer {
         msg: &'m [u8],
         timeout: Duration,
     ) -> Result<(), SendError<&'m [u8]>> {
-        self.send_until(msg, Deadline::after(Some(timeout)))
+        self.send_until(msg, Some(timeout))
     }
 
     /// [`Producer::reserve`], waiting for room for at most `timeout` (`None`: for ever).
@@ -179,11 +179,15 @@ impl Producer {
         len: usize,
         timeout: Option<Duration>,
     ) -> Result<WriteGrant<'_>, SendError> {
-        let deadline = Deadline::after(timeout);
+        // The clock is read only once the ring is found full.
+        let mut deadline = None;
         loop {
             match self.claim(len) {
                 Ok(_) => break,
-                Err(TrySendError::Full(())) => self.wait_for_room(len, deadline)?,
+                Err(TrySendError::Full(())) => {
+                    let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
+                    self.wait_for_room(len, d)?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -196,11 +200,23 @@ impl Producer {
         self.strategy = strategy;
     }
 
+    /// One sleep of the producer that owns nothing borrowed, for the async producer to run on
+    /// tokio's blocking pool: [`sleep_for_room`] on this ring with the head last validated.
+    /// Call it after `try_send` found the ring full (which re-read the head).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn room_sleeper(&self) -> impl FnOnce(Duration) + Send + 'static {
+        let (region, head_cache) = (self.region.clone(), self.head_cache);
+        move |slice| sleep_for_room(&region, head_cache, slice)
+    }
+
     fn send_until<'m>(
         &mut self,
         msg: &'m [u8],
-        deadline: Deadline,
+        timeout: Option<Duration>,
     ) -> Result<(), SendError<&'m [u8]>> {
+        // The clock is read only once the ring is found full: a send with room costs no more
+        // with a timeout than without.
+        let mut deadline = None;
         loop {
             match self.write(msg) {
                 Ok(()) => {
@@ -208,9 +224,11 @@ impl Producer {
                     hooks::hit("send:published");
                     return Ok(());
                 }
-                Err(TrySendError::Full(())) => self
-                    .wait_for_room(msg.len(), deadline)
-                    .map_err(|e| e.map_msg(msg))?,
+                Err(TrySendError::Full(())) => {
+                    let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
+                    self.wait_for_room(msg.len(), d)
+                        .map_err(|e| e.map_msg(msg))?;
+                }
                 Err(e) => return Err(SendError::from(e).map_msg(msg)),
             }
         }
@@ -497,6 +515,37 @@ impl Producer {
     }
 }
 
+/// The producer's sleep, shared by the blocking wait ([`RoomWait`]) and the async producer's
+/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
+/// `space_event`, for at most `slice`, unless after announcing it the consumer's line shows a
+/// release beyond `head_cache` (the head the producer last validated, with which it found no
+/// room) or the consumer's close. (A consumer that has not attached yet wakes us with its
+/// first release.)
+pub(crate) fn sleep_for_room(region: &Region, head_cache: u64, slice: Duration) {
+    let h = region.header();
+    sleep(
+        &h.consumer.producer_waiting,
+        &h.consumer.space_event,
+        slice,
+        &mut || released_or_closed(region, head_cache),
+    );
+}
+
+/// The re-check after announcing a sleep: whether the consumer did what its wake-ups announce
+/// (a release: the head moved, or its close). It only reads and validates nothing: `true`
+/// sends the waiter back to `Producer::room_for`, which re-reads and validates the head (and
+/// poisons on a bad one); a hostile value can at worst make the waiter sleep one slice or not
+/// at all. A release too small for the record also ends the sleep: `room_for` then finds no
+/// room with the new head cached, and the waiter sleeps again.
+fn released_or_closed(region: &Region, head_cache: u64) -> bool {
+    let h = region.header();
+    // P3 (Acquire): pairs with the consumer's Release store of the head (C2). What makes this
+    // load see a release the waker did not announce to us is W1/W2 (see `sleep`).
+    region.head().load(Ordering::Acquire) != head_cache
+        // Acquire: pairs with the consumer's Release store of the flag in its drop.
+        || h.producer.consumer_closed.load(Ordering::Acquire) != 0
+}
+
 impl Producer {
     /// Poisons the producer because the ring's file shrank under the mapping.
     #[cold]
@@ -527,19 +576,8 @@ impl Waiter for RoomWait<'_> {
     }
 
     fn sleep(&mut self, slice: Duration) {
-        let region = self.p.region.clone();
-        let h = region.header();
-        // Re-check what the consumer's wake-ups announce: room, or its close. (A consumer that
-        // has not attached yet wakes us with its first release.)
-        sleep(
-            &h.consumer.producer_waiting,
-            &h.consumer.space_event,
-            slice,
-            &mut || {
-                !matches!(self.p.room_for(self.len), Ok(false))
-                    || h.producer.consumer_closed.load(Ordering::Acquire) != 0
-            },
-        );
+        // `ready` has just re-read the head into `head_cache` (`room_for`).
+        sleep_for_room(&self.p.region, self.p.head_cache, slice);
     }
 
     fn check_peer(&mut self) -> Result<(), SendError> {
