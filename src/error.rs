@@ -19,8 +19,9 @@ pub struct Ident {
     pub key: Option<Key>,
     /// The segment's id.
     pub shmid: Option<i32>,
-    /// The file of a ring in a memory-mapped file.
-    pub path: Option<&'static std::path::Path>,
+    /// The file of a ring in a memory-mapped file. (A thin reference to an interned path, so
+    /// that an `Ident`, carried by every hot-path error, stays three words.)
+    pub path: Option<&'static PathBuf>,
 }
 
 impl Ident {
@@ -392,7 +393,8 @@ pub enum Corruption {
     },
     /// The ring's file shrank under the mapping (someone truncated it): the memory past its new
     /// end is gone, and this side now sees zeros there instead of the ring (see
-    /// [`Ring::open_file`](crate::Ring::open_file)). Nothing read after the loss is delivered.
+    /// [`Ring::open_file`](crate::Ring::open_file)). The side reports it at its next record or
+    /// index read, empty ring or wait, and then at every call.
     FileShrank,
 }
 

@@ -20,12 +20,12 @@
 //!   blocks are allocated up front (`posix_fallocate`), so a full disk fails the create instead
 //!   of faulting later.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,14 +55,14 @@ unsafe impl Sync for FileMap {}
 /// The identity of a file ring in errors: its path, interned (each distinct path is leaked
 /// once, so `Ident` stays `Copy`).
 pub(crate) fn ident(path: &Path) -> Ident {
-    static PATHS: Mutex<Option<HashSet<&'static Path>>> = Mutex::new(None);
-    let mut set = PATHS.lock().unwrap_or_else(|e| e.into_inner());
-    let set = set.get_or_insert_with(HashSet::new);
-    let interned = match set.get(path) {
+    static PATHS: Mutex<Option<HashMap<PathBuf, &'static PathBuf>>> = Mutex::new(None);
+    let mut map = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    let interned = match map.get(path) {
         Some(p) => *p,
         None => {
-            let leaked: &'static Path = Box::leak(path.to_path_buf().into_boxed_path());
-            set.insert(leaked);
+            let leaked: &'static PathBuf = Box::leak(Box::new(path.to_path_buf()));
+            map.insert(path.to_path_buf(), leaked);
             leaked
         }
     };
@@ -256,7 +256,7 @@ impl FileMap {
                 ),
             });
         };
-        let path = ident(path).path.expect("a file ident has a path");
+        let path = ident(path).path.expect("a file ident has a path").as_path();
         // The mapping keeps the file; the descriptor is no longer needed.
         drop(fd);
         Ok(FileMap {

@@ -157,12 +157,11 @@ impl Backing {
     }
 
     /// The flag the `SIGBUS` handler sets when a file ring's file shrank under its mapping;
-    /// a flag that is never set for the other backings (their size cannot change).
-    fn lost_flag(&self) -> &'static AtomicBool {
-        static NEVER: AtomicBool = AtomicBool::new(false);
+    /// `None` for the other backings (their size cannot change).
+    fn lost_flag(&self) -> Option<&'static AtomicBool> {
         match self {
-            Backing::File(f) => f.lost_flag(),
-            _ => &NEVER,
+            Backing::File(f) => Some(f.lost_flag()),
+            _ => None,
         }
     }
 }
@@ -222,7 +221,7 @@ pub(crate) struct Region {
     geometry: Geometry,
     ident: Ident,
     persistent: bool,
-    lost: &'static AtomicBool,
+    lost: Option<&'static AtomicBool>,
 }
 
 // SAFETY: Region hands out atomics and raw pointers only; which side may touch which bytes is
@@ -260,14 +259,21 @@ impl Region {
 
     /// Whether the memory was lost: the ring's file shrank under the mapping, and the `SIGBUS`
     /// handler replaced it with zeros (see `crate::file`). Always false for other backings.
-    /// Costs one load of a process-local flag that is written at most once.
+    /// For other backings it is one well-predicted branch on a word next to the geometry;
+    /// for a file, one load of a process-local flag that is written at most once.
     #[inline]
     pub(crate) fn lost(&self) -> bool {
-        // The flag is set by a signal handler on this thread, in the middle of an access to
-        // the mapping that came before this call: the compiler fence keeps that access before
-        // the load, and a Relaxed load suffices (same thread; no other data is published).
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+        match self.lost {
+            None => false,
+            Some(flag) => {
+                // The flag is set by a signal handler on this thread, in the middle of an
+                // access to the mapping that came before this call: the compiler fence keeps
+                // that access before the load, and a Relaxed load suffices (same thread; no
+                // other data is published).
+                std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+                flag.load(std::sync::atomic::Ordering::Relaxed)
+            }
+        }
     }
 
     /// Whether the ring was created persistent (read once, at attach).

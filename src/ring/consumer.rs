@@ -272,6 +272,11 @@ impl Consumer {
         if holder == 0 && ever_claimed {
             return TryRecvError::Disconnected;
         }
+        // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
+        // was ever sent): report the loss instead of waiting for ever.
+        if self.region.lost() {
+            return self.poison(Corruption::FileShrank);
+        }
         TryRecvError::Empty
     }
 
@@ -362,10 +367,6 @@ impl Consumer {
                 )
             };
         }
-        if self.region.lost() {
-            // The file shrank during the copy: `buf` may hold zeros, not the message.
-            return Err(self.poison(Corruption::FileShrank));
-        }
         self.advance(r);
         hooks::hit("recv:consumed");
         Ok(r.len)
@@ -374,9 +375,6 @@ impl Consumer {
     #[inline]
     fn lend(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
         let r = self.next()?;
-        if self.region.lost() {
-            return Err(self.poison(Corruption::FileShrank));
-        }
         self.touch(r);
         let ptr = self.region.payload(r.at, r.len);
         Ok(ReadGuard {

@@ -583,9 +583,11 @@ impl Ring {
     ///
     /// If the file later shrinks under the mapping (someone truncates it), the access that
     /// finds its memory gone would raise `SIGBUS`; shmpipe's handler replaces the lost mapping
-    /// with zeros instead, and the side reports [`Corruption::FileShrank`] (sticky) at its
-    /// next operation: no signal reaches the program and nothing read after the loss is
-    /// delivered. A `SIGBUS` elsewhere goes to the handler that was installed before.
+    /// with zeros instead, and each side reports [`Corruption::FileShrank`] (sticky) once it
+    /// reads a record or index, finds the ring empty, or waits: no signal reaches the program.
+    /// (A message whose bytes vanished while being copied out may carry zeros; whoever can
+    /// truncate the file can write it too, so its payloads were never more trustworthy than
+    /// that.) A `SIGBUS` elsewhere goes to the handler that was installed before.
     ///
     /// # Errors
     ///
