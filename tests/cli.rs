@@ -1130,6 +1130,7 @@ fn path_rings_and_memory_options() {
         test ! -e "$RING" && echo unlinked
         printf 'kept\n' | "$BIN" send --path "$RING" --persist --lines
         test -e "$RING" && echo persisted
+        "$BIN" stat --path "$RING" --json
         "$BIN" recv --path "$RING" --lines
         test -e "$RING" && echo still-there
     "#;
@@ -1144,9 +1145,17 @@ fn path_rings_and_memory_options() {
     let out = run_cmd(cmd, b"", "path pipeline");
     let text = ok(&out, "path pipeline");
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines.len(), 7, "{text}");
     assert_eq!(lines[0], lines[1], "seq through a file ring differs");
-    assert_eq!(lines[2..], ["unlinked", "persisted", "kept", "still-there"]);
+    assert_eq!(lines[2..4], ["unlinked", "persisted"]);
+    assert_eq!(lines[5..], ["kept", "still-there"]);
+    // `stat --path` shows the waiting message and the closed sender of the persistent ring.
+    let obj = json::parse(lines[4]).unwrap_or_else(|e| panic!("{e}: {}", lines[4]));
+    assert_eq!(obj.string("path"), ring_file.0.display().to_string());
+    assert_eq!(obj.num("messages"), 1.0);
+    assert_eq!(obj.num("sent"), 1.0);
+    assert!(obj.boolean("persistent") && obj.boolean("linked"));
+    assert_eq!(obj.field("producer"), &Json::Null, "the sender has closed");
     std::fs::remove_file(&ring_file.0).unwrap();
     assert_eq!(proc_segments(), before, "a file ring created a segment");
 

@@ -331,8 +331,8 @@ fn json_number(x: f64) -> String {
     }
 }
 
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
+/// A JSON string literal (also for `stat --json`).
+pub(super) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -218,7 +218,10 @@ pub struct StatArgs {
     /// One ring in detail (default: every shmpipe ring, one line each).
     #[command(flatten)]
     pub target: TargetArgs,
-    /// JSON: an array of rings, or one object with --key/--ftok/--id.
+    /// A ring in a file (see `send --path`) instead of a segment.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["key", "ftok", "id"])]
+    pub path: Option<PathBuf>,
+    /// JSON: an array of rings, or one object with --key/--ftok/--id/--path.
     #[arg(long)]
     pub json: bool,
 }

@@ -11,10 +11,21 @@ use std::process::ExitCode;
 
 use shmpipe::gc::{self, Class, Holder, RingInfo};
 
+use super::bench::json_string;
 use super::{CliError, StatArgs, sysv};
 
 /// `shmpipe stat`.
 pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
+    if let Some(path) = &a.path {
+        let ring = shmpipe::Ring::open_file(path)?;
+        let view = FileView::of(&ring, path);
+        if a.json {
+            println!("{}", view.json());
+        } else {
+            print!("{}", view.details());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match a.target.resolve()? {
         Some(target) => {
             let shmid = sysv::shmid_of(target)?;
@@ -45,6 +56,119 @@ pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A ring in a file, read through a mapping of it (no role is claimed). The kernel has no
+/// `IPC_STAT` for it: what a segment's view takes from there comes from the file.
+struct FileView {
+    path: String,
+    linked: bool,
+    persistent: bool,
+    slot_size: u64,
+    slot_count: u64,
+    max_message: u64,
+    message_type: Option<shmpipe::MessageType>,
+    status: shmpipe::RingStatus,
+    holders: (Option<Holder>, Option<Holder>),
+    instance_id: u64,
+}
+
+impl FileView {
+    fn of(ring: &shmpipe::Ring, path: &std::path::Path) -> FileView {
+        FileView {
+            path: path.display().to_string(),
+            linked: ring.is_linked(),
+            persistent: ring.is_persistent(),
+            slot_size: ring.slot_size() as u64,
+            slot_count: ring.slot_count() as u64,
+            max_message: ring.max_message() as u64,
+            message_type: ring.message_type(),
+            status: ring.status(),
+            holders: ring.holders(),
+            instance_id: ring.instance_id(),
+        }
+    }
+
+    fn messages(&self) -> u64 {
+        self.status.sent.wrapping_sub(self.status.received)
+    }
+
+    fn used_bytes(&self) -> u64 {
+        self.status.used_slots.saturating_mul(self.slot_size)
+    }
+
+    fn details(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, value: String| {
+            let _ = writeln!(out, "{name:<13}{value}");
+        };
+        line("file", self.path.clone());
+        line(
+            "shape",
+            format!(
+                "{} slots x {} bytes = {}; largest message {} bytes",
+                self.slot_count,
+                self.slot_size,
+                human(self.slot_count * self.slot_size),
+                self.max_message
+            ),
+        );
+        if let Some(t) = self.message_type {
+            line("message type", t.to_string());
+        }
+        line(
+            "persistent",
+            if self.persistent { "yes" } else { "no" }.to_string(),
+        );
+        line(
+            "in the ring",
+            format!(
+                "{} in {} slots, {} messages",
+                human(self.used_bytes()),
+                self.status.used_slots,
+                self.messages()
+            ),
+        );
+        line("sent", format!("{} messages", self.status.sent));
+        line("received", format!("{} messages", self.status.received));
+        line("producer", holder_long(self.holders.0));
+        line("consumer", holder_long(self.holders.1));
+        line(
+            "removal",
+            if self.linked {
+                "linked: the path names the ring".to_string()
+            } else {
+                "unlinked: freed when the last process unmaps it".to_string()
+            },
+        );
+        out
+    }
+
+    fn json(&self) -> String {
+        let fields: Vec<(&str, String)> = vec![
+            ("path", json_string(&self.path)),
+            ("capacity", (self.slot_count * self.slot_size).to_string()),
+            ("slot_size", self.slot_size.to_string()),
+            ("slot_count", self.slot_count.to_string()),
+            ("max_message", self.max_message.to_string()),
+            ("message_type", json_message_type(self.message_type)),
+            ("persistent", self.persistent.to_string()),
+            ("linked", self.linked.to_string()),
+            ("used_slots", self.status.used_slots.to_string()),
+            ("used_bytes", self.used_bytes().to_string()),
+            ("messages", self.messages().to_string()),
+            ("sent", self.status.sent.to_string()),
+            ("received", self.status.received.to_string()),
+            ("producer", json_holder(self.holders.0)),
+            ("consumer", json_holder(self.holders.1)),
+            ("instance_id", format!("\"{:016x}\"", self.instance_id)),
+        ];
+        let body: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
 }
 
 /// Bytes of the slot array.
