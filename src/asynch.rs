@@ -13,13 +13,13 @@
 //! with the blocking side's own check, so a dead or closed peer gives the blocking API's errors,
 //! never a hang.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::ring::{Consumer, Producer};
-use crate::wait::{CHECK_PEER_EVERY, SLEEP_SLICE, SPIN_FOR};
+use crate::wait::{SLEEP_SLICE, SPIN_FOR, WaitClock};
 
 /// A sleep running on the blocking pool: kept by the side, not by the operation's future, so
 /// that an operation dropped while parked leaves it there for the next one to await instead of
@@ -42,29 +42,21 @@ trait Op {
 }
 
 /// Waits until `op` completes or fails: spin, yield once, then park slice after slice, checking
-/// the peer every [`CHECK_PEER_EVERY`]. The policy of `wait::wait` with `SpinThenSleep`, with
+/// the peer every 10 ms (`WaitClock`). The policy of `wait::wait` with `SpinThenSleep`, with
 /// the yield phase shortened to one `yield_now` and the sleep moved off the worker thread.
 async fn wait<O: Op>(op: &mut O, park: &mut Park) -> Result<O::Output, O::Error> {
-    let start = Instant::now();
-    let mut next_check = start + CHECK_PEER_EVERY;
-    let mut now = start;
+    let mut clock = WaitClock::start();
     let mut spinning = true;
     let mut yielded = false;
-    let mut round = 0u32;
     loop {
         if let Some(done) = op.attempt() {
             return done;
         }
-        // While spinning the clock (~25 ns) is read every 64th round only, as in `wait::wait`.
-        if !spinning || round % 64 == 0 {
-            now = Instant::now();
-            if now >= next_check {
-                op.check_peer()?;
-                next_check = now + CHECK_PEER_EVERY;
-            }
-            spinning = now - start < SPIN_FOR;
+        // While spinning the clock is read every 64th round only (see `WaitClock`).
+        if clock.tick(!spinning) {
+            op.check_peer()?;
         }
-        round = round.wrapping_add(1);
+        spinning = clock.waited() < SPIN_FOR;
         if spinning {
             std::hint::spin_loop();
         } else if !yielded {
@@ -73,7 +65,7 @@ async fn wait<O: Op>(op: &mut O, park: &mut Park) -> Result<O::Output, O::Error>
             yielded = true;
             tokio::task::yield_now().await;
         } else {
-            let slice = SLEEP_SLICE.min(next_check.saturating_duration_since(now));
+            let slice = SLEEP_SLICE.min(clock.until_check());
             if !park_once(park, op.sleeper(), slice).await {
                 // The runtime is shutting down and runs no more blocking tasks: sleep one
                 // slice here rather than spin (the caller is about to be dropped anyway).

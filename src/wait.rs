@@ -32,7 +32,7 @@ const SLEEP_AFTER: Duration = Duration::from_micros(100);
 /// peer is noticed within about this long (plus the check).
 pub const SLEEP_SLICE: Duration = Duration::from_millis(10);
 /// How often a waiter asks the kernel whether its peer lives (a `/proc` read, 10-30 us).
-pub(crate) const CHECK_PEER_EVERY: Duration = Duration::from_millis(10);
+const CHECK_PEER_EVERY: Duration = Duration::from_millis(10);
 
 /// One side's view of a wait: what it waits for, how it sleeps, how it checks the peer.
 pub(crate) trait Waiter {
@@ -57,10 +57,7 @@ pub(crate) fn wait<W: Waiter>(
     strategy: WaitStrategy,
     deadline: Deadline,
 ) -> Result<(), W::Error> {
-    let start = Instant::now();
-    let mut next_check = start + CHECK_PEER_EVERY;
-    let mut now = start;
-    let mut round = 0u32;
+    let mut clock = WaitClock::start();
     loop {
         if w.ready()? {
             return Ok(());
@@ -68,34 +65,81 @@ pub(crate) fn wait<W: Waiter>(
         if deadline.passed() {
             return Err(w.timeout());
         }
-        // Reading the clock costs ~25 ns: while spinning, only every 64th round. Under loom the
-        // clock is not read at all: the model must run the same operations on every replay,
-        // and its peers never die.
-        if !cfg!(loom) && (round % 64 == 0 || strategy == WaitStrategy::Sleep) {
-            now = Instant::now();
-            if now >= next_check {
-                w.check_peer()?;
-                next_check = now + CHECK_PEER_EVERY;
-            }
+        // Under loom the clock is not read at all: the model must run the same operations on
+        // every replay, and its peers never die.
+        if !cfg!(loom) && clock.tick(strategy == WaitStrategy::Sleep) {
+            w.check_peer()?;
         }
-        round = round.wrapping_add(1);
         // Under loom there is no clock: a non-Spin strategy sleeps at once, so every model
         // exercises the sleep/wake handshake.
-        let waited = if cfg!(loom) { SLEEP_AFTER } else { now - start };
+        let waited = if cfg!(loom) {
+            SLEEP_AFTER
+        } else {
+            clock.waited()
+        };
         match strategy {
             WaitStrategy::Spin => spin(),
             WaitStrategy::SpinThenSleep if waited < SPIN_FOR => spin(),
             WaitStrategy::SpinThenSleep if waited < SLEEP_AFTER => std::thread::yield_now(),
             WaitStrategy::SpinThenSleep | WaitStrategy::Sleep => {
-                w.sleep(
-                    deadline
-                        .slice()
-                        .min(next_check.saturating_duration_since(now)),
-                );
-                // After a sleep the clock is read again at the top of the loop.
-                round = 0;
+                w.sleep(deadline.slice().min(clock.until_check()));
+                clock.slept();
             }
         }
+    }
+}
+
+/// The clock of one wait, shared by the blocking waits ([`wait`]) and the async ones
+/// (`crate::asynch`): when the wait started, the time last read, and when the peer is due to
+/// be checked next ([`CHECK_PEER_EVERY`]). Reading the clock costs ~25 ns, so while spinning
+/// it is read on every 64th round only.
+pub(crate) struct WaitClock {
+    start: Instant,
+    now: Instant,
+    next_check: Instant,
+    round: u32,
+}
+
+impl WaitClock {
+    /// A wait starting now.
+    pub(crate) fn start() -> WaitClock {
+        let start = Instant::now();
+        WaitClock {
+            start,
+            now: start,
+            next_check: start + CHECK_PEER_EVERY,
+            round: 0,
+        }
+    }
+
+    /// One round of waiting: reads the clock if `always`, or on every 64th round. Returns
+    /// `true` when the peer is due to be checked now (the next check is then scheduled).
+    pub(crate) fn tick(&mut self, always: bool) -> bool {
+        let mut due = false;
+        if always || self.round % 64 == 0 {
+            self.now = Instant::now();
+            if self.now >= self.next_check {
+                self.next_check = self.now + CHECK_PEER_EVERY;
+                due = true;
+            }
+        }
+        self.round = self.round.wrapping_add(1);
+        due
+    }
+
+    /// How long the wait has lasted, as of the last clock read.
+    pub(crate) fn waited(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// The longest sleep that still lets the peer be checked on time.
+    pub(crate) fn until_check(&self) -> Duration {
+        self.next_check.saturating_duration_since(self.now)
+    }
+
+    /// After a sleep: the clock is read again at the next round.
+    pub(crate) fn slept(&mut self) {
+        self.round = 0;
     }
 }
 
