@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ChildProcess, RemoveOnDrop, SplitMix64, check_msg, child_result, child_role, fill_msg,
-    find_result, make_msg, monotonic_ns, msg_len, param, print_result,
+    find_result, make_msg, msg_len, param, print_result, stamp, unstamp,
 };
 use shmpipe::wait::{SLEEP_SLICE, futex_calls};
 use shmpipe::{
@@ -103,25 +103,6 @@ fn cpu_time() -> Duration {
     assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// A 16-byte message: a sequence number and the CLOCK_MONOTONIC time it was sent.
-fn stamp(seq: u64) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[8..].copy_from_slice(&monotonic_ns().to_le_bytes());
-    m
-}
-
-/// The sequence number of a stamped message and how long ago it was sent.
-fn unstamp(m: &[u8]) -> (u64, Duration) {
-    assert_eq!(m.len(), 16, "a stamped message is 16 bytes");
-    let seq = u64::from_le_bytes(m[..8].try_into().unwrap());
-    let sent = u64::from_le_bytes(m[8..].try_into().unwrap());
-    (
-        seq,
-        Duration::from_nanos(monotonic_ns().saturating_sub(sent)),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,6 +428,19 @@ fn parked_recv_does_not_spin_and_is_woken_by_a_message() {
     assert!(after < Duration::from_millis(GAP_MS) + DEATH_BOUND);
 }
 
+/// SIGKILLs `child` after `delay`, from another thread (the test's thread is inside the
+/// runtime, awaiting); the join gives back the guard and when the kill was reaped.
+fn kill_after(
+    mut child: ChildProcess,
+    delay: Duration,
+) -> std::thread::JoinHandle<(ChildProcess, Instant)> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let at = child.kill_and_reap();
+        (child, at)
+    })
+}
+
 /// A producer process is SIGKILLed while the tokio consumer awaits its next message: `recv`
 /// returns `PeerDied` with its pid (after the messages it had sent), never hangs.
 #[test]
@@ -463,11 +457,7 @@ fn recv_returns_peer_died_when_the_producer_process_is_killed() {
     let mut producer = ChildProcess::spawn(TEST, "hung-producer", &vars);
     let pid = producer.pid();
     wait_result(&mut producer, "sent");
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        let at = producer.kill_and_reap();
-        (producer, at)
-    });
+    let killer = kill_after(producer, Duration::from_millis(150));
     let (result, returned) = block_on(async {
         let mut buf = [0u8; 64];
         for want in 0..SENT {
@@ -502,11 +492,7 @@ fn send_returns_peer_died_when_the_consumer_process_is_killed() {
     let mut consumer = ChildProcess::spawn(TEST, "hung-consumer", &vars);
     let pid = consumer.pid();
     wait_result(&mut consumer, "ready");
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        let at = consumer.kill_and_reap();
-        (consumer, at)
-    });
+    let killer = kill_after(consumer, Duration::from_millis(150));
     let msg = [7u8; 40];
     let (sent, result, returned) = block_on(async {
         let mut sent = 0u64;

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use common::{
     ChildProcess, RemoveOnDrop, SplitMix64, check_msg, child_result, child_role, fill_msg,
     find_result, monotonic_ns, msg_len, param, param_opt, print_result, process_state,
-    signal_process, unique_key, wait_all_outputs,
+    signal_process, stamp, unique_key, unstamp, wait_all_outputs,
 };
 use shmpipe::gc::{self, Class};
 use shmpipe::wait::futex_calls;
@@ -226,23 +226,6 @@ fn overshoot(what: &str, start: Instant, timeout: Duration) -> Duration {
         "{what}: returned after {took:?}, before its deadline of {timeout:?}"
     );
     took - timeout
-}
-
-/// The state of a message-count stream shared by a role and its checker: the sequence number
-/// and CLOCK_MONOTONIC timestamp of the send, in a 16-byte message.
-fn stamp(seq: u64) -> [u8; 16] {
-    let mut m = [0u8; 16];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m[8..].copy_from_slice(&monotonic_ns().to_le_bytes());
-    m
-}
-
-fn unstamp(m: &[u8]) -> (u64, u64) {
-    assert_eq!(m.len(), 16, "a stamped message is 16 bytes");
-    (
-        u64::from_le_bytes(m[..8].try_into().unwrap()),
-        u64::from_le_bytes(m[8..].try_into().unwrap()),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,10 +888,9 @@ fn sleeping_consumer_wakes_within_10ms_of_a_send() {
                     shmpipe::gc::inspect(ring.shmid().unwrap_or(-1))
                 )
             });
-            let now = monotonic_ns();
-            let (got, sent_at) = unstamp(&buf[..n]);
+            let (got, latency) = unstamp(&buf[..n]);
             assert_eq!(got, seq);
-            lat.push(Duration::from_nanos(now.saturating_sub(sent_at)));
+            lat.push(latency);
         }
         let slept = futex_calls() - futex0;
         lat.sort();

@@ -932,6 +932,28 @@ pub fn child_ring(config: &shmpipe::RingConfig) -> Option<Result<shmpipe::Ring, 
     }
 }
 
+/// A 16-byte message: a sequence number and the CLOCK_MONOTONIC time it was sent (see
+/// [`monotonic_ns`]), for latency measurements across processes.
+#[allow(dead_code)]
+pub fn stamp(seq: u64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..8].copy_from_slice(&seq.to_le_bytes());
+    m[8..].copy_from_slice(&monotonic_ns().to_le_bytes());
+    m
+}
+
+/// The sequence number of a [`stamp`]ed message and how long ago it was sent.
+#[allow(dead_code)]
+pub fn unstamp(m: &[u8]) -> (u64, Duration) {
+    assert_eq!(m.len(), 16, "a stamped message is 16 bytes");
+    let seq = u64::from_le_bytes(m[..8].try_into().unwrap());
+    let sent = u64::from_le_bytes(m[8..].try_into().unwrap());
+    (
+        seq,
+        Duration::from_nanos(monotonic_ns().saturating_sub(sent)),
+    )
+}
+
 /// Sends `count` messages of the checked stream `seed` (see [`msg_len`], [`fill_msg`]) with
 /// blocking sends, then closes the producer.
 #[allow(dead_code)]
