@@ -19,9 +19,15 @@ use std::time::Instant;
 
 use shmpipe::{Key, Ring, RingConfig, WaitStrategy};
 
+#[allow(
+    dead_code,
+    reason = "shared with the other examples, which use other parts"
+)]
+mod common;
+use common::{MSG, allowed_cpus, pin_to};
+
 const RTT_ROUNDS: usize = 100_000;
 const STREAM: u64 = 5_000_000;
-const MSG: usize = 64;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Backing {
@@ -96,17 +102,9 @@ fn open(h: &Handle) -> Ring {
     }
 }
 
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
-    }
-}
-
-/// One measurement: (median round trip in ns, stream in M msg/s).
-fn measure(backing: Backing, n: usize, cpus: usize) -> (u64, f64) {
+/// One measurement: (median round trip in ns, stream in M msg/s). With `cpus`, the parent
+/// runs pinned to the first and the child to the second.
+fn measure(backing: Backing, n: usize, cpus: Option<(usize, usize)>) -> (u64, f64) {
     let (ping, ping_h) = create(backing, 2 * n);
     let (pong, pong_h) = create(backing, 2 * n + 1);
     // SAFETY: the example is single-threaded, so the child may run ordinary Rust code.
@@ -116,8 +114,8 @@ fn measure(backing: Backing, n: usize, cpus: usize) -> (u64, f64) {
         // The child drops the parent's handles and opens the rings its own way.
         let (ping_c, pong_c) = (open(&ping_h), open(&pong_h));
         std::mem::forget((ping, pong)); // the parent's; leave them to it
-        if cpus > 1 {
-            pin(1);
+        if let Some((_, cpu)) = cpus {
+            pin_to(cpu).expect("pin the child");
         }
         let mut rx = ping_c.consumer().unwrap();
         let mut tx = pong_c.producer().unwrap();
@@ -135,8 +133,8 @@ fn measure(backing: Backing, n: usize, cpus: usize) -> (u64, f64) {
         // SAFETY: _exit ends the child without running the parent's destructors twice.
         unsafe { libc::_exit(if got == STREAM { 0 } else { 1 }) };
     }
-    if cpus > 1 {
-        pin(0);
+    if let Some((cpu, _)) = cpus {
+        pin_to(cpu).expect("pin the parent");
     }
     let mut tx = ping.producer().unwrap();
     let mut rx = pong.consumer().unwrap();
@@ -175,7 +173,11 @@ fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
         .map_or(3, |a| a.parse().expect("rounds"));
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let allowed = allowed_cpus();
+    let cpus = match allowed[..] {
+        [a, b, ..] => Some((a, b)),
+        _ => None,
+    };
     let all = [
         Backing::Sysv,
         Backing::Memfd,
@@ -183,8 +185,10 @@ fn main() {
         Backing::Disk,
     ];
     println!(
-        "{} round trips and {} streamed messages of {MSG} B per backing, {cpus} CPUs",
-        RTT_ROUNDS, STREAM
+        "{} round trips and {} streamed messages of {MSG} B per backing, {} CPUs",
+        RTT_ROUNDS,
+        STREAM,
+        allowed.len()
     );
     println!(
         "{:<6} {:<17} {:>10} {:>8} {:>12} {:>8}",

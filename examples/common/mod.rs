@@ -1,5 +1,5 @@
-//! What the two measuring examples (`demo`, `wake`) share: the checked 64-byte message, CPU
-//! pinning, a guard that kills and reaps the child process, and output helpers.
+//! What the measuring examples (`demo`, `wake`, `async`, `backings`) share: the checked 64-byte
+//! message, CPU pinning, a guard that kills and reaps the child process, and output helpers.
 
 use std::io::Write;
 use std::process::{Child, ExitStatus};
