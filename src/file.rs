@@ -91,13 +91,7 @@ fn last(path: &Path, op: &'static str) -> Error {
 }
 
 fn fstat(path: &Path, fd: &OwnedFd) -> Result<libc::stat, Error> {
-    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one `stat` into `st`, which is valid for writes.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } != 0 {
-        return Err(last(path, "fstat"));
-    }
-    Ok(st)
+    crate::memfd::fstat(fd).map_err(|e| sys(path, "fstat", e))
 }
 
 /// Removes a file, ignoring errors: clean-up of our own temporary file.
@@ -292,17 +286,7 @@ impl FileMap {
     /// alone). The mapping and the file's memory stay until the last side unmaps it.
     pub(crate) fn unlink(&self) -> Result<(), Error> {
         let c = c_path(self.path)?;
-        // SAFETY: an all-zero stat is a valid value for stat to overwrite.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a NUL-terminated path; stat writes one `stat` into `st`.
-        if unsafe { libc::stat(c.as_ptr(), &raw mut st) } != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(());
-            }
-            return Err(sys(self.path, "stat", err));
-        }
-        if (st.st_dev, st.st_ino) != self.id {
+        if !self.names_this_file(&c)? {
             return Ok(());
         }
         // SAFETY: a NUL-terminated path.
@@ -315,15 +299,25 @@ impl FileMap {
         Ok(())
     }
 
-    /// Whether the path still names the file mapped.
+    /// Whether the path still names the file mapped (`false` if it cannot be told).
     pub(crate) fn linked(&self) -> bool {
-        let Ok(c) = c_path(self.path) else {
-            return false;
-        };
+        c_path(self.path).is_ok_and(|c| self.names_this_file(&c).unwrap_or(false))
+    }
+
+    /// Whether `c` (our path) names the file mapped: `false` if nothing is there or another
+    /// file is (device and inode compared).
+    fn names_this_file(&self, c: &CString) -> Result<bool, Error> {
         // SAFETY: an all-zero stat is a valid value for stat to overwrite.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a NUL-terminated path; stat writes one `stat` into `st`.
-        unsafe { libc::stat(c.as_ptr(), &raw mut st) == 0 && (st.st_dev, st.st_ino) == self.id }
+        if unsafe { libc::stat(c.as_ptr(), &raw mut st) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(false);
+            }
+            return Err(sys(self.path, "stat", err));
+        }
+        Ok((st.st_dev, st.st_ino) == self.id)
     }
 }
 

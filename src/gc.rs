@@ -9,7 +9,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
-use crate::layout::{FLAG_PERSISTENT, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MessageType, READY};
+use crate::layout::{
+    FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
+};
 use crate::owner::{self, Liveness};
 use crate::region::segment_header;
 use crate::segment::{self, Key, Segment, SegmentStat};
@@ -316,12 +318,7 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
     // R1 (Acquire): pairs with the creator's Release of READY; then the fields are complete.
     let ready = h.config.ready.load(Ordering::Acquire) == READY;
     let c = h.config.snapshot();
-    let holder = |id: u64| {
-        (id != 0).then(|| Holder {
-            pid: owner::pid_of(id),
-            alive: owner::liveness(id) == Liveness::Alive,
-        })
-    };
+    let (producer, consumer) = holders(h);
     // Relaxed: a monitoring snapshot.
     let tail = h.producer.tail.load(Ordering::Relaxed);
     let head = h.consumer.head.load(Ordering::Relaxed);
@@ -343,7 +340,23 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
         sent: h.producer.sent.load(Ordering::Relaxed),
         received: h.consumer.received.load(Ordering::Relaxed),
         sent_slots: tail.wrapping_sub(c.initial_index),
-        producer: holder(h.producer.owner.load(Ordering::Relaxed)),
-        consumer: holder(h.consumer.owner.load(Ordering::Relaxed)),
+        producer,
+        consumer,
     })
+}
+
+/// The producer's and consumer's role holders recorded in a header, each with the kernel's
+/// word on whether it lives (one `/proc` read per holder); `None` where a role is free.
+pub(crate) fn holders(h: &Header) -> (Option<Holder>, Option<Holder>) {
+    let holder = |id: u64| {
+        (id != 0).then(|| Holder {
+            pid: owner::pid_of(id),
+            alive: owner::liveness(id) == Liveness::Alive,
+        })
+    };
+    // Relaxed: a monitoring snapshot.
+    (
+        holder(h.producer.owner.load(Ordering::Relaxed)),
+        holder(h.consumer.owner.load(Ordering::Relaxed)),
+    )
 }

@@ -126,12 +126,11 @@ impl MemfdMap {
                 ),
             });
         }
-        // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: fstat writes one `stat` into `st`, which is valid for writes.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } != 0 {
-            return Err(sys("fstat"));
-        }
+        let st = fstat(&fd).map_err(|source| Error::Sys {
+            ident: Ident::default(),
+            op: "fstat",
+            source,
+        })?;
         let len = usize::try_from(st.st_size).map_err(|_| Error::BadHeader {
             ident: Ident::default(),
             what: format!("memfd size {}", st.st_size),
@@ -175,6 +174,17 @@ impl Drop for MemfdMap {
         // reference into it outlives the MemfdMap (the region borrows it through `self`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// `fstat` of a descriptor we hold (the memfd or a ring file).
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into `st`, which is valid for writes.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
 }
 
 /// Maps `len` bytes of `fd` from offset 0, shared and writable, where the kernel chooses.

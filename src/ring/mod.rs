@@ -1034,18 +1034,7 @@ impl Ring {
     /// whether each lives (one small `/proc` read per holder); `None` where a role is free. For
     /// monitoring, like [`Ring::status`].
     pub fn holders(&self) -> (Option<crate::gc::Holder>, Option<crate::gc::Holder>) {
-        let h = self.region.header();
-        let holder = |id: u64| {
-            (id != 0).then(|| crate::gc::Holder {
-                pid: owner::pid_of(id),
-                alive: owner::liveness(id) == Liveness::Alive,
-            })
-        };
-        // Relaxed: a monitoring snapshot.
-        (
-            holder(h.producer.owner.load(Ordering::Relaxed)),
-            holder(h.consumer.owner.load(Ordering::Relaxed)),
-        )
+        crate::gc::holders(self.region.header())
     }
 
     /// The random id the creator gave this ring.
