@@ -309,6 +309,30 @@ pub struct RingStatus {
     pub consumer_pid: u32,
 }
 
+/// Writes a fresh header into new memory and wraps it as a ring: the end of every create but
+/// the file's (whose header is written before the file gets its name). `persistent` is the
+/// region's: whether claims mark the memory for removal.
+fn fresh_ring(
+    backing: Backing,
+    g: Geometry,
+    config: &RingConfig,
+    key: Key,
+    ident: Ident,
+    persistent: bool,
+) -> Ring {
+    init_header(
+        backing
+            .header()
+            .expect("a new ring's memory holds a header"),
+        &g,
+        config,
+        key,
+    );
+    Ring {
+        region: Arc::new(Region::new(backing, g, ident, persistent)),
+    }
+}
+
 /// Writes a fresh header. The memory is zeroed and nobody else can see a ready word yet.
 fn init_header(h: &Header, g: &Geometry, cfg: &RingConfig, key: Key) {
     let c = &h.config;
@@ -437,16 +461,14 @@ impl Ring {
             Segment::create(key, size, config.mode)?
         };
         let ident = seg.ident();
-        let backing = Backing::Segment(seg);
-        init_header(
-            backing.header().expect("segment holds a header"),
-            &g,
+        Ok(fresh_ring(
+            Backing::Segment(seg),
+            g,
             config,
             key,
-        );
-        Ok(Ring {
-            region: Arc::new(Region::new(backing, g, ident, config.persistent)),
-        })
+            ident,
+            config.persistent,
+        ))
     }
 
     /// Creates a ring in a new anonymous memfd, sealed against shrinking and growing, instead
@@ -479,15 +501,14 @@ impl Ring {
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
         let backing = Backing::Memfd(MemfdMap::create(size, config.huge_pages)?);
-        init_header(
-            backing.header().expect("the memfd holds a header"),
-            &g,
+        Ok(fresh_ring(
+            backing,
+            g,
             config,
             Key::Private,
-        );
-        Ok(Ring {
-            region: Arc::new(Region::new(backing, g, Ident::default(), true)),
-        })
+            Ident::default(),
+            true,
+        ))
     }
 
     /// Opens a ring from a memfd that [`Ring::create_memfd`] made (received across `exec` or
@@ -778,16 +799,14 @@ impl Ring {
         let heap = HeapRing::new(&g).ok_or_else(|| Error::InvalidConfig {
             what: format!("cannot allocate {} bytes", g.ring_size()),
         })?;
-        let backing = Backing::Heap(heap);
-        init_header(
-            backing.header().expect("heap ring has a header"),
-            &g,
+        Ok(fresh_ring(
+            Backing::Heap(heap),
+            g,
             config,
             Key::Private,
-        );
-        Ok(Ring {
-            region: Arc::new(Region::new(backing, g, Ident::default(), true)),
-        })
+            Ident::default(),
+            true,
+        ))
     }
 
     /// Claims the producer role.
