@@ -94,7 +94,9 @@ mod sabotage {
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The shape and permissions of a ring to create.
+/// The shape and permissions of a ring to create, and what an opener accepts: the mode and
+/// the other owners it trusts ([`RingConfig::mode`], [`RingConfig::accept_owner`]) and how long
+/// it waits for the creator ([`RingConfig::init_timeout`]).
 ///
 /// A ring is an array of `slot_count` slots of `slot_size` bytes (both powers of two). A
 /// message takes `ceil((8 + len) / slot_size)` consecutive slots; the 8 bytes are its record
