@@ -96,6 +96,46 @@ pub enum Error {
         /// The call that was refused.
         op: &'static str,
     },
+    /// The ring's memory is not ours to trust: its owner (or, for a SysV segment, its creator)
+    /// is not this process's effective uid nor a uid accepted with
+    /// [`RingConfig::accept_owner`](crate::RingConfig::accept_owner), or it is ours but its
+    /// mode grants group or others a permission [`RingConfig::mode`](crate::RingConfig::mode)
+    /// does not (default 0600: none). Nothing was read from it or written to it. Root is no
+    /// exception: someone else may have created the ring at our key to read what we send.
+    ///
+    /// ```
+    /// use shmpipe::{Error, Key, Ring, RingConfig};
+    /// let ring = Ring::create(Key::Private, &RingConfig::new().mode(0o666))?;
+    /// let id = ring.shmid().unwrap();
+    /// // Ours, but wider than the 0600 an opener accepts by default.
+    /// match Ring::open_id(id) {
+    ///     Err(Error::ForeignOwner { mode, allowed_mode, .. }) => {
+    ///         assert_eq!((mode, allowed_mode), (0o666, 0o600));
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// // Saying so opens it.
+    /// let again = Ring::open_id_with(id, &RingConfig::new().mode(0o666))?;
+    /// ring.remove()?;
+    /// # drop(again);
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    #[error("{ident}: {}", foreign_owner(*owner_uid, *creator_uid, *mode, *expected_uid, *allowed_mode))]
+    ForeignOwner {
+        /// The ring.
+        ident: Ident,
+        /// Its owner (`shm_perm.uid`, or the file's `st_uid`).
+        owner_uid: u32,
+        /// A SysV segment's creator (`shm_perm.cuid`, which even its owner cannot change);
+        /// `None` for a file or memfd.
+        creator_uid: Option<u32>,
+        /// Its permission bits.
+        mode: u32,
+        /// Our effective uid.
+        expected_uid: u32,
+        /// The widest mode accepted on a ring of our own ([`RingConfig::mode`](crate::RingConfig::mode)).
+        allowed_mode: u32,
+    },
     /// A system limit: segment size outside `SHMMIN..SHMMAX`, too many segments (`SHMMNI`),
     /// total shared memory (`SHMALL`), or address space.
     #[error("{ident}: {what}: {source}")]
@@ -282,6 +322,36 @@ pub enum Error {
     /// The ring's shared state broke the protocol.
     #[error(transparent)]
     Corrupted(#[from] Corrupted),
+}
+
+/// The message of [`Error::ForeignOwner`]: who owns it, with what mode, and what would accept
+/// it.
+fn foreign_owner(owner: u32, creator: Option<u32>, mode: u32, me: u32, allowed: u32) -> String {
+    let created = match creator {
+        Some(c) if c != owner => format!(" (created by uid {c})"),
+        _ => String::new(),
+    };
+    let mut strangers: Vec<u32> = [Some(owner), creator]
+        .into_iter()
+        .flatten()
+        .filter(|&uid| uid != me)
+        .collect();
+    strangers.dedup();
+    let names: Vec<String> = strangers.iter().map(u32::to_string).collect();
+    if !names.is_empty() {
+        format!(
+            "owned by uid {owner}{created} with mode {mode:04o}, not by this process's uid \
+             {me}: refused (someone else may read what goes through it; accept uid {} \
+             explicitly to use it)",
+            names.join(" and ")
+        )
+    } else {
+        format!(
+            "owned by uid {owner} with mode {mode:04o}, which lets group or others in beyond \
+             the mode {allowed:04o} accepted: refused (accept mode {:04o} explicitly to use it)",
+            mode | allowed
+        )
+    }
 }
 
 impl Error {

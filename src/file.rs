@@ -199,9 +199,13 @@ impl FileMap {
         }
     }
 
-    /// Opens and maps an existing ring file, after checking that it is a regular file of a
-    /// plausible size. The caller validates the header against [`FileMap::len`].
-    pub(crate) fn open(path: &Path) -> Result<FileMap, Error> {
+    /// Opens and maps an existing ring file, after checking that it is a regular file that
+    /// `check` accepts (its owner and mode, `crate::access`) and of a plausible size. The
+    /// caller validates the header against [`FileMap::len`].
+    pub(crate) fn open(
+        path: &Path,
+        check: &dyn Fn(&libc::stat) -> Result<(), Error>,
+    ) -> Result<FileMap, Error> {
         let c = c_path(path)?;
         // SAFETY: a NUL-terminated path and valid flags.
         let raw = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
@@ -223,6 +227,8 @@ impl FileMap {
                 what: "not a regular file".into(),
             });
         }
+        // Who owns the file we hold (not whatever the path names by now), before mapping it.
+        check(&st)?;
         let size = st.st_size as u64;
         if size < crate::layout::HEADER_SIZE as u64 {
             return Err(Error::SegmentTooSmall {

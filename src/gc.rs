@@ -209,38 +209,62 @@ pub fn scan() -> Result<Vec<Entry>, Error> {
 /// `dry_run`. Returns every shmpipe segment seen, with what was done. Never touches a segment
 /// that is not a shmpipe ring, one in use, or one holding messages for a consumer that may come.
 ///
+/// Only segments whose owner and creator are this process's effective uid are removed, root
+/// included: another user's stale ring is listed (its entry not removed) and left to its owner
+/// or to [`gc_accepting`].
+///
 /// # Errors
 ///
 /// As [`segment_ids`]. Failing to remove one segment is reported in its entry (not removed),
 /// not as an error.
 pub fn gc(dry_run: bool) -> Result<Vec<Entry>, Error> {
+    gc_accepting(dry_run, &[])
+}
+
+/// [`gc`], also removing stale rings owned (and created) by the users `owners`, e.g. root
+/// clearing what a crashed service account left.
+///
+/// # Errors
+///
+/// As [`gc`].
+pub fn gc_accepting(dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Error> {
     let mut entries = scan()?;
     for e in entries.iter_mut().filter(|e| e.class.is_stale()) {
         if !dry_run {
-            e.removed = remove_if_still_stale(e.stat.shmid);
+            e.removed = remove_if_still_stale(e.stat.shmid, owners);
         }
     }
     Ok(entries)
 }
 
-/// Removes a segment after classifying it once more (someone may have attached since).
-pub(crate) fn remove_if_still_stale(shmid: i32) -> bool {
+/// Whether `gc` may remove this segment: its owner and its creator are this process's
+/// effective uid or one of `owners`. A segment that is not ours is never removed, not even by
+/// root, unless its owner is named.
+pub fn may_remove(stat: &SegmentStat, owners: &[u32]) -> bool {
+    crate::access::may_remove(stat, owners)
+}
+
+/// Removes a segment after classifying it once more (someone may have attached since), if it
+/// is ours (or of an accepted owner) to remove.
+pub(crate) fn remove_if_still_stale(shmid: i32, owners: &[u32]) -> bool {
     match classify_id(shmid) {
-        Ok((_, class)) if class.is_stale() => segment::remove_id(shmid).is_ok(),
+        Ok((stat, class)) if class.is_stale() && may_remove(&stat, owners) => {
+            segment::remove_id(shmid).is_ok()
+        }
         _ => false,
     }
 }
 
-/// For `Ring::open_or_create`: if the segment at `key` is stale, remove it so a fresh ring can
-/// be created. Returns whether it did.
-pub(crate) fn recycle_if_stale(key: Key) -> bool {
+/// For `Ring::open_or_create`: if the segment at `key` is stale and ours (or of an accepted
+/// owner), remove it so a fresh ring can be created. Returns whether it did.
+pub(crate) fn recycle_if_stale(key: Key, owners: &[u32]) -> bool {
     let Ok(seg) = Segment::open(key) else {
         return false;
     };
     let id = seg.shmid();
     let stale = classify_attached(&seg).is_ok_and(|c| c.is_stale());
     drop(seg);
-    stale && remove_if_still_stale(id)
+    stale && remove_if_still_stale(id, owners)
 }
 
 /// A role holder as recorded in a ring, with the kernel's word on it.

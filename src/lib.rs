@@ -47,6 +47,7 @@
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
+mod access;
 #[cfg(feature = "tokio")]
 mod asynch;
 pub mod error;

@@ -102,8 +102,12 @@ impl MemfdMap {
         })
     }
 
-    /// Maps a ring memfd received from its creator, after checking its seals and size.
-    pub(crate) fn open(fd: OwnedFd) -> Result<MemfdMap, Error> {
+    /// Maps a ring memfd received from its creator, after checking its seals, that `check`
+    /// accepts it (its owner and mode, `crate::access`), and its size.
+    pub(crate) fn open(
+        fd: OwnedFd,
+        check: &dyn Fn(&libc::stat) -> Result<(), Error>,
+    ) -> Result<MemfdMap, Error> {
         // SAFETY: fcntl(F_GET_SEALS) on a descriptor we own takes no argument.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         if seals < 0 {
@@ -131,6 +135,7 @@ impl MemfdMap {
             op: "fstat",
             source,
         })?;
+        check(&st)?;
         let len = usize::try_from(st.st_size).map_err(|_| Error::BadHeader {
             ident: Ident::default(),
             what: format!("memfd size {}", st.st_size),

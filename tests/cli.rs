@@ -1216,3 +1216,120 @@ fn path_rings_and_memory_options() {
     }
     assert_gone(key, &[]);
 }
+
+/// `IPC_SET`: gives a segment to `uid` (root may; its creator stays ours).
+fn give_segment(shmid: i32, uid: u32) {
+    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: IPC_STAT fills the buffer, which is valid for writes.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "IPC_STAT: {}", std::io::Error::last_os_error());
+    // SAFETY: filled by IPC_STAT above (and zeroed before).
+    let mut ds = unsafe { ds.assume_init() };
+    ds.shm_perm.uid = uid;
+    ds.shm_perm.gid = uid;
+    // SAFETY: IPC_SET reads the buffer, which is valid.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) };
+    assert_eq!(rc, 0, "IPC_SET: {}", std::io::Error::last_os_error());
+}
+
+/// Case 21 through the command: a ring at our key owned by another user (uid 65534, mode
+/// 0666) makes `send` and `recv` exit 1 with one line naming owner and mode; `stat` lists it
+/// marked with its owner; `gc` does not remove another user's stale ring; `--accept-owner`
+/// opens (or collects) it. A ring of ours with a wider mode than `--mode` is refused likewise.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_ring_of_another_user_is_refused_unless_accepted() {
+    const NOBODY: u32 = 65534;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: needs root to give a segment to another user; skipped");
+        return;
+    }
+    let key = unique_key();
+    let k = key.to_string();
+    let _clean = Cleanup::Key(key);
+    let out = run(
+        &["create", "--key", &k, "--mode", "0666", "--capacity", "64K"],
+        b"",
+    );
+    let shmid: i32 = ok(&out, "create").trim().parse().expect("shmid");
+    give_segment(shmid, NOBODY);
+    for args in [&["recv", "--key", &k][..], &["send", "--key", &k]] {
+        let err = fails(&run(args, b"secret"), 1, &args.join(" "));
+        assert!(err.contains(&k), "{err}");
+        assert!(err.contains("uid 65534") && err.contains("0666"), "{err}");
+        assert!(err.contains("--accept-owner 65534"), "{err}");
+    }
+    let id = shmid.to_string();
+    let err = fails(&run(&["recv", "--id", &id], b""), 1, "recv --id");
+    assert!(err.contains("uid 65534"), "{err}");
+    assert_eq!(inspect(None, Some(shmid)).expect("still there").sent, 0);
+
+    let table = ok(&run(&["stat"], b""), "stat");
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(id.as_str()))
+        .unwrap_or_else(|| panic!("stat does not list the foreign ring: {table}"));
+    assert!(row.contains("owner=65534"), "{row}");
+    let info = ok(&run(&["stat", "--key", &k], b""), "stat --key");
+    assert!(
+        info.contains("owner uid 65534") && info.contains("not ours"),
+        "{info}"
+    );
+
+    let accept = ["--accept-owner", "65534"];
+    ok(
+        &run(&[&["send", "--key", &k][..], &accept].concat(), b"accepted"),
+        "send --accept-owner",
+    );
+    let got = run(&[&["recv", "--key", &k][..], &accept].concat(), b"");
+    assert_eq!(ok(&got, "recv --accept-owner"), "accepted");
+    ok(&run(&["rm", "--key", &k], b""), "rm");
+    assert_gone(key, &[shmid]);
+
+    // A stale ring (not persistent, nobody attached, empty) of another user: gc keeps it.
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let ring = Ring::create(key, &RingConfig::new().slot_count(16)).expect("create");
+    let stale = ring.shmid().unwrap();
+    drop(ring);
+    give_segment(stale, NOBODY);
+    let id = stale.to_string();
+    let out = ok(&run(&["gc", "--id", &id], b""), "gc --id");
+    assert!(out.contains("not removed (not ours)"), "{out}");
+    assert!(out.contains("--accept-owner 65534"), "{out}");
+    assert!(exists(stale), "gc removed another user's ring");
+    let out = ok(&run(&["gc", "--dry-run"], b""), "gc --dry-run");
+    assert!(
+        !out.contains(&format!("would remove shmid {stale} ")),
+        "{out}"
+    );
+    let out = ok(
+        &run(&["gc", "--id", &id, "--accept-owner", "65534"], b""),
+        "gc --accept-owner",
+    );
+    assert!(out.contains(&format!("removed shmid {stale} ")), "{out}");
+    assert_gone(key, &[stale]);
+
+    // Ours, but 0644: wider than the default --mode 0600.
+    let key = unique_key();
+    let k = key.to_string();
+    let _clean = Cleanup::Key(key);
+    let out = run(
+        &["create", "--key", &k, "--mode", "644", "--capacity", "64K"],
+        b"",
+    );
+    let shmid: i32 = ok(&out, "create").trim().parse().expect("shmid");
+    let err = fails(&run(&["send", "--key", &k], b"x"), 1, "send to a 0644 ring");
+    assert!(err.contains("0644") && err.contains("--mode 0644"), "{err}");
+    ok(
+        &run(&["send", "--key", &k, "--mode", "0644"], b"x"),
+        "send --mode",
+    );
+    assert_eq!(
+        ok(&run(&["recv", "--key", &k, "--mode", "0644"], b""), "recv"),
+        "x"
+    );
+    ok(&run(&["rm", "--key", &k], b""), "rm");
+    assert_gone(key, &[shmid]);
+}

@@ -46,6 +46,14 @@ fn truncate(path: &std::path::Path) {
         .unwrap();
 }
 
+/// Writes a file of ours that only we may use (mode 0600, as a ring is made), so that what is
+/// refused is its content, not its owner or mode (docs/DESIGN.md, "Whose ring is it").
+fn write_private(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn refused(r: Result<Ring, Error>) -> Error {
     match r {
         Ok(_) => panic!("the file was accepted as a ring"),
@@ -117,14 +125,14 @@ fn files_that_are_not_rings_are_refused() {
     ));
 
     let small = ring_path("small");
-    std::fs::write(&small.0, b"SHMPIPE1").unwrap();
+    write_private(&small.0, b"SHMPIPE1");
     assert!(matches!(
         refused(Ring::open_file(&small.0)),
         Error::SegmentTooSmall { actual: 8, .. }
     ));
 
     let foreign = ring_path("foreign");
-    std::fs::write(&foreign.0, vec![0x5a; 64 * 1024]).unwrap();
+    write_private(&foreign.0, &vec![0x5a; 64 * 1024]);
     let e = refused(Ring::open_file(&foreign.0));
     assert!(matches!(e, Error::NotShmpipe { .. }), "{e}");
     assert!(e.to_string().contains("ring file"), "{e}");

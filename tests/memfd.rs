@@ -157,6 +157,10 @@ fn a_sealed_memfd_without_a_ring_is_refused() {
     // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer.
     let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
     assert_eq!(rc, 0);
+    // memfd_create makes it 0777; 0600, as a ring's creator makes it, so that what is refused
+    // is its content, not its mode (docs/DESIGN.md, "Whose ring is it").
+    // SAFETY: fchmod on our own descriptor.
+    assert_eq!(unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) }, 0);
     let err = refused(Ring::from_memfd(fd));
     assert!(
         matches!(err, Error::NotShmpipe { .. } | Error::BadHeader { .. }),

@@ -101,10 +101,12 @@ fn reason(class: &Class, stat: &SegmentStat) -> String {
 /// `shmpipe gc`: removes orphaned shmpipe rings: nobody attached, no live role holder, and
 /// either left by a crash, or closed and empty; or abandoned while being created. Rings holding
 /// messages for a receiver that may still come, persistent rings, rings in use and segments
-/// that are not shmpipe rings are kept.
+/// that are not shmpipe rings are kept; so are rings of other users (root included) unless
+/// `--accept-owner` names their owner.
 pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
+    let owners = &a.owners.accept_owner;
     let entries = match a.target.resolve()? {
-        None => gc::gc(a.dry_run)?,
+        None => gc::gc_accepting(a.dry_run, owners)?,
         Some(target) => {
             let shmid = sysv::shmid_of(target)?;
             let (stat, class) = gc::classify_id(shmid)?;
@@ -115,7 +117,7 @@ pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
                 )));
             }
             let mut removed = false;
-            if class.is_stale() && !a.dry_run {
+            if class.is_stale() && !a.dry_run && gc::may_remove(&stat, owners) {
                 // Classify once more right before removing: someone may have attached since.
                 let again = gc::classify_id(shmid).map(|(_, c)| c.is_stale());
                 removed = again.unwrap_or(false) && segment::remove_id(shmid).is_ok();
@@ -132,8 +134,12 @@ pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
             Key::Private => "0x00000000".to_string(),
             k => k.to_string(),
         };
+        let ours = gc::may_remove(&e.stat, owners);
         let action = if e.removed {
             "removed"
+        } else if e.class.is_stale() && !ours {
+            // Stale, but another user's: never removed unless that owner is named.
+            "not removed (not ours)"
         } else if e.class.is_stale() && a.dry_run {
             "would remove"
         } else if e.class.is_stale() {
@@ -144,11 +150,24 @@ pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
         } else {
             continue;
         };
-        println!(
-            "{action} shmid {} key {key}: {}",
-            e.stat.shmid,
-            reason(&e.class, &e.stat)
-        );
+        let mut why = reason(&e.class, &e.stat);
+        if e.class.is_stale() && !ours {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            let mut flags: Vec<String> = [e.stat.uid, e.stat.creator_uid]
+                .into_iter()
+                .filter(|&u| u != me && !owners.contains(&u))
+                .map(|u| format!("--accept-owner {u}"))
+                .collect();
+            flags.dedup();
+            why.push_str(&format!(
+                "; owned by uid {} (created by uid {}): {} removes it",
+                e.stat.uid,
+                e.stat.creator_uid,
+                flags.join(" ")
+            ));
+        }
+        println!("{action} shmid {} key {key}: {why}", e.stat.shmid);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -108,7 +108,8 @@ pub struct ShapeArgs {
     /// Bytes per slot (a power of two from 8 to 1M); a message takes whole slots. [default: 64]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub slot_size: Option<u64>,
-    /// Permission bits (octal) of a ring this command creates.
+    /// Permission bits (octal) of a ring this command creates; also the widest mode accepted
+    /// on an existing ring of this user (a wider one is refused: others may be reading it).
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
     /// Back a ring this command creates with huge pages (SHM_HUGETLB); fails, never falls back,
@@ -157,6 +158,28 @@ pub struct TransferOpts {
     /// Never show a progress bar (shown on a terminal for transfers over half a second).
     #[arg(long, short = 'q')]
     pub no_progress: bool,
+    /// Whose rings to trust besides our own.
+    #[command(flatten)]
+    pub owners: OwnerArgs,
+}
+
+/// Which users' rings a command accepts besides its own (root included: by default a ring
+/// another user owns or created is refused, since they could read what goes through it).
+#[derive(Debug, Args, Clone, Default)]
+pub struct OwnerArgs {
+    /// Accept a ring owned or created by this user id (repeat for several), with whatever mode
+    /// its owner gave it; for `gc`, also remove that user's stale rings.
+    #[arg(long = "accept-owner", value_name = "UID")]
+    pub accept_owner: Vec<u32>,
+}
+
+impl OwnerArgs {
+    /// `config` accepting these owners.
+    pub fn apply(&self, config: shmpipe::RingConfig) -> shmpipe::RingConfig {
+        self.accept_owner
+            .iter()
+            .fold(config, |c, &uid| c.accept_owner(uid))
+    }
 }
 
 /// `shmpipe recv`.
@@ -210,6 +233,9 @@ pub struct GcArgs {
     /// Also list the rings that are kept, and why.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Whose stale rings to remove besides our own.
+    #[command(flatten)]
+    pub owners: OwnerArgs,
 }
 
 /// `shmpipe stat`.
@@ -298,8 +324,61 @@ impl CliError {
 
 impl From<shmpipe::Error> for CliError {
     fn from(e: shmpipe::Error) -> CliError {
-        // The library's messages name the key and shmid ("key 0x00002020 (shmid 7): ...").
-        CliError::new(e.to_string())
+        match e {
+            shmpipe::Error::ForeignOwner {
+                ident,
+                owner_uid,
+                creator_uid,
+                mode,
+                expected_uid,
+                allowed_mode,
+            } => CliError::new(foreign_owner(
+                ident,
+                owner_uid,
+                creator_uid,
+                mode,
+                expected_uid,
+                allowed_mode,
+            )),
+            // The library's messages name the key and shmid ("key 0x00002020 (shmid 7): ...").
+            e => CliError::new(e.to_string()),
+        }
+    }
+}
+
+/// A ring that is not ours, in this command's words: who owns it, its mode, and the flag that
+/// would accept it.
+fn foreign_owner(
+    ident: shmpipe::Ident,
+    owner: u32,
+    creator: Option<u32>,
+    mode: u32,
+    me: u32,
+    allowed: u32,
+) -> String {
+    let created = match creator {
+        Some(c) if c != owner => format!(" (created by uid {c})"),
+        _ => String::new(),
+    };
+    let mut flags: Vec<String> = [Some(owner), creator]
+        .into_iter()
+        .flatten()
+        .filter(|&uid| uid != me)
+        .map(|uid| format!("--accept-owner {uid}"))
+        .collect();
+    flags.dedup();
+    if flags.is_empty() {
+        format!(
+            "{ident}: owned by uid {owner} with mode {mode:04o}, which lets others in beyond \
+             --mode {allowed:04o}: refused; --mode {:04o} accepts it",
+            mode | allowed
+        )
+    } else {
+        format!(
+            "{ident}: owned by uid {owner}{created} with mode {mode:04o}, not by this user \
+             (uid {me}): refused, they could read what goes through it; {} accepts it",
+            flags.join(" ")
+        )
     }
 }
 

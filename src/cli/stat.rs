@@ -4,9 +4,12 @@
 //!
 //! The list of segments comes from `/proc/sysvipc/shm`; each is then looked at once with
 //! `shmpipe::gc::inspect`, a brief attach whose own attach is not counted. Segments that are
-//! not shmpipe rings (or that this user may not attach) are not listed.
+//! not shmpipe rings (or that this user may not attach) are not listed. Rings of other users
+//! are listed, marked with their owner: `send` and `recv` refuse them unless told to accept
+//! that owner, but `stat` claims nothing and sends nothing, so it shows them.
 
 use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
 use shmpipe::gc::{self, Class, Holder, RingInfo};
@@ -17,8 +20,14 @@ use super::{CliError, StatArgs, sysv};
 /// `shmpipe stat`.
 pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
     if let Some(path) = &a.path {
-        let ring = shmpipe::Ring::open_file(path)?;
-        let view = FileView::of(&ring, path);
+        // Monitoring only: whoever owns the file, with whatever mode, it is shown (with its
+        // owner and mode). A file swapped in between this look and the open is refused.
+        let meta = std::fs::metadata(path)
+            .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
+        let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
+        let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
+        let ring = shmpipe::Ring::open_file_with(path, &cfg)?;
+        let view = FileView::of(&ring, path, uid, mode);
         if a.json {
             println!("{}", view.json());
         } else {
@@ -71,11 +80,15 @@ struct FileView {
     status: shmpipe::RingStatus,
     holders: (Option<Holder>, Option<Holder>),
     instance_id: u64,
+    uid: u32,
+    mode: u32,
 }
 
 impl FileView {
-    fn of(ring: &shmpipe::Ring, path: &std::path::Path) -> FileView {
+    fn of(ring: &shmpipe::Ring, path: &std::path::Path, uid: u32, mode: u32) -> FileView {
         FileView {
+            uid,
+            mode,
             path: path.display().to_string(),
             linked: ring.is_linked(),
             persistent: ring.is_persistent(),
@@ -103,6 +116,7 @@ impl FileView {
             let _ = writeln!(out, "{name:<13}{value}");
         };
         line("file", self.path.clone());
+        line("mode", owner_line(self.mode, self.uid, None));
         line(
             "shape",
             format!(
@@ -147,6 +161,8 @@ impl FileView {
     fn json(&self) -> String {
         let fields: Vec<(&str, String)> = vec![
             ("path", json_string(&self.path)),
+            ("mode", self.mode.to_string()),
+            ("uid", self.uid.to_string()),
             ("capacity", (self.slot_count * self.slot_size).to_string()),
             ("slot_size", self.slot_size.to_string()),
             ("slot_count", self.slot_count.to_string()),
@@ -221,6 +237,32 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// The owner (or, if the owner is us, the creator) of a ring that is not ours: not this
+/// process's effective uid.
+fn stranger(owner: u32, creator: Option<u32>) -> Option<u32> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    [Some(owner), creator]
+        .into_iter()
+        .flatten()
+        .find(|&uid| uid != me)
+}
+
+/// "0600 (owner uid 0)", with the creator if another, and a warning for a ring not ours.
+fn owner_line(mode: u32, owner: u32, creator: Option<u32>) -> String {
+    let mut s = format!("{mode:04o} (owner uid {owner}");
+    if let Some(c) = creator.filter(|&c| c != owner) {
+        s.push_str(&format!(", created by uid {c}"));
+    }
+    s.push(')');
+    if let Some(uid) = stranger(owner, creator) {
+        s.push_str(&format!(
+            "; not ours: send and recv refuse it without --accept-owner {uid}"
+        ));
+    }
+    s
+}
+
 fn holder_short(h: Option<Holder>) -> String {
     match h {
         None => "-".into(),
@@ -262,6 +304,10 @@ fn table(rings: &[RingInfo]) -> String {
         if i.persistent {
             st.push_str(" persistent");
         }
+        if let Some(uid) = stranger(i.stat.uid, Some(i.stat.creator_uid)) {
+            // Not ours: send and recv refuse it unless told to accept this user.
+            st.push_str(&format!(" owner={uid}"));
+        }
         let _ = writeln!(
             out,
             "{:<10} {:>10} {:<5} {:>9} {:>9} {:>8} {:>10} {:>12} {:>12} {:>6}  {}",
@@ -298,7 +344,7 @@ fn details(i: &RingInfo) -> String {
     line("shmid", i.stat.shmid.to_string());
     line(
         "mode",
-        format!("{:04o} (owner uid {})", i.stat.mode, i.stat.uid),
+        owner_line(i.stat.mode, i.stat.uid, Some(i.stat.creator_uid)),
     );
     line(
         "shape",
@@ -379,6 +425,7 @@ fn json(i: &RingInfo) -> String {
         ("mode", i.stat.mode.to_string()),
         ("perms", format!("\"{:o}\"", i.stat.mode)),
         ("uid", i.stat.uid.to_string()),
+        ("creator_uid", i.stat.creator_uid.to_string()),
         ("size", i.stat.size.to_string()),
         ("capacity", capacity(i).to_string()),
         ("slot_size", i.slot_size.to_string()),

@@ -116,20 +116,21 @@ impl ShapeArgs {
 
 /// Opens the ring a transfer uses, creating it if needed. Without an explicit shape, an
 /// existing ring of any shape is used as it is.
-fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring, CliError> {
-    let cfg = shape.config(persistent)?;
+fn open_ring(target: Target, shape: &ShapeArgs, cfg: &RingConfig) -> Result<Ring, CliError> {
     match target {
-        Target::Id(id) => Ok(Ring::open_id(id)?),
+        Target::Id(id) => Ok(Ring::open_id_with(id, cfg)?),
         Target::Key(Key::Private) => {
-            let ring = Ring::create(Key::Private, &cfg)?;
+            let ring = Ring::create(Key::Private, cfg)?;
             let id = ring.shmid().unwrap_or(-1);
             eprintln!(
                 "shmpipe: created private ring shmid {id}; the other side joins with --id {id}"
             );
             Ok(ring)
         }
-        Target::Key(key) => match Ring::open_or_create(key, &cfg) {
-            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => Ok(Ring::open(key)?),
+        Target::Key(key) => match Ring::open_or_create(key, cfg) {
+            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => {
+                Ok(Ring::open_with(key, cfg)?)
+            }
             other => Ok(other?),
         },
     }
@@ -137,12 +138,14 @@ fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring
 
 /// Opens the ring of a transfer: the file of `--path`, or the segment of the target options.
 fn open_transfer(target: &TargetArgs, opts: &TransferOpts) -> Result<Ring, CliError> {
+    let cfg = opts.owners.apply(opts.shape.config(opts.persist)?);
     let Some(path) = &opts.path else {
-        return open_ring(target.required()?, &opts.shape, opts.persist);
+        return open_ring(target.required()?, &opts.shape, &cfg);
     };
-    let cfg = opts.shape.config(opts.persist)?;
     match Ring::open_or_create_file(path, &cfg) {
-        Err(Error::ConfigMismatch { .. }) if !opts.shape.explicit() => Ok(Ring::open_file(path)?),
+        Err(Error::ConfigMismatch { .. }) if !opts.shape.explicit() => {
+            Ok(Ring::open_file_with(path, &cfg)?)
+        }
         other => Ok(other?),
     }
 }

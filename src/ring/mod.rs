@@ -94,7 +94,9 @@ mod sabotage {
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The shape and permissions of a ring to create.
+/// The shape and permissions of a ring to create, and what an opener accepts: the mode and
+/// the other owners it trusts ([`RingConfig::mode`], [`RingConfig::accept_owner`]) and how long
+/// it waits for the creator ([`RingConfig::init_timeout`]).
 ///
 /// A ring is an array of `slot_count` slots of `slot_size` bytes (both powers of two). A
 /// message takes `ceil((8 + len) / slot_size)` consecutive slots; the 8 bytes are its record
@@ -120,6 +122,8 @@ pub struct RingConfig {
     huge_pages: bool,
     /// A typed ring's message type (`crate::typed`); `None` for a byte ring.
     message_type: Option<MessageType>,
+    /// Uids besides our own whose rings an opener accepts (`crate::access`).
+    accepted_owners: Vec<u32>,
 }
 
 impl Default for RingConfig {
@@ -134,6 +138,7 @@ impl Default for RingConfig {
             persistent: false,
             huge_pages: false,
             message_type: None,
+            accepted_owners: Vec::new(),
         }
     }
 }
@@ -165,10 +170,45 @@ impl RingConfig {
         self
     }
 
-    /// Permission bits of a created segment (default `0o600`: owner only).
+    /// Permission bits of a ring this configuration creates (default `0o600`: owner only),
+    /// exactly, whatever the umask. For an opener ([`Ring::open_with`] and the other `_with`
+    /// opens, [`Ring::open_or_create`]) it is also the widest mode accepted on a ring of its
+    /// own: a ring owned by our effective uid whose mode grants group or others a permission
+    /// this mode does not is refused with [`Error::ForeignOwner`] (someone may be reading it).
+    /// A group that shares a ring on purpose says so on both sides, e.g. `mode(0o660)`.
     pub fn mode(mut self, mode: u32) -> RingConfig {
         self.mode = mode;
         self
+    }
+
+    /// Accepts rings owned or created by the user `uid`, besides our own effective uid. By
+    /// default an opener refuses a segment, memfd or file that another user owns (or, for a
+    /// segment, created and then gave to us) with [`Error::ForeignOwner`], root included:
+    /// anyone can create a ring at a key first and read what we send into it. Accept the uid
+    /// of the user you mean to share with (e.g. the daemon that creates the ring); its ring is
+    /// then taken with the mode its owner chose. Call it once per uid to accept several.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use shmpipe::{Key, Ring, RingConfig};
+    /// // A ring created by the service account 990 for its group.
+    /// let ring = Ring::open_with(Key::new(0x2020), &RingConfig::new().accept_owner(990))?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn accept_owner(mut self, uid: u32) -> RingConfig {
+        if !self.accepted_owners.contains(&uid) {
+            self.accepted_owners.push(uid);
+        }
+        self
+    }
+
+    /// What an opener accepts (`crate::access`).
+    fn expect(&self) -> crate::access::Expect<'_> {
+        crate::access::Expect {
+            mode: self.mode,
+            owners: &self.accepted_owners,
+        }
     }
 
     /// How long an opener waits for the creator to finish initialising (default 1 s).
@@ -500,7 +540,10 @@ impl Ring {
     pub fn create_memfd(config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
-        let backing = Backing::Memfd(MemfdMap::create(size, config.huge_pages)?);
+        let map = MemfdMap::create(size, config.huge_pages)?;
+        // A memfd starts as 0777: give it the configured mode, which `from_memfd` checks.
+        crate::access::set_mode(map.fd(), config.mode, Ident::default())?;
+        let backing = Backing::Memfd(map);
         Ok(fresh_ring(
             backing,
             g,
@@ -518,12 +561,26 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing, and
-    /// the header errors of [`Ring::open`].
+    /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing;
+    /// [`Error::ForeignOwner`] for a memfd of another user or with a mode wider than 0600 (see
+    /// [`Ring::from_memfd_with`]); and the header errors of [`Ring::open`].
     pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
-        let backing = Backing::Memfd(MemfdMap::open(fd)?);
+        Ring::from_memfd_with(fd, &RingConfig::default())
+    }
+
+    /// [`Ring::from_memfd`], accepting the owners and the mode of `config`
+    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout. A
+    /// memfd another user created (its `st_uid`) is refused unless that user is accepted.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::from_memfd`].
+    pub fn from_memfd_with(fd: std::os::fd::OwnedFd, config: &RingConfig) -> Result<Ring, Error> {
+        let expect = config.expect();
+        let map = MemfdMap::open(fd, &|st| expect.check_stat(Ident::default(), st))?;
+        let backing = Backing::Memfd(map);
         Ok(Ring {
-            region: Arc::new(attach(backing, Ident::default(), DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(backing, Ident::default(), config.init_timeout)?),
         })
     }
 
@@ -613,13 +670,28 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::FileNotFound`]; [`Error::File`] if opening or mapping fails (e.g. permission
-    /// denied); [`Error::BadHeader`] for something that is not a regular file; the header
-    /// errors of [`Ring::open`].
+    /// denied); [`Error::BadHeader`] for something that is not a regular file;
+    /// [`Error::ForeignOwner`] for a file of another user or with a mode wider than 0600 (see
+    /// [`Ring::open_file_with`]); the header errors of [`Ring::open`].
     pub fn open_file(path: impl AsRef<Path>) -> Result<Ring, Error> {
-        let map = FileMap::open(path.as_ref())?;
+        Ring::open_file_with(path, &RingConfig::default())
+    }
+
+    /// [`Ring::open_file`], accepting the owners and the mode of `config`
+    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout. The
+    /// file's owner and mode are checked on the descriptor opened (`fstat`), before it is
+    /// mapped; the shape fields of `config` are not used.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open_file`].
+    pub fn open_file_with(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
+        let path = path.as_ref();
+        let expect = config.expect();
+        let map = FileMap::open(path, &|st| expect.check_stat(crate::file::ident(path), st))?;
         let ident = crate::file::ident(map.path());
         Ok(Ring {
-            region: Arc::new(attach(Backing::File(map), ident, DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(Backing::File(map), ident, config.init_timeout)?),
         })
     }
 
@@ -627,12 +699,15 @@ impl Ring {
     /// start first. An existing ring must have the configured shape. A non-persistent ring
     /// file left by a lone side that died before its peer came (a role held by a dead process,
     /// none by a live one) is removed and created afresh, as [`Ring::open_or_create`] recycles
-    /// an orphan segment; a persistent one is opened as it is.
+    /// an orphan segment; a persistent one is opened as it is. An existing file is opened as
+    /// [`Ring::open_file_with`] opens it, with `config`'s mode and accepted owners, before
+    /// anything else: another user's file is refused, never removed.
     ///
     /// # Errors
     ///
-    /// As [`Ring::create_file`] and [`Ring::open_file`], and [`Error::ConfigMismatch`] if the
-    /// existing ring has another slot size, slot count or maximum message.
+    /// As [`Ring::create_file`] and [`Ring::open_file`] ([`Error::ForeignOwner`] included),
+    /// and [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
+    /// maximum message.
     pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         let want = config.geometry()?;
@@ -644,7 +719,8 @@ impl Ring {
                 Err(Error::FileExists { .. }) => {}
                 other => return other,
             }
-            match Ring::open_file(path) {
+            // The owner is checked before anything else, so a foreign file is never removed.
+            match Ring::open_file_with(path, config) {
                 Ok(ring) if ring.is_orphan_file() => {
                     // Left by a lone side that died before its peer came: start afresh, as
                     // `open_or_create` recycles an orphan segment.
@@ -708,11 +784,12 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`]; [`Error::NotShmpipe`] for someone else's segment;
-    /// [`Error::VersionMismatch`]; [`Error::SegmentTooSmall`]; [`Error::BadHeader`];
-    /// [`Error::InitTimeout`].
+    /// [`Error::NotFound`]; [`Error::ForeignOwner`] for a segment another user owns or
+    /// created, or one of ours whose mode is wider than 0600 (see [`Ring::open_with`]);
+    /// [`Error::NotShmpipe`] for someone else's segment; [`Error::VersionMismatch`];
+    /// [`Error::SegmentTooSmall`]; [`Error::BadHeader`]; [`Error::InitTimeout`].
     pub fn open(key: Key) -> Result<Ring, Error> {
-        Ring::open_timeout(key, DEFAULT_INIT_TIMEOUT)
+        Ring::open_with(key, &RingConfig::default())
     }
 
     /// [`Ring::open`] with an explicit wait for initialisation.
@@ -721,11 +798,20 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_timeout(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
-        let seg = Segment::open(key)?;
-        let ident = seg.ident();
-        Ok(Ring {
-            region: Arc::new(attach(Backing::Segment(seg), ident, init_timeout)?),
-        })
+        Ring::open_with(key, &RingConfig::new().init_timeout(init_timeout))
+    }
+
+    /// [`Ring::open`], accepting the owners and the mode of `config`
+    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout; the
+    /// shape fields of `config` are not used (the ring has the shape it has; see
+    /// [`Ring::open_or_create`] for a check). The segment's owner, creator and mode come from
+    /// `IPC_STAT` on the segment attached, before a byte of it is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open`].
+    pub fn open_with(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+        Ring::attach_segment(Segment::open(key)?, config)
     }
 
     /// Opens a ring by shmid, e.g. one created with [`Key::Private`] by another process.
@@ -734,10 +820,25 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_id(shmid: i32) -> Result<Ring, Error> {
-        let seg = Segment::attach_id(shmid)?;
+        Ring::open_id_with(shmid, &RingConfig::default())
+    }
+
+    /// [`Ring::open_id`], accepting the owners and the mode of `config` as
+    /// [`Ring::open_with`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open`].
+    pub fn open_id_with(shmid: i32, config: &RingConfig) -> Result<Ring, Error> {
+        Ring::attach_segment(Segment::attach_id(shmid)?, config)
+    }
+
+    /// Checks who owns an attached segment, then waits for its header and validates it.
+    fn attach_segment(seg: Segment, config: &RingConfig) -> Result<Ring, Error> {
         let ident = seg.ident();
+        config.expect().check_segment(ident, &seg.stat()?)?;
         Ok(Ring {
-            region: Arc::new(attach(Backing::Segment(seg), ident, DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(Backing::Segment(seg), ident, config.init_timeout)?),
         })
     }
 
@@ -745,13 +846,16 @@ impl Ring {
     /// either side may start first. An existing ring must have the configured shape. A stale
     /// ring at the key (see [`gc::Class::is_stale`](crate::gc::Class::is_stale): nobody
     /// attached, no live holder, nothing waiting to be read, or abandoned mid-initialisation)
-    /// is removed and recreated; a segment that is not a shmpipe ring is refused, never
-    /// touched.
+    /// is removed and recreated if it is ours (owner and creator our effective uid, or
+    /// accepted: [`RingConfig::accept_owner`]); a segment that is not a shmpipe ring, or is
+    /// another user's, is refused, never touched. An existing ring is opened as
+    /// [`Ring::open_with`] opens it, with `config`'s mode and accepted owners.
     ///
     /// # Errors
     ///
-    /// As [`Ring::create`] and [`Ring::open`], and [`Error::ConfigMismatch`] if the existing
-    /// ring has another slot size, slot count or maximum message.
+    /// As [`Ring::create`] and [`Ring::open`] ([`Error::ForeignOwner`] included), and
+    /// [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
+    /// maximum message.
     pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let want = config.geometry()?;
         // The segment can vanish between a failed create and the open (its owner removed it):
@@ -763,12 +867,12 @@ impl Ring {
                 other => return other,
             }
             // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
-            // its creator died mid-init) is removed and created afresh. Anything else at the
-            // key is opened (and a foreign segment refused) below.
-            if crate::gc::recycle_if_stale(key) {
+            // its creator died mid-init) of ours is removed and created afresh. Anything else
+            // at the key is opened (and a foreign segment refused) below.
+            if crate::gc::recycle_if_stale(key, &config.accepted_owners) {
                 continue;
             }
-            match Ring::open_timeout(key, config.init_timeout) {
+            match Ring::open_with(key, config) {
                 Ok(ring) => {
                     check_shape(&ring, &want)?;
                     return Ok(ring);
