@@ -223,6 +223,13 @@ pub fn gc(dry_run: bool) -> Result<Vec<Entry>, Error> {
     Ok(entries)
 }
 
+/// `gc` of one segment: removes it if it is stale (see [`Class::is_stale`]), classifying it
+/// once more right before (someone may have attached since). Returns whether it was removed.
+/// Never removes a segment in use, a foreign one, or one that keeps messages for a consumer.
+pub fn remove_if_stale(shmid: i32) -> bool {
+    remove_if_still_stale(shmid)
+}
+
 /// Removes a segment after classifying it once more (someone may have attached since).
 pub(crate) fn remove_if_still_stale(shmid: i32) -> bool {
     match classify_id(shmid) {
