@@ -8,7 +8,7 @@
 //! Attach counts are per process, so every party is a process: a pool of long-lived workers
 //! (this test binary run again in a role) takes one command per round over a pipe, so
 //! thousands of rounds fit in a few seconds. `SHMPIPE_RECYCLE_ROUNDS` sets the number of
-//! rounds (default 2000) for a longer soak.
+//! rounds (default 5000) for a longer soak.
 
 mod common;
 
@@ -19,8 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    ROLE_VAR, RawAttach, RemoveOnDrop, SplitMix64, child_role, param, param_opt,
-    unique_key,
+    ROLE_VAR, RawAttach, RemoveOnDrop, SplitMix64, child_role, param, param_opt, unique_key,
 };
 use shmpipe::{Error, Key, Ring, RingConfig, gc};
 
@@ -28,7 +27,7 @@ use shmpipe::{Error, Key, Ring, RingConfig, gc};
 const KEY_VAR: &str = "SHMPIPE_TEST_KEY";
 /// Rounds to run (default [`DEFAULT_ROUNDS`]).
 const ROUNDS_VAR: &str = "SHMPIPE_RECYCLE_ROUNDS";
-const DEFAULT_ROUNDS: u32 = 2000;
+const DEFAULT_ROUNDS: u32 = 5000;
 /// The run stops early after this many failed rounds (each one is reported).
 const MAX_FAILURES: usize = 20;
 /// Messages the crashed producer left in its ring.
@@ -316,7 +315,11 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
         clear_key(key);
         let crashed = crash_ring(key);
         for o in &mut observers {
-            o.send(&format!("O {round} {} {}", 4 + rng.below(12), rng.next_u64()));
+            o.send(&format!(
+                "O {round} {} {}",
+                4 + rng.below(12),
+                rng.next_u64()
+            ));
         }
         producer.send(&format!("P {round} {}", rng.below(150)));
         consumer.send(&format!("C {round} {}", rng.below(150)));

@@ -22,6 +22,7 @@ pub use producer::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::file::FileMap;
+use crate::keylock::Mode;
 use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
@@ -636,6 +637,10 @@ impl Ring {
     pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         let want = config.geometry()?;
+        // As `open_or_create`: the decision is made holding the path's lock exclusively, so of
+        // two sides restarting at once one recycles and the other opens what it created, and
+        // no unlink (here or in a claim) can remove the new file by mistake.
+        let _lock = crate::keylock::lock_file(path, Mode::Exclusive, crate::keylock::LOCK_TIMEOUT)?;
         let mut last = None;
         // The file can vanish between a failed create and the open (both sides joined and it
         // was unlinked, or its owner removed it): then creating is right again.
@@ -648,7 +653,9 @@ impl Ring {
                 Ok(ring) if ring.is_orphan_file() => {
                     // Left by a lone side that died before its peer came: start afresh, as
                     // `open_or_create` recycles an orphan segment.
-                    ring.remove()?;
+                    if let Backing::File(f) = ring.region.backing() {
+                        f.unlink_locked()?;
+                    }
                     continue;
                 }
                 Ok(ring) => {
@@ -721,7 +728,23 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_timeout(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
-        let seg = Segment::open(key)?;
+        // The attach is made under the key's lock, shared: a recycler of the key (which holds
+        // it exclusively) then either sees this attach as a user, or has finished and the key
+        // names the new ring. Once attached, the attach count speaks for us.
+        let seg = {
+            let _lock = crate::keylock::lock_key(key, Mode::Shared, crate::keylock::LOCK_TIMEOUT)?;
+            Segment::open(key)?
+        };
+        Ring::attach_segment(seg, init_timeout)
+    }
+
+    /// [`Ring::open_timeout`] for a caller that holds the key's lock already.
+    fn open_locked(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
+        Ring::attach_segment(Segment::open(key)?, init_timeout)
+    }
+
+    /// Waits for and validates the header of an attached segment.
+    fn attach_segment(seg: Segment, init_timeout: Duration) -> Result<Ring, Error> {
         let ident = seg.ident();
         Ok(Ring {
             region: Arc::new(attach(Backing::Segment(seg), ident, init_timeout)?),
@@ -754,8 +777,14 @@ impl Ring {
     /// ring has another slot size, slot count or maximum message.
     pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let want = config.geometry()?;
-        // The segment can vanish between a failed create and the open (its owner removed it):
-        // then creating is right again. A few rounds settle any such race.
+        // The whole decision (create, or classify and recycle, or open) is made holding the
+        // key's lock exclusively (docs/DESIGN.md, "Recycling a key"): no other
+        // `open_or_create`, `gc` removal or observer runs meanwhile, and every attach counted
+        // by the classification is a user's. A private key names nothing to race for.
+        let _lock = crate::keylock::lock_key(key, Mode::Exclusive, crate::keylock::LOCK_TIMEOUT)?;
+        // The segment can vanish between a failed create and the open (its owner removed it
+        // with `Ring::remove`, which takes no lock): then creating is right again. A few
+        // rounds settle any such race.
         let mut last = None;
         for _ in 0..8 {
             match Ring::create(key, config) {
@@ -765,10 +794,10 @@ impl Ring {
             // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
             // its creator died mid-init) is removed and created afresh. Anything else at the
             // key is opened (and a foreign segment refused) below.
-            if crate::gc::recycle_if_stale(key) {
+            if crate::gc::recycle_if_stale_locked(key) {
                 continue;
             }
-            match Ring::open_timeout(key, config.init_timeout) {
+            match Ring::open_locked(key, config.init_timeout) {
                 Ok(ring) => {
                     check_shape(&ring, &want)?;
                     return Ok(ring);
