@@ -261,3 +261,90 @@ pub(crate) fn sweep_key_locks() -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_ring_path(what: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("shmpipe-keylock-{}-{what}", std::process::id()))
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "flock and files: Miri isolates the program from them")]
+    fn exclusive_excludes_shared_and_the_last_holder_unlinks() {
+        let ring = temp_ring_path("modes");
+        let lock = file_lock_path(&ring).unwrap();
+        let a = lock_file(&ring, Mode::Shared, Duration::ZERO).unwrap();
+        let b = lock_file(&ring, Mode::Shared, Duration::ZERO).unwrap();
+        assert!(matches!(
+            lock_file(&ring, Mode::Exclusive, Duration::from_millis(20)),
+            Err(Error::Locked { .. })
+        ));
+        drop(a);
+        assert!(lock.exists(), "unlinked while another holder had it");
+        assert!(matches!(
+            lock_file(&ring, Mode::Exclusive, Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        drop(b);
+        assert!(!lock.exists(), "the last holder leaves no lock file");
+        let c = lock_file(&ring, Mode::Exclusive, Duration::ZERO).unwrap();
+        assert!(matches!(
+            lock_file(&ring, Mode::Shared, Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        drop(c);
+        assert!(!lock.exists());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "flock and files: Miri isolates the program from them")]
+    fn a_waiter_whose_file_was_unlinked_locks_the_new_one() {
+        let ring = temp_ring_path("unlinked");
+        let first = lock_file(&ring, Mode::Exclusive, Duration::ZERO).unwrap();
+        let waiter = std::thread::spawn({
+            let ring = ring.clone();
+            move || lock_file(&ring, Mode::Exclusive, Duration::from_secs(10)).unwrap()
+        });
+        // Let the waiter open the file and start polling, then unlink it on release.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        let second = waiter.join().unwrap();
+        // The waiter holds the file the path names now, not the unlinked one: nobody else
+        // can take the lock.
+        assert!(file_lock_path(&ring).unwrap().exists());
+        assert!(matches!(
+            lock_file(&ring, Mode::Shared, Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        drop(second);
+        assert!(!file_lock_path(&ring).unwrap().exists());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "flock and files: Miri isolates the program from them")]
+    fn sweep_removes_only_unheld_key_locks() {
+        let base = 0x7e00_0000 | ((std::process::id() & 0x3f_ffff) << 2) as i32;
+        let (held_key, left_key) = (Key::Number(base), Key::Number(base + 1));
+        let held = lock_key(held_key, Mode::Shared, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        // A lock file left behind by a holder that died before unlinking it.
+        let left = key_lock_path(left_key).unwrap();
+        std::fs::write(&left, b"").unwrap();
+        sweep_key_locks();
+        assert!(!left.exists(), "an unheld lock file is swept");
+        assert!(
+            key_lock_path(held_key).unwrap().exists(),
+            "a held one stays"
+        );
+        drop(held);
+        assert!(!key_lock_path(held_key).unwrap().exists());
+        assert!(
+            lock_key(Key::Private, Mode::Exclusive, Duration::ZERO)
+                .unwrap()
+                .is_none()
+        );
+    }
+}
