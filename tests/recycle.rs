@@ -372,9 +372,73 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
          {other} other): see above",
         failures.len()
     );
-    let lock = format!("/dev/shm/.shmpipe-key-{:08x}.lock", key.raw() as u32);
+    let lock = lock_path(key);
     assert!(
         !std::path::Path::new(&lock).exists(),
         "lock file {lock} left behind"
     );
+}
+
+/// The lock file of a key (docs/DESIGN.md, "Recycling a key").
+fn lock_path(key: Key) -> String {
+    format!("/dev/shm/.shmpipe-key-{:08x}.lock", key.raw() as u32)
+}
+
+/// Holds the key's lock exclusively, as a recycler does, until killed.
+fn hold_lock(key: Key) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path(key))
+        .expect("open the lock file");
+    // SAFETY: flock on a descriptor that `file` owns and keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    println!("@@ held");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_recycler_that_dies_holding_the_lock_does_not_wedge_the_key() {
+    if child_role().is_some() {
+        hold_lock(Key::new(param::<i32>(KEY_VAR)));
+        return;
+    }
+    let key = unique_key();
+    let _rm = RemoveOnDrop::key(key);
+    let crashed = crash_ring(key);
+    let mut holder = Worker::spawn(
+        "a_recycler_that_dies_holding_the_lock_does_not_wedge_the_key",
+        "holder",
+        key,
+    );
+    assert_eq!(holder.answer(), "held");
+    // Stuck holder: a typed error after the documented wait, not a hang, and nothing removed.
+    let t = Instant::now();
+    match Ring::open_or_create(key, &config()) {
+        Err(Error::Locked { waited, .. }) => assert!(waited >= Duration::from_secs(1)),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        shmid_at(key),
+        Some(crashed),
+        "nothing recycled without the lock"
+    );
+    // gc skips it too rather than wait.
+    assert!(!gc::remove_if_stale(crashed));
+    // The holder dies (SIGKILL; reaped): the kernel releases its lock, and the key recycles.
+    drop(holder);
+    let ring = Ring::open_or_create(key, &config()).expect("recycle after the holder died");
+    assert_ne!(ring.shmid(), Some(crashed), "the crashed ring was recycled");
+    let mut tx = ring.producer().expect("a fresh producer role");
+    tx.send(b"fresh").unwrap();
+    drop(tx);
+    drop(ring);
+    // The dead holder's lock file was unlinked by the next holder: nothing is left.
+    assert!(!std::path::Path::new(&lock_path(key)).exists());
+    clear_key(key);
 }
