@@ -633,7 +633,9 @@ impl Ring {
     /// # Errors
     ///
     /// As [`Ring::create_file`] and [`Ring::open_file`], and [`Error::ConfigMismatch`] if the
-    /// existing ring has another slot size, slot count or maximum message.
+    /// existing ring has another slot size, slot count or maximum message. The decision is
+    /// made holding the lock file `.<name>.shmpipe-lock` beside `path` (docs/DESIGN.md,
+    /// "Recycling a key"): [`Error::Locked`] if another process held it for 5 s.
     pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         let want = config.geometry()?;
@@ -717,7 +719,8 @@ impl Ring {
     ///
     /// [`Error::NotFound`]; [`Error::NotShmpipe`] for someone else's segment;
     /// [`Error::VersionMismatch`]; [`Error::SegmentTooSmall`]; [`Error::BadHeader`];
-    /// [`Error::InitTimeout`].
+    /// [`Error::InitTimeout`]; [`Error::Locked`] or [`Error::File`] for the key's lock, which
+    /// the attach is made under (shared) so that a recycler of the key counts it.
     pub fn open(key: Key) -> Result<Ring, Error> {
         Ring::open_timeout(key, DEFAULT_INIT_TIMEOUT)
     }
@@ -774,7 +777,11 @@ impl Ring {
     /// # Errors
     ///
     /// As [`Ring::create`] and [`Ring::open`], and [`Error::ConfigMismatch`] if the existing
-    /// ring has another slot size, slot count or maximum message.
+    /// ring has another slot size, slot count or maximum message. [`Error::Locked`] if another
+    /// process held the key's lock for 5 s (docs/DESIGN.md, "Recycling a key": the whole
+    /// decision is made under that lock, so two sides restarting at once, `gc` and `stat`
+    /// never split them across two segments); [`Error::File`] if the lock file in `/dev/shm`
+    /// cannot be opened or created.
     pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let want = config.geometry()?;
         // The whole decision (create, or classify and recycle, or open) is made holding the
