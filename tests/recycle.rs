@@ -25,6 +25,8 @@ use shmpipe::{Error, Key, Ring, RingConfig, gc};
 
 /// The key the workers use.
 const KEY_VAR: &str = "SHMPIPE_TEST_KEY";
+/// The ring file the workers use instead of a key, if set.
+const PATH_VAR: &str = "SHMPIPE_TEST_RING_PATH";
 /// Rounds to run (default [`DEFAULT_ROUNDS`]).
 const ROUNDS_VAR: &str = "SHMPIPE_RECYCLE_ROUNDS";
 const DEFAULT_ROUNDS: u32 = 5000;
@@ -52,6 +54,21 @@ fn shmid_at(key: Key) -> Option<i32> {
     })
 }
 
+/// Where the workers' ring lives.
+enum Place {
+    Key(Key),
+    File(std::path::PathBuf),
+}
+
+impl Place {
+    fn open_or_create(&self) -> Result<Ring, Error> {
+        match self {
+            Place::Key(key) => Ring::open_or_create(*key, &config()),
+            Place::File(path) => Ring::open_or_create_file(path, &config()),
+        }
+    }
+}
+
 /// Spins for `us` microseconds (a sleep would be rounded up to the scheduler's tick).
 fn spin(us: u64) {
     let t = Instant::now();
@@ -68,7 +85,10 @@ fn spin(us: u64) {
 /// harness prints its own lines to the same stdout). The handles a command opened are kept
 /// until the next command, so a side stays attached while the parent compares the answers.
 fn worker() {
-    let key = Key::new(param::<i32>(KEY_VAR));
+    let place = match param_opt::<String>(PATH_VAR) {
+        Some(path) => Place::File(path.into()),
+        None => Place::Key(Key::new(param::<i32>(KEY_VAR))),
+    };
     let mut held: Vec<Box<dyn Any>> = Vec::new();
     let mut out = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
@@ -78,20 +98,23 @@ fn worker() {
             .skip(1)
             .map(|w| w.parse().expect("a number"))
             .collect();
-        // Consumer first: its drop must not be seen as a close by a producer still in place.
+        // Last in, first out: the role before its ring.
         while let Some(h) = held.pop() {
             drop(h);
         }
         let reply = match line.split_ascii_whitespace().next() {
             Some("P") => {
                 spin(f[1]);
-                produce(key, f[0], &mut held)
+                produce(&place, f[0], &mut held)
             }
             Some("C") => {
                 spin(f[1]);
-                consume(key, f[0], &mut held)
+                consume(&place, f[0], &mut held)
             }
-            Some("O") => observe(key, f[1], f[2]),
+            Some("O") => match &place {
+                Place::Key(key) => observe(*key, f[1], f[2]),
+                Place::File(_) => "done".into(),
+            },
             _ => break,
         };
         writeln!(out, "@@ {reply}").expect("answer");
@@ -100,8 +123,8 @@ fn worker() {
 }
 
 /// A restarted producer: open or create, claim, send `new-<round>`.
-fn produce(key: Key, round: u64, held: &mut Vec<Box<dyn Any>>) -> String {
-    let ring = match Ring::open_or_create(key, &config()) {
+fn produce(place: &Place, round: u64, held: &mut Vec<Box<dyn Any>>) -> String {
+    let ring = match place.open_or_create() {
         Ok(r) => r,
         Err(e) => return format!("ERR open: {e}"),
     };
@@ -119,9 +142,9 @@ fn produce(key: Key, round: u64, held: &mut Vec<Box<dyn Any>>) -> String {
 }
 
 /// A restarted consumer: open or create, claim, receive one message.
-fn consume(key: Key, round: u64, held: &mut Vec<Box<dyn Any>>) -> String {
+fn consume(place: &Place, round: u64, held: &mut Vec<Box<dyn Any>>) -> String {
     let _ = round;
-    let ring = match Ring::open_or_create(key, &config()) {
+    let ring = match place.open_or_create() {
         Ok(r) => r,
         Err(e) => return format!("ERR open: {e}"),
     };
@@ -165,12 +188,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(test: &str, name: &'static str, key: Key) -> Worker {
+    fn spawn(test: &str, name: &'static str, vars: &[(&str, String)]) -> Worker {
         let exe = std::env::current_exe().expect("path of the test binary");
         let mut cmd = Command::new(exe);
         cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, name)
-            .env(KEY_VAR, key.raw().to_string())
+            .envs(vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         {
@@ -230,7 +253,7 @@ impl Drop for Worker {
 /// Leaves a crashed ring at `key`: a producer claimed it, sent [`OLD`] messages and "died" (its
 /// owner word names this pid with another start time, which the kernel says is dead), and
 /// nobody is attached. `open_or_create` must classify it as a stale orphan and recycle it.
-fn crash_ring(key: Key) -> i32 {
+fn crash_ring(key: Key) -> (i32, String) {
     let ring = Ring::create(key, &config()).expect("create the ring to crash");
     let id = ring.shmid().expect("a segment");
     let mut tx = ring.producer().expect("claim the producer");
@@ -242,10 +265,11 @@ fn crash_ring(key: Key) -> i32 {
     raw.u64(PRODUCER_OWNER)
         .store(me ^ (1 << 32), Ordering::SeqCst);
     // The producer's drop cannot release a role it no longer holds: the dead holder stays.
+    let instance = format!("{:x}", ring.instance_id());
     drop(tx);
     drop(ring);
     drop(raw);
-    id
+    (id, instance)
 }
 
 /// Removes whatever a failed round left at the key.
@@ -300,21 +324,59 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
     let key = unique_key();
     let _rm = RemoveOnDrop::key(key);
     let test = "restarts_racing_gc_and_stat_end_on_one_segment";
-    let mut producer = Worker::spawn(test, "producer", key);
-    let mut consumer = Worker::spawn(test, "consumer", key);
+    let vars = [(KEY_VAR, key.raw().to_string())];
+    let mut producer = Worker::spawn(test, "producer", &vars);
+    let mut consumer = Worker::spawn(test, "consumer", &vars);
     let mut observers = [
-        Worker::spawn(test, "observer-1", key),
-        Worker::spawn(test, "observer-2", key),
+        Worker::spawn(test, "observer-1", &vars),
+        Worker::spawn(test, "observer-2", &vars),
     ];
+    race(
+        "segment",
+        rounds,
+        &mut producer,
+        &mut consumer,
+        &mut observers,
+        || {
+            clear_key(key);
+            crash_ring(key)
+        },
+    );
+    for w in [&mut producer, &mut consumer]
+        .into_iter()
+        .chain(observers.iter_mut())
+    {
+        w.send("Q");
+    }
+    drop((producer, consumer, observers));
+    clear_key(key);
+    drop(watchdog);
+    let lock = lock_path(key);
+    assert!(
+        !std::path::Path::new(&lock).exists(),
+        "lock file {lock} left behind"
+    );
+}
+
+/// Runs `rounds` restarts: `crash` leaves a crashed ring at the place (returning its identity:
+/// shmid, or -1 for a file, and instance id), then the observers, the producer and the
+/// consumer are set off together. Prints what happened and fails if any round went wrong.
+fn race(
+    what: &str,
+    rounds: u32,
+    producer: &mut Worker,
+    consumer: &mut Worker,
+    observers: &mut [Worker],
+    mut crash: impl FnMut() -> (i32, String),
+) {
     let mut rng = SplitMix64::new(0x5eed_0012);
     let (mut split, mut joined_crash, mut other) = (0u32, 0u32, 0u32);
     let mut failures = Vec::new();
     let started = Instant::now();
     let mut ran = 0;
     for round in 0..rounds {
-        clear_key(key);
-        let crashed = crash_ring(key);
-        for o in &mut observers {
+        let crashed = crash();
+        for o in observers.iter_mut() {
             o.send(&format!(
                 "O {round} {} {}",
                 4 + rng.below(12),
@@ -324,7 +386,7 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
         producer.send(&format!("P {round} {}", rng.below(150)));
         consumer.send(&format!("C {round} {}", rng.below(150)));
         let (p, c) = (producer.answer(), consumer.answer());
-        for o in &mut observers {
+        for o in observers.iter_mut() {
             o.answer();
         }
         ran += 1;
@@ -334,7 +396,7 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
         if fine {
             continue;
         }
-        let on_crashed = |a: &Answer| a.ring.as_ref().is_some_and(|r| r.0 == crashed);
+        let on_crashed = |a: &Answer| a.ring.as_ref() == Some(&crashed);
         if pa.ring.is_some() && ca.ring.is_some() && pa.ring != ca.ring {
             split += 1;
         } else if on_crashed(&pa) || on_crashed(&ca) || ca.rest.starts_with("old-") {
@@ -343,24 +405,15 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
             other += 1;
         }
         failures.push(format!(
-            "round {round} (crashed shmid {crashed}): producer [{p}], consumer [{c}]"
+            "round {round} (crashed ring {crashed:?}): producer [{p}], consumer [{c}]"
         ));
         if failures.len() >= MAX_FAILURES {
             break;
         }
     }
-    for w in [&mut producer, &mut consumer]
-        .into_iter()
-        .chain(observers.iter_mut())
-    {
-        w.send("Q");
-    }
-    drop((producer, consumer, observers));
-    clear_key(key);
     let elapsed = started.elapsed();
-    drop(watchdog);
     println!(
-        "recycle race: {ran} rounds in {elapsed:.1?}: {split} split across two segments, \
+        "recycle race ({what}): {ran} rounds in {elapsed:.1?}: {split} split across two rings, \
          {joined_crash} joined the crashed ring, {other} other failures"
     );
     for f in &failures {
@@ -372,11 +425,67 @@ fn restarts_racing_gc_and_stat_end_on_one_segment() {
          {other} other): see above",
         failures.len()
     );
-    let lock = lock_path(key);
-    assert!(
-        !std::path::Path::new(&lock).exists(),
-        "lock file {lock} left behind"
+}
+
+/// Leaves a crashed ring file at `path`, as [`crash_ring`] does at a key (the owner word is
+/// rewritten through the file).
+fn crash_file(path: &std::path::Path) -> (i32, String) {
+    use std::os::unix::fs::FileExt;
+    let ring = Ring::create_file(path, &config()).expect("create the ring file to crash");
+    let instance = format!("{:x}", ring.instance_id());
+    let mut tx = ring.producer().expect("claim the producer");
+    for i in 0..OLD {
+        tx.send(format!("old-{i}").as_bytes()).expect("send");
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the ring file");
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, PRODUCER_OWNER as u64)
+        .expect("read the owner");
+    let dead = u64::from_le_bytes(word) ^ (1 << 32);
+    file.write_all_at(&dead.to_le_bytes(), PRODUCER_OWNER as u64)
+        .expect("write the owner");
+    drop(tx);
+    drop(ring);
+    (-1, instance)
+}
+
+#[test]
+fn file_restarts_end_on_one_file() {
+    if child_role().is_some() {
+        worker();
+        return;
+    }
+    let rounds: u32 = param_opt(ROUNDS_VAR).unwrap_or(DEFAULT_ROUNDS / 2);
+    let path = common::temp_path("recycled-ring");
+    let _rm = common::RemoveFile(path.clone());
+    let test = "file_restarts_end_on_one_file";
+    let vars = [(PATH_VAR, path.display().to_string())];
+    let mut producer = Worker::spawn(test, "producer", &vars);
+    let mut consumer = Worker::spawn(test, "consumer", &vars);
+    race(
+        "file",
+        rounds,
+        &mut producer,
+        &mut consumer,
+        &mut [],
+        || {
+            let _ = std::fs::remove_file(&path);
+            crash_file(&path)
+        },
     );
+    producer.send("Q");
+    consumer.send("Q");
+    drop((producer, consumer));
+    let _ = std::fs::remove_file(&path);
+    let mut lock = std::ffi::OsString::from(".");
+    lock.push(path.file_name().expect("a file name"));
+    lock.push(".shmpipe-lock");
+    let lock = path.with_file_name(lock);
+    assert!(!lock.exists(), "lock file {lock:?} left behind");
 }
 
 /// The lock file of a key (docs/DESIGN.md, "Recycling a key").
@@ -409,11 +518,11 @@ fn a_recycler_that_dies_holding_the_lock_does_not_wedge_the_key() {
     }
     let key = unique_key();
     let _rm = RemoveOnDrop::key(key);
-    let crashed = crash_ring(key);
+    let (crashed, _) = crash_ring(key);
     let mut holder = Worker::spawn(
         "a_recycler_that_dies_holding_the_lock_does_not_wedge_the_key",
         "holder",
-        key,
+        &[(KEY_VAR, key.raw().to_string())],
     );
     assert_eq!(holder.answer(), "held");
     // Stuck holder: a typed error after the documented wait, not a hang, and nothing removed.
