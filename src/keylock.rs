@@ -73,16 +73,22 @@ pub(crate) fn file_lock_path(path: &Path) -> Result<PathBuf, Error> {
     Ok(path.with_file_name(lock))
 }
 
-/// Locks the lock file of `key` (nothing for [`Key::Private`]).
+/// Locks the lock file of `key`. `None` for [`Key::Private`] (no name to race for), and when
+/// no lock file can be made because its directory is missing, read-only or not writable by
+/// us (then the key is used unlocked, as before locks existed; see docs/DESIGN.md).
 pub(crate) fn lock_key(key: Key, mode: Mode, timeout: Duration) -> Result<Option<NameLock>, Error> {
     match key_lock_path(key) {
         None => Ok(None),
-        Some(path) => NameLock::acquire(&path, mode, timeout, Ident::key(key)).map(Some),
+        Some(path) => NameLock::acquire(&path, mode, timeout, Ident::key(key)),
     }
 }
 
-/// Locks the lock file of the ring file at `path`.
-pub(crate) fn lock_file(path: &Path, mode: Mode, timeout: Duration) -> Result<NameLock, Error> {
+/// Locks the lock file of the ring file at `path` (`None` as for [`lock_key`]).
+pub(crate) fn lock_file(
+    path: &Path,
+    mode: Mode,
+    timeout: Duration,
+) -> Result<Option<NameLock>, Error> {
     let lock = file_lock_path(path)?;
     NameLock::acquire(&lock, mode, timeout, crate::file::ident(path))
 }
@@ -113,8 +119,9 @@ fn path_id(path: &CString) -> io::Result<Option<(u64, u64)>> {
 /// Opens the lock file, creating it if there is none. Without `O_CREAT` first: in a sticky
 /// world-writable directory (`/dev/shm`, `/tmp`) `fs.protected_regular` refuses `O_CREAT` on
 /// another user's file even when it exists. A symlink, FIFO or directory at the path is
-/// refused (`O_NOFOLLOW`, `O_NONBLOCK`, then the type is checked).
-fn open_lock_file(path: &CString) -> Result<OwnedFd, Error> {
+/// refused (`O_NOFOLLOW`, `O_NONBLOCK`, then the type is checked). `None` if there is none and
+/// the directory cannot hold one (missing, read-only, not writable by us).
+fn open_lock_file(path: &CString) -> Result<Option<OwnedFd>, Error> {
     let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     loop {
         // SAFETY: a NUL-terminated path and valid flags.
@@ -136,8 +143,10 @@ fn open_lock_file(path: &CString) -> Result<OwnedFd, Error> {
             };
             if raw < 0 {
                 let err = io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EEXIST) {
-                    continue; // someone else created it meanwhile: open theirs
+                match err.raw_os_error() {
+                    Some(libc::EEXIST) => continue, // someone else created it: open theirs
+                    Some(libc::ENOENT | libc::EROFS | libc::EACCES) => return Ok(None),
+                    _ => {}
                 }
                 return Err(file_error(path, "create (lock file)", err));
             }
@@ -157,7 +166,7 @@ fn open_lock_file(path: &CString) -> Result<OwnedFd, Error> {
                 io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
             ));
         }
-        return Ok(fd);
+        return Ok(Some(fd));
     }
 }
 
@@ -169,7 +178,7 @@ impl NameLock {
         mode: Mode,
         timeout: Duration,
         ident: Ident,
-    ) -> Result<NameLock, Error> {
+    ) -> Result<Option<NameLock>, Error> {
         let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidConfig {
             what: format!("path {} contains a NUL byte", path.display()),
         })?;
@@ -180,7 +189,9 @@ impl NameLock {
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            let fd = open_lock_file(&path)?;
+            let Some(fd) = open_lock_file(&path)? else {
+                return Ok(None);
+            };
             loop {
                 // SAFETY: flock on our own descriptor.
                 if unsafe { libc::flock(fd.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
@@ -209,7 +220,7 @@ impl NameLock {
             let st = crate::memfd::fstat(&fd).map_err(|e| file_error(&path, "fstat", e))?;
             let here = path_id(&path).map_err(|e| file_error(&path, "stat (lock file)", e))?;
             if here == Some((st.st_dev, st.st_ino)) {
-                return Ok(NameLock { fd, path, mode });
+                return Ok(Some(NameLock { fd, path, mode }));
             }
         }
     }
@@ -252,7 +263,7 @@ pub(crate) fn sweep_key_locks() -> usize {
             continue;
         }
         let path = entry.path();
-        if let Ok(lock) =
+        if let Ok(Some(lock)) =
             NameLock::acquire(&path, Mode::Exclusive, Duration::ZERO, Ident::default())
         {
             drop(lock); // unlinks
@@ -275,8 +286,12 @@ mod tests {
     fn exclusive_excludes_shared_and_the_last_holder_unlinks() {
         let ring = temp_ring_path("modes");
         let lock = file_lock_path(&ring).unwrap();
-        let a = lock_file(&ring, Mode::Shared, Duration::ZERO).unwrap();
-        let b = lock_file(&ring, Mode::Shared, Duration::ZERO).unwrap();
+        let a = lock_file(&ring, Mode::Shared, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let b = lock_file(&ring, Mode::Shared, Duration::ZERO)
+            .unwrap()
+            .unwrap();
         assert!(matches!(
             lock_file(&ring, Mode::Exclusive, Duration::from_millis(20)),
             Err(Error::Locked { .. })
@@ -289,7 +304,9 @@ mod tests {
         ));
         drop(b);
         assert!(!lock.exists(), "the last holder leaves no lock file");
-        let c = lock_file(&ring, Mode::Exclusive, Duration::ZERO).unwrap();
+        let c = lock_file(&ring, Mode::Exclusive, Duration::ZERO)
+            .unwrap()
+            .unwrap();
         assert!(matches!(
             lock_file(&ring, Mode::Shared, Duration::ZERO),
             Err(Error::Locked { .. })
@@ -302,10 +319,16 @@ mod tests {
     #[cfg_attr(miri, ignore = "flock and files: Miri isolates the program from them")]
     fn a_waiter_whose_file_was_unlinked_locks_the_new_one() {
         let ring = temp_ring_path("unlinked");
-        let first = lock_file(&ring, Mode::Exclusive, Duration::ZERO).unwrap();
+        let first = lock_file(&ring, Mode::Exclusive, Duration::ZERO)
+            .unwrap()
+            .unwrap();
         let waiter = std::thread::spawn({
             let ring = ring.clone();
-            move || lock_file(&ring, Mode::Exclusive, Duration::from_secs(10)).unwrap()
+            move || {
+                lock_file(&ring, Mode::Exclusive, Duration::from_secs(10))
+                    .unwrap()
+                    .unwrap()
+            }
         });
         // Let the waiter open the file and start polling, then unlink it on release.
         std::thread::sleep(Duration::from_millis(50));
