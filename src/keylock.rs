@@ -25,10 +25,10 @@ use crate::segment::Key;
 /// IPC namespace normally shares too (it is also where POSIX shared memory lives).
 pub(crate) const KEY_LOCK_DIR: &str = "/dev/shm";
 
-/// How long `Ring::open_or_create` and `Ring::open` wait for a key's lock. Holders keep it for
-/// a create, a classification or an attach (microseconds), or while waiting for a slow
-/// creator's ready word (up to its init timeout), so only a stuck or hostile holder makes a
-/// locker wait this long; then it fails with [`Error::Locked`].
+/// How long `Ring::open_or_create` and `Ring::open` wait for a key's lock, on top of their own
+/// init timeout. Holders keep it for a create, a classification or an attach (microseconds),
+/// or while waiting for a slow creator's ready word (up to an init timeout), so only a stuck
+/// or hostile holder makes a locker wait this long; then it fails with [`Error::Locked`].
 pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an observer (`gc` removing, `inspect`, `classify_id`) waits: it skips a name whose
@@ -239,7 +239,13 @@ impl Drop for NameLock {
         // SAFETY: flock on our own descriptor.
         let exclusive = self.mode == Mode::Exclusive
             || unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if exclusive {
+        // Only while the path still names our inode (it always does unless someone outside
+        // this protocol replaced the file).
+        let ours = crate::memfd::fstat(&self.fd)
+            .ok()
+            .zip(path_id(&self.path).ok().flatten())
+            .is_some_and(|(st, here)| here == (st.st_dev, st.st_ino));
+        if exclusive && ours {
             // SAFETY: a NUL-terminated path; unlink touches no memory of ours.
             unsafe { libc::unlink(self.path.as_ptr()) };
         }

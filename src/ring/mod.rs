@@ -735,7 +735,8 @@ impl Ring {
         // it exclusively) then either sees this attach as a user, or has finished and the key
         // names the new ring. Once attached, the attach count speaks for us.
         let seg = {
-            let _lock = crate::keylock::lock_key(key, Mode::Shared, crate::keylock::LOCK_TIMEOUT)?;
+            let wait = crate::keylock::LOCK_TIMEOUT + init_timeout;
+            let _lock = crate::keylock::lock_key(key, Mode::Shared, wait)?;
             Segment::open(key)?
         };
         Ring::attach_segment(seg, init_timeout)
@@ -778,7 +779,7 @@ impl Ring {
     ///
     /// As [`Ring::create`] and [`Ring::open`], and [`Error::ConfigMismatch`] if the existing
     /// ring has another slot size, slot count or maximum message. [`Error::Locked`] if another
-    /// process held the key's lock for 5 s (docs/DESIGN.md, "Recycling a key": the whole
+    /// process held the key's lock for 5 s plus the init timeout (docs/DESIGN.md, "Recycling a key": the whole
     /// decision is made under that lock, so two sides restarting at once, `gc` and `stat`
     /// never split them across two segments); [`Error::File`] if the lock file in `/dev/shm`
     /// cannot be opened or created.
@@ -788,7 +789,8 @@ impl Ring {
         // key's lock exclusively (docs/DESIGN.md, "Recycling a key"): no other
         // `open_or_create`, `gc` removal or observer runs meanwhile, and every attach counted
         // by the classification is a user's. A private key names nothing to race for.
-        let _lock = crate::keylock::lock_key(key, Mode::Exclusive, crate::keylock::LOCK_TIMEOUT)?;
+        let wait = crate::keylock::LOCK_TIMEOUT + config.init_timeout;
+        let _lock = crate::keylock::lock_key(key, Mode::Exclusive, wait)?;
         // The segment can vanish between a failed create and the open (its owner removed it
         // with `Ring::remove`, which takes no lock): then creating is right again. A few
         // rounds settle any such race.
