@@ -240,6 +240,18 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// The lock that serialises recycling a name (a key's or a ring file's lock file, see
+    /// docs/DESIGN.md, "Recycling a key") stayed held by another process for `waited`: a
+    /// stuck or hostile holder. (A holder that dies releases it at once.)
+    #[error("{ident}: lock {lock:?} held by another process for {waited:?}")]
+    Locked {
+        /// The key or ring file.
+        ident: Ident,
+        /// The lock file.
+        lock: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// [`Ring::open_or_create`](crate::Ring::open_or_create) found a ring of another shape.
     #[error("{ident}: existing ring differs from the configuration asked for: {what}")]
     ConfigMismatch {

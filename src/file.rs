@@ -289,8 +289,20 @@ impl FileMap {
     }
 
     /// Removes the path if it still names the file mapped (a file put there since is left
-    /// alone). The mapping and the file's memory stay until the last side unmaps it.
+    /// alone). The mapping and the file's memory stay until the last side unmaps it. The check
+    /// and the unlink are made holding the path's lock exclusively, so that a recycler
+    /// (`Ring::open_or_create_file`) cannot link a new file between them.
     pub(crate) fn unlink(&self) -> Result<(), Error> {
+        let _lock = crate::keylock::lock_file(
+            self.path,
+            crate::keylock::Mode::Exclusive,
+            crate::keylock::LOCK_TIMEOUT,
+        )?;
+        self.unlink_locked()
+    }
+
+    /// [`FileMap::unlink`] for a caller that holds the path's lock already.
+    pub(crate) fn unlink_locked(&self) -> Result<(), Error> {
         let c = c_path(self.path)?;
         if !self.names_this_file(&c)? {
             return Ok(());

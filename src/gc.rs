@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
+use crate::keylock::{self, Mode};
 use crate::layout::{
     FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
 };
@@ -138,20 +139,29 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
     })
 }
 
-/// Classifies the segment with this shmid.
+/// Classifies the segment with this shmid. Its attach is made under its key's lock, held
+/// shared (docs/DESIGN.md, "Recycling a key"), so that a recycler of the key never counts it
+/// as a user.
 ///
 /// # Errors
 ///
-/// [`Error::NotFound`] if it is gone; other stat errors.
+/// [`Error::NotFound`] if it is gone; [`Error::Locked`] if its key's lock stayed held
+/// exclusively (a recycler stuck for a second); other stat errors.
 pub fn classify_id(shmid: i32) -> Result<(SegmentStat, Class), Error> {
     let stat = segment::stat_id(shmid)?;
+    let _lock = keylock::lock_key(stat.key, Mode::Shared, keylock::OBSERVER_TIMEOUT)?;
+    classify_id_locked(stat)
+}
+
+/// [`classify_id`] for a caller that holds the key's lock (either mode) already.
+fn classify_id_locked(stat: SegmentStat) -> Result<(SegmentStat, Class), Error> {
     if stat.marked_for_removal {
         return Ok((stat, Class::Removing));
     }
     if stat.size < HEADER_SIZE {
         return Ok((stat, Class::Foreign));
     }
-    match Segment::attach_id(shmid) {
+    match Segment::attach_id(stat.shmid) {
         Ok(seg) => {
             let class = classify_attached(&seg)?;
             Ok((stat, class))
@@ -208,6 +218,8 @@ pub fn scan() -> Result<Vec<Entry>, Error> {
 /// empty or left by a crash; or abandoned mid-initialisation) and removes them, unless
 /// `dry_run`. Returns every shmpipe segment seen, with what was done. Never touches a segment
 /// that is not a shmpipe ring, one in use, or one holding messages for a consumer that may come.
+/// Unless `dry_run`, also removes the key lock files nobody holds (left by a process that died
+/// holding one, or by another user; see docs/DESIGN.md, "Recycling a key").
 ///
 /// Only segments whose owner and creator are this process's effective uid are removed, root
 /// included: another user's stale ring is listed (its entry not removed) and left to its owner
@@ -231,8 +243,11 @@ pub fn gc_accepting(dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Error> 
     let mut entries = scan()?;
     for e in entries.iter_mut().filter(|e| e.class.is_stale()) {
         if !dry_run {
-            e.removed = remove_if_still_stale(e.stat.shmid, owners);
+            e.removed = remove_if_stale(e.stat.shmid, owners);
         }
+    }
+    if !dry_run {
+        keylock::sweep_key_locks();
     }
     Ok(entries)
 }
@@ -244,10 +259,20 @@ pub fn may_remove(stat: &SegmentStat, owners: &[u32]) -> bool {
     crate::access::may_remove(stat, owners)
 }
 
-/// Removes a segment after classifying it once more (someone may have attached since), if it
-/// is ours (or of an accepted owner) to remove.
-pub(crate) fn remove_if_still_stale(shmid: i32, owners: &[u32]) -> bool {
-    match classify_id(shmid) {
+/// `gc` of one segment: removes it if it is stale (see [`Class::is_stale`]) and ours (or of an
+/// owner in `owners`; see [`may_remove`]), classifying it once more right before, with its
+/// key's lock held exclusively, so that nobody can attach by key between that classification
+/// and the removal, and no observer's attach is in the count. Returns whether it was removed.
+/// Never removes a segment in use, a foreign one, another user's, or one that keeps messages
+/// for a consumer; skips one whose key's lock stays busy.
+pub fn remove_if_stale(shmid: i32, owners: &[u32]) -> bool {
+    let Ok(stat) = segment::stat_id(shmid) else {
+        return false;
+    };
+    let Ok(_lock) = keylock::lock_key(stat.key, Mode::Exclusive, keylock::OBSERVER_TIMEOUT) else {
+        return false;
+    };
+    match classify_id_locked(stat) {
         Ok((stat, class)) if class.is_stale() && may_remove(&stat, owners) => {
             segment::remove_id(shmid).is_ok()
         }
@@ -255,16 +280,24 @@ pub(crate) fn remove_if_still_stale(shmid: i32, owners: &[u32]) -> bool {
     }
 }
 
-/// For `Ring::open_or_create`: if the segment at `key` is stale and ours (or of an accepted
-/// owner), remove it so a fresh ring can be created. Returns whether it did.
-pub(crate) fn recycle_if_stale(key: Key, owners: &[u32]) -> bool {
+/// For `Ring::open_or_create`, which holds the key's lock exclusively: if the segment at `key`
+/// is stale and ours (or of an owner in `owners`), remove it so a fresh ring can be created.
+/// Returns whether it did.
+///
+/// Under the lock, every attach counted is a user's: observers and openers by key attach only
+/// while holding the lock shared, and other recyclers and `gc` wait for it. So one
+/// classification decides, and the removal follows it while still attached.
+pub(crate) fn recycle_if_stale_locked(key: Key, owners: &[u32]) -> bool {
     let Ok(seg) = Segment::open(key) else {
         return false;
     };
-    let id = seg.shmid();
-    let stale = classify_attached(&seg).is_ok_and(|c| c.is_stale());
-    drop(seg);
-    stale && remove_if_still_stale(id, owners)
+    if !classify_attached(&seg).is_ok_and(|c| c.is_stale()) {
+        return false;
+    }
+    if !seg.stat().is_ok_and(|stat| may_remove(&stat, owners)) {
+        return false;
+    }
+    seg.remove().is_ok()
 }
 
 /// A role holder as recorded in a ring, with the kernel's word on it.
@@ -322,12 +355,21 @@ pub struct RingInfo {
 /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::NotShmpipe`] for a foreign
 /// segment, or the header errors of [`Ring::open_id`](crate::Ring::open_id).
 pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
+    // The attach is made under the key's lock, shared, as in `classify_id`. Locals drop in
+    // reverse order: the segment is detached before the lock is released.
+    let key = segment::stat_id(shmid)?.key;
+    let _lock = keylock::lock_key(key, Mode::Shared, keylock::OBSERVER_TIMEOUT)?;
     let seg = Segment::attach_id(shmid)?;
     let class = classify_attached(&seg)?;
     let mut stat = seg.stat()?;
     stat.attach_count = stat.attach_count.saturating_sub(1);
+    read_info(&seg, class, stat)
+}
+
+/// The body of [`inspect`]: reads the header of an attached segment.
+fn read_info(seg: &Segment, class: Class, stat: SegmentStat) -> Result<RingInfo, Error> {
     let ident = seg.ident();
-    let h = segment_header(&seg).ok_or(Error::SegmentTooSmall {
+    let h = segment_header(seg).ok_or(Error::SegmentTooSmall {
         ident,
         claimed: HEADER_SIZE as u64,
         actual: seg.len() as u64,

@@ -54,6 +54,7 @@ pub mod error;
 mod file;
 pub mod gc;
 mod hooks;
+mod keylock;
 mod layout;
 pub mod memfd;
 mod owner;

@@ -116,12 +116,9 @@ pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
                     describe(target, shmid)
                 )));
             }
-            let mut removed = false;
-            if class.is_stale() && !a.dry_run && gc::may_remove(&stat, owners) {
-                // Classify once more right before removing: someone may have attached since.
-                let again = gc::classify_id(shmid).map(|(_, c)| c.is_stale());
-                removed = again.unwrap_or(false) && segment::remove_id(shmid).is_ok();
-            }
+            // Classified once more right before removing, under the key's lock: someone may
+            // have attached since.
+            let removed = class.is_stale() && !a.dry_run && gc::remove_if_stale(shmid, owners);
             vec![Entry {
                 stat,
                 class,

@@ -22,6 +22,7 @@ pub use producer::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::file::FileMap;
+use crate::keylock::Mode;
 use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
@@ -707,10 +708,16 @@ impl Ring {
     ///
     /// As [`Ring::create_file`] and [`Ring::open_file`] ([`Error::ForeignOwner`] included),
     /// and [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
-    /// maximum message.
+    /// maximum message. The decision is made holding the lock file `.<name>.shmpipe-lock`
+    /// beside `path` (docs/DESIGN.md, "Recycling a key"): [`Error::Locked`] if another process
+    /// held it for 5 s.
     pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         let want = config.geometry()?;
+        // As `open_or_create`: the decision is made holding the path's lock exclusively, so of
+        // two sides restarting at once one recycles and the other opens what it created, and
+        // no unlink (here or in a claim) can remove the new file by mistake.
+        let _lock = crate::keylock::lock_file(path, Mode::Exclusive, crate::keylock::LOCK_TIMEOUT)?;
         let mut last = None;
         // The file can vanish between a failed create and the open (both sides joined and it
         // was unlinked, or its owner removed it): then creating is right again.
@@ -724,7 +731,9 @@ impl Ring {
                 Ok(ring) if ring.is_orphan_file() => {
                     // Left by a lone side that died before its peer came: start afresh, as
                     // `open_or_create` recycles an orphan segment.
-                    ring.remove()?;
+                    if let Backing::File(f) = ring.region.backing() {
+                        f.unlink_locked()?;
+                    }
                     continue;
                 }
                 Ok(ring) => {
@@ -787,7 +796,9 @@ impl Ring {
     /// [`Error::NotFound`]; [`Error::ForeignOwner`] for a segment another user owns or
     /// created, or one of ours whose mode is wider than 0600 (see [`Ring::open_with`]);
     /// [`Error::NotShmpipe`] for someone else's segment; [`Error::VersionMismatch`];
-    /// [`Error::SegmentTooSmall`]; [`Error::BadHeader`]; [`Error::InitTimeout`].
+    /// [`Error::SegmentTooSmall`]; [`Error::BadHeader`]; [`Error::InitTimeout`];
+    /// [`Error::Locked`] or [`Error::File`] for the key's lock, which the attach is made under
+    /// (shared) so that a recycler of the key counts it.
     pub fn open(key: Key) -> Result<Ring, Error> {
         Ring::open_with(key, &RingConfig::default())
     }
@@ -811,6 +822,19 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_with(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+        // The attach is made under the key's lock, shared: a recycler of the key (which holds
+        // it exclusively) then either sees this attach as a user, or has finished and the key
+        // names the new ring. Once attached, the attach count speaks for us.
+        let seg = {
+            let wait = crate::keylock::LOCK_TIMEOUT + config.init_timeout;
+            let _lock = crate::keylock::lock_key(key, Mode::Shared, wait)?;
+            Segment::open(key)?
+        };
+        Ring::attach_segment(seg, config)
+    }
+
+    /// [`Ring::open_with`] for a caller that holds the key's lock already.
+    fn open_locked(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         Ring::attach_segment(Segment::open(key)?, config)
     }
 
@@ -855,11 +879,21 @@ impl Ring {
     ///
     /// As [`Ring::create`] and [`Ring::open`] ([`Error::ForeignOwner`] included), and
     /// [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
-    /// maximum message.
+    /// maximum message. [`Error::Locked`] if another process held the key's lock for 5 s plus
+    /// the init timeout (docs/DESIGN.md, "Recycling a key": the whole decision is made under
+    /// that lock, so two sides restarting at once, `gc` and `stat` never split them across two
+    /// segments); [`Error::File`] if the lock file in `/dev/shm` cannot be opened or created.
     pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let want = config.geometry()?;
-        // The segment can vanish between a failed create and the open (its owner removed it):
-        // then creating is right again. A few rounds settle any such race.
+        // The whole decision (create, or classify and recycle, or open) is made holding the
+        // key's lock exclusively (docs/DESIGN.md, "Recycling a key"): no other
+        // `open_or_create`, `gc` removal or observer runs meanwhile, and every attach counted
+        // by the classification is a user's. A private key names nothing to race for.
+        let wait = crate::keylock::LOCK_TIMEOUT + config.init_timeout;
+        let _lock = crate::keylock::lock_key(key, Mode::Exclusive, wait)?;
+        // The segment can vanish between a failed create and the open (its owner removed it
+        // with `Ring::remove`, which takes no lock): then creating is right again. A few
+        // rounds settle any such race.
         let mut last = None;
         for _ in 0..8 {
             match Ring::create(key, config) {
@@ -869,10 +903,10 @@ impl Ring {
             // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
             // its creator died mid-init) of ours is removed and created afresh. Anything else
             // at the key is opened (and a foreign segment refused) below.
-            if crate::gc::recycle_if_stale(key, &config.accepted_owners) {
+            if crate::gc::recycle_if_stale_locked(key, &config.accepted_owners) {
                 continue;
             }
-            match Ring::open_with(key, config) {
+            match Ring::open_locked(key, config) {
                 Ok(ring) => {
                     check_shape(&ring, &want)?;
                     return Ok(ring);
