@@ -135,16 +135,18 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
     let empty_stream = !crashed
         && h.producer.claims.load(Ordering::Relaxed) != 0
         && h.consumer.claims.load(Ordering::Relaxed) == 0;
-    Ok(if crashed || (pending_slots == 0 && !persistent && !empty_stream) {
-        Class::Orphan {
-            crashed,
-            pending_slots,
-        }
-    } else if pending_slots == 0 && persistent {
-        Class::Idle
-    } else {
-        Class::Pending { pending_slots }
-    })
+    Ok(
+        if crashed || (pending_slots == 0 && !persistent && !empty_stream) {
+            Class::Orphan {
+                crashed,
+                pending_slots,
+            }
+        } else if pending_slots == 0 && persistent {
+            Class::Idle
+        } else {
+            Class::Pending { pending_slots }
+        },
+    )
 }
 
 /// Classifies the segment with this shmid.

@@ -230,7 +230,13 @@ fn a_producer_asleep_on_a_full_ring_reports_its_owner_word_changed() {
     match got {
         Err(SendError::Corrupted(c)) => {
             assert!(
-                matches!(c.what, Corruption::RoleLost { found: 0x1234_5678, .. }),
+                matches!(
+                    c.what,
+                    Corruption::RoleLost {
+                        found: 0x1234_5678,
+                        ..
+                    }
+                ),
                 "{c}"
             )
         }
@@ -258,7 +264,10 @@ fn close_reports_a_clean_end_and_a_poisoned_side() {
     // A consumer poisoned by a bad tail says so when it closes.
     let (mut tx, mut rx) = r.pair();
     r.raw.u64(P_TAIL).store(u64::MAX, Ordering::Release);
-    assert!(matches!(timed_recv(&mut rx).0, Err(RecvError::Corrupted(_))));
+    assert!(matches!(
+        timed_recv(&mut rx).0,
+        Err(RecvError::Corrupted(_))
+    ));
     assert!(matches!(rx.close(), Err(c) if matches!(c.what, Corruption::TailOutOfRange { .. })));
     let _ = tx.try_send(b"x");
     drop(tx);
@@ -279,7 +288,10 @@ fn an_empty_stream_is_received_as_an_immediate_end_of_stream() {
     drop(ring);
 
     let (_, class) = shmpipe::gc::classify_id(shmid).expect("classify");
-    assert!(!class.is_stale(), "gc would remove the empty stream: {class:?}");
+    assert!(
+        !class.is_stale(),
+        "gc would remove the empty stream: {class:?}"
+    );
 
     let ring = Ring::open_or_create(key, &cfg).expect("open");
     assert_eq!(

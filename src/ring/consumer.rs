@@ -358,6 +358,14 @@ impl Consumer {
         self.region.geometry().max_message as usize
     }
 
+    /// Whether a producer has ever claimed this ring, as far as this consumer can tell (its
+    /// role's claim count is non-zero, or this consumer saw one before). For telling the user
+    /// what a wait is for ("no producer has come yet"); informational, the peer may write it.
+    pub fn peer_has_come(&self) -> bool {
+        // Relaxed: a description, nothing is read on the strength of it.
+        self.producer_seen || self.region.header().producer.claims.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether the producer has broken the protocol (then every call fails with this).
     pub fn poisoned(&self) -> Option<&Corrupted> {
         self.poisoned.as_ref()

@@ -357,6 +357,14 @@ impl Producer {
         self.region.geometry().slot_count as usize
     }
 
+    /// Whether a consumer has ever claimed this ring (its role's claim count is non-zero). For
+    /// telling the user what a wait is for ("no consumer has come yet"); informational, the
+    /// peer may write it.
+    pub fn peer_has_come(&self) -> bool {
+        // Relaxed: a description, nothing is read on the strength of it.
+        self.region.header().consumer.claims.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether the consumer has broken the protocol (then every call fails with this).
     pub fn poisoned(&self) -> Option<&Corrupted> {
         self.poisoned.as_ref()
