@@ -510,6 +510,36 @@ fn hostile_seeds() {
             input(SMALL, Mode::Consumer, vec![], vec![], vec![Keep, Set(0)]),
         ),
         (
+            "consumer-claims-zeroed",
+            input(
+                SMALL,
+                Mode::Consumer,
+                vec![],
+                vec![],
+                vec![Set(0), Set(0), Set(0), Set(0)],
+            ),
+        ),
+        (
+            "consumer-owner-rewritten",
+            input(
+                SMALL,
+                Mode::Consumer,
+                vec![],
+                vec![],
+                vec![Keep, Keep, Set(0x1234), Keep, Set(0x1234)],
+            ),
+        ),
+        (
+            "producer-owner-rewritten",
+            input(
+                SMALL,
+                Mode::Producer,
+                vec![],
+                vec![],
+                vec![Keep, Keep, Set(0x1234), Set(0)],
+            ),
+        ),
+        (
             "producer-head-past-tail",
             input(SMALL, Mode::Producer, vec![Near(1)], vec![], vec![]),
         ),

@@ -294,8 +294,7 @@ impl Producer {
     ///
     /// [`SendError::Disconnected`] if the consumer closed the ring, [`SendError::PeerDied`] if
     /// the kernel says its process is dead, [`SendError::Corrupted`] if the producer is
-    /// poisoned or its own owner word was changed by another process
-    /// ([`Corruption::RoleLost`]).
+    /// poisoned (its own owner word is checked by every send, which poisons it).
     #[cold]
     pub fn check_consumer(&self) -> Result<(), SendError> {
         if let Some(c) = self.poisoned {
@@ -307,7 +306,6 @@ impl Producer {
                 what: Corruption::FileShrank,
             }));
         }
-        check_own_role(&self.region, Role::Producer, self.me)?;
         self.check_closed()?;
         let c = &self.region.header().consumer;
         // O1 (Acquire): pairs with the consumer's release of its role.
