@@ -304,3 +304,31 @@ fn an_empty_stream_is_received_as_an_immediate_end_of_stream() {
     assert_eq!(got, Err(RecvError::Disconnected));
     assert!(took < BOUND, "the end of stream took {took:?}");
 }
+
+/// The first error stays the answer: a consumer poisoned because its owner word read X, whose
+/// batch then releases (or which closes) while the word reads Y, still reports X. (Found by the
+/// `hostile` fuzz target: the release replaced the poison.)
+#[test]
+#[cfg_attr(miri, ignore)]
+fn the_first_role_error_stays_the_answer() {
+    let r = Real::new();
+    let (mut tx, mut rx) = r.pair();
+    tx.try_send(b"one").expect("room");
+    let mut batch = rx.batch();
+    assert_eq!(batch.try_read().map(|m| m.len()).ok(), Some(3));
+    r.raw.u64(C_OWNER).store(0x1111, Ordering::Relaxed);
+    let first = match batch.try_read().map(|m| m.len()) {
+        Err(TryRecvError::Corrupted(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        first.what,
+        Corruption::RoleLost { found: 0x1111, .. }
+    ));
+    r.raw.u64(C_OWNER).store(0x2222, Ordering::Relaxed);
+    drop(batch); // releases: finds the word changed again
+    let mut buf = [0u8; 8];
+    assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Corrupted(first)));
+    assert_eq!(rx.poisoned(), Some(&first));
+    drop(tx);
+}

@@ -536,7 +536,9 @@ fn hostile_seeds() {
                 Mode::Producer,
                 vec![],
                 vec![],
-                vec![Keep, Keep, Set(0x1234), Set(0)],
+                // A send reads the owner word, the closed flag, then swaps the waiting flag:
+                // the second send's owner read is rewritten.
+                vec![Keep, Keep, Keep, Set(0x1234)],
             ),
         ),
         (

@@ -67,6 +67,10 @@ struct Script {
     claims_floor: u64,
     /// Why the side under attack must be poisoned by the end of the current step.
     must_poison: Option<String>,
+    /// The side's own owner word was served (and so stored) as something else: the honest
+    /// peer may now see the role released, e.g. the producer's as its close (end of stream:
+    /// the limit documented in DESIGN.md, "A third writer").
+    owner_changed: bool,
     map: WordMap,
     ring: Ring,
     max: u64,
@@ -197,6 +201,7 @@ impl Script {
             // where an attack on it can first happen: the memory still held the identity.
             let me = *self.identity.get_or_insert(held);
             if served != me {
+                self.owner_changed = true;
                 self.must_poison = Some(format!("its owner word read {served:#x}, not {me:#x}"));
             }
         }
@@ -334,6 +339,7 @@ fn run(input: HostileInput) {
         identity: None,
         claims_floor: 1,
         must_poison: None,
+        owner_changed: false,
         map: WordMap::of(&ring),
         ring: ring.clone(),
         max: ring.max_message() as u64,
@@ -369,7 +375,10 @@ fn run(input: HostileInput) {
         };
         w.check_index_oracle(poisoned.copied());
         if let Some(why) = &w.script.borrow().must_poison {
-            assert!(poisoned.is_some(), "the side under attack goes on although {why}");
+            assert!(
+                poisoned.is_some(),
+                "the side under attack goes on although {why}"
+            );
         }
     }
     drop(guard);
@@ -391,7 +400,7 @@ impl World {
         let s = self.script.borrow();
         match s.mode {
             Mode::Consumer => !s.modified,
-            Mode::Producer => !s.licensed,
+            Mode::Producer => !s.licensed && !s.owner_changed,
         }
     }
 

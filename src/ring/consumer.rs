@@ -577,6 +577,11 @@ impl Consumer {
 
     #[cold]
     fn poison(&mut self, what: Corruption) -> TryRecvError {
+        // Sticky: the first error stays the answer (a release or close that finds the owner
+        // word changed after an earlier poisoning must not replace it).
+        if let Some(c) = self.poisoned {
+            return TryRecvError::Corrupted(c);
+        }
         // Zeros where the ring was look like a broken protocol: name the real cause.
         let what = if self.region.lost() {
             Corruption::FileShrank
@@ -674,7 +679,7 @@ impl Consumer {
     fn shut(&mut self) -> Result<(), Corrupted> {
         if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
             self.poison(c.what);
-            return Err(c);
+            return Err(c); // why nothing was released, whatever poisoned the consumer first
         }
         self.release();
         let h = self.region.header();

@@ -1114,9 +1114,15 @@ fn check_own_role(region: &Region, role: Role, me: Identity) -> Result<(), Corru
     if found == me {
         return Ok(());
     }
+    // A file ring whose file shrank reads zeros there: name the real cause.
+    let what = if region.lost() {
+        Corruption::FileShrank
+    } else {
+        Corruption::RoleLost { role, found }
+    };
     Err(Corrupted {
         ring: region.ident(),
-        what: Corruption::RoleLost { role, found },
+        what,
     })
 }
 

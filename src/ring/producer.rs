@@ -566,7 +566,8 @@ impl Producer {
     #[inline]
     fn check_role(&mut self) -> Result<(), Corrupted> {
         check_own_role(&self.region, Role::Producer, self.me).inspect_err(|&c| {
-            self.poisoned = Some(c);
+            // Sticky: an earlier error stays the answer of every later call.
+            self.poisoned.get_or_insert(c);
         })
     }
 
