@@ -478,6 +478,32 @@ pub enum Corruption {
     /// [`Ring::open_file`](crate::Ring::open_file)). The side reports it at its next record or
     /// index read, empty ring or wait, and then at every call.
     FileShrank,
+    /// This side's own `owner` word no longer holds its identity: another process (neither
+    /// side, or a claimant that wrongly took the role over) rewrote it. The side stops using the
+    /// ring and leaves the word as it found it.
+    RoleLost {
+        /// Whose owner word: this side's role.
+        role: Role,
+        /// What the word held (0: cleared).
+        found: u64,
+    },
+    /// The producer's `claims` count went down. It only grows (one per claim), so something
+    /// other than a claimant rewrote it, and "has a producer ever come?" can no longer be
+    /// answered from it.
+    ClaimsBackwards {
+        /// The count read.
+        claims: u32,
+        /// The count read before.
+        last_claims: u32,
+    },
+    /// The producer's `claims` count is 0 (no producer ever claimed the ring), yet messages
+    /// were published: the count was rewritten.
+    PublishedWithoutClaim {
+        /// The producer's tail (its `sent` count, if the tail did not move, is in `sent`).
+        tail: u64,
+        /// The producer's `sent` count.
+        sent: u64,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -534,6 +560,25 @@ impl fmt::Display for Corruption {
                 f,
                 "record at {at} has length {len}, but every message of this typed ring is \
                  {expected} bytes"
+            ),
+            Corruption::RoleLost { role, found } => write!(
+                f,
+                "the {role}'s owner word was changed under it by another process (it holds \
+                 {found:#x}, pid {}); the {role} stopped",
+                found as u32
+            ),
+            Corruption::ClaimsBackwards {
+                claims,
+                last_claims,
+            } => write!(
+                f,
+                "the producer's claim count went back from {last_claims} to {claims} \
+                 (rewritten by another process)"
+            ),
+            Corruption::PublishedWithoutClaim { tail, sent } => write!(
+                f,
+                "messages were published (tail {tail}, sent {sent}) but the producer's claim \
+                 count is 0 (rewritten by another process)"
             ),
             Corruption::PaddingWithoutMessage { at } => {
                 write!(

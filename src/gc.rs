@@ -48,6 +48,8 @@ pub enum Class {
     },
     /// Nobody is attached, everyone closed cleanly, and messages wait for a consumer that
     /// may still come (e.g. a server that sent and exited before its client started): kept.
+    /// `pending_slots` is 0 for an empty stream: a producer claimed the ring and closed it
+    /// without sending, and no consumer has claimed it yet (it receives the end of stream).
     Pending {
         /// Slots holding unreceived messages.
         pending_slots: u64,
@@ -127,16 +129,25 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
     let head = h.consumer.head.load(Ordering::Acquire);
     let pending_slots = tail.wrapping_sub(head);
     let persistent = h.config.flags.load(Ordering::Relaxed) & FLAG_PERSISTENT != 0;
-    Ok(if crashed || (pending_slots == 0 && !persistent) {
-        Class::Orphan {
-            crashed,
-            pending_slots,
-        }
-    } else if pending_slots == 0 {
-        Class::Idle
-    } else {
-        Class::Pending { pending_slots }
-    })
+    // A producer claimed and closed cleanly, and no consumer has come: even with nothing in it
+    // the ring is a complete stream, an empty one, which the consumer must still receive as
+    // its end (`shmpipe send </dev/null` before the receiver starts). Kept like any pending
+    // stream; recycling it would leave the consumer waiting for a producer that came and went.
+    let empty_stream = !crashed
+        && h.producer.claims.load(Ordering::Relaxed) != 0
+        && h.consumer.claims.load(Ordering::Relaxed) == 0;
+    Ok(
+        if crashed || (pending_slots == 0 && !persistent && !empty_stream) {
+            Class::Orphan {
+                crashed,
+                pending_slots,
+            }
+        } else if pending_slots == 0 && persistent {
+            Class::Idle
+        } else {
+            Class::Pending { pending_slots }
+        },
+    )
 }
 
 /// Classifies the segment with this shmid. Its attach is made under its key's lock, held

@@ -1333,3 +1333,187 @@ fn a_ring_of_another_user_is_refused_unless_accepted() {
     ok(&run(&["rm", "--key", &k], b""), "rm");
     assert_gone(key, &[shmid]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A third process, an empty stream, --timeout (docs/DESIGN.md, "A third writer" and "Roles,
+// close and end of stream")
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `bytes` at `off` of segment `shmid` through a bare `shmat`, as a third process that
+/// is neither side would.
+fn third_party_write(shmid: i32, off: usize, bytes: &[u8]) {
+    // SAFETY: a null address lets the kernel choose where to map; the error value is checked.
+    let addr = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+    assert!(
+        addr as isize != -1,
+        "shmat({shmid}): {}",
+        std::io::Error::last_os_error()
+    );
+    for (i, &b) in bytes.iter().enumerate() {
+        // SAFETY: the caller passes offsets inside the segment, which stays attached until the
+        // shmdt below; its users access these bytes only atomically too.
+        let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(addr.cast::<u8>().add(off + i)) };
+        byte.store(b, Ordering::Relaxed);
+    }
+    // SAFETY: `addr` is the attachment made above; no reference into it outlives this line.
+    unsafe { libc::shmdt(addr) };
+}
+
+/// Row 23: a third process zeroes the producer's owner and claims words, or the whole
+/// segment, while a `send | recv` transfer runs. Both sides must end with an error (exit 1,
+/// one line) and neither may hang; on the old code the sender exited 0 and the receiver
+/// waited for ever for "a producer that has not come yet".
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_third_process_zeroing_the_ring_ends_both_sides_with_an_error() {
+    for whole in [false, true] {
+        let key = unique_key();
+        let _clean = Cleanup::Key(key);
+        let k = key.to_string();
+        let mut recv = Proc::spawn(
+            shmpipe(&["recv", "--key", &k, "-q"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "recv",
+        );
+        let shmid = wait_for_holder(Some(key), None, false, &mut [&mut recv]);
+        let _clean_id = Cleanup::Id(shmid);
+        let mut send = Proc::spawn(
+            shmpipe(&["send", "--key", &k, "-q"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "send",
+        );
+        wait_for_holder(None, Some(shmid), true, &mut [&mut recv, &mut send]);
+        let mut input = send.child.stdin.take().expect("stdin");
+        let mut output = recv.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 || tx.send(n).is_err() {
+                    break;
+                }
+            }
+        });
+        input.write_all(b"the first part\n").expect("write");
+        // The receiver has it: the transfer is under way.
+        let mut got = 0;
+        while got < 15 {
+            got += rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the receiver wrote nothing");
+        }
+        if whole {
+            let size = inspect(None, Some(shmid)).expect("inspect").stat.size;
+            third_party_write(shmid, 0, &vec![0u8; size]);
+        } else {
+            third_party_write(shmid, 144, &[0u8; 8]); // the producer's owner
+            third_party_write(shmid, 152, &[0u8; 4]); // the producer's claims
+        }
+        // The sender reads on, and its input ends: it must not report a clean end.
+        let _ = input.write_all(b"the second part\n");
+        drop(input);
+        let (st, err) = send.wait_stderr(Duration::from_secs(10));
+        assert_eq!(st.code(), Some(1), "send (whole: {whole}): {st}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("owner word"), "{err}");
+        let (st, err) = recv.wait_stderr(Duration::from_secs(10));
+        assert_eq!(st.code(), Some(1), "recv (whole: {whole}): {st}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// Row 25: `send` with empty input and no receiver exits 0 and leaves an empty stream; a later
+/// `recv` ends at once with empty output, and nothing is left behind.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn an_empty_input_is_an_empty_stream_for_a_later_receiver() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    ok(&run(&["send", "--key", &k], b""), "send </dev/null");
+    let shmid = shmid_of_key(key).expect("the sender left its (empty) stream");
+    let mut recv = Proc::spawn(
+        shmpipe(&["recv", "--key", &k])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "recv",
+    );
+    let t = Instant::now();
+    let (st, err) = recv.wait_stderr(Duration::from_secs(10));
+    assert!(st.success(), "recv: {st}: {err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let mut out = Vec::new();
+    recv.child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    assert!(out.is_empty(), "{} bytes of output", out.len());
+    assert_gone(key, &[shmid]);
+}
+
+/// `--timeout` bounds a side's wait for a peer that never comes; while waiting it says, once,
+/// on standard error, what it waits for.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn timeout_bounds_the_wait_for_a_peer_that_never_comes() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    let t = Instant::now();
+    let out = run(&["recv", "--key", &k, "--timeout", "2s"], b"");
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "recv: {}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("waiting for a producer") && lines[0].contains(&k),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("timed out") && lines[1].contains("2s"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert_gone(key, &[]);
+
+    // A sender whose ring fills before any receiver comes.
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    let out = run(
+        &[
+            "send",
+            "--key",
+            &k,
+            "--capacity",
+            "4096",
+            "--timeout",
+            "1500ms",
+        ],
+        &[7u8; 64 << 10],
+    );
+    assert_eq!(out.status.code(), Some(1), "send: {}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("waiting for a receiver"), "{err}");
+    assert!(
+        err.lines().last().is_some_and(|l| l.contains("timed out")),
+        "{err}"
+    );
+    assert_gone(key, &[]);
+
+    // A malformed duration is a usage error.
+    let out = run(&["recv", "--key", &k, "--timeout", "soon"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", out.status);
+}

@@ -17,9 +17,10 @@
 //!
 //! What the side can honestly be required to do depends on what it reads ([`expectation`]):
 //!
-//! - It reads what the hostile writes (a consumer and the producer line's `tail` or owner word;
-//!   a producer and the consumer line's `head` or owner word, or its own line's
-//!   `consumer_closed`; either side and everything): it must **end with an error** of the kinds
+//! - It reads what the hostile writes (a consumer and the producer line's `tail`, owner word or
+//!   claim count, or its own line's owner word; a producer and the consumer line's `head` or
+//!   owner word, or its own line's `consumer_closed` or owner word; either side and
+//!   everything): it must **end with an error** of the kinds
 //!   listed for that case (`Corrupted`, `PeerDied`, `Disconnected`), within [`BOUND`] (1 s) of the
 //!   first hostile write. Detection takes one call or, for a blocking call, one 10 ms sleep
 //!   slice; the bound leaves two orders of magnitude for a loaded 2-core CI machine. It is a
@@ -37,8 +38,8 @@
 //!   closes the ring, or the budget ends it.
 //! - The configuration line is read once, at attach: with an honest peer every message must
 //!   arrive intact and the side must end by its budget, with no error at all.
-//! - The side reads nothing the hostile writes (its peer is absent and the region is the slots,
-//!   the configuration, or for a consumer its own line): no error is possible, and none may be
+//! - The side reads nothing the hostile writes (its peer is absent and the region is the slots
+//!   or the configuration): no error is possible, and none may be
 //!   invented. The side must return only `Timeout`/`Empty`/`Full`, each call within its
 //!   timeout, and stop promptly when told to.
 //!
@@ -843,15 +844,16 @@ fn expectation(sc: Scenario) -> Expect {
         (Target::ProducerLine, Side::Consumer, _) => {
             Expect::Error(&[Corrupted, PeerDied, Disconnected])
         }
-        // `consumer_closed`, read on every send. An honest consumer may also accept a nudged
-        // tail, read stale records and release a head past the published tail.
+        // `consumer_closed` and the producer's own owner word (`RoleLost`), read on every send.
+        // An honest consumer may also accept a nudged tail, read stale records and release a
+        // head past the published tail.
         (Target::ProducerLine, Side::Producer, true) => Expect::Error(&[Disconnected, Corrupted]),
-        (Target::ProducerLine, Side::Producer, false) => Expect::Error(&[Disconnected]),
-        // The consumer never reads its own line after attaching: its producer checks the head,
-        // fails and closes the ring (or, trusting a head nudged forward, overwrites records
-        // being read, which the consumer may find corrupt).
-        (Target::ConsumerLine, Side::Consumer, true) => Expect::Error(&[Disconnected, Corrupted]),
-        (Target::ConsumerLine, Side::Consumer, false) => Expect::Blind,
+        (Target::ProducerLine, Side::Producer, false) => Expect::Error(&[Disconnected, Corrupted]),
+        // The consumer reads its own owner word (`RoleLost`) on every release and whenever the
+        // ring is empty; its producer checks the head, fails and closes the ring (or, trusting
+        // a head nudged forward, overwrites records being read, which the consumer may find
+        // corrupt).
+        (Target::ConsumerLine, Side::Consumer, _) => Expect::Error(&[Disconnected, Corrupted]),
         // The head (range checks), the consumer's owner word (liveness), and a consumer that
         // fails on records overwritten under it and closes.
         (Target::ConsumerLine, Side::Producer, true) => {

@@ -510,6 +510,38 @@ fn hostile_seeds() {
             input(SMALL, Mode::Consumer, vec![], vec![], vec![Keep, Set(0)]),
         ),
         (
+            "consumer-claims-zeroed",
+            input(
+                SMALL,
+                Mode::Consumer,
+                vec![],
+                vec![],
+                vec![Set(0), Set(0), Set(0), Set(0)],
+            ),
+        ),
+        (
+            "consumer-owner-rewritten",
+            input(
+                SMALL,
+                Mode::Consumer,
+                vec![],
+                vec![],
+                vec![Keep, Keep, Set(0x1234), Keep, Set(0x1234)],
+            ),
+        ),
+        (
+            "producer-owner-rewritten",
+            input(
+                SMALL,
+                Mode::Producer,
+                vec![],
+                vec![],
+                // A send reads the owner word, the closed flag, then swaps the waiting flag:
+                // the second send's owner read is rewritten.
+                vec![Keep, Keep, Keep, Set(0x1234)],
+            ),
+        ),
+        (
             "producer-head-past-tail",
             input(SMALL, Mode::Producer, vec![Near(1)], vec![], vec![]),
         ),

@@ -16,7 +16,13 @@
 //! - producer under attack: unless the script served a `head` that lies ahead of what the
 //!   honest consumer released yet within what was published (a lie the protocol cannot tell
 //!   from the truth), the producer never reports room the model does not have (it never
-//!   overwrites unconsumed data), and the honest consumer receives exactly the messages sent.
+//!   overwrites unconsumed data), and the honest consumer receives exactly the messages sent;
+//! - the role words (DESIGN.md, "A third writer"): a side served its own `owner` word holding
+//!   anything but its identity is poisoned by the end of that call (`RoleLost`, or an earlier
+//!   `Corrupted`), and a consumer served a producer `claims` count below one it was served
+//!   before (the honest producer claimed once before the consumer attached, so 0 included) is
+//!   poisoned too (`ClaimsBackwards`, `PublishedWithoutClaim`). The "other" attack list is the
+//!   one that reaches these words, with `sent`, `consumer_closed` and the futex words.
 #![no_main]
 
 use std::cell::RefCell;
@@ -55,6 +61,16 @@ struct Script {
     index_cache: u64,
     /// The first index served that the rule rejects: the side must be poisoned by it.
     violation: Option<u64>,
+    /// The side's own owner word as the memory held it at its first read: its identity.
+    identity: Option<u64>,
+    /// The largest producer claim count served to the consumer under attack (1 at its attach).
+    claims_floor: u64,
+    /// Why the side under attack must be poisoned by the end of the current step.
+    must_poison: Option<String>,
+    /// The side's own owner word was served (and so stored) as something else: the honest
+    /// peer may now see the role released, e.g. the producer's as its close (end of stream:
+    /// the limit documented in DESIGN.md, "A third writer").
+    owner_changed: bool,
     map: WordMap,
     ring: Ring,
     max: u64,
@@ -166,7 +182,39 @@ impl Script {
             }
         }
         self.judge_index(word, served);
+        self.judge_role_words(word, a.value, served);
         new
+    }
+
+    /// The oracle for the role words (see the module documentation): which served values the
+    /// side under attack must not survive.
+    fn judge_role_words(&mut self, word: Word, held: u64, served: u64) {
+        if self.must_poison.is_some() {
+            return;
+        }
+        let own = match self.mode {
+            Mode::Consumer => Word::Consumer("owner"),
+            Mode::Producer => Word::Producer("owner"),
+        };
+        if word == own {
+            // Only the hook writes a role's owner word here, and the first read of it is
+            // where an attack on it can first happen: the memory still held the identity.
+            let me = *self.identity.get_or_insert(held);
+            if served != me {
+                self.owner_changed = true;
+                self.must_poison = Some(format!("its owner word read {served:#x}, not {me:#x}"));
+            }
+        }
+        if self.mode == Mode::Consumer && word == Word::Producer("claims") {
+            if served < self.claims_floor {
+                self.must_poison = Some(format!(
+                    "the producer's claims read {served} after {}",
+                    self.claims_floor
+                ));
+            } else {
+                self.claims_floor = served;
+            }
+        }
     }
 
     /// The oracle for RELIABILITY cases 6 and 8: applies the protocol's rule for a new index
@@ -288,6 +336,10 @@ fn run(input: HostileInput) {
         real_head: 0,
         index_cache: input.shape.initial_index(),
         violation: None,
+        identity: None,
+        claims_floor: 1,
+        must_poison: None,
+        owner_changed: false,
         map: WordMap::of(&ring),
         ring: ring.clone(),
         max: ring.max_message() as u64,
@@ -322,6 +374,12 @@ fn run(input: HostileInput) {
             Mode::Consumer => rx.poisoned(),
         };
         w.check_index_oracle(poisoned.copied());
+        if let Some(why) = &w.script.borrow().must_poison {
+            assert!(
+                poisoned.is_some(),
+                "the side under attack goes on although {why}"
+            );
+        }
     }
     drop(guard);
     drop((tx, rx));
@@ -342,7 +400,7 @@ impl World {
         let s = self.script.borrow();
         match s.mode {
             Mode::Consumer => !s.modified,
-            Mode::Producer => !s.licensed,
+            Mode::Producer => !s.licensed && !s.owner_changed,
         }
     }
 

@@ -80,6 +80,9 @@ fn reason(class: &Class, stat: &SegmentStat) -> String {
             s
         }
         Class::Orphan { .. } => "closed, empty and nobody attached".into(),
+        Class::Pending { pending_slots: 0 } => {
+            "an empty stream waits for a receiver (the sender closed without sending)".into()
+        }
         Class::Pending { pending_slots } => {
             format!("messages wait for a receiver ({pending_slots} slots)")
         }

@@ -158,6 +158,11 @@ pub struct TransferOpts {
     /// Never show a progress bar (shown on a terminal for transfers over half a second).
     #[arg(long, short = 'q')]
     pub no_progress: bool,
+    /// Give up (exit 1) after waiting this long at one time: for the other side to come, for
+    /// room in the ring (send) or for the next message (recv). A number with a unit: 250ms,
+    /// 5s, 2m, 1h (a bare number is seconds). Default: wait for ever.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
     /// Whose rings to trust besides our own.
     #[command(flatten)]
     pub owners: OwnerArgs,
@@ -437,6 +442,26 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Parses a duration: a non-negative number (decimals allowed) with a unit `ms`, `s`, `m` or
+/// `h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(end);
+    let bad = || format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m)");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
 /// Parses permission bits in octal: `600`, `0600`, `0o600`.
 fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim();
@@ -471,6 +496,19 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "soon", "5 s", "-1s", "1e400", "5d", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -83,6 +83,86 @@ impl ReceiverWatch {
     }
 }
 
+/// How long a side waits without progress before it says, once, what it waits for (only
+/// while the other side has not come yet: a slow peer is no news).
+const NOTE_AFTER: Duration = Duration::from_secs(1);
+
+/// A side's waits without progress: it tells the user, once, what it waits for when the other
+/// side has not come yet, and gives up after `--timeout`.
+struct Stall {
+    since: Option<Instant>,
+    noted: bool,
+    timeout: Option<Duration>,
+}
+
+impl Stall {
+    fn new(timeout: Option<Duration>) -> Stall {
+        Stall {
+            since: None,
+            noted: false,
+            timeout,
+        }
+    }
+
+    /// Something moved: the next wait starts afresh.
+    fn progress(&mut self) {
+        self.since = None;
+    }
+
+    /// After a wait that brought nothing. `come` is whether the other side has ever claimed
+    /// its role; `waiting_for` says what we wait for in either case.
+    fn waited(
+        &mut self,
+        ident: Ident,
+        come: bool,
+        waiting_for: impl Fn(bool) -> String,
+    ) -> Result<(), Failure> {
+        let now = Instant::now();
+        let waited = now.saturating_duration_since(*self.since.get_or_insert(now));
+        if !come && !self.noted && waited >= NOTE_AFTER {
+            self.noted = true;
+            eprintln!("shmpipe: {} on {ident}", waiting_for(false));
+        }
+        match self.timeout {
+            Some(t) if waited >= t => Err(CliError::new(format!(
+                "{ident}: timed out after {} {}",
+                show_duration(t),
+                waiting_for(come)
+            ))
+            .into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A duration as the user would write it for `--timeout`.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// What `recv` waits for.
+fn recv_waits_for(come: bool) -> String {
+    if come {
+        "waiting for the next message from the sender".into()
+    } else {
+        "waiting for a producer (none has claimed the ring yet)".into()
+    }
+}
+
+/// What `send` waits for (only when the ring is full).
+fn send_waits_for(come: bool) -> String {
+    if come {
+        "waiting for room in the ring (the receiver does not read)".into()
+    } else {
+        "waiting for a receiver (none has claimed the ring yet, and the ring is full)".into()
+    }
+}
+
 impl ShapeArgs {
     /// Whether the user chose a shape (then an existing ring of another shape is an error).
     fn explicit(&self) -> bool {
@@ -278,17 +358,32 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
     let mut tx = claim(&ring, Ring::producer, Ring::take_over_producer)?;
     let mut progress = Progress::new(bar, total);
     let mut watch = ReceiverWatch::new();
+    let mut stall = Stall::new(a.opts.timeout);
+    let mut side = Side {
+        ident,
+        progress: &mut progress,
+        watch: &mut watch,
+        stall: &mut stall,
+    };
     let result = if a.lines {
-        send_lines(&mut tx, ident, &mut input, &name, &mut progress, &mut watch)
+        send_lines(&mut tx, &mut side, &mut input, &name)
     } else {
-        send_bytes(&mut tx, ident, &mut input, &name, &mut progress, &mut watch)
+        send_bytes(&mut tx, &mut side, &mut input, &name)
     };
     match result {
-        Ok(()) => {
-            drop(tx); // closes the ring: end of stream for the receiver
-            progress.finish();
-            Ok(ExitCode::SUCCESS)
-        }
+        // Closes the ring: end of stream for the receiver. A close that fails (our owner word
+        // was rewritten by another process) is not a clean end, and must not exit 0.
+        Ok(()) => match tx.close() {
+            Ok(()) => {
+                progress.finish();
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(c) => {
+                progress.abandon();
+                remove_if_unjoined(&ring);
+                Err(CliError::new(c.to_string()))
+            }
+        },
         Err(failure) => {
             progress.abandon();
             remove_if_unjoined(&ring);
@@ -319,16 +414,32 @@ fn send_error(ident: Ident, e: &SendError<impl Sized>) -> CliError {
     })
 }
 
+/// What a sending loop carries besides the producer and its input.
+struct Side<'a> {
+    ident: Ident,
+    progress: &'a mut Progress,
+    watch: &'a mut ReceiverWatch,
+    stall: &'a mut Stall,
+}
+
+impl Side<'_> {
+    /// A wait for room ran out its poll interval.
+    fn waited(&mut self, tx: &Producer) -> Result<(), Failure> {
+        self.progress.add(0);
+        self.stall
+            .waited(self.ident, tx.peer_has_come(), send_waits_for)
+    }
+}
+
 /// The byte stream: each `read` of the input goes straight into reserved ring memory and is
 /// committed as one message.
 fn send_bytes(
     tx: &mut Producer,
-    ident: Ident,
+    side: &mut Side<'_>,
     input: &mut File,
     name: &str,
-    progress: &mut Progress,
-    watch: &mut ReceiverWatch,
 ) -> Result<(), Failure> {
+    let ident = side.ident;
     let chunk = tx.stream_chunk();
     loop {
         if let Some(sig) = signals::caught() {
@@ -337,17 +448,18 @@ fn send_bytes(
         let mut grant = match tx.reserve_timeout(chunk, Some(POLL)) {
             Ok(grant) => grant,
             Err(SendError::Timeout(())) => {
-                progress.add(0);
+                side.waited(tx)?;
                 continue;
             }
             Err(e) => return Err(send_error(ident, &e).into()),
         };
+        side.stall.progress();
         match input.read(&mut grant) {
             Ok(0) => return Ok(()), // end of input; the empty grant is discarded
             Ok(n) => {
                 grant.commit_len(n);
-                progress.add(n as u64);
-                watch.check(tx, ident)?;
+                side.progress.add(n as u64);
+                side.watch.check(tx, ident)?;
             }
             // A signal: nothing was read, the grant is discarded; the loop looks at it.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -360,12 +472,11 @@ fn send_bytes(
 /// a message too).
 fn send_lines(
     tx: &mut Producer,
-    ident: Ident,
+    side: &mut Side<'_>,
     input: &mut File,
     name: &str,
-    progress: &mut Progress,
-    watch: &mut ReceiverWatch,
 ) -> Result<(), Failure> {
+    let ident = side.ident;
     let max = tx.max_message();
     let mut lines = LineReader::new(max);
     let mut number = 0u64;
@@ -395,13 +506,14 @@ fn send_lines(
                     if let Some(sig) = signals::caught() {
                         return Err(Failure::Signal(sig));
                     }
-                    progress.add(0);
+                    side.waited(tx)?;
                 }
                 Err(e) => return Err(send_error(ident, &e).into()),
             }
         }
-        progress.add(line.len() as u64 + 1);
-        watch.check(tx, ident)?;
+        side.stall.progress();
+        side.progress.add(line.len() as u64 + 1);
+        side.watch.check(tx, ident)?;
     }
 }
 
@@ -503,13 +615,34 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode, CliError> {
     let ident = ring.ident();
     let mut rx = claim(&ring, Ring::consumer, Ring::take_over_consumer)?;
     let mut progress = Progress::new(bar, None);
+    let mut stall = Stall::new(a.opts.timeout);
     let result = if a.lines {
-        recv_lines(&mut rx, ident, &mut output, &name, &mut progress)
+        recv_lines(
+            &mut rx,
+            ident,
+            &mut output,
+            &name,
+            &mut progress,
+            &mut stall,
+        )
     } else {
-        recv_bytes(&mut rx, ident, &mut output, &name, &mut progress)
+        recv_bytes(
+            &mut rx,
+            ident,
+            &mut output,
+            &name,
+            &mut progress,
+            &mut stall,
+        )
     };
-    // Closing the consumer tells the sender (if it is still sending) that nobody reads.
-    drop(rx);
+    // Closing the consumer tells the sender (if it is still sending) that nobody reads. After
+    // a clean end of stream, a close that fails (our owner word was rewritten by another
+    // process) makes the transfer fail: what we wrote may not be what was sent.
+    let closed = rx.close();
+    let result = match (result, closed) {
+        (Ok(()), Err(c)) => Err(Failure::Error(CliError::new(c.to_string()))),
+        (result, _) => result,
+    };
     match result {
         Ok(()) => {
             progress.finish();
@@ -566,19 +699,26 @@ fn recv_bytes(
     out: &mut File,
     name: &str,
     progress: &mut Progress,
+    stall: &mut Stall,
 ) -> Result<(), Failure> {
     loop {
         if let Some(sig) = signals::caught() {
             return Err(Failure::Signal(sig));
         }
-        match rx.read_timeout(Some(POLL)) {
+        let waited = match rx.read_timeout(Some(POLL)) {
             Ok(msg) => {
+                stall.progress();
                 write_all(out, name, &msg)?;
                 progress.add(msg.len() as u64);
+                false
             }
-            Err(RecvError::Timeout) => progress.add(0),
+            Err(RecvError::Timeout) => true,
             Err(RecvError::Disconnected) => return Ok(()),
             Err(e) => return Err(recv_error(ident, &e)),
+        };
+        if waited {
+            progress.add(0);
+            stall.waited(ident, rx.peer_has_come(), recv_waits_for)?;
         }
     }
 }
@@ -591,6 +731,7 @@ fn recv_lines(
     out: &mut File,
     name: &str,
     progress: &mut Progress,
+    stall: &mut Stall,
 ) -> Result<(), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(LINE_OUT_BUF);
     let put = |buf: &mut Vec<u8>, out: &mut File, msg: &[u8]| -> Result<(), Failure> {
@@ -614,6 +755,7 @@ fn recv_lines(
         let ended = loop {
             match rx.try_read() {
                 Ok(msg) => {
+                    stall.progress();
                     put(&mut buf, out, &msg)?;
                     progress.add(msg.len() as u64 + 1);
                 }
@@ -631,14 +773,20 @@ fn recv_lines(
             return Ok(());
         }
         // Then wait for the next message.
-        match rx.read_timeout(Some(POLL)) {
+        let waited = match rx.read_timeout(Some(POLL)) {
             Ok(msg) => {
+                stall.progress();
                 put(&mut buf, out, &msg)?;
                 progress.add(msg.len() as u64 + 1);
+                false
             }
-            Err(RecvError::Timeout) => progress.add(0),
+            Err(RecvError::Timeout) => true,
             Err(RecvError::Disconnected) => return Ok(()),
             Err(e) => return Err(recv_error(ident, &e)),
+        };
+        if waited {
+            progress.add(0);
+            stall.waited(ident, rx.peer_has_come(), recv_waits_for)?;
         }
     }
 }

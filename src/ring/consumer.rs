@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, release_role, sleep, wake};
-use crate::error::{Corrupted, Corruption, Error, RecvError, TryRecvError};
+use super::{check_indices, check_own_role, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
@@ -58,6 +58,13 @@ pub struct Consumer {
     strategy: WaitStrategy,
     /// The message being read as a byte stream (`Read`/`BufRead`) and how far into it.
     partial: Option<(Record, usize)>,
+    /// The producer's `claims` count as last read: it only grows.
+    last_claims: u32,
+    /// Whether a producer has been seen (a claim counted, a tail moved or messages recorded as
+    /// sent): from then on a claim count of 0 is a rewritten word, not "none has come yet".
+    producer_seen: bool,
+    /// [`Consumer::close`] ran: the drop has nothing left to do.
+    closed: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -91,6 +98,12 @@ impl Consumer {
         let tail = h.producer.tail.load(Ordering::Acquire);
         check_indices(&region, head, tail)?;
         let received = h.consumer.received.load(Ordering::Relaxed);
+        // After the tail (C1): a tail a producer published comes after its claim's increment,
+        // so a count read now includes that claim. Both only describe the producer's line to
+        // `check_claims`, which validates them.
+        // C3 (Acquire): pairs with the claimant's SeqCst increment in `Ring::claim`.
+        let claims = h.producer.claims.load(Ordering::Acquire);
+        let sent = h.producer.sent.load(Ordering::Relaxed);
         Ok(Consumer {
             region,
             head,
@@ -101,6 +114,9 @@ impl Consumer {
             me,
             strategy: WaitStrategy::default(),
             partial: None,
+            last_claims: claims,
+            producer_seen: claims != 0 || tail != head || sent != 0,
+            closed: false,
             _not_sync: PhantomData,
         })
     }
@@ -253,23 +269,31 @@ impl Consumer {
     /// `Empty` from `Disconnected` (no producer attached, one was before).
     #[cold]
     fn empty_or_closed(&mut self) -> TryRecvError {
-        let line = &self.region.header().producer;
         // The claim count first, then the owner: a claimant takes the owner word and only then
         // increments the count, so once we see the count, the owner load sees its claim (or a
         // later release). Read the other way round, a producer claiming between the two loads
         // looked like one that had come and gone: a false end of stream before its first send.
         // C3 (Acquire): pairs with the claimant's SeqCst increment in `Ring::claim`.
-        let ever_claimed = line.claims.load(Ordering::Acquire) != 0;
+        let claims = self.region.header().producer.claims.load(Ordering::Acquire);
+        // Against what was seen before this call (not the tail re-read below: a producer
+        // claiming and publishing after this load is not an inconsistency).
+        if let Err(e) = self.check_claims(claims) {
+            return e;
+        }
         // O1 (Acquire): pairs with the producer's release of its role, which follows its last
         // publish: if we see it gone, the tail load below sees its final tail.
-        let holder = line.owner.load(Ordering::Acquire);
+        let holder = self.region.header().producer.owner.load(Ordering::Acquire);
         if let Err(e) = self.refresh_tail() {
             return e;
         }
         if self.head != self.tail_cache {
             return TryRecvError::Empty; // not empty after all: the caller looks again
         }
-        if holder == 0 && ever_claimed {
+        // Before taking anything for the end of the stream: is the role still ours?
+        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
+            return self.poison(c.what);
+        }
+        if holder == 0 && claims != 0 {
             return TryRecvError::Disconnected;
         }
         // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
@@ -281,10 +305,14 @@ impl Consumer {
     }
 
     /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
+    /// Also fails if our own owner word was changed (see `check_own_role`).
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
         if self.region.lost() {
             return Err(self.poison(Corruption::FileShrank).into());
+        }
+        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
+            return Err(self.poison(c.what).into());
         }
         let holder = self.region.header().producer.owner.load(Ordering::Acquire);
         if holder == 0 || owner::liveness(holder) == Liveness::Alive {
@@ -328,6 +356,14 @@ impl Consumer {
     /// Largest message this ring carries.
     pub fn max_message(&self) -> usize {
         self.region.geometry().max_message as usize
+    }
+
+    /// Whether a producer has ever claimed this ring, as far as this consumer can tell (its
+    /// role's claim count is non-zero, or this consumer saw one before). For telling the user
+    /// what a wait is for ("no producer has come yet"); informational, the peer may write it.
+    pub fn peer_has_come(&self) -> bool {
+        // Relaxed: a description, nothing is read on the strength of it.
+        self.producer_seen || self.region.header().producer.claims.load(Ordering::Relaxed) != 0
     }
 
     /// Whether the producer has broken the protocol (then every call fails with this).
@@ -402,6 +438,12 @@ impl Consumer {
     #[inline]
     fn release(&mut self) {
         if self.head != self.released {
+            // Our owner word, in the line we are about to write: a hit unless someone wrote it.
+            // A role we lost is not ours to release slots in; the next call reports it.
+            if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
+                self.poison(c.what);
+                return;
+            }
             let line = &self.region.header().consumer;
             // Informational counter; Relaxed, ordered before the head by the Release below.
             line.received.store(self.received, Ordering::Relaxed);
@@ -502,12 +544,44 @@ impl Consumer {
                 capacity: self.region.geometry().capacity(),
             }));
         }
+        if tail != self.tail_cache {
+            self.producer_seen = true;
+        }
         self.tail_cache = tail;
+        Ok(())
+    }
+
+    /// Checks the producer's claim count, read once by the caller, against what this consumer
+    /// saw before (see "A third writer" in docs/DESIGN.md): it never goes down, and it is not 0
+    /// once a producer was seen. Either would be another process's write, and taken at face
+    /// value would make the consumer wait for ever for a producer that "has not come yet".
+    #[cold]
+    fn check_claims(&mut self, claims: u32) -> Result<(), TryRecvError> {
+        if claims < self.last_claims {
+            return Err(self.poison(Corruption::ClaimsBackwards {
+                claims,
+                last_claims: self.last_claims,
+            }));
+        }
+        if claims == 0 && self.producer_seen {
+            let sent = self.region.header().producer.sent.load(Ordering::Relaxed);
+            return Err(self.poison(Corruption::PublishedWithoutClaim {
+                tail: self.tail_cache,
+                sent,
+            }));
+        }
+        self.last_claims = claims;
+        self.producer_seen |= claims != 0;
         Ok(())
     }
 
     #[cold]
     fn poison(&mut self, what: Corruption) -> TryRecvError {
+        // Sticky: the first error stays the answer (a release or close that finds the owner
+        // word changed after an earlier poisoning must not replace it).
+        if let Some(c) = self.poisoned {
+            return TryRecvError::Corrupted(c);
+        }
         // Zeros where the ring was look like a broken protocol: name the real cause.
         let what = if self.region.lost() {
             Corruption::FileShrank
@@ -574,16 +648,67 @@ impl Waiter for DataWait<'_> {
     }
 }
 
-impl Drop for Consumer {
-    /// Releases what was read and closes the ring for the producer: its sends fail with
-    /// `Disconnected` until another consumer claims the role.
-    fn drop(&mut self) {
+impl Consumer {
+    /// Closes the ring as dropping the consumer does (releases what was read, tells the
+    /// producer nobody reads any more, gives the role back) and says whether the consumer
+    /// ends clean.
+    ///
+    /// # Errors
+    ///
+    /// [`Corruption::RoleLost`] if the consumer's owner word no longer held its identity
+    /// (another process rewrote it; then the ring is left as it was), or the error that
+    /// poisoned the consumer before (the role is given back all the same).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig, RecvError};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.close()?;
+    /// assert_eq!(rx.recv(&mut [0u8; 8]), Err(RecvError::Disconnected));
+    /// rx.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(mut self) -> Result<(), Corrupted> {
+        self.closed = true;
+        self.shut()
+    }
+
+    /// What both `close` and the drop do.
+    fn shut(&mut self) -> Result<(), Corrupted> {
+        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
+            self.poison(c.what);
+            return Err(c); // why nothing was released, whatever poisoned the consumer first
+        }
         self.release();
         let h = self.region.header();
         // Release: pairs with the producer's Acquire loads of the flag.
         h.producer.consumer_closed.store(1, Ordering::Release);
-        release_role(&h.consumer.owner, self.me);
+        let released = release_role(&h.consumer.owner, self.me);
         wake(&h.consumer.producer_waiting, &h.consumer.space_event);
+        if let Err(found) = released {
+            return Err(Corrupted {
+                ring: self.region.ident(),
+                what: Corruption::RoleLost {
+                    role: Role::Consumer,
+                    found,
+                },
+            });
+        }
+        self.poisoned.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Consumer {
+    /// Releases what was read and closes the ring for the producer: its sends fail with
+    /// `Disconnected` until another consumer claims the role. If the owner word no longer
+    /// holds our identity, the ring is left alone. A failure is not reported: use
+    /// [`Consumer::close`] for that.
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.shut();
+        }
     }
 }
 

@@ -996,7 +996,7 @@ impl Ring {
         let me = self.claim(Role::Producer, take_over)?;
         let p = Producer::new(self.region.clone(), me);
         if p.is_err() {
-            release_role(&h.producer.owner, me);
+            let _ = release_role(&h.producer.owner, me);
         }
         p
     }
@@ -1008,7 +1008,7 @@ impl Ring {
         h.producer.consumer_closed.store(0, Ordering::Release);
         let c = Consumer::new(self.region.clone(), me);
         if c.is_err() {
-            release_role(&h.consumer.owner, me);
+            let _ = release_role(&h.consumer.owner, me);
         }
         c
     }
@@ -1226,11 +1226,42 @@ fn ring_bytes(g: &Geometry) -> Result<usize, Error> {
     })
 }
 
-/// Gives a role back if we still hold it.
-fn release_role(owner: &AtomicU64, me: Identity) {
+/// Gives a role back if we still hold it; `Err` with what the word held if we did not.
+fn release_role(owner: &AtomicU64, me: Identity) -> Result<(), u64> {
     // O1 (Release): pairs with the Acquire of the next `claim`, and, through the Release RMW
     // in the `wake` that follows, with a sleeping peer's announcement (W1/W2).
-    let _ = owner.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+    owner
+        .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
+        .map(|_| ())
+}
+
+/// Whether this side's own owner word still holds its identity (see "A third writer" in
+/// docs/DESIGN.md). Nobody but the holder writes a held role's word (a claimant only replaces
+/// 0 or a dead holder), so anything else there means another process rewrote it: the side
+/// must stop rather than go on as if it still held the role. The word sits in the side's own
+/// cache line, so the check costs a load that hits unless someone did write it.
+#[inline]
+fn check_own_role(region: &Region, role: Role, me: Identity) -> Result<(), Corrupted> {
+    let h = region.header();
+    let owner = match role {
+        Role::Producer => &h.producer.owner,
+        Role::Consumer => &h.consumer.owner,
+    };
+    // Relaxed: our own word; nothing is synchronised through this load, only compared.
+    let found = owner.load(Ordering::Relaxed);
+    if found == me {
+        return Ok(());
+    }
+    // A file ring whose file shrank reads zeros there: name the real cause.
+    let what = if region.lost() {
+        Corruption::FileShrank
+    } else {
+        Corruption::RoleLost { role, found }
+    };
+    Err(Corrupted {
+        ring: region.ident(),
+        what,
+    })
 }
 
 /// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, release_role, sleep, wake};
-use crate::error::{Corrupted, Corruption, Error, SendError, TrySendError};
+use super::{check_indices, check_own_role, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
@@ -53,6 +53,8 @@ pub struct Producer {
     me: Identity,
     /// How blocking calls wait.
     strategy: WaitStrategy,
+    /// [`Producer::close`] ran: the drop has nothing left to do.
+    closed: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -87,6 +89,7 @@ impl Producer {
             poisoned: None,
             me,
             strategy: WaitStrategy::default(),
+            closed: false,
             _not_sync: PhantomData,
         })
     }
@@ -290,7 +293,8 @@ impl Producer {
     /// # Errors
     ///
     /// [`SendError::Disconnected`] if the consumer closed the ring, [`SendError::PeerDied`] if
-    /// the kernel says its process is dead.
+    /// the kernel says its process is dead, [`SendError::Corrupted`] if the producer is
+    /// poisoned (its own owner word is checked by every send, which poisons it).
     #[cold]
     pub fn check_consumer(&self) -> Result<(), SendError> {
         if let Some(c) = self.poisoned {
@@ -349,6 +353,14 @@ impl Producer {
     /// Slots in the ring.
     pub fn capacity_slots(&self) -> usize {
         self.region.geometry().slot_count as usize
+    }
+
+    /// Whether a consumer has ever claimed this ring (its role's claim count is non-zero). For
+    /// telling the user what a wait is for ("no consumer has come yet"); informational, the
+    /// peer may write it.
+    pub fn peer_has_come(&self) -> bool {
+        // Relaxed: a description, nothing is read on the strength of it.
+        self.region.header().consumer.claims.load(Ordering::Relaxed) != 0
     }
 
     /// Whether the consumer has broken the protocol (then every call fails with this).
@@ -440,6 +452,8 @@ impl Producer {
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
         }
+        // Our owner word, in our own line like the flag below: a hit unless someone wrote it.
+        self.check_role().map_err(TrySendError::Corrupted)?;
         // A word of our own line (hot in our cache): Acquire pairs with the consumer's Release
         // store of it when it closes.
         if self
@@ -547,6 +561,63 @@ fn released_or_closed(region: &Region, head_cache: u64) -> bool {
 }
 
 impl Producer {
+    /// Poisons the producer if its owner word no longer holds its identity (another process
+    /// rewrote it: see `check_own_role`).
+    #[inline]
+    fn check_role(&mut self) -> Result<(), Corrupted> {
+        check_own_role(&self.region, Role::Producer, self.me).inspect_err(|&c| {
+            // Sticky: an earlier error stays the answer of every later call.
+            self.poisoned.get_or_insert(c);
+        })
+    }
+
+    /// Closes the ring as dropping the producer does (publishes anything pending, gives the
+    /// role back, wakes the consumer, which receives every message and then the end of
+    /// stream), and says whether that was a clean end.
+    ///
+    /// # Errors
+    ///
+    /// [`Corruption::RoleLost`] if the producer's owner word no longer held its identity
+    /// (another process rewrote it; then nothing is published and the word is left as it
+    /// was), or the error that poisoned the producer before (the role is given back all the
+    /// same). A program that must not report success for a stream the consumer may not have
+    /// received whole (the `shmpipe send` command) checks this instead of dropping.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmpipe::{Ring, RingConfig};
+    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// let mut tx = ring.producer()?;
+    /// tx.try_send(b"last words").unwrap();
+    /// tx.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(mut self) -> Result<(), Corrupted> {
+        self.closed = true;
+        self.shut()
+    }
+
+    /// What both `close` and the drop do.
+    fn shut(&mut self) -> Result<(), Corrupted> {
+        // A role another process holds or cleared is not ours to publish into or give back.
+        self.check_role()?;
+        self.publish();
+        let line = &self.region.header().producer;
+        let released = release_role(&line.owner, self.me);
+        wake(&line.consumer_waiting, &line.data_event);
+        if let Err(found) = released {
+            return Err(Corrupted {
+                ring: self.region.ident(),
+                what: Corruption::RoleLost {
+                    role: Role::Producer,
+                    found,
+                },
+            });
+        }
+        self.poisoned.map_or(Ok(()), Err)
+    }
+
     /// Poisons the producer because the ring's file shrank under the mapping.
     #[cold]
     fn lose(&mut self) -> Corrupted {
@@ -581,6 +652,7 @@ impl Waiter for RoomWait<'_> {
     }
 
     fn check_peer(&mut self) -> Result<(), SendError> {
+        self.p.check_role()?;
         self.p.check_consumer()
     }
 
@@ -592,11 +664,12 @@ impl Waiter for RoomWait<'_> {
 impl Drop for Producer {
     /// Publishes anything pending and closes the ring: the consumer receives every message,
     /// then `Disconnected`. Another producer may claim the role later and continue the stream.
+    /// If the owner word no longer holds our identity, nothing is published nor released. A
+    /// failure is not reported: use [`Producer::close`] for that.
     fn drop(&mut self) {
-        self.publish();
-        let line = &self.region.header().producer;
-        release_role(&line.owner, self.me);
-        wake(&line.consumer_waiting, &line.data_event);
+        if !self.closed {
+            let _ = self.shut();
+        }
     }
 }
 
