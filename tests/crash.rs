@@ -185,9 +185,9 @@ fn assert_role_taken<T: Debug>(got: Result<T, Error>, role: Role, pid: u32, aliv
         Err(Error::RoleTaken {
             role: r,
             pid: p,
-            holder_alive,
+            holder,
             ..
-        }) if r == role && p == pid && holder_alive == alive => {}
+        }) if r == role && p == pid && (holder == shmpipe::Liveness::Alive) == alive => {}
         other => panic!(
             "claiming the {role} role held by pid {pid} (alive: {alive}): expected RoleTaken, \
              got {other:?}"

@@ -14,10 +14,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveOnDrop, child_role, param, process_state, signal_process};
-use shmpipe::{Error, Key, Ring, RingConfig, Role, SendError, TryRecvError};
+use shmpipe::{
+    Error, Key, RecvError, Ring, RingConfig, Role, SendError, TryRecvError, TrySendError,
+    WrongProcess,
+};
 
 /// The shmid a child attaches to.
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
+/// A second ring's shmid, whose role the child keeps after detaching it.
+const DETACHED_VAR: &str = "SHMPIPE_TEST_DETACHED_SHMID";
 /// No step may take longer, whatever goes wrong.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The bound asserted on a `PeerDied` detection: DESIGN.md promises 100 ms; the margin keeps a
@@ -136,12 +141,34 @@ fn child_drops_inherited_handles() {
             )
         };
         let mut wrong = 0;
-        // Each operation on an inherited handle must fail and leave the ring alone.
-        if tx.try_send(b"from the child").is_ok() {
+        // Each operation on an inherited handle fails with the typed error naming the claimer
+        // and this process, and leaves the ring alone.
+        let named = |w: WrongProcess, role| {
+            w.role == role && w.claimer == me && w.current == getpid() && w.current != me
+        };
+        match tx.try_send(b"from the child") {
+            Err(TrySendError::WrongProcess(w)) if named(w, Role::Producer) => {}
+            _ => wrong |= 1,
+        }
+        match tx.send_timeout(b"from the child", Duration::from_millis(10)) {
+            Err(SendError::WrongProcess(w)) if named(w, Role::Producer) => {}
+            _ => wrong |= 1,
+        }
+        if !matches!(tx.reserve(8), Err(TrySendError::WrongProcess(_))) {
             wrong |= 1;
         }
         let mut buf = [0u8; 64];
-        if rx.try_recv(&mut buf).is_ok() {
+        match rx.try_recv(&mut buf) {
+            Err(TryRecvError::WrongProcess(w)) if named(w, Role::Consumer) => {}
+            _ => wrong |= 2,
+        }
+        if !matches!(
+            rx.recv_timeout(&mut buf, Duration::from_millis(10)),
+            Err(RecvError::WrongProcess(_))
+        ) {
+            wrong |= 2;
+        }
+        if !matches!(rx.try_read(), Err(TryRecvError::WrongProcess(_))) {
             wrong |= 2;
         }
         drop(tx);
@@ -308,8 +335,11 @@ fn a_holder_that_execs_is_seen_dead() {
 
 /// Row 20: the consumer is a process in another pid namespace (same IPC namespace), pid 1
 /// there. Its pid means nothing in ours, so its liveness is unknown: a timed send on the full
-/// ring times out (no `PeerDied`), taking the role over is refused, and `gc` does not call the
-/// ring stale. Needs root (`unshare(CLONE_NEWPID)`); skipped with a message otherwise.
+/// ring times out (no `PeerDied`), taking the role over is refused, and the holder is reported
+/// as unknown. It also holds the consumer role of a second ring that it has detached (without
+/// closing) and that nobody else maps: `gc` must not call that ring stale either, since its
+/// holder cannot be judged. Needs root (`unshare(CLONE_NEWPID)`); skipped with a message
+/// otherwise.
 #[test]
 fn a_holder_in_another_pid_namespace_is_never_dead() {
     if child_role().is_some() {
@@ -325,15 +355,36 @@ fn a_holder_in_another_pid_namespace_is_never_dead() {
     let _rm = RemoveOnDrop::ring(&ring);
     let mut tx = ring.producer().unwrap();
     let shmid = ring.shmid().unwrap();
+    let detached = Ring::create(Key::Private, &small().persistent(true)).unwrap();
+    let detached_id = detached.shmid().unwrap();
+    let _rm_detached = RemoveOnDrop::id(detached_id);
     let mut child = ChildProcess::spawn(
         "a_holder_in_another_pid_namespace_is_never_dead",
         "ns",
-        &[(SHMID_VAR, shmid.to_string())],
+        &[
+            (SHMID_VAR, shmid.to_string()),
+            (DETACHED_VAR, detached_id.to_string()),
+        ],
     );
-    wait_for("the grandchild claims the consumer", TIMEOUT, || {
+    wait_for("the grandchild claims both consumers", TIMEOUT, || {
         child.assert_running();
         ring.status().consumer_pid != 0
+            && detached.status().consumer_pid != 0
+            && shmpipe::segment::stat_id(detached_id).is_ok_and(|st| st.attach_count == 1)
     });
+    drop(detached); // now nobody maps it
+    let (_, class) = shmpipe::gc::classify_id(detached_id).unwrap();
+    println!("class of the detached ring: {class:?}");
+    assert!(
+        !class.is_stale(),
+        "gc calls the ring of a holder it cannot judge stale: {class:?}"
+    );
+    let consumer = ring.holders().1.expect("the consumer holds the role");
+    assert_eq!(
+        consumer.liveness,
+        shmpipe::Liveness::Unknown,
+        "{consumer:?}"
+    );
     println!(
         "consumer holder pid (its namespace): {}",
         ring.status().consumer_pid
@@ -359,9 +410,6 @@ fn a_holder_in_another_pid_namespace_is_never_dead() {
         ),
         "took over a live holder in another pid namespace: {taken:?}"
     );
-    let (_, class) = shmpipe::gc::classify_id(shmid).unwrap();
-    println!("class: {class:?}");
-    assert!(!class.is_stale(), "gc calls the ring stale: {class:?}");
     child.kill_and_reap();
 }
 
@@ -388,6 +436,21 @@ fn namespace_parent() {
         let Ok(rx) = ring.consumer() else {
             return 2;
         };
+        // The second ring: claim its consumer role, then detach it without closing.
+        let Ok(other) = Ring::open_id(param(DETACHED_VAR)) else {
+            return 3;
+        };
+        let Ok(other_rx) = other.consumer() else {
+            return 4;
+        };
+        let addr = other.segment().unwrap().as_ptr();
+        std::mem::forget(other_rx);
+        std::mem::forget(other);
+        // SAFETY: detaches the second ring's mapping, which nothing of ours uses any more (its
+        // handles were forgotten, never to be dropped).
+        if unsafe { libc::shmdt(addr.cast()) } != 0 {
+            return 5;
+        }
         loop {
             // SAFETY: pause has no preconditions; the holder dies with its parent.
             unsafe { libc::pause() };
