@@ -115,7 +115,7 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
         (Role::Producer, h.producer.owner.load(Ordering::Acquire)),
         (Role::Consumer, h.consumer.owner.load(Ordering::Acquire)),
     ];
-    let mapped = Some(seg.as_ptr() as usize);
+    let mapped = Some(seg.as_ptr().addr());
     let mut crashed = false;
     for (role, holder) in holders.into_iter().filter(|&(_, o)| o != 0) {
         match role_liveness(h, mapped, role, holder) {
@@ -330,7 +330,7 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
     // R1 (Acquire): pairs with the creator's Release of READY; then the fields are complete.
     let ready = h.config.ready.load(Ordering::Acquire) == READY;
     let c = h.config.snapshot();
-    let (producer, consumer) = holders(h, Some(seg.as_ptr() as usize));
+    let (producer, consumer) = holders(h, Some(seg.as_ptr().addr()));
     // Relaxed: a monitoring snapshot.
     let tail = h.producer.tail.load(Ordering::Relaxed);
     let head = h.consumer.head.load(Ordering::Relaxed);

@@ -1127,7 +1127,7 @@ pub(crate) fn holder_liveness(region: &Region, role: Role, holder: Identity) -> 
 fn mapped(region: &Region) -> Option<usize> {
     match region.backing() {
         Backing::Heap(_) => None,
-        _ => Some(std::ptr::from_ref(region.header()) as usize),
+        _ => Some(std::ptr::from_ref(region.header()).addr()),
     }
 }
 
