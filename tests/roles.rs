@@ -127,6 +127,11 @@ fn child_drops_inherited_handles() {
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     tx.try_send(b"before").unwrap();
+    // A batch left open at the fork: written, not yet published. A drop of the producer would
+    // publish it; the child's drop of its copy must not.
+    let mut batch = tx.batch();
+    batch.try_send(b"unpublished").unwrap();
+    std::mem::forget(batch);
     let me = getpid();
     let pid = fork_run(|| {
         // The forked process's copies of the parent's handles: what `fork` gives a child. (The
@@ -182,11 +187,12 @@ fn child_drops_inherited_handles() {
     let mut buf = [0u8; 64];
     let first = rx.try_recv(&mut buf).map(|n| buf[..n].to_vec());
     let second = rx.try_recv(&mut buf).map(|n| buf[..n].to_vec());
-    let sent_after = tx.try_send(b"after");
+    let sent_after = tx.try_send(b"after"); // publishes the batch too
     let third = rx.try_recv(&mut buf).map(|n| buf[..n].to_vec());
+    let fourth = rx.try_recv(&mut buf).map(|n| buf[..n].to_vec());
     println!(
         "child exit {code}; holders {}/{}; producer() {again:?}; recv {first:?} {second:?}; \
-         send after {sent_after:?}; recv {third:?}",
+         send after {sent_after:?}; recv {third:?} {fourth:?}",
         status.producer_pid, status.consumer_pid
     );
     assert_eq!(
@@ -206,14 +212,15 @@ fn child_drops_inherited_handles() {
     assert_eq!(
         second,
         Err(TryRecvError::Empty),
-        "false end of stream or child message"
+        "false end of stream, the child's message, or the parent's batch published by the child"
     );
     assert_eq!(
         sent_after,
         Ok(()),
         "the child's consumer drop closed the ring"
     );
-    assert_eq!(third.as_deref(), Ok(&b"after"[..]));
+    assert_eq!(third.as_deref(), Ok(&b"unpublished"[..]));
+    assert_eq!(fourth.as_deref(), Ok(&b"after"[..]));
 }
 
 /// Row 18: the parent produces, a forked child claims the consumer role (with an identity of
