@@ -300,6 +300,24 @@ fn mapping_at(maps: &str, addr: usize) -> Option<(&str, &str)> {
     })
 }
 
+/// Calls `f` on each line of a `/proc/.../maps` file until it returns `Some`, reading the file
+/// in chunks, so a match near the start spares the kernel formatting the rest.
+fn scan_maps<T>(path: &str, mut f: impl FnMut(&str) -> Option<T>) -> std::io::Result<Option<T>> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(16 << 10, std::fs::File::open(path)?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        // Paths may be any bytes; the fields compared (addresses, device, inode) are ASCII.
+        if let Some(v) = f(&String::from_utf8_lossy(&line)) {
+            return Ok(Some(v));
+        }
+    }
+}
+
 /// Whether process `pid` maps the object (device and inode) this process maps at `addr`: a
 /// SysV segment shows with the shmid as inode, a memfd or file with its own. `true` whenever
 /// that cannot be decided: our own mapping not found or anonymous, or the holder's maps
@@ -308,26 +326,26 @@ fn maps_ring(pid: u32, addr: usize) -> bool {
     if cfg!(miri) {
         return true;
     }
-    let Ok(ours) = std::fs::read_to_string("/proc/self/maps") else {
-        return true;
-    };
-    let Some((dev, inode)) = mapping_at(&ours, addr) else {
+    let ours = scan_maps("/proc/self/maps", |l| {
+        mapping_at(l, addr).map(|(dev, inode)| (dev.to_owned(), inode.to_owned()))
+    });
+    let Ok(Some((dev, inode))) = ours else {
         return true;
     };
     if inode == "0" {
         return true;
     }
-    let theirs = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(t) => t,
-        // Gone since `/proc/PID/stat` said it lives: dead.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        // EACCES (another uid without ptrace rights) and the rest: we cannot tell, so alive.
-        Err(_) => return true,
-    };
-    theirs.lines().any(|l| {
+    let theirs = scan_maps(&format!("/proc/{pid}/maps"), |l| {
         let mut f = l.split_ascii_whitespace().skip(3);
-        f.next() == Some(dev) && f.next() == Some(inode)
-    })
+        (f.next() == Some(&dev) && f.next() == Some(&inode)).then_some(())
+    });
+    match theirs {
+        Ok(found) => found.is_some(),
+        // Gone since `/proc/PID/stat` said it lives: dead.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // EACCES (another uid without ptrace rights) and the rest: we cannot tell, so alive.
+        Err(_) => true,
+    }
 }
 
 /// Asks the kernel whether the process behind `id` is alive, from `/proc` alone (no namespace
