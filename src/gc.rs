@@ -13,7 +13,7 @@ use crate::error::Role;
 use crate::layout::{
     FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
 };
-use crate::owner::{self, Liveness};
+use crate::owner::{self, Liveness, Mapped};
 use crate::region::segment_header;
 use crate::ring::role_liveness;
 use crate::segment::{self, Key, Segment, SegmentStat};
@@ -115,7 +115,7 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
         (Role::Producer, h.producer.owner.load(Ordering::Acquire)),
         (Role::Consumer, h.consumer.owner.load(Ordering::Acquire)),
     ];
-    let mapped = Some(seg.as_ptr().addr());
+    let mapped = Some(Mapped::Segment(seg.shmid()));
     let mut crashed = false;
     for (role, holder) in holders.into_iter().filter(|&(_, o)| o != 0) {
         match role_liveness(h, mapped, role, holder) {
@@ -330,7 +330,7 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
     // R1 (Acquire): pairs with the creator's Release of READY; then the fields are complete.
     let ready = h.config.ready.load(Ordering::Acquire) == READY;
     let c = h.config.snapshot();
-    let (producer, consumer) = holders(h, Some(seg.as_ptr().addr()));
+    let (producer, consumer) = holders(h, Some(Mapped::Segment(seg.shmid())));
     // Relaxed: a monitoring snapshot.
     let tail = h.producer.tail.load(Ordering::Relaxed);
     let head = h.consumer.head.load(Ordering::Relaxed);
@@ -359,7 +359,7 @@ pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
 
 /// The producer's and consumer's role holders recorded in a header, each with the kernel's
 /// word on whether it lives (one `/proc` read per holder); `None` where a role is free.
-pub(crate) fn holders(h: &Header, mapped: Option<usize>) -> (Option<Holder>, Option<Holder>) {
+pub(crate) fn holders(h: &Header, mapped: Option<Mapped>) -> (Option<Holder>, Option<Holder>) {
     let holder = |role: Role, id: u64| {
         (id != 0).then(|| Holder {
             pid: owner::pid_of(id),

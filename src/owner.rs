@@ -238,12 +238,12 @@ impl std::fmt::Display for Liveness {
     }
 }
 
-/// Judges the holder `id` of a role, recorded with pid namespace `pidns`, of a ring this
-/// process maps at address `ring` (`None`: a heap ring, no mapping to check):
+/// Judges the holder `id` of a role, recorded with pid namespace `pidns`, of the ring `ring`
+/// this process maps (`None`: a heap ring, no mapping to check):
 ///
 /// - a namespace other than ours (both known): [`Liveness::Unknown`];
 /// - otherwise `/proc` decides ([`liveness`]), and a live process must also still map the ring
-///   (`/proc/PID/maps` shows a mapping of the device and inode ours shows), or it has `exec`ed
+///   (`/proc/PID/maps` shows a mapping of the same object: see [`Mapped`]), or it has `exec`ed
 ///   and is dead. Maps we may not read (another user without ptrace rights) mean alive.
 ///
 /// A dead verdict must survive `still_holds()` (a re-read of the owner word): a holder that
@@ -254,7 +254,7 @@ impl std::fmt::Display for Liveness {
 pub(crate) fn judge(
     id: Identity,
     pidns: u64,
-    ring: Option<usize>,
+    ring: Option<Mapped>,
     still_holds: impl Fn() -> bool,
 ) -> Liveness {
     if pidns != 0 {
@@ -264,8 +264,8 @@ pub(crate) fn judge(
         }
     }
     let verdict = match (liveness(id), ring) {
-        (Liveness::Alive, Some(addr)) if !leader_gone(pid_of(id)) => {
-            if maps_ring(pid_of(id), addr) {
+        (Liveness::Alive, Some(ring)) if !leader_gone(pid_of(id)) => {
+            if maps_ring(pid_of(id), ring) {
                 Liveness::Alive
             } else {
                 Liveness::Dead
@@ -318,26 +318,44 @@ fn scan_maps<T>(path: &str, mut f: impl FnMut(&str) -> Option<T>) -> std::io::Re
     }
 }
 
-/// Whether process `pid` maps the object (device and inode) this process maps at `addr`: a
-/// SysV segment shows with the shmid as inode, a memfd or file with its own. `true` whenever
-/// that cannot be decided: our own mapping not found or anonymous, or the holder's maps
-/// unreadable (permissions).
-fn maps_ring(pid: u32, addr: usize) -> bool {
+/// Which ring a liveness check looks for in a holder's `/proc/PID/maps`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mapped {
+    /// A SysV segment: its mappings show as `/SYSV<key> (deleted)` with the shmid as inode, so
+    /// our own maps need not be read.
+    Segment(i32),
+    /// A memfd or file mapped in this process at this address: the device and inode come from
+    /// our own maps line for it.
+    At(usize),
+}
+
+/// Whether process `pid` maps the ring `ring`. `true` whenever that cannot be decided: our own
+/// mapping not found or anonymous, or the holder's maps unreadable (permissions).
+fn maps_ring(pid: u32, ring: Mapped) -> bool {
     if cfg!(miri) {
         return true;
     }
-    let ours = scan_maps("/proc/self/maps", |l| {
-        mapping_at(l, addr).map(|(dev, inode)| (dev.to_owned(), inode.to_owned()))
-    });
-    let Ok(Some((dev, inode))) = ours else {
-        return true;
+    let (dev, inode) = match ring {
+        Mapped::Segment(shmid) => (None, shmid.to_string()),
+        Mapped::At(addr) => {
+            let ours = scan_maps("/proc/self/maps", |l| {
+                mapping_at(l, addr).map(|(dev, inode)| (dev.to_owned(), inode.to_owned()))
+            });
+            match ours {
+                Ok(Some((_, inode))) if inode == "0" => return true,
+                Ok(Some((dev, inode))) => (Some(dev), inode),
+                _ => return true,
+            }
+        }
     };
-    if inode == "0" {
-        return true;
-    }
     let theirs = scan_maps(&format!("/proc/{pid}/maps"), |l| {
         let mut f = l.split_ascii_whitespace().skip(3);
-        (f.next() == Some(&dev) && f.next() == Some(&inode)).then_some(())
+        let (d, i, path) = (f.next(), f.next(), f.next());
+        let same = match &dev {
+            Some(dev) => d == Some(dev.as_str()),
+            None => path.is_some_and(|p| p.starts_with("/SYSV")),
+        };
+        (same && i == Some(inode.as_str())).then_some(())
     });
     match theirs {
         Ok(found) => found.is_some(),

@@ -21,6 +21,8 @@ use shmpipe::{
 
 /// The shmid a child attaches to.
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
+/// The path of a file ring a child opens.
+const PATH_VAR: &str = "SHMPIPE_TEST_PATH";
 /// A second ring's shmid, whose role the child keeps after detaching it.
 const DETACHED_VAR: &str = "SHMPIPE_TEST_DETACHED_SHMID";
 /// No step may take longer, whatever goes wrong.
@@ -266,7 +268,13 @@ fn parent_of_forked_consumer() {
         at
     });
     let got = tx.send_timeout(b"blocked", Duration::from_secs(10));
+    let returned = Instant::now();
     let killed_at = killer.join().unwrap();
+    // While the child lived (and mapped the ring) it was alive: no PeerDied before the kill.
+    assert!(
+        returned > killed_at,
+        "send_timeout returned {got:?} before the kill"
+    );
     let took = killed_at.elapsed();
     wait_pid(pid, TIMEOUT);
     println!("send_timeout after the kill: {got:?} after {took:?}");
@@ -284,37 +292,75 @@ fn parent_of_forked_consumer() {
 // ---------------------------------------------------------------------------------------------
 
 /// Row 19: a consumer process `exec`s `/bin/sleep`: same pid, same start time, but the ring is
-/// no longer mapped, so it can never release the role. The producer blocked on the full ring
-/// gets `PeerDied` within the bound, and the role can be taken over, although the process
-/// lives on.
+/// no longer mapped, so it can never release the role. Before the exec it is alive (it maps
+/// the ring); after it, the producer blocked on the full ring gets `PeerDied` within the bound,
+/// and the role can be taken over, although the process lives on. A SysV ring (found in the
+/// holder's maps by its shmid) here, a file ring (by device and inode) below.
 #[test]
 fn a_holder_that_execs_is_seen_dead() {
     if child_role().is_some() {
-        let ring = Ring::open_id(param(SHMID_VAR)).unwrap();
-        let rx = ring.consumer().unwrap();
-        use std::os::unix::process::CommandExt;
-        let err = std::process::Command::new("/bin/sleep").arg("60").exec();
-        drop(rx);
-        panic!("exec failed: {err}");
+        return claim_then_exec();
     }
     let _serial = serial();
     let ring = Ring::create(Key::Private, &small().persistent(true)).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
-    let mut tx = ring.producer().unwrap();
     let shmid = ring.shmid().unwrap().to_string();
-    let mut child = ChildProcess::spawn(
+    exec_case(
+        &ring,
         "a_holder_that_execs_is_seen_dead",
-        "exec",
         &[(SHMID_VAR, shmid)],
     );
+}
+
+/// Row 19 for a ring in a file.
+#[test]
+fn a_holder_of_a_file_ring_that_execs_is_seen_dead() {
+    if child_role().is_some() {
+        return claim_then_exec();
+    }
+    let _serial = serial();
+    let path = common::temp_path("exec-ring");
+    let _rm = common::RemoveFile(path.clone());
+    let ring = Ring::create_file(&path, &small().persistent(true)).unwrap();
+    exec_case(
+        &ring,
+        "a_holder_of_a_file_ring_that_execs_is_seen_dead",
+        &[(PATH_VAR, path.display().to_string())],
+    );
+}
+
+/// The child: opens the ring (by shmid or path), claims the consumer role, and after a while
+/// replaces itself with `sleep`.
+fn claim_then_exec() {
+    let ring = match std::env::var(PATH_VAR) {
+        Ok(path) => Ring::open_file(path).unwrap(),
+        Err(_) => Ring::open_id(param(SHMID_VAR)).unwrap(),
+    };
+    let rx = ring.consumer().unwrap();
+    std::thread::sleep(Duration::from_secs(2)); // the parent checks that we count as alive
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new("/bin/sleep").arg("60").exec();
+    drop(rx);
+    panic!("exec failed: {err}");
+}
+
+fn exec_case(ring: &Ring, test: &str, vars: &[(&str, String)]) {
+    let mut tx = ring.producer().unwrap();
+    let mut child = ChildProcess::spawn(test, "exec", vars);
     let pid = child.pid();
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     wait_for("the child claims the consumer", TIMEOUT, || {
         child.assert_running();
         ring.status().consumer_pid == pid
     });
+    // Still the test binary, mapping the ring: alive.
+    let before = tx.check_consumer();
+    if comm().trim() != "sleep" {
+        assert_eq!(before, Ok(()), "a holder that maps the ring was judged");
+    }
     wait_for("the child execs sleep", TIMEOUT, || {
         child.assert_running();
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        comm().trim() == "sleep"
     });
     fill(&mut tx);
     let start = Instant::now();

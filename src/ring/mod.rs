@@ -27,7 +27,7 @@ use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
 use crate::memfd::MemfdMap;
-use crate::owner::{self, Identity, Liveness};
+use crate::owner::{self, Identity, Liveness, Mapped};
 use crate::region::{Backing, HeapRing, Region};
 use crate::segment::{Key, Segment};
 use crate::sync::{AtomicU32, AtomicU64, Futex};
@@ -1122,12 +1122,16 @@ pub(crate) fn holder_liveness(region: &Region, role: Role, holder: Identity) -> 
     role_liveness(region.header(), mapped(region), role, holder)
 }
 
-/// The address at which this process maps the ring, for the exec check of `owner::judge`;
-/// `None` for a heap ring (nothing to check: it lives in this process).
-fn mapped(region: &Region) -> Option<usize> {
+/// What the exec check of `owner::judge` looks for in a holder's maps: the segment's shmid, or
+/// where this process maps a memfd or file ring; `None` for a heap ring (nothing to check: it
+/// lives in this process).
+fn mapped(region: &Region) -> Option<Mapped> {
     match region.backing() {
         Backing::Heap(_) => None,
-        _ => Some(std::ptr::from_ref(region.header()).addr()),
+        Backing::Segment(s) => Some(Mapped::Segment(s.shmid())),
+        Backing::Memfd(_) | Backing::File(_) => {
+            Some(Mapped::At(std::ptr::from_ref(region.header()).addr()))
+        }
     }
 }
 
@@ -1135,7 +1139,7 @@ fn mapped(region: &Region) -> Option<usize> {
 /// without building a ring).
 pub(crate) fn role_liveness(
     h: &Header,
-    mapped: Option<usize>,
+    mapped: Option<Mapped>,
     role: Role,
     holder: Identity,
 ) -> Liveness {
