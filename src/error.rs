@@ -10,6 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::owner::Liveness;
 use crate::segment::Key;
 
 /// Which ring an error is about: its key and shmid where it has them.
@@ -274,20 +275,21 @@ pub enum Error {
         found: String,
     },
     /// Another process (or another handle in this one) holds the role. If the holder is dead
-    /// (`holder_alive` false), the role can be taken over with
+    /// (`holder` is [`Liveness::Dead`]), the role can be taken over with
     /// [`Ring::take_over_producer`](crate::Ring::take_over_producer) or
-    /// [`Ring::take_over_consumer`](crate::Ring::take_over_consumer).
+    /// [`Ring::take_over_consumer`](crate::Ring::take_over_consumer); an alive holder, or one
+    /// whose liveness is unknown (it is in another pid namespace), cannot be taken over.
     #[error("{ident}: the {role} role is held by pid {pid} ({})",
-        if *holder_alive { "alive" } else { "dead: it can be taken over" })]
+        if *holder == Liveness::Dead { "dead: it can be taken over".to_string() } else { holder.to_string() })]
     RoleTaken {
         /// The ring.
         ident: Ident,
         /// The role asked for.
         role: Role,
-        /// The pid written by the holder.
+        /// The pid written by the holder (in its own pid namespace).
         pid: u32,
-        /// Whether the kernel says the holder is alive.
-        holder_alive: bool,
+        /// What the kernel says about the holder.
+        holder: Liveness,
     },
     /// The kernel refused a huge-page segment ([`RingConfig::huge_pages`](crate::RingConfig::huge_pages),
     /// [`Segment::create_huge_pages`](crate::Segment::create_huge_pages)): `ENOMEM` (not enough
@@ -601,6 +603,29 @@ pub struct Corrupted {
     pub what: Corruption,
 }
 
+/// A [`Producer`](crate::Producer) or [`Consumer`](crate::Consumer) (or a wrapper of one) used
+/// in a process other than the one that claimed its role: a child that inherited it across
+/// `fork`. The role belongs to the claimer: every operation of the inherited handle fails with
+/// this error and touches nothing, and dropping it does nothing to the ring. The child may
+/// claim a free role of its own from its [`Ring`](crate::Ring). See docs/DESIGN.md, "Fork,
+/// exec and pid namespaces".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{ring}: this {role} was claimed by pid {claimer}, and pid {current} (a forked child) \
+         may not use it"
+)]
+#[non_exhaustive]
+pub struct WrongProcess {
+    /// The ring.
+    pub ring: Ident,
+    /// The handle's role.
+    pub role: Role,
+    /// The pid of the process that claimed the role.
+    pub claimer: u32,
+    /// The pid of the process that used the handle.
+    pub current: u32,
+}
+
 /// Why [`Producer::try_send`](crate::Producer::try_send) or
 /// [`Producer::reserve`](crate::Producer::reserve) did not send.
 ///
@@ -624,6 +649,10 @@ pub enum TrySendError<T = ()> {
     /// The consumer broke the protocol; the producer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
+    /// The producer was claimed by another process (this one is a forked child): nothing was
+    /// sent.
+    #[error(transparent)]
+    WrongProcess(WrongProcess),
 }
 
 /// Why a blocking send ([`Producer::send`](crate::Producer::send),
@@ -656,6 +685,10 @@ pub enum SendError<T = ()> {
     /// The consumer broke the protocol; the producer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
+    /// The producer was claimed by another process (this one is a forked child): nothing was
+    /// sent.
+    #[error(transparent)]
+    WrongProcess(WrongProcess),
 }
 
 /// Why a blocking receive ([`Consumer::recv`](crate::Consumer::recv),
@@ -687,6 +720,10 @@ pub enum RecvError {
     /// The producer broke the protocol; the consumer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
+    /// The consumer was claimed by another process (this one is a forked child): nothing was
+    /// received.
+    #[error(transparent)]
+    WrongProcess(WrongProcess),
 }
 
 /// Why [`Consumer::try_recv`](crate::Consumer::try_recv) or
@@ -710,4 +747,8 @@ pub enum TryRecvError {
     /// The producer broke the protocol; the consumer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
+    /// The consumer was claimed by another process (this one is a forked child): nothing was
+    /// received.
+    #[error(transparent)]
+    WrongProcess(WrongProcess),
 }

@@ -9,12 +9,14 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
+use crate::error::Role;
 use crate::keylock::{self, Mode};
 use crate::layout::{
     FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
 };
-use crate::owner::{self, Liveness};
+use crate::owner::{self, Liveness, Mapped};
 use crate::region::segment_header;
+use crate::ring::role_liveness;
 use crate::segment::{self, Key, Segment, SegmentStat};
 
 /// What a segment is, as far as shmpipe is concerned.
@@ -111,17 +113,19 @@ pub(crate) fn classify_attached(seg: &Segment) -> Result<Class, Error> {
     if others > 0 {
         return Ok(Class::InUse { attached: others });
     }
+    // O1 (Acquire): pairs with the holders' claims and releases.
     let holders = [
-        h.producer.owner.load(Ordering::Acquire),
-        h.consumer.owner.load(Ordering::Acquire),
+        (Role::Producer, h.producer.owner.load(Ordering::Acquire)),
+        (Role::Consumer, h.consumer.owner.load(Ordering::Acquire)),
     ];
+    let mapped = Some(Mapped::Segment(seg.shmid()));
     let mut crashed = false;
-    for holder in holders.into_iter().filter(|&o| o != 0) {
-        match owner::liveness(holder) {
-            // Alive but not attached: another pid namespace, or it detached without closing.
-            // Either way not ours to judge.
-            Liveness::Alive => return Ok(Class::InUse { attached: 0 }),
+    for (role, holder) in holders.into_iter().filter(|&(_, o)| o != 0) {
+        match role_liveness(h, mapped, role, holder) {
             Liveness::Dead => crashed = true,
+            // Alive but not attached (it detached without closing), or in another pid
+            // namespace (Unknown): not ours to judge, never stale.
+            _ => return Ok(Class::InUse { attached: 0 }),
         }
     }
     // Monitoring values: read once, used only to describe and to decide keep-or-remove.
@@ -314,10 +318,18 @@ pub(crate) fn recycle_if_stale_locked(key: Key, owners: &[u32]) -> bool {
 /// A role holder as recorded in a ring, with the kernel's word on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder {
-    /// The pid written by the holder.
+    /// The pid written by the holder (in its own pid namespace).
     pub pid: u32,
-    /// Whether that process (same pid and start time) is alive.
-    pub alive: bool,
+    /// Whether that process (same pid and start time, still mapping the ring) is alive, dead,
+    /// or in another pid namespace (unknown).
+    pub liveness: Liveness,
+}
+
+impl Holder {
+    /// Whether the kernel says the holder lives ([`Liveness::Alive`]).
+    pub fn alive(&self) -> bool {
+        self.liveness == Liveness::Alive
+    }
 }
 
 /// What a ring holds, read from its header once, for monitoring (`shmpipe stat`). Values come
@@ -395,7 +407,7 @@ fn read_info(seg: &Segment, class: Class, stat: SegmentStat) -> Result<RingInfo,
     // R1 (Acquire): pairs with the creator's Release of READY; then the fields are complete.
     let ready = h.config.ready.load(Ordering::Acquire) == READY;
     let c = h.config.snapshot();
-    let (producer, consumer) = holders(h);
+    let (producer, consumer) = holders(h, Some(Mapped::Segment(seg.shmid())));
     // Relaxed: a monitoring snapshot.
     let tail = h.producer.tail.load(Ordering::Relaxed);
     let head = h.consumer.head.load(Ordering::Relaxed);
@@ -424,16 +436,16 @@ fn read_info(seg: &Segment, class: Class, stat: SegmentStat) -> Result<RingInfo,
 
 /// The producer's and consumer's role holders recorded in a header, each with the kernel's
 /// word on whether it lives (one `/proc` read per holder); `None` where a role is free.
-pub(crate) fn holders(h: &Header) -> (Option<Holder>, Option<Holder>) {
-    let holder = |id: u64| {
+pub(crate) fn holders(h: &Header, mapped: Option<Mapped>) -> (Option<Holder>, Option<Holder>) {
+    let holder = |role: Role, id: u64| {
         (id != 0).then(|| Holder {
             pid: owner::pid_of(id),
-            alive: owner::liveness(id) == Liveness::Alive,
+            liveness: role_liveness(h, mapped, role, id),
         })
     };
     // Relaxed: a monitoring snapshot.
     (
-        holder(h.producer.owner.load(Ordering::Relaxed)),
-        holder(h.consumer.owner.load(Ordering::Relaxed)),
+        holder(Role::Producer, h.producer.owner.load(Ordering::Relaxed)),
+        holder(Role::Consumer, h.consumer.owner.load(Ordering::Relaxed)),
     )
 }

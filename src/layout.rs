@@ -15,7 +15,7 @@ use crate::sync::{AtomicU32, AtomicU64, Futex};
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Value of the ready word once the creator has written the whole header ("RDY!").
 pub const READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Bytes of the header: configuration, producer and consumer lines.
@@ -169,6 +169,10 @@ pub struct ProducerLine {
     /// 1 once the consumer closed (dropped) cleanly; 0 again when a consumer claims the role.
     /// Written by the consumer.
     pub consumer_closed: AtomicU32,
+    /// Pid namespace (inode of `/proc/self/ns/pid`) of the last claimant of the producer role,
+    /// written before and after its claim of `owner`; 0 if unknown. A holder whose namespace
+    /// differs from the reader's has unknown liveness (see `owner::judge`).
+    pub owner_pidns: AtomicU64,
 }
 
 /// Line 2: the consumer's. Only the consumer writes it, except `producer_waiting`.
@@ -188,6 +192,8 @@ pub struct ConsumerLine {
     /// 1 while the producer is (about to be) asleep on `space_event`. Written by the producer
     /// (set) and by the consumer (cleared when it wakes the producer).
     pub producer_waiting: AtomicU32,
+    /// Pid namespace of the last claimant of the consumer role (as in the producer's line).
+    pub owner_pidns: AtomicU64,
 }
 
 /// The whole header at offset 0 of the segment.
@@ -242,6 +248,8 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, claims) == 24);
     assert!(offset_of!(ConsumerLine, space_event) == 28);
     assert!(offset_of!(ConsumerLine, producer_waiting) == 32);
+    assert!(offset_of!(ProducerLine, owner_pidns) == 40);
+    assert!(offset_of!(ConsumerLine, owner_pidns) == 40);
 };
 
 /// The ring's shape, validated once and then kept in private memory: the ring never re-reads

@@ -66,7 +66,8 @@ mod typed;
 pub mod wait;
 
 pub use error::{
-    Corrupted, Corruption, Error, Ident, RecvError, Role, SendError, TryRecvError, TrySendError,
+    Corrupted, Corruption, Error, Ident, Liveness, RecvError, Role, SendError, TryRecvError,
+    TrySendError, WrongProcess,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 pub use ring::{

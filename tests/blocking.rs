@@ -1698,7 +1698,7 @@ fn open_or_create_recycles_a_stale_ring() {
         Err(Error::RoleTaken {
             role: Role::Producer,
             pid: p,
-            holder_alive: false,
+            holder: shmpipe::Liveness::Dead,
             ..
         }) => assert_eq!(p, pid),
         other => panic!("expected RoleTaken by a dead holder, got {other:?}"),
@@ -1879,7 +1879,7 @@ fn creator_that_died_mid_init_is_recycled() {
 }
 
 /// While a child holds the producer of one ring and the consumer of another, a second claim
-/// of either role is refused with `holder_alive: true`, takeover too; once the child is
+/// of either role is refused with `holder: Liveness::Alive`, takeover too; once the child is
 /// killed, the claim says the holder is dead and takeover succeeds.
 #[test]
 #[cfg_attr(miri, ignore)]
@@ -1903,9 +1903,12 @@ fn second_claim_is_refused_while_the_holder_lives() {
         Err(Error::RoleTaken {
             role: r,
             pid: p,
-            holder_alive,
+            holder,
             ..
-        }) => assert_eq!((r, p, holder_alive), (role, pid, alive)),
+        }) => assert_eq!(
+            (r, p, holder == shmpipe::Liveness::Alive),
+            (role, pid, alive)
+        ),
         other => panic!("expected RoleTaken, got {other:?}"),
     };
     refused(a.producer().map(drop), Role::Producer, true);

@@ -154,7 +154,7 @@ fn wait_for_holder(
             } else {
                 info.consumer
             };
-            if holder.is_some_and(|h| h.alive) {
+            if holder.is_some_and(|h| h.alive()) {
                 return info.stat.shmid;
             }
         }

@@ -185,9 +185,9 @@ fn assert_role_taken<T: Debug>(got: Result<T, Error>, role: Role, pid: u32, aliv
         Err(Error::RoleTaken {
             role: r,
             pid: p,
-            holder_alive,
+            holder,
             ..
-        }) if r == role && p == pid && holder_alive == alive => {}
+        }) if r == role && p == pid && (holder == shmpipe::Liveness::Alive) == alive => {}
         other => panic!(
             "claiming the {role} role held by pid {pid} (alive: {alive}): expected RoleTaken, \
              got {other:?}"
@@ -469,7 +469,7 @@ fn role_producer_without_main_thread(ring: &Ring, seed: u64) {
 /// its blocking `recv` returns `PeerDied` with the child's pid within the bound; the record in
 /// flight never appears. While the child was only stopped, it counted as alive: `recv` timed
 /// out and a takeover was refused. After the kill a new process is refused a plain claim
-/// (`holder_alive: false`), takes the role over, and continues the stream right after the
+/// (`holder: Liveness::Dead`), takes the role over, and continues the stream right after the
 /// last published message.
 fn producer_crash(test: &str, point: &str) {
     if run_child_role() {
@@ -632,7 +632,7 @@ fn continue_with_successor(
 /// of message `s`, the ring fills, and the producer blocks in `send`. While the child is
 /// stopped the send only times out and a takeover is refused; once it is SIGKILLed, the
 /// blocked `send` returns `PeerDied` with the child's pid and the very message given back,
-/// within the bound. Then `consumer()` is refused (`holder_alive: false`) and
+/// within the bound. Then `consumer()` is refused (`holder: Liveness::Dead`) and
 /// `take_over_consumer()` resumes after the last *released* message: message `s` again unless
 /// the child died after storing the head (`recv:released`), every later one once, in order.
 fn consumer_crash(test: &str, point: &str) {

@@ -237,6 +237,7 @@ impl MapRef for TrySendError {
         match self {
             TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
             TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
+            TrySendError::WrongProcess(w) => TrySendError::WrongProcess(w),
             TrySendError::Full(()) | TrySendError::Disconnected(()) => {
                 panic!("Full and Disconnected carry the message")
             }
@@ -677,7 +678,7 @@ fn second_producer_or_consumer_refused(m: &mut Maker) {
                 ident,
                 role: Role::Producer,
                 pid: holder,
-                holder_alive: true,
+                holder: shmpipe::Liveness::Alive,
             }) => {
                 assert_eq!(holder, pid);
                 assert_eq!(ident, ring.ident());

@@ -225,7 +225,7 @@ fn a_persistent_file_ring_survives_a_restart() {
     assert!(matches!(
         ring.producer(),
         Err(Error::RoleTaken {
-            holder_alive: false,
+            holder: shmpipe::Liveness::Dead,
             ..
         })
     ));

@@ -561,6 +561,7 @@ fn try_send_err<T>(e: TrySendError<T>) -> Result<Corrupted, String> {
         TrySendError::Full(_) => Err("Full".into()),
         TrySendError::Disconnected(_) => Err("Disconnected".into()),
         TrySendError::TooLarge { len, max } => Err(format!("TooLarge {len} > {max}")),
+        TrySendError::WrongProcess(w) => Err(format!("{w:?}")),
     }
 }
 
@@ -571,6 +572,7 @@ fn send_err<T>(e: SendError<T>) -> Result<Corrupted, String> {
         SendError::Disconnected(_) => Err("Disconnected".into()),
         SendError::PeerDied { pid, .. } => Err(format!("PeerDied (pid {pid})")),
         SendError::TooLarge { len, max } => Err(format!("TooLarge {len} > {max}")),
+        SendError::WrongProcess(w) => Err(format!("{w:?}")),
     }
 }
 

@@ -617,7 +617,7 @@ fn a_typed_takeover_checks_the_type_then_the_holder() {
     assert!(matches!(
         ring.typed::<Tick>().take_over_producer(),
         Err(Error::RoleTaken {
-            holder_alive: true,
+            holder: shmpipe::Liveness::Alive,
             ..
         })
     ));

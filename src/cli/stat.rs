@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
+use shmpipe::Liveness;
 use shmpipe::gc::{self, Class, Holder, RingInfo};
 
 use super::bench::json_string;
@@ -266,7 +267,8 @@ fn owner_line(mode: u32, owner: u32, creator: Option<u32>) -> String {
 fn holder_short(h: Option<Holder>) -> String {
     match h {
         None => "-".into(),
-        Some(h) if h.alive => h.pid.to_string(),
+        Some(h) if h.alive() => h.pid.to_string(),
+        Some(h) if h.liveness == Liveness::Unknown => format!("{}(?)", h.pid),
         Some(h) => format!("{}(dead)", h.pid),
     }
 }
@@ -274,8 +276,7 @@ fn holder_short(h: Option<Holder>) -> String {
 fn holder_long(h: Option<Holder>) -> String {
     match h {
         None => "none".into(),
-        Some(h) if h.alive => format!("pid {} (alive)", h.pid),
-        Some(h) => format!("pid {} (dead)", h.pid),
+        Some(h) => format!("pid {} ({})", h.pid, h.liveness),
     }
 }
 
@@ -397,7 +398,16 @@ fn details(i: &RingInfo) -> String {
 fn json_holder(h: Option<Holder>) -> String {
     match h {
         None => "null".into(),
-        Some(h) => format!("{{\"pid\":{},\"alive\":{}}}", h.pid, h.alive),
+        Some(h) => format!(
+            "{{\"pid\":{},\"alive\":{},\"liveness\":\"{}\"}}",
+            h.pid,
+            h.alive(),
+            match h.liveness {
+                Liveness::Alive => "alive",
+                Liveness::Dead => "dead",
+                _ => "unknown",
+            }
+        ),
     }
 }
 

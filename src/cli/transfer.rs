@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use shmpipe::{
-    Consumer, Error, Ident, Key, Producer, RecvError, Ring, RingConfig, SendError, TryRecvError,
+    Consumer, Error, Ident, Key, Liveness, Producer, RecvError, Ring, RingConfig, SendError,
+    TryRecvError,
 };
 
 use super::progress::Progress;
@@ -239,7 +240,7 @@ fn claim<T>(
 ) -> Result<T, CliError> {
     match claim(ring) {
         Err(Error::RoleTaken {
-            holder_alive: false,
+            holder: Liveness::Dead,
             ..
         }) if ring.path().is_some() => Ok(take_over(ring)?),
         other => Ok(other?),
@@ -407,6 +408,7 @@ fn send_error(ident: Ident, e: &SendError<impl Sized>) -> CliError {
         }
         SendError::PeerDied { pid, .. } => format!("{ident}: the receiver (pid {pid}) died"),
         SendError::Corrupted(c) => c.to_string(),
+        SendError::WrongProcess(w) => w.to_string(),
         SendError::Timeout(_) => format!("{ident}: timed out"),
         SendError::TooLarge { len, max } => {
             format!("{ident}: a message of {len} bytes exceeds the ring's largest, {max} bytes")

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, check_own_role, release_role, sleep, wake};
-use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError};
+use super::{check_indices, check_own_role, holder_liveness, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
@@ -27,6 +27,12 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 /// per ring, enforced across processes.
 ///
 /// Dropping it releases any slots a batch still held and gives the consumer role back.
+///
+/// The role belongs to the process that claimed it. A child forked while the consumer exists
+/// inherits a copy that it cannot use: every operation fails with
+/// [`WrongProcess`](crate::WrongProcess) (receiving nothing), a guard or batch it inherited
+/// releases nothing, and dropping it does nothing to the ring (the parent still holds the role
+/// and the producer is not told of any close). The child may claim a free role of its own.
 ///
 /// # Examples
 ///
@@ -52,7 +58,8 @@ pub struct Consumer {
     received: u64,
     /// Sticky error once the producer broke the protocol.
     poisoned: Option<Corrupted>,
-    /// Our identity, written into the owner word.
+    /// Our identity, written into the owner word: the process that claimed the role. In any
+    /// other process (a forked child) every operation fails and drop does nothing.
     me: Identity,
     /// How blocking calls wait.
     strategy: WaitStrategy,
@@ -133,7 +140,7 @@ impl Consumer {
     #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let len = self.copy_next(buf)?;
-        self.release();
+        self.release_read();
         hooks::hit("recv:released");
         Ok(len)
     }
@@ -315,7 +322,8 @@ impl Consumer {
             return Err(self.poison(c.what).into());
         }
         let holder = self.region.header().producer.owner.load(Ordering::Acquire);
-        if holder == 0 || owner::liveness(holder) == Liveness::Alive {
+        // Unknown (another pid namespace) is not dead.
+        if holder == 0 || holder_liveness(&self.region, Role::Producer, holder) != Liveness::Dead {
             return Ok(());
         }
         // Dead: deliver what it published first.
@@ -434,9 +442,42 @@ impl Consumer {
         self.received = self.received.wrapping_add(1);
     }
 
-    /// Hands the slots read so far back to the producer: one Release store of the head.
+    /// Fails unless this is the process that claimed the role: two loads of process-local
+    /// memory and a branch (see `owner::current`).
+    #[inline(always)]
+    fn check_process(&self) -> Result<(), WrongProcess> {
+        if owner::current() == self.me {
+            Ok(())
+        } else {
+            Err(self.wrong_process())
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_process(&self) -> WrongProcess {
+        WrongProcess {
+            ring: self.region.ident(),
+            role: Role::Consumer,
+            claimer: owner::pid_of(self.me),
+            current: owner::pid_now(),
+        }
+    }
+
+    /// Hands the slots read so far back to the producer (see `release_read`), if this is the
+    /// claimer's process: a guard, batch or consumer inherited by a forked child releases
+    /// nothing.
     #[inline]
     fn release(&mut self) {
+        if self.head != self.released && self.check_process().is_ok() {
+            self.release_read();
+        }
+    }
+
+    /// Hands the slots read so far back to the producer: one Release store of the head. Only
+    /// after a `next` of this operation checked the process.
+    #[inline]
+    fn release_read(&mut self) {
         if self.head != self.released {
             // Our owner word, in the line we are about to write: a hit unless someone wrote it.
             // A role we lost is not ours to release slots in; the next call reports it.
@@ -458,6 +499,7 @@ impl Consumer {
     /// Finds and validates the next message, skipping one padding record.
     #[inline]
     fn next(&mut self) -> Result<Record, TryRecvError> {
+        self.check_process().map_err(TryRecvError::WrongProcess)?;
         if let Some(c) = self.poisoned {
             return Err(TryRecvError::Corrupted(c));
         }
@@ -677,6 +719,11 @@ impl Consumer {
 
     /// What both `close` and the drop do.
     fn shut(&mut self) -> Result<(), Corrupted> {
+        if self.check_process().is_err() {
+            // Inherited across fork: the role, the indices and the close are the claimer's;
+            // the child's copy goes away without touching the ring.
+            return Ok(());
+        }
         if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
             self.poison(c.what);
             return Err(c); // why nothing was released, whatever poisoned the consumer first
@@ -703,7 +750,8 @@ impl Consumer {
 impl Drop for Consumer {
     /// Releases what was read and closes the ring for the producer: its sends fail with
     /// `Disconnected` until another consumer claims the role. If the owner word no longer
-    /// holds our identity, the ring is left alone. A failure is not reported: use
+    /// holds our identity, the ring is left alone, and in a process other than the claimer's
+    /// (a forked child) it does nothing to the ring. A failure is not reported: use
     /// [`Consumer::close`] for that.
     fn drop(&mut self) {
         if !self.closed {
@@ -722,6 +770,7 @@ impl From<TryRecvError> for RecvError {
                 RecvError::BufferTooSmall { needed, available }
             }
             TryRecvError::Corrupted(c) => RecvError::Corrupted(c),
+            TryRecvError::WrongProcess(w) => RecvError::WrongProcess(w),
         }
     }
 }
@@ -901,6 +950,7 @@ impl From<RecvError> for std::io::Error {
             RecvError::PeerDied { .. } => ErrorKind::ConnectionAborted,
             RecvError::BufferTooSmall { .. } => ErrorKind::InvalidInput,
             RecvError::Corrupted(_) => ErrorKind::InvalidData,
+            RecvError::WrongProcess(_) => ErrorKind::PermissionDenied,
         };
         std::io::Error::new(kind, e)
     }

@@ -28,7 +28,7 @@ use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
 use crate::memfd::MemfdMap;
-use crate::owner::{self, Identity, Liveness};
+use crate::owner::{self, Identity, Liveness, Mapped};
 use crate::region::{Backing, HeapRing, Region};
 use crate::segment::{Key, Segment};
 use crate::sync::{AtomicU32, AtomicU64, Futex};
@@ -757,15 +757,16 @@ impl Ring {
         let h = self.region.header();
         // O1 (Acquire): pairs with the holders' claims and releases.
         let holders = [
-            h.producer.owner.load(Ordering::Acquire),
-            h.consumer.owner.load(Ordering::Acquire),
+            (Role::Producer, h.producer.owner.load(Ordering::Acquire)),
+            (Role::Consumer, h.consumer.owner.load(Ordering::Acquire)),
         ];
         let held: Vec<Liveness> = holders
             .iter()
-            .filter(|&&id| id != 0)
-            .map(|&id| owner::liveness(id))
+            .filter(|&&(_, id)| id != 0)
+            .map(|&(role, id)| holder_liveness(&self.region, role, id))
             .collect();
-        held.contains(&Liveness::Dead) && !held.contains(&Liveness::Alive)
+        // A holder in another pid namespace (Unknown) keeps the file, as a live one does.
+        !held.is_empty() && held.iter().all(|&l| l == Liveness::Dead)
     }
 
     /// The path of a ring made by [`Ring::create_file`] or opened by [`Ring::open_file`] (it
@@ -968,13 +969,16 @@ impl Ring {
     }
 
     /// Claims the producer role, taking it over from a holder that died without closing. The
-    /// kernel must confirm the death (the holder's pid and start time are gone from `/proc`);
-    /// a slow or stopped holder is alive. The stream continues after the last message the dead
+    /// kernel must confirm the death (the holder's pid and start time are gone from `/proc`, or
+    /// the process no longer maps the ring: it `exec`ed); a slow or stopped holder is alive,
+    /// and one in another pid namespace is never judged. The stream continues after the last message the dead
     /// producer published; anything it had written but not published is overwritten.
     ///
     /// # Errors
     ///
-    /// [`Error::RoleTaken`] (with `holder_alive: true`) if the holder lives;
+    /// [`Error::RoleTaken`] (with `holder` [`Liveness::Alive`](crate::Liveness::Alive), or
+    /// [`Liveness::Unknown`](crate::Liveness::Unknown) for a holder in another pid namespace)
+    /// unless the kernel confirms the holder's death;
     /// [`Error::Corrupted`] if the shared indices are inconsistent.
     pub fn take_over_producer(&self) -> Result<Producer, Error> {
         self.claim_producer(true)
@@ -1021,22 +1025,36 @@ impl Ring {
             Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.claims),
             Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.claims),
         };
+        let pidns = owner_pidns(h, role);
+        // Computed in this process (a forked child gets its own), with its pid namespace.
         let me = owner::me();
+        let my_ns = owner::my_pidns();
         let taken = |holder: Identity| Error::RoleTaken {
             ident: self.ident(),
             role,
             pid: owner::pid_of(holder),
-            holder_alive: owner::liveness(holder) == Liveness::Alive,
+            holder: holder_liveness(&self.region, role, holder),
         };
         // O1 (Acquire): pairs with the previous holder's Release in `release_role`.
         let current = owner.load(Ordering::Acquire);
-        if current != 0 && !(take_over && owner::liveness(current) == Liveness::Dead) {
+        if current != 0
+            && !(take_over && holder_liveness(&self.region, role, current) == Liveness::Dead)
+        {
             return Err(taken(current));
         }
+        // N1 (Relaxed, published by the O1 CAS below): our namespace is recorded before our
+        // identity appears in the owner word, so whoever reads our identity (O1 Acquire) and
+        // then the namespace sees ours: there is no moment at which a holder in another
+        // namespace looks like one of ours. A claimant that dies here leaves only this word
+        // changed, which describes nobody (the owner word is unchanged).
+        pidns.store(my_ns, Ordering::Relaxed);
         // O1 (SeqCst, so also AcqRel): Acquire sees the previous holder's last index stores.
         owner
             .compare_exchange(current, me, Ordering::SeqCst, Ordering::Acquire)
             .map_err(taken)?;
+        // N1 again: a racing claimant that lost the CAS may have overwritten the word between
+        // our store and our CAS. (One that stores after this is the window DESIGN.md names.)
+        pidns.store(my_ns, Ordering::Relaxed);
         // SeqCst increment, then SeqCst load of the other role's count: of two racing
         // claimants at least one sees both counts non-zero.
         claims.fetch_add(1, Ordering::SeqCst);
@@ -1191,7 +1209,7 @@ impl Ring {
     /// whether each lives (one small `/proc` read per holder); `None` where a role is free. For
     /// monitoring, like [`Ring::status`].
     pub fn holders(&self) -> (Option<crate::gc::Holder>, Option<crate::gc::Holder>) {
-        crate::gc::holders(self.region.header())
+        crate::gc::holders(self.region.header(), mapped(&self.region))
     }
 
     /// The random id the creator gave this ring.
@@ -1223,6 +1241,56 @@ fn ring_bytes(g: &Geometry) -> Result<usize, Error> {
             "ring of {} bytes does not fit this address space",
             g.ring_size()
         ),
+    })
+}
+
+/// The word where a role's claimant records its pid namespace.
+fn owner_pidns(h: &Header, role: Role) -> &AtomicU64 {
+    match role {
+        Role::Producer => &h.producer.owner_pidns,
+        Role::Consumer => &h.consumer.owner_pidns,
+    }
+}
+
+/// What the kernel says about `holder`, an identity read (O1) from the owner word of `role`:
+/// its recorded pid namespace, `/proc`, and whether it still maps this ring (see
+/// `owner::judge`). Cold path: a few small `/proc` reads.
+pub(crate) fn holder_liveness(region: &Region, role: Role, holder: Identity) -> Liveness {
+    // The address this process maps the ring at, for the exec check; a heap ring has none.
+    role_liveness(region.header(), mapped(region), role, holder)
+}
+
+/// What the exec check of `owner::judge` looks for in a holder's maps: the segment's shmid, or
+/// where this process maps a memfd or file ring; `None` for a heap ring (nothing to check: it
+/// lives in this process).
+fn mapped(region: &Region) -> Option<Mapped> {
+    match region.backing() {
+        Backing::Heap(_) => None,
+        Backing::Segment(s) => Some(Mapped::Segment(s.shmid())),
+        Backing::Memfd(_) | Backing::File(_) => {
+            Some(Mapped::At(std::ptr::from_ref(region.header()).addr()))
+        }
+    }
+}
+
+/// [`holder_liveness`] for a header mapped at `mapped` (`gc` classifies segments it attached
+/// without building a ring).
+pub(crate) fn role_liveness(
+    h: &Header,
+    mapped: Option<Mapped>,
+    role: Role,
+    holder: Identity,
+) -> Liveness {
+    let owner = match role {
+        Role::Producer => &h.producer.owner,
+        Role::Consumer => &h.consumer.owner,
+    };
+    // N1 (Relaxed): after the caller's O1 Acquire load that returned `holder`, which
+    // synchronised with the holder's claim CAS, this sees the namespace stored before it.
+    let pidns = owner_pidns(h, role).load(Ordering::Relaxed);
+    // O1 (Acquire): the re-read that confirms a dead verdict (see `owner::judge`).
+    owner::judge(holder, pidns, mapped, || {
+        owner.load(Ordering::Acquire) == holder
     })
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, check_own_role, release_role, sleep, wake};
-use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError};
+use super::{check_indices, check_own_role, holder_liveness, release_role, sleep, wake};
+use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
@@ -24,6 +24,12 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 /// exactly one producer exists per ring, enforced across processes.
 ///
 /// Dropping it publishes anything a batch left unpublished and gives the producer role back.
+///
+/// The role belongs to the process that claimed it. A child forked while the producer exists
+/// inherits a copy that it cannot use: every operation fails with
+/// [`WrongProcess`](crate::WrongProcess) (sending nothing), a grant or batch it inherited
+/// commits and publishes nothing, and dropping it does nothing to the ring (the parent still
+/// holds the role). The child may claim a free role of its own from the [`Ring`](crate::Ring).
 ///
 /// # Examples
 ///
@@ -49,7 +55,8 @@ pub struct Producer {
     sent: u64,
     /// Sticky error once the consumer broke the protocol.
     poisoned: Option<Corrupted>,
-    /// Our identity, written into the owner word.
+    /// Our identity, written into the owner word: the process that claimed the role. In any
+    /// other process (a forked child) every operation fails and drop does nothing.
     me: Identity,
     /// How blocking calls wait.
     strategy: WaitStrategy,
@@ -117,7 +124,7 @@ impl Producer {
     #[inline]
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         self.write(msg).map_err(|e| e.map_full(msg))?;
-        self.publish();
+        self.publish_written();
         hooks::hit("send:published");
         Ok(())
     }
@@ -223,7 +230,7 @@ impl Producer {
         loop {
             match self.write(msg) {
                 Ok(()) => {
-                    self.publish();
+                    self.publish_written();
                     hooks::hit("send:published");
                     return Ok(());
                 }
@@ -297,6 +304,7 @@ impl Producer {
     /// poisoned (its own owner word is checked by every send, which poisons it).
     #[cold]
     pub fn check_consumer(&self) -> Result<(), SendError> {
+        self.check_process().map_err(SendError::WrongProcess)?;
         if let Some(c) = self.poisoned {
             return Err(SendError::Corrupted(c));
         }
@@ -315,7 +323,8 @@ impl Producer {
             // producer may fill the ring before any consumer arrives.
             return Ok(());
         }
-        if owner::liveness(holder) == Liveness::Dead {
+        // Unknown (another pid namespace) is not dead.
+        if holder_liveness(&self.region, Role::Consumer, holder) == Liveness::Dead {
             return Err(SendError::PeerDied {
                 pid: owner::pid_of(holder),
                 msg: (),
@@ -368,9 +377,42 @@ impl Producer {
         self.poisoned.as_ref()
     }
 
-    /// Makes everything written so far visible to the consumer: one Release store of the tail.
+    /// Fails unless this is the process that claimed the role: two loads of process-local
+    /// memory and a branch (see `owner::current`).
+    #[inline(always)]
+    fn check_process(&self) -> Result<(), WrongProcess> {
+        if owner::current() == self.me {
+            Ok(())
+        } else {
+            Err(self.wrong_process())
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_process(&self) -> WrongProcess {
+        WrongProcess {
+            ring: self.region.ident(),
+            role: Role::Producer,
+            claimer: owner::pid_of(self.me),
+            current: owner::pid_now(),
+        }
+    }
+
+    /// Makes everything written so far visible to the consumer (see `publish_written`), if
+    /// this is the claimer's process: a batch, grant or producer inherited by a forked child
+    /// publishes nothing.
     #[inline]
     fn publish(&mut self) {
+        if self.tail != self.published && self.check_process().is_ok() {
+            self.publish_written();
+        }
+    }
+
+    /// Makes everything written so far visible to the consumer: one Release store of the tail.
+    /// Only after a `write` or `claim` of this operation checked the process.
+    #[inline]
+    fn publish_written(&mut self) {
         if self.tail != self.published {
             let line = &self.region.header().producer;
             // Informational counter; Relaxed, ordered before the tail by the Release below.
@@ -449,6 +491,7 @@ impl Producer {
     /// private tail does not move until [`Producer::finish`].
     #[inline]
     fn claim(&mut self, len: usize) -> Result<u64, TrySendError> {
+        self.check_process().map_err(TrySendError::WrongProcess)?;
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
         }
@@ -600,6 +643,11 @@ impl Producer {
 
     /// What both `close` and the drop do.
     fn shut(&mut self) -> Result<(), Corrupted> {
+        if self.check_process().is_err() {
+            // Inherited across fork: the role, the indices and the close are the claimer's;
+            // the child's copy goes away without touching the ring.
+            return Ok(());
+        }
         // A role another process holds or cleared is not ours to publish into or give back.
         self.check_role()?;
         self.publish();
@@ -664,7 +712,8 @@ impl Waiter for RoomWait<'_> {
 impl Drop for Producer {
     /// Publishes anything pending and closes the ring: the consumer receives every message,
     /// then `Disconnected`. Another producer may claim the role later and continue the stream.
-    /// If the owner word no longer holds our identity, nothing is published nor released. A
+    /// If the owner word no longer holds our identity, nothing is published nor released, and
+    /// in a process other than the claimer's (a forked child) it does nothing to the ring. A
     /// failure is not reported: use [`Producer::close`] for that.
     fn drop(&mut self) {
         if !self.closed {
@@ -681,6 +730,7 @@ impl<T> TrySendError<T> {
             TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
             TrySendError::Disconnected(_) => TrySendError::Disconnected(v),
             TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
+            TrySendError::WrongProcess(w) => TrySendError::WrongProcess(w),
         }
     }
 }
@@ -694,6 +744,7 @@ impl<T> SendError<T> {
             SendError::PeerDied { pid, .. } => SendError::PeerDied { pid, msg },
             SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
             SendError::Corrupted(c) => SendError::Corrupted(c),
+            SendError::WrongProcess(w) => SendError::WrongProcess(w),
         }
     }
 }
@@ -712,6 +763,7 @@ impl<T> From<TrySendError<T>> for SendError<T> {
             TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
             TrySendError::Disconnected(m) => SendError::Disconnected(m),
             TrySendError::Corrupted(c) => SendError::Corrupted(c),
+            TrySendError::WrongProcess(w) => SendError::WrongProcess(w),
         }
     }
 }
@@ -746,9 +798,12 @@ impl WriteGrant<'_> {
             "commit_len({len}) exceeds the {} bytes reserved",
             self.len
         );
+        if self.producer.check_process().is_err() {
+            return; // a grant inherited across fork: the slots are the claimer's
+        }
         self.producer.finish(self.at, len as u32);
         if self.publish {
-            self.producer.publish();
+            self.producer.publish_written();
         }
     }
 }
@@ -897,6 +952,7 @@ impl From<SendError> for std::io::Error {
             SendError::Disconnected(()) | SendError::PeerDied { .. } => ErrorKind::BrokenPipe,
             SendError::TooLarge { .. } => ErrorKind::InvalidInput,
             SendError::Corrupted(_) => ErrorKind::InvalidData,
+            SendError::WrongProcess(_) => ErrorKind::PermissionDenied,
         };
         std::io::Error::new(kind, e)
     }
