@@ -59,12 +59,14 @@ mod owner;
 mod region;
 mod ring;
 pub mod segment;
+mod sigbus;
 mod sync;
 mod typed;
 pub mod wait;
 
 pub use error::{
-    Corrupted, Corruption, Error, Ident, RecvError, Role, SendError, TryRecvError, TrySendError,
+    Corrupted, Corruption, Error, Ident, LostMemory, RecvError, Role, SendError, TryRecvError,
+    TrySendError,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 pub use ring::{

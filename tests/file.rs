@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveFile, child_role, param};
 use shmpipe::{
-    Corrupted, Corruption, Error, HEADER_SIZE, RecvError, Ring, RingConfig, SendError,
+    Corrupted, Corruption, Error, HEADER_SIZE, LostMemory, RecvError, Ring, RingConfig, SendError,
     TryRecvError, TrySendError,
 };
 
@@ -54,7 +54,10 @@ fn refused(r: Result<Ring, Error>) -> Error {
 }
 
 fn is_shrank(c: &Corrupted) -> bool {
-    c.what == Corruption::FileShrank
+    c.what
+        == Corruption::MemoryLost {
+            memory: LostMemory::File,
+        }
 }
 
 /// Either side may start first: both call `open_or_create_file`; the path is gone once both

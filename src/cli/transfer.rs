@@ -110,7 +110,8 @@ impl ShapeArgs {
             .slot_count(slot_count)
             .mode(self.mode)
             .persistent(persistent)
-            .huge_pages(self.huge_pages))
+            .huge_pages(self.huge_pages)
+            .accept_huge_pages(self.accept_huge_pages))
     }
 }
 
@@ -119,7 +120,7 @@ impl ShapeArgs {
 fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring, CliError> {
     let cfg = shape.config(persistent)?;
     match target {
-        Target::Id(id) => Ok(Ring::open_id(id)?),
+        Target::Id(id) => Ok(Ring::open_id_with(id, &cfg)?),
         Target::Key(Key::Private) => {
             let ring = Ring::create(Key::Private, &cfg)?;
             let id = ring.shmid().unwrap_or(-1);
@@ -129,7 +130,9 @@ fn open_ring(target: Target, shape: &ShapeArgs, persistent: bool) -> Result<Ring
             Ok(ring)
         }
         Target::Key(key) => match Ring::open_or_create(key, &cfg) {
-            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => Ok(Ring::open(key)?),
+            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => {
+                Ok(Ring::open_with(key, &cfg)?)
+            }
             other => Ok(other?),
         },
     }

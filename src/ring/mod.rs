@@ -118,6 +118,7 @@ pub struct RingConfig {
     initial_index: u64,
     persistent: bool,
     huge_pages: bool,
+    accept_huge_pages: bool,
     /// A typed ring's message type (`crate::typed`); `None` for a byte ring.
     message_type: Option<MessageType>,
 }
@@ -133,6 +134,7 @@ impl Default for RingConfig {
             initial_index: 0,
             persistent: false,
             huge_pages: false,
+            accept_huge_pages: false,
             message_type: None,
         }
     }
@@ -227,6 +229,44 @@ impl RingConfig {
     pub fn huge_pages(mut self, huge_pages: bool) -> RingConfig {
         self.huge_pages = huge_pages;
         self
+    }
+
+    /// Accept a ring on huge pages made by another process when opening it (default off:
+    /// refused with [`Error::HugePagesNotAccepted`]). Read by [`Ring::open_with`],
+    /// [`Ring::open_id_with`], [`Ring::from_memfd_with`] and [`Ring::open_or_create`] when
+    /// they open an existing ring; a ring this process creates with [`RingConfig::huge_pages`]
+    /// is always accepted, and a configuration that asks for [`RingConfig::huge_pages`]
+    /// accepts them too.
+    ///
+    /// Why an opt-in: huge pages can vanish under a mapping. A creator can make a segment
+    /// with `SHM_NORESERVE` (no page reserved), or the peer can remove a page (`MADV_REMOVE`,
+    /// a hole punched in a memfd) while the pool is empty; touching such a page raises
+    /// `SIGBUS`. An accepted ring is pre-faulted at attach (every page touched), so pages
+    /// missing then are [`Error::HugePages`] at attach, and a page lost later is
+    /// [`Corruption::MemoryLost`](crate::Corruption::MemoryLost) (docs/DESIGN.md, "When
+    /// memory disappears: SIGBUS"). Either way no signal reaches the program.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Key, Ring, RingConfig};
+    /// let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
+    /// let cfg = RingConfig::new().accept_huge_pages(true);
+    /// // The other process: Ring::open_id_with(shmid, &cfg)
+    /// let peer = Ring::open_id_with(ring.shmid().unwrap(), &cfg)?;
+    /// assert_eq!(peer.slot_count(), 1024);
+    /// ring.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn accept_huge_pages(mut self, accept: bool) -> RingConfig {
+        self.accept_huge_pages = accept;
+        self
+    }
+
+    /// Whether an opener with this configuration accepts huge pages made by another process:
+    /// asked explicitly, or implied by asking for huge pages.
+    fn accepts_huge_pages(&self) -> bool {
+        self.accept_huge_pages || self.huge_pages
     }
 
     /// Bytes of the slot array.
@@ -385,9 +425,59 @@ fn random_u64() -> u64 {
     v
 }
 
+/// Checks, before anything reads it, that a ring's memory cannot kill the process with
+/// `SIGBUS` (docs/DESIGN.md, "When memory disappears: SIGBUS"). Memory that can vanish under
+/// the mapping (a file, huge pages) is refused on a thread with `SIGBUS` blocked, where the
+/// kernel would kill the process at a fault. Huge pages are refused unless `accept_huge_pages`
+/// (always for a ring we create), and accepted ones are touched page by page now, so a page
+/// the pool cannot back is `Error::HugePages` here rather than a fault later.
+fn check_memory(backing: &Backing, ident: Ident, accept_huge_pages: bool) -> Result<(), Error> {
+    if !backing.can_fault() {
+        return Ok(());
+    }
+    if crate::sigbus::blocked() {
+        return Err(Error::SigbusBlocked { ident });
+    }
+    if !backing.huge_pages() {
+        return Ok(());
+    }
+    let page = backing
+        .page_size()
+        .expect("a huge-page backing is a mapping");
+    if !accept_huge_pages {
+        return Err(Error::HugePagesNotAccepted {
+            ident,
+            page_size: page,
+        });
+    }
+    let (Some(base), Some(entry)) = (backing.mapping(), backing.protection()) else {
+        unreachable!("a huge-page backing is a protected mapping")
+    };
+    // SAFETY: `base` is the start of the backing's mapping, registered as `entry` (whose
+    // length is the mapping's, in whole pages), mapped while `backing` is borrowed; SIGBUS is
+    // not blocked on this thread (checked above).
+    if unsafe { crate::sigbus::prefault(base, entry.len(), page, entry) } {
+        return Ok(());
+    }
+    Err(Error::HugePages {
+        ident,
+        size: entry.len(),
+        source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        hint: "a page of the ring could not be backed when touched: the creator did not \
+               reserve its huge pages (SHM_NORESERVE) or a page was removed, and the pool \
+               (HugePages_Free in /proc/meminfo) is empty",
+    })
+}
+
 /// Waits (bounded) for the creator's ready word, then validates the header against the kernel's
 /// size of the memory, and returns the ring's region.
-fn attach(backing: Backing, ident: Ident, timeout: Duration) -> Result<Region, Error> {
+fn attach(
+    backing: Backing,
+    ident: Ident,
+    timeout: Duration,
+    accept_huge_pages: bool,
+) -> Result<Region, Error> {
+    check_memory(&backing, ident, accept_huge_pages)?;
     let actual = backing.len() as u64;
     let Some(h) = backing.header() else {
         return Err(Error::SegmentTooSmall {
@@ -461,14 +551,13 @@ impl Ring {
             Segment::create(key, size, config.mode)?
         };
         let ident = seg.ident();
-        Ok(fresh_ring(
-            Backing::Segment(seg),
-            g,
-            config,
-            key,
-            ident,
-            config.persistent,
-        ))
+        let seg = Backing::Segment(seg);
+        if let Err(e) = check_memory(&seg, ident, true) {
+            // Our own fresh segment, unusable here: do not leave it at the key.
+            let _ = crate::segment::remove_id(ident.shmid.expect("a segment has a shmid"));
+            return Err(e);
+        }
+        Ok(fresh_ring(seg, g, config, key, ident, config.persistent))
     }
 
     /// Creates a ring in a new anonymous memfd, sealed against shrinking and growing, instead
@@ -501,6 +590,7 @@ impl Ring {
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
         let backing = Backing::Memfd(MemfdMap::create(size, config.huge_pages)?);
+        check_memory(&backing, Ident::default(), true)?;
         Ok(fresh_ring(
             backing,
             g,
@@ -521,9 +611,25 @@ impl Ring {
     /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing, and
     /// the header errors of [`Ring::open`].
     pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
+        Ring::from_memfd_with(fd, &RingConfig::new())
+    }
+
+    /// [`Ring::from_memfd`] with the opener's options of `config`:
+    /// [`RingConfig::init_timeout`] and [`RingConfig::accept_huge_pages`] (a hugetlb memfd is
+    /// refused without it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::from_memfd`], and [`Error::HugePagesNotAccepted`] or [`Error::HugePages`].
+    pub fn from_memfd_with(fd: std::os::fd::OwnedFd, config: &RingConfig) -> Result<Ring, Error> {
         let backing = Backing::Memfd(MemfdMap::open(fd)?);
         Ok(Ring {
-            region: Arc::new(attach(backing, Ident::default(), DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(
+                backing,
+                Ident::default(),
+                config.init_timeout,
+                config.accepts_huge_pages(),
+            )?),
         })
     }
 
@@ -574,6 +680,12 @@ impl Ring {
     /// ```
     pub fn create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
+        // A file can shrink under its mapping: a thread with SIGBUS blocked would die of it.
+        if crate::sigbus::blocked() {
+            return Err(Error::SigbusBlocked {
+                ident: crate::file::ident(path),
+            });
+        }
         if config.huge_pages {
             return Err(Error::InvalidConfig {
                 what: "huge pages for a file ring come from its filesystem (a hugetlbfs \
@@ -619,7 +731,12 @@ impl Ring {
         let map = FileMap::open(path.as_ref())?;
         let ident = crate::file::ident(map.path());
         Ok(Ring {
-            region: Arc::new(attach(Backing::File(map), ident, DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(
+                Backing::File(map),
+                ident,
+                DEFAULT_INIT_TIMEOUT,
+                false,
+            )?),
         })
     }
 
@@ -721,10 +838,26 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_timeout(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
+        Ring::open_with(key, &RingConfig::new().init_timeout(init_timeout))
+    }
+
+    /// [`Ring::open`] with the opener's options of `config`: [`RingConfig::init_timeout`] and
+    /// [`RingConfig::accept_huge_pages`] (a segment on huge pages is refused without it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open`], and [`Error::HugePagesNotAccepted`], or [`Error::HugePages`] if an
+    /// accepted huge-page segment has pages the pool cannot back.
+    pub fn open_with(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let seg = Segment::open(key)?;
         let ident = seg.ident();
         Ok(Ring {
-            region: Arc::new(attach(Backing::Segment(seg), ident, init_timeout)?),
+            region: Arc::new(attach(
+                Backing::Segment(seg),
+                ident,
+                config.init_timeout,
+                config.accepts_huge_pages(),
+            )?),
         })
     }
 
@@ -734,10 +867,24 @@ impl Ring {
     ///
     /// As [`Ring::open`].
     pub fn open_id(shmid: i32) -> Result<Ring, Error> {
+        Ring::open_id_with(shmid, &RingConfig::new())
+    }
+
+    /// [`Ring::open_id`] with the opener's options of `config` (see [`Ring::open_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ring::open_with`].
+    pub fn open_id_with(shmid: i32, config: &RingConfig) -> Result<Ring, Error> {
         let seg = Segment::attach_id(shmid)?;
         let ident = seg.ident();
         Ok(Ring {
-            region: Arc::new(attach(Backing::Segment(seg), ident, DEFAULT_INIT_TIMEOUT)?),
+            region: Arc::new(attach(
+                Backing::Segment(seg),
+                ident,
+                config.init_timeout,
+                config.accepts_huge_pages(),
+            )?),
         })
     }
 
@@ -768,7 +915,7 @@ impl Ring {
             if crate::gc::recycle_if_stale(key) {
                 continue;
             }
-            match Ring::open_timeout(key, config.init_timeout) {
+            match Ring::open_with(key, config) {
                 Ok(ring) => {
                     check_shape(&ring, &want)?;
                     return Ok(ring);
@@ -883,6 +1030,14 @@ impl Ring {
             Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.claims),
             Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.claims),
         };
+        // A role is where this thread starts touching the ring: refuse it on a thread that
+        // would die of a fault the handler cannot catch (docs/DESIGN.md, "When memory
+        // disappears: SIGBUS").
+        if self.region.backing().can_fault() && crate::sigbus::blocked() {
+            return Err(Error::SigbusBlocked {
+                ident: self.ident(),
+            });
+        }
         let me = owner::me();
         let taken = |holder: Identity| Error::RoleTaken {
             ident: self.ident(),
@@ -1171,7 +1326,7 @@ impl Ring {
     /// configuration line, `ConfigSnapshot::validate` against the memory's real size), with an
     /// init timeout of zero so an unready image fails at once with `InitTimeout`.
     pub(crate) fn attach_image(backing: Backing) -> Result<Ring, Error> {
-        let region = attach(backing, Ident::default(), Duration::ZERO)?;
+        let region = attach(backing, Ident::default(), Duration::ZERO, false)?;
         Ok(Ring {
             region: Arc::new(region),
         })

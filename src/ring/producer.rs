@@ -299,7 +299,7 @@ impl Producer {
         if self.region.lost() {
             return Err(SendError::Corrupted(Corrupted {
                 ring: self.region.ident(),
-                what: Corruption::FileShrank,
+                what: self.region.memory_lost(),
             }));
         }
         self.check_closed()?;
@@ -552,7 +552,7 @@ impl Producer {
     fn lose(&mut self) -> Corrupted {
         let c = Corrupted {
             ring: self.region.ident(),
-            what: Corruption::FileShrank,
+            what: self.region.memory_lost(),
         };
         self.poisoned = Some(c);
         c
