@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveFile, RemoveOnDrop, child_role, param, print_result};
-use shmpipe::{Error, Ring, RingConfig, Segment, TrySendError};
+use shmpipe::{Consumer, Error, Producer, Ring, RingConfig, Segment, TrySendError};
 
 const DIR_VAR: &str = "SHMPIPE_TEST_SYNC_DIR";
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
@@ -137,10 +137,24 @@ fn wait_for(dir: &Path, name: &str) -> String {
 
 /// Fills the ring from a fresh producer until it is full or fails; the typed error, or `full`.
 fn fill(ring: &Ring) -> String {
-    let mut tx = match ring.producer() {
-        Ok(tx) => tx,
-        Err(e) => return format!("{e:?}"),
-    };
+    match ring.producer() {
+        Ok(mut tx) => fill_from(&mut tx),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// A ring that has been used for a while: every page of its slots written and read once (a
+/// page the victim never touched would keep its huge page reservation through a hole punch).
+fn warmed_up(ring: &Ring) -> (Producer, Consumer) {
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    assert_eq!(fill_from(&mut tx), "full");
+    let mut buf = [0u8; 1000];
+    while rx.try_recv(&mut buf).is_ok() {}
+    (tx, rx)
+}
+
+/// Sends until the ring is full or the producer fails; the typed error, or `full`.
+fn fill_from(tx: &mut Producer) -> String {
     let msg = [0xa5u8; 1000];
     loop {
         match tx.try_send(&msg) {
@@ -246,10 +260,11 @@ fn a_huge_page_removed_by_the_peer_is_a_typed_error() {
         let dir: PathBuf = param(DIR_VAR);
         let ring = Ring::create(shmpipe::Key::Private, &two_page_config().huge_pages(true))
             .expect("create the huge-page ring");
+        let (mut tx, rx) = warmed_up(&ring);
         signal(&dir, "ready", &ring.shmid().unwrap().to_string());
         wait_for(&dir, "go");
-        print_result("outcome", fill(&ring));
-        drop(ring);
+        print_result("outcome", fill_from(&mut tx));
+        drop((tx, rx, ring));
         print_result("dropped", "yes");
         return;
     }
@@ -301,9 +316,10 @@ fn a_hole_punched_in_a_hugetlb_memfd_is_a_typed_error() {
         // SAFETY: a descriptor we just opened and own.
         let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) };
         let ring = Ring::from_memfd_with(fd, &accepting()).expect("open the memfd ring");
+        let (mut tx, _rx) = warmed_up(&ring);
         signal(&dir, "ready", "");
         wait_for(&dir, "go");
-        print_result("outcome", fill(&ring));
+        print_result("outcome", fill_from(&mut tx));
         return;
     }
     let Some(pool) = HugePool::take() else { return };
