@@ -716,7 +716,8 @@ impl Ring {
     ///
     /// If the file later shrinks under the mapping (someone truncates it), the access that
     /// finds its memory gone would raise `SIGBUS`; shmpipe's handler replaces the lost mapping
-    /// with zeros instead, and each side reports [`Corruption::FileShrank`] (sticky) once it
+    /// with zeros instead, and each side reports [`Corruption::MemoryLost`] (sticky,
+    /// [`LostMemory::File`](crate::LostMemory::File)) once it
     /// reads a record or index, finds the ring empty, or waits: no signal reaches the program.
     /// (A message whose bytes vanished while being copied out may carry zeros; whoever can
     /// truncate the file can write it too, so its payloads were never more trustworthy than
@@ -725,8 +726,9 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::FileNotFound`]; [`Error::File`] if opening or mapping fails (e.g. permission
-    /// denied); [`Error::BadHeader`] for something that is not a regular file; the header
-    /// errors of [`Ring::open`].
+    /// denied); [`Error::BadHeader`] for something that is not a regular file;
+    /// [`Error::SigbusBlocked`] on a thread with `SIGBUS` blocked; the header errors of
+    /// [`Ring::open`].
     pub fn open_file(path: impl AsRef<Path>) -> Result<Ring, Error> {
         let map = FileMap::open(path.as_ref())?;
         let ident = crate::file::ident(map.path());
