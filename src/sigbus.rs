@@ -323,3 +323,87 @@ pub(crate) unsafe fn prefault(base: *mut u8, len: usize, page: usize, entry: &En
     }
     !entry.lost()
 }
+
+#[cfg(all(test, not(miri), not(loom)))]
+mod tests {
+    use super::*;
+
+    /// An anonymous private mapping of `len` bytes, unmapped on drop.
+    struct Anon(*mut u8, usize);
+
+    impl Anon {
+        fn new(len: usize) -> Anon {
+            // SAFETY: a fresh private mapping where the kernel chooses; nothing else is touched.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            Anon(p.cast(), len)
+        }
+    }
+
+    impl Drop for Anon {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            unsafe { libc::munmap(self.0.cast(), self.1) };
+        }
+    }
+
+    #[test]
+    fn the_page_size_of_a_mapping_comes_from_smaps() {
+        let m = Anon::new(3 * base_page_size());
+        assert_eq!(mapping_page_size(m.0 as usize).unwrap(), base_page_size());
+        let e = mapping_page_size(8).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_memfd_on_normal_pages_has_the_base_page_size() {
+        use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+        // SAFETY: a NUL-terminated name and valid flags.
+        let raw = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: a descriptor memfd_create just returned, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert_eq!(fd_page_size(fd.as_fd()).unwrap(), base_page_size());
+    }
+
+    #[test]
+    fn a_protected_range_is_whole_pages() {
+        let page = base_page_size();
+        let m = Anon::new(2 * page);
+        let e = protect(Ident::default(), m.0 as usize, page + 1, page).unwrap();
+        assert_eq!(e.len(), 2 * page);
+        assert!(!e.lost());
+        // Nothing faults in an anonymous mapping: the pre-fault touches both pages.
+        // SAFETY: our own live mapping, registered as `e`; SIGBUS is not blocked here.
+        assert!(unsafe { prefault(m.0, 2 * page, page, e) });
+        e.unregister();
+    }
+
+    #[test]
+    fn the_signal_mask_is_read_per_thread() {
+        assert!(!blocked());
+        std::thread::spawn(|| {
+            // SAFETY: an all-zero sigset_t is valid for sigemptyset to initialise; the calls
+            // change only this thread's mask.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&raw mut set);
+                libc::sigaddset(&raw mut set, libc::SIGBUS);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
+            }
+            assert!(blocked());
+        })
+        .join()
+        .unwrap();
+        assert!(!blocked());
+    }
+}
