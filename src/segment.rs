@@ -501,7 +501,7 @@ impl Segment {
             Err(source) => {
                 return detach(Error::Sys {
                     ident,
-                    op: "read /proc/self/smaps",
+                    op: "page size of the attachment (/proc/self/maps)",
                     source,
                 });
             }
@@ -545,7 +545,7 @@ impl Segment {
     /// The size of the pages backing this attachment: the huge page size for a segment made
     /// with `SHM_HUGETLB` (by [`Segment::create_huge_pages`] or any other process), else the
     /// base page size. The kernel does not report `SHM_HUGETLB` in [`Segment::stat`]; this
-    /// comes from the mapping itself (`KernelPageSize` in `/proc/self/smaps`).
+    /// comes from the mapping itself (the kernel's description of it in `/proc/self/maps`).
     pub fn page_size(&self) -> usize {
         self.page
     }

@@ -266,13 +266,73 @@ pub(crate) fn fd_page_size(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<usize>
     Ok(base_page_size())
 }
 
-/// The page size of the mapping that starts at `start` (`KernelPageSize` in
-/// `/proc/self/smaps`), for a SysV attachment, which has no descriptor to ask. The kernel does
-/// not report `SHM_HUGETLB` in `IPC_STAT`. Reading stops at the mapping's record.
+/// `struct procmap_query` of `<linux/fs.h>` (Linux 6.11): one mapping's description, asked of
+/// `/proc/self/maps` by address.
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `PROCMAP_QUERY`: `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as libc::c_ulong) << 16) | (0x66 << 8) | 17;
+
+/// The page size of the mapping that starts at `start`, for a SysV attachment, which has no
+/// descriptor to ask (the kernel does not report `SHM_HUGETLB` in `IPC_STAT`): the
+/// `PROCMAP_QUERY` ioctl on `/proc/self/maps` (Linux 6.11, a few microseconds), or on older
+/// kernels `KernelPageSize` in `/proc/self/smaps`, read up to the mapping's record.
 pub(crate) fn mapping_page_size(start: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let maps = std::fs::File::open("/proc/self/maps")?;
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: start as u64,
+        ..ProcmapQuery::default()
+    };
+    // SAFETY: PROCMAP_QUERY reads and writes one `procmap_query`, whose layout `ProcmapQuery`
+    // repeats and whose size it states; the name and build-id buffers are null with size 0,
+    // so the kernel writes nothing else.
+    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), PROCMAP_QUERY as _, &raw mut q) };
+    if rc == 0 {
+        if q.vma_start != start as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no mapping starts at {start:#x}"),
+            ));
+        }
+        return usize::try_from(q.vma_page_size)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // No mapping covers the address.
+        Some(libc::ENOENT) => Err(io::Error::new(io::ErrorKind::NotFound, err)),
+        // An older kernel: no such ioctl.
+        Some(libc::ENOTTY | libc::EINVAL) => smaps_page_size(start),
+        _ => Err(err),
+    }
+}
+
+/// [`mapping_page_size`] from `/proc/self/smaps`.
+fn smaps_page_size(start: usize) -> io::Result<usize> {
     use std::io::BufRead;
     let f = std::fs::File::open("/proc/self/smaps")?;
-    let prefix = format!("{start:x}-");
+    let prefix = format!("{start:08x}-");
     let mut found = false;
     for line in io::BufReader::new(f).lines() {
         let line = line?;
@@ -357,11 +417,19 @@ mod tests {
     }
 
     #[test]
-    fn the_page_size_of_a_mapping_comes_from_smaps() {
+    fn the_page_size_of_a_mapping_comes_from_the_kernel() {
         let m = Anon::new(3 * base_page_size());
         assert_eq!(mapping_page_size(m.0 as usize).unwrap(), base_page_size());
-        let e = mapping_page_size(8).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(smaps_page_size(m.0 as usize).unwrap(), base_page_size());
+        for e in [mapping_page_size(8), smaps_page_size(8)] {
+            assert_eq!(e.unwrap_err().kind(), io::ErrorKind::NotFound);
+        }
+        // Inside a mapping, not at its start: not a mapping that starts there.
+        let inside = m.0 as usize + base_page_size();
+        assert_eq!(
+            mapping_page_size(inside).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]
