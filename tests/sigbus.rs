@@ -192,6 +192,87 @@ fn accepting() -> RingConfig {
     RingConfig::new().accept_huge_pages(true)
 }
 
+/// A hostile creator's SysV segment: two huge pages with `SHM_HUGETLB | SHM_NORESERVE` (none
+/// reserved), a valid ring header in the first, which takes the one free page of the pool, so
+/// that nothing can back the second. Removed on drop.
+struct HostileSegment {
+    shmid: i32,
+    _attached: Segment,
+    _honest: (RemoveOnDrop, Ring),
+    _removed: RemoveOnDrop,
+}
+
+impl HostileSegment {
+    /// Makes it; the pool must have exactly one free page more than the test found.
+    fn new() -> HostileSegment {
+        let huge = 2usize << 20;
+        // SAFETY: shmget takes plain integers.
+        let shmid = unsafe {
+            libc::shmget(
+                libc::IPC_PRIVATE,
+                2 * huge,
+                libc::IPC_CREAT | 0o600 | libc::SHM_HUGETLB | libc::SHM_NORESERVE,
+            )
+        };
+        assert!(shmid >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let removed = RemoveOnDrop::id(shmid);
+        let attached = Segment::attach_id(shmid).unwrap();
+        assert_eq!(attached.page_size(), huge);
+        // A valid header, copied from an honest ring of the same shape.
+        let honest = Ring::create(shmpipe::Key::Private, &two_page_config()).unwrap();
+        let src = honest.segment().unwrap().as_ptr();
+        // SAFETY: both ranges are HEADER_SIZE bytes inside live attachments (the honest ring's
+        // segment, and the first huge page of ours, which the one free pool page backs);
+        // nobody else writes them during the copy.
+        unsafe { std::ptr::copy_nonoverlapping(src, attached.as_ptr(), shmpipe::HEADER_SIZE) };
+        HostileSegment {
+            shmid,
+            _attached: attached,
+            _honest: (RemoveOnDrop::ring(&honest), honest),
+            _removed: removed,
+        }
+    }
+}
+
+/// The CLI sending into the hostile segment: refused without `--accept-huge-pages`, an error
+/// at attach with it; the process exits with an error message either way, never by a signal
+/// (before, it died of SIGBUS once its writes reached the second page).
+#[test]
+fn the_cli_refuses_a_noreserve_hugetlb_segment_or_reports_it() {
+    let Some(pool) = HugePool::take() else { return };
+    if !pool.set_extra(1) {
+        return;
+    }
+    let hostile = HostileSegment::new();
+    let id = hostile.shmid.to_string();
+    let input = RemoveFile(common::temp_path("input"));
+    std::fs::write(&input.0, vec![7u8; 3 << 20]).unwrap();
+    let input = input.0.display().to_string();
+    for (extra, expect) in [
+        (None, "--accept-huge-pages"),
+        (Some("--accept-huge-pages"), "SHM_NORESERVE"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmpipe"))
+            .args(["send", "--id", &id])
+            .args(extra)
+            .arg(&input)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "shmpipe {extra:?} died: {stderr}"
+        );
+        assert!(
+            !out.status.success(),
+            "shmpipe {extra:?} succeeded: {stderr}"
+        );
+        assert!(stderr.contains(expect), "shmpipe {extra:?}: {stderr}");
+    }
+}
+
 /// A hostile creator makes a SysV segment with `SHM_HUGETLB | SHM_NORESERVE` holding a valid
 /// ring header, while the pool cannot back its second page. The victim opening it is refused
 /// (huge pages from another creator, not accepted), and with the opt-in gets
@@ -223,28 +304,8 @@ fn a_noreserve_hugetlb_segment_is_refused_or_a_typed_error() {
     if !pool.set_extra(1) {
         return;
     }
-    let huge = 2usize << 20;
-    // SAFETY: shmget takes plain integers.
-    let shmid = unsafe {
-        libc::shmget(
-            libc::IPC_PRIVATE,
-            2 * huge,
-            libc::IPC_CREAT | 0o600 | libc::SHM_HUGETLB | libc::SHM_NORESERVE,
-        )
-    };
-    assert!(shmid >= 0, "shmget: {}", std::io::Error::last_os_error());
-    let _cleanup = RemoveOnDrop::id(shmid);
-    let hostile = Segment::attach_id(shmid).unwrap();
-    assert_eq!(hostile.page_size(), huge);
-    // A valid header, copied from an honest ring of the same shape.
-    let honest = Ring::create(shmpipe::Key::Private, &two_page_config()).unwrap();
-    let _honest_cleanup = RemoveOnDrop::ring(&honest);
-    let src = honest.segment().unwrap().as_ptr();
-    // SAFETY: both ranges are HEADER_SIZE bytes inside live attachments (the honest ring's
-    // segment, and the first huge page of ours, which the one free pool page backs); nobody
-    // else writes them during the copy.
-    unsafe { std::ptr::copy_nonoverlapping(src, hostile.as_ptr(), shmpipe::HEADER_SIZE) };
-
+    let hostile = HostileSegment::new();
+    let shmid = hostile.shmid;
     let child = ChildProcess::spawn(
         "a_noreserve_hugetlb_segment_is_refused_or_a_typed_error",
         "victim",
