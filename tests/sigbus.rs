@@ -252,25 +252,56 @@ fn the_cli_refuses_a_noreserve_hugetlb_segment_or_reports_it() {
         (None, "--accept-huge-pages"),
         (Some("--accept-huge-pages"), "SHM_NORESERVE"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmpipe"))
-            .args(["send", "--id", &id])
-            .args(extra)
-            .arg(&input)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.signal(),
-            None,
-            "shmpipe {extra:?} died: {stderr}"
-        );
-        assert!(
-            !out.status.success(),
-            "shmpipe {extra:?} succeeded: {stderr}"
-        );
-        assert!(stderr.contains(expect), "shmpipe {extra:?}: {stderr}");
+        // Both sides, so that (before) the stream ran into the second page.
+        let recv = cli(&["recv", "--id", &id], extra, None);
+        let send = cli(&["send", "--id", &id], extra, Some(&input));
+        for (what, child) in [("recv", recv), ("send", send)] {
+            let (status, stderr) = finish(child);
+            assert_eq!(
+                status.signal(),
+                None,
+                "shmpipe {what} {extra:?} died: {stderr}"
+            );
+            assert!(
+                !status.success(),
+                "shmpipe {what} {extra:?} succeeded: {stderr}"
+            );
+            assert!(
+                stderr.contains(expect),
+                "shmpipe {what} {extra:?}: {stderr}"
+            );
+        }
     }
+}
+
+/// Starts `shmpipe ARGS [EXTRA] [FILE]`, its output piped.
+fn cli(args: &[&str], extra: Option<&str>, file: Option<&str>) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shmpipe"))
+        .args(args)
+        .args(extra)
+        .args(file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded: killed after the child timeout) for a `cli` process; its status and stderr.
+fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A hostile creator makes a SysV segment with `SHM_HUGETLB | SHM_NORESERVE` holding a valid
