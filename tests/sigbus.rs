@@ -255,7 +255,7 @@ fn the_cli_refuses_a_noreserve_hugetlb_segment_or_reports_it() {
         // Both sides, so that (before) the stream ran into the second page.
         let recv = cli(&["recv", "--id", &id], extra, None);
         let send = cli(&["send", "--id", &id], extra, Some(&input));
-        for (what, child) in [("recv", recv), ("send", send)] {
+        for (what, child) in [("send", send), ("recv", recv)] {
             let (status, stderr) = finish(child);
             assert_eq!(
                 status.signal(),
