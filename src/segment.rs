@@ -283,6 +283,13 @@ fn id_errno(ident: Ident, op: &'static str) -> Error {
 /// for that. The bytes are shared with every other process that attached the segment, so this
 /// type only hands out a raw pointer; reading or writing through it is up to the caller.
 ///
+/// An attachment is protected against `SIGBUS` while it exists (docs/DESIGN.md, "When memory
+/// disappears: SIGBUS"): if a page of it cannot be backed (a huge page removed by another
+/// process with the pool empty, or never reserved with `SHM_NORESERVE`), the access does not
+/// kill the process; the attachment is replaced by private zero-filled memory of this process
+/// (the segment itself is unchanged for everyone else), which the access then reads.
+/// [`Segment::page_size`] tells whether the segment is on huge pages.
+///
 /// # Examples
 ///
 /// ```
