@@ -609,7 +609,8 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing, and
-    /// the header errors of [`Ring::open`].
+    /// the header errors of [`Ring::open`]; [`Error::HugePagesNotAccepted`] for a hugetlb memfd
+    /// (see [`Ring::from_memfd_with`]).
     pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
         Ring::from_memfd_with(fd, &RingConfig::new())
     }
@@ -829,7 +830,9 @@ impl Ring {
     ///
     /// [`Error::NotFound`]; [`Error::NotShmpipe`] for someone else's segment;
     /// [`Error::VersionMismatch`]; [`Error::SegmentTooSmall`]; [`Error::BadHeader`];
-    /// [`Error::InitTimeout`].
+    /// [`Error::InitTimeout`]; [`Error::HugePagesNotAccepted`] for a segment on huge pages
+    /// (see [`Ring::open_with`]); [`Error::SigbusBlocked`] for one on a thread with `SIGBUS`
+    /// blocked.
     pub fn open(key: Key) -> Result<Ring, Error> {
         Ring::open_timeout(key, DEFAULT_INIT_TIMEOUT)
     }
@@ -963,7 +966,8 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::RoleTaken`] if a producer is attached (in any process), alive or dead;
-    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    /// [`Error::Corrupted`] if the shared indices are inconsistent; [`Error::SigbusBlocked`]
+    /// for a file or huge-page ring on a thread with `SIGBUS` blocked.
     pub fn producer(&self) -> Result<Producer, Error> {
         self.claim_producer(false)
     }
@@ -973,7 +977,8 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::RoleTaken`] if a consumer is attached (in any process), alive or dead;
-    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    /// [`Error::Corrupted`] if the shared indices are inconsistent; [`Error::SigbusBlocked`]
+    /// for a file or huge-page ring on a thread with `SIGBUS` blocked.
     pub fn consumer(&self) -> Result<Consumer, Error> {
         self.claim_consumer(false)
     }
