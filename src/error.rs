@@ -308,7 +308,11 @@ pub enum Error {
     /// }
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
-    #[error("{ident}: cannot create a huge-page segment of {size} bytes: {source} ({hint})")]
+    ///
+    /// Also at attach: a huge-page ring whose pages could not all be backed when every page
+    /// was touched (a creator that used `SHM_NORESERVE`, or a page the peer removed, with the
+    /// pool empty), with an `ENOMEM` source.
+    #[error("{ident}: cannot get huge pages for {size} bytes: {source} ({hint})")]
     HugePages {
         /// The key asked for.
         ident: Ident,
@@ -318,6 +322,33 @@ pub enum Error {
         source: io::Error,
         /// What to check, in words (e.g. `/proc/sys/vm/nr_hugepages`).
         hint: &'static str,
+    },
+    /// The ring's memory is on huge pages (hugetlb) and was made by another process, which was
+    /// not accepted ([`RingConfig::accept_huge_pages`](crate::RingConfig::accept_huge_pages)).
+    /// A creator can make huge pages that have no memory behind them (`SHM_NORESERVE`, or a
+    /// page removed later), and touching one then raises `SIGBUS`; accepting them makes the
+    /// opener touch every page at attach, so a shortage is [`Error::HugePages`] there.
+    #[error(
+        "{ident}: the ring is on huge pages of {page_size} bytes made by another process; \
+         accept them with RingConfig::accept_huge_pages (--accept-huge-pages)"
+    )]
+    HugePagesNotAccepted {
+        /// The ring.
+        ident: Ident,
+        /// The kernel's page size of the mapping.
+        page_size: usize,
+    },
+    /// The calling thread has `SIGBUS` blocked, and the ring's memory can disappear under the
+    /// mapping (a file ring, or one on huge pages): the kernel would kill the process at such a
+    /// fault whatever handler is installed, so the ring refuses to attach or claim a role on
+    /// this thread. Unblock `SIGBUS` (`pthread_sigmask`) in threads that use rings.
+    #[error(
+        "{ident}: SIGBUS is blocked in this thread; a fault in this ring's memory would kill \
+         the process (unblock SIGBUS in threads that use file or huge-page rings)"
+    )]
+    SigbusBlocked {
+        /// The ring.
+        ident: Ident,
     },
     /// [`Ring::lock_memory`](crate::Ring::lock_memory) could not lock the ring's pages in RAM:
     /// `EPERM` or `ENOMEM` from `mlock` when `RLIMIT_MEMLOCK` (`ulimit -l`) is too small and
@@ -386,6 +417,41 @@ impl Error {
             },
             _ => Error::Sys { ident, op, source },
         }
+    }
+}
+
+/// The memory behind a ring that was lost ([`Corruption::MemoryLost`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostMemory {
+    /// A ring file that shrank under the mapping (someone truncated it), or whose filesystem
+    /// could not back a page.
+    File,
+    /// A SysV segment or memfd on huge pages: a page could not be backed (the peer removed it
+    /// with `MADV_REMOVE` or a hole punch, or the creator never reserved it with
+    /// `SHM_NORESERVE`, and the huge page pool is empty).
+    HugePages,
+    /// A SysV segment or memfd on normal pages whose page the kernel could not back (only
+    /// under strict overcommit accounting).
+    SharedMemory,
+}
+
+impl fmt::Display for LostMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LostMemory::File => {
+                "the ring's file shrank under the mapping (truncated by another process) or \
+                 could not back a page; the ring's memory is lost"
+            }
+            LostMemory::HugePages => {
+                "a huge page of the ring could not be backed (removed by the peer or never \
+                 reserved, and the huge page pool is empty); the ring's memory is lost"
+            }
+            LostMemory::SharedMemory => {
+                "a page of the ring's shared memory could not be backed; the ring's memory is \
+                 lost"
+            }
+        })
     }
 }
 
@@ -475,11 +541,15 @@ pub enum Corruption {
         /// The size of the ring's message type.
         expected: u32,
     },
-    /// The ring's file shrank under the mapping (someone truncated it): the memory past its new
-    /// end is gone, and this side now sees zeros there instead of the ring (see
-    /// [`Ring::open_file`](crate::Ring::open_file)). The side reports it at its next record or
-    /// index read, empty ring or wait, and then at every call.
-    FileShrank,
+    /// The ring's memory disappeared under this side's mapping: a page the kernel could not
+    /// back (the file shrank; a huge page was removed by the peer or never reserved, with the
+    /// pool empty). This side now sees private zeros instead of the ring (docs/DESIGN.md,
+    /// "When memory disappears: SIGBUS"). The side reports it at its next record or index
+    /// read, empty ring or wait, and then at every call.
+    MemoryLost {
+        /// Which memory was lost.
+        memory: LostMemory,
+    },
     /// This side's own `owner` word no longer holds its identity: another process (neither
     /// side, or a claimant that wrongly took the role over) rewrote it. The side stops using the
     /// ring and leaves the word as it found it.
@@ -554,10 +624,7 @@ impl fmt::Display for Corruption {
                 f,
                 "padding record at {at} has length {len}, expected {expected}"
             ),
-            Corruption::FileShrank => f.write_str(
-                "the ring's file shrank under the mapping (truncated by another process); \
-                 the ring's memory is lost",
-            ),
+            Corruption::MemoryLost { memory } => write!(f, "{memory}"),
             Corruption::WrongMessageSize { at, len, expected } => write!(
                 f,
                 "record at {at} has length {len}, but every message of this typed ring is \

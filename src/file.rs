@@ -7,14 +7,12 @@
 //!
 //! - The size is checked before mapping (a file smaller than a header, or than the ring its
 //!   header describes, is refused with a typed error; nothing is touched).
-//! - While a file ring is mapped, a `SIGBUS` handler is installed. A fault inside a registered
-//!   file mapping replaces the whole mapping with private zero-filled memory (`mmap` with
-//!   `MAP_FIXED`, async-signal-safe), records that the mapping was lost, and returns: the
-//!   faulting access retries and reads zeros. The ring checks the flag after each payload copy
-//!   and in every error and wait path, and reports
-//!   [`Corruption::FileShrank`](crate::Corruption::FileShrank) (sticky) instead of delivering
-//!   the zeros. A `SIGBUS` anywhere else goes to the handler that was there before (the Rust
-//!   runtime's, or the default action), unchanged.
+//! - While a file ring is mapped, it is protected by the `SIGBUS` handler of `crate::sigbus`
+//!   (as every ring mapping is): a fault inside it replaces the whole mapping with private
+//!   zero-filled memory and records the loss; the faulting access retries and reads zeros. The
+//!   ring checks the flag after each payload copy and in every error and wait path, and
+//!   reports [`Corruption::MemoryLost`](crate::Corruption::MemoryLost) (sticky, with
+//!   [`LostMemory::File`](crate::LostMemory::File)) instead of delivering the zeros.
 //! - A new ring is built in a temporary file next to the target and linked into place only
 //!   once its header is complete, so an opener never sees a half-written ring, and a ring's
 //!   blocks are allocated up front (`posix_fallocate`), so a full disk fails the create instead
@@ -23,12 +21,12 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Ident};
 
@@ -42,7 +40,7 @@ pub(crate) struct FileMap {
     path: &'static Path,
     /// Device and inode of the file mapped, to unlink the path only while it names this file.
     id: (u64, u64),
-    guard: &'static sigbus::Entry,
+    guard: &'static crate::sigbus::Entry,
 }
 
 // SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
@@ -244,17 +242,17 @@ impl FileMap {
     }
 
     fn map(path: &Path, fd: OwnedFd, len: usize, id: (u64, u64)) -> Result<FileMap, Error> {
-        sigbus::install().map_err(|e| sys(path, "sigaction(SIGBUS)", e))?;
+        // A file on a hugetlbfs mount is mapped in whole huge pages: the protected range must
+        // cover them exactly (see `sigbus::protect`).
+        let page = crate::sigbus::fd_page_size(fd.as_fd()).map_err(|e| sys(path, "fstatfs", e))?;
         let ptr = crate::memfd::map_shared(&fd, len).map_err(|e| sys(path, "mmap", e))?;
-        let Some(guard) = sigbus::register(ptr.as_ptr() as usize, len) else {
-            // SAFETY: the mapping just made, never shared.
-            unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-            return Err(Error::InvalidConfig {
-                what: format!(
-                    "more than {} file rings mapped at once in this process",
-                    sigbus::SLOTS
-                ),
-            });
+        let guard = match crate::sigbus::protect(ident(path), ptr.as_ptr() as usize, len, page) {
+            Ok(g) => g,
+            Err(e) => {
+                // SAFETY: the mapping just made, never shared.
+                unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+                return Err(e);
+            }
         };
         let path = ident(path).path.expect("a file ident has a path").as_path();
         // The mapping keeps the file; the descriptor is no longer needed.
@@ -283,9 +281,9 @@ impl FileMap {
         self.path
     }
 
-    /// The flag the `SIGBUS` handler sets when the file shrank under this mapping.
-    pub(crate) fn lost_flag(&self) -> &'static AtomicBool {
-        &self.guard.lost
+    /// The `SIGBUS` registry entry of this mapping.
+    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+        self.guard
     }
 
     /// Removes the path if it still names the file mapped (a file put there since is left
@@ -344,10 +342,13 @@ impl Drop for FileMap {
         // Unregister first: once the mapping is gone its addresses may be reused, and a fault
         // there must not be taken for ours. No thread of ours can be inside the mapping now
         // (the region, which every access goes through, is being dropped).
+        // (The length is read first: once unregistered, the entry may describe another mapping.)
+        let len = self.guard.len();
         self.guard.unregister();
-        // SAFETY: `ptr`/`len` are exactly the mapping made in `map` (or its zero-filled
-        // replacement at the same addresses), unmapped once, here.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // SAFETY: `ptr` and the registered length (`len` in whole pages) are exactly the mapping
+        // made in `map` (or its zero-filled replacement at the same addresses), unmapped once,
+        // here.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), len) };
     }
 }
 
@@ -357,156 +358,5 @@ impl std::fmt::Debug for FileMap {
             .field("path", &self.path)
             .field("len", &self.len)
             .finish()
-    }
-}
-
-/// The `SIGBUS` handler and the registry of file mappings it protects. Everything the handler
-/// touches is a static atomic or an async-signal-safe system call.
-mod sigbus {
-    use std::io;
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    /// File mappings one process can protect at once.
-    pub(super) const SLOTS: usize = 256;
-
-    /// One registered mapping: `start..start + len`, and whether it was lost.
-    pub(crate) struct Entry {
-        /// Claimed by a mapping (set before `start`, cleared after).
-        used: AtomicBool,
-        /// First byte, or 0 while the entry describes no mapping.
-        start: AtomicUsize,
-        len: AtomicUsize,
-        /// Set by the handler once it replaced the mapping with zeros.
-        pub(crate) lost: AtomicBool,
-    }
-
-    #[allow(clippy::declare_interior_mutable_const)]
-    const FREE: Entry = Entry {
-        used: AtomicBool::new(false),
-        start: AtomicUsize::new(0),
-        len: AtomicUsize::new(0),
-        lost: AtomicBool::new(false),
-    };
-
-    static ENTRIES: [Entry; SLOTS] = [FREE; SLOTS];
-
-    /// The action that was installed before ours, to pass on faults that are not ours.
-    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-
-    /// Installs the handler once per process.
-    pub(super) fn install() -> io::Result<()> {
-        static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
-        let r = RESULT.get_or_init(|| {
-            // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask).
-            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: reading the current action only (a null new action).
-            if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &raw mut old) } != 0 {
-                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
-            }
-            // Stored before ours is installed, so the handler always finds it.
-            let _ = PREVIOUS.set(old);
-            // SAFETY: as above.
-            let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-            new.sa_sigaction = on_sigbus as *const () as usize;
-            // SA_ONSTACK: a fault can come from a thread on its alternate stack (the Rust
-            // runtime sets one up for stack overflows); SA_NODEFER is not wanted: a fault in
-            // the handler itself must not recurse.
-            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            // SAFETY: `sa_mask` is ours to initialise.
-            unsafe { libc::sigemptyset(&raw mut new.sa_mask) };
-            // SAFETY: installs a handler that only touches statics and calls mmap/sigaction.
-            if unsafe { libc::sigaction(libc::SIGBUS, &raw const new, std::ptr::null_mut()) } != 0 {
-                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
-            }
-            Ok(())
-        });
-        r.map_err(io::Error::from_raw_os_error)
-    }
-
-    /// Registers a mapping; `None` if every entry is in use.
-    pub(super) fn register(start: usize, len: usize) -> Option<&'static Entry> {
-        let e = ENTRIES.iter().find(|e| {
-            e.used
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        })?;
-        e.lost.store(false, Ordering::Relaxed);
-        e.len.store(len, Ordering::Relaxed);
-        // Release: pairs with the handler's Acquire load of `start`, so it sees `len`.
-        e.start.store(start, Ordering::Release);
-        Some(e)
-    }
-
-    impl Entry {
-        /// Forgets the mapping (before it is unmapped).
-        pub(super) fn unregister(&self) {
-            self.start.store(0, Ordering::Release);
-            // Release: pairs with the Acquire of the next `register`'s claim.
-            self.used.store(false, Ordering::Release);
-        }
-    }
-
-    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-        let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-        // Only faults the kernel raised for an access (si_code > 0); a SIGBUS sent with kill()
-        // carries no address to trust.
-        if code > 0 {
-            for e in &ENTRIES {
-                // Acquire: pairs with `register`'s Release store, so `len` is the mapping's.
-                let start = e.start.load(Ordering::Acquire);
-                let len = e.len.load(Ordering::Relaxed);
-                if start == 0 || addr < start || addr - start >= len {
-                    continue;
-                }
-                // The faulting thread is inside a ring access, so the mapping is live (its
-                // region cannot be dropped under that access) and these addresses are still
-                // the ring's. Replace them all with private zero-filled memory: the access
-                // retries and reads zeros, which the ring never delivers (it checks `lost`).
-                // SAFETY: MAP_FIXED over exactly our own live mapping; mmap is
-                // async-signal-safe.
-                let p = unsafe {
-                    libc::mmap(
-                        start as *mut libc::c_void,
-                        len,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                        -1,
-                        0,
-                    )
-                };
-                if p != libc::MAP_FAILED {
-                    e.lost.store(true, Ordering::Relaxed);
-                    return;
-                }
-                break;
-            }
-        }
-        chain(sig, info, ctx);
-    }
-
-    /// Hands a fault that is not ours to the previous action.
-    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-        let Some(prev) = PREVIOUS.get() else { return };
-        let h = prev.sa_sigaction;
-        if h == libc::SIG_DFL || h == libc::SIG_IGN {
-            // Restore it and return: the access faults again and the default action (a core
-            // dump) happens as if we had never been installed. (SIG_IGN for a real fault is
-            // the same: the kernel forces the default.)
-            // SAFETY: sigaction is async-signal-safe; `prev` is a valid action.
-            unsafe { libc::sigaction(libc::SIGBUS, prev, std::ptr::null_mut()) };
-            return;
-        }
-        if prev.sa_flags & libc::SA_SIGINFO != 0 {
-            // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this type.
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                unsafe { std::mem::transmute(h) };
-            f(sig, info, ctx);
-        } else {
-            // SAFETY: a handler installed without SA_SIGINFO takes only the signal number.
-            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
-            f(sig);
-        }
     }
 }

@@ -61,13 +61,14 @@ mod owner;
 mod region;
 mod ring;
 pub mod segment;
+mod sigbus;
 mod sync;
 mod typed;
 pub mod wait;
 
 pub use error::{
-    Corrupted, Corruption, Error, Ident, Liveness, RecvError, Role, SendError, TryRecvError,
-    TrySendError, WrongProcess,
+    Corrupted, Corruption, Error, Ident, Liveness, LostMemory, RecvError, Role, SendError,
+    TryRecvError, TrySendError, WrongProcess,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 pub use ring::{

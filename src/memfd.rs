@@ -23,6 +23,10 @@ pub(crate) struct MemfdMap {
     fd: OwnedFd,
     ptr: NonNull<u8>,
     len: usize,
+    /// The page size of the memfd (the huge page size for a hugetlb memfd).
+    page: usize,
+    /// The mapping's entry in the `SIGBUS` registry (`crate::sigbus`).
+    guard: &'static crate::sigbus::Entry,
 }
 
 // SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
@@ -151,10 +155,31 @@ impl MemfdMap {
                 actual: 0,
             });
         }
-        // The file's size is sealed at `len` (checked or set by the caller), so every mapped
-        // byte stays backed.
+        // The file's size is sealed at `len` (checked or set by the caller), so it cannot shrink
+        // under the mapping; its pages can still vanish (a hole punched in a hugetlb memfd
+        // with the pool empty), which the SIGBUS registry covers.
+        let page = crate::sigbus::fd_page_size(fd.as_fd()).map_err(|source| Error::Sys {
+            ident: Ident::default(),
+            op: "fstatfs",
+            source,
+        })?;
         let ptr = map_shared(&fd, len).map_err(|_| sys("mmap"))?;
-        Ok(MemfdMap { fd, ptr, len })
+        let guard = match crate::sigbus::protect(Ident::default(), ptr.as_ptr() as usize, len, page)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                // SAFETY: the mapping just made, never shared.
+                unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+                return Err(e);
+            }
+        };
+        Ok(MemfdMap {
+            fd,
+            ptr,
+            len,
+            page,
+            guard,
+        })
     }
 
     /// Start of the mapping (page-aligned).
@@ -167,6 +192,16 @@ impl MemfdMap {
         self.len
     }
 
+    /// The page size of the memfd: the huge page size for a hugetlb memfd.
+    pub(crate) fn page_size(&self) -> usize {
+        self.page
+    }
+
+    /// The mapping's `SIGBUS` registry entry.
+    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+        self.guard
+    }
+
     /// The memfd, to hand to the peer.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -175,9 +210,15 @@ impl MemfdMap {
 
 impl Drop for MemfdMap {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping made in `map`, unmapped once, here; no
-        // reference into it outlives the MemfdMap (the region borrows it through `self`).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // The registered length first (the entry may describe another mapping once
+        // unregistered), and unregister before unmapping.
+        let len = self.guard.len();
+        self.guard.unregister();
+        // SAFETY: `ptr` and the registered length (`len` in whole pages) are exactly the mapping
+        // made in `map` (or the SIGBUS handler's zero-filled replacement at the same
+        // addresses), unmapped once, here; no reference into it outlives the MemfdMap (the
+        // region borrows it through `self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), len) };
     }
 }
 

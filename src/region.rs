@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use crate::sync::AtomicU32;
 use crate::sync::AtomicU64;
 
-use crate::error::Ident;
+use crate::error::{Corruption, Ident, LostMemory};
 use crate::file::FileMap;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
 use crate::memfd::MemfdMap;
@@ -156,12 +156,70 @@ impl Backing {
         }
     }
 
-    /// The flag the `SIGBUS` handler sets when a file ring's file shrank under its mapping;
-    /// `None` for the other backings (their size cannot change).
+    /// The flag the `SIGBUS` handler sets when the memory was lost under the mapping, for the
+    /// backings whose pages can disappear through another process's actions: a file (it can
+    /// shrink) and huge pages (the peer can remove one while the pool is empty). `None` for the
+    /// others: the heap, and a segment or memfd on normal pages, where the peer's
+    /// `MADV_REMOVE` or hole punch gives zeros, not a fault (docs/DESIGN.md, "When memory
+    /// disappears: SIGBUS"); their mappings are protected too, so a fault there cannot kill
+    /// the process, but the ring's hot path does not check it.
     fn lost_flag(&self) -> Option<&'static AtomicBool> {
+        if !self.can_fault() {
+            return None;
+        }
+        self.protection().map(|e| e.lost_flag())
+    }
+
+    /// The mapping's entry in the `SIGBUS` registry; `None` on the heap.
+    pub(crate) fn protection(&self) -> Option<&'static crate::sigbus::Entry> {
         match self {
-            Backing::File(f) => Some(f.lost_flag()),
-            _ => None,
+            Backing::Segment(s) => Some(s.protection()),
+            Backing::Memfd(m) => Some(m.protection()),
+            Backing::File(f) => Some(f.protection()),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Where a shared mapping starts; `None` on the heap.
+    pub(crate) fn mapping(&self) -> Option<*mut u8> {
+        match self {
+            Backing::Segment(s) => Some(s.as_ptr()),
+            Backing::Memfd(m) => Some(m.as_ptr()),
+            Backing::File(f) => Some(f.as_ptr()),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// The page size of the memory (the huge page size for hugetlb); `None` on the heap.
+    pub(crate) fn page_size(&self) -> Option<usize> {
+        match self {
+            Backing::Segment(s) => Some(s.page_size()),
+            Backing::Memfd(m) => Some(m.page_size()),
+            Backing::File(_) => Some(crate::sigbus::base_page_size()),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Whether the memory is on huge pages (a hugetlb segment or memfd).
+    pub(crate) fn huge_pages(&self) -> bool {
+        matches!(self, Backing::Segment(_) | Backing::Memfd(_))
+            && self
+                .page_size()
+                .is_some_and(|p| p > crate::sigbus::base_page_size())
+    }
+
+    /// Whether another process can make this memory disappear under our mapping, so that an
+    /// access raises `SIGBUS`: a file, or huge pages.
+    pub(crate) fn can_fault(&self) -> bool {
+        matches!(self, Backing::File(_)) || self.huge_pages()
+    }
+
+    /// What memory is lost, for [`Corruption::MemoryLost`](crate::Corruption::MemoryLost).
+    fn lost_memory(&self) -> LostMemory {
+        match self {
+            Backing::File(_) => LostMemory::File,
+            _ if self.huge_pages() => LostMemory::HugePages,
+            _ => LostMemory::SharedMemory,
         }
     }
 }
@@ -257,10 +315,11 @@ impl Region {
         }
     }
 
-    /// Whether the memory was lost: the ring's file shrank under the mapping, and the `SIGBUS`
-    /// handler replaced it with zeros (see `crate::file`). Always false for other backings.
-    /// For other backings it is one well-predicted branch on a word next to the geometry;
-    /// for a file, one load of a process-local flag that is written at most once.
+    /// Whether the memory was lost: a page of the ring's file or huge pages vanished under the
+    /// mapping, and the `SIGBUS` handler replaced the mapping with zeros (see `crate::sigbus`).
+    /// Always false for the backings whose pages cannot vanish (`Backing::lost_flag`): for
+    /// them it is one well-predicted branch on a word next to the geometry; for the others,
+    /// one load of a process-local flag that is written at most once.
     #[inline]
     pub(crate) fn lost(&self) -> bool {
         match self.lost {
@@ -273,6 +332,14 @@ impl Region {
                 std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
                 flag.load(std::sync::atomic::Ordering::Relaxed)
             }
+        }
+    }
+
+    /// The loss to report once [`Region::lost`] is true: which memory was lost.
+    #[cold]
+    pub(crate) fn memory_lost(&self) -> Corruption {
+        Corruption::MemoryLost {
+            memory: self.backing.lost_memory(),
         }
     }
 

@@ -283,6 +283,13 @@ fn id_errno(ident: Ident, op: &'static str) -> Error {
 /// for that. The bytes are shared with every other process that attached the segment, so this
 /// type only hands out a raw pointer; reading or writing through it is up to the caller.
 ///
+/// An attachment is protected against `SIGBUS` while it exists (docs/DESIGN.md, "When memory
+/// disappears: SIGBUS"): if a page of it cannot be backed (a huge page removed by another
+/// process with the pool empty, or never reserved with `SHM_NORESERVE`), the access does not
+/// kill the process; the attachment is replaced by private zero-filled memory of this process
+/// (the segment itself is unchanged for everyone else), which the access then reads.
+/// [`Segment::page_size`] tells whether the segment is on huge pages.
+///
 /// # Examples
 ///
 /// ```
@@ -299,6 +306,10 @@ pub struct Segment {
     key: Key,
     addr: NonNull<u8>,
     len: usize,
+    /// The kernel's page size of the attachment (the huge page size for `SHM_HUGETLB`).
+    page: usize,
+    /// The attachment's entry in the `SIGBUS` registry (`crate::sigbus`).
+    guard: &'static crate::sigbus::Entry,
 }
 
 // SAFETY: a Segment is an attachment (address range) owned by the process, usable from any
@@ -479,17 +490,42 @@ impl Segment {
                 _ => Error::from_errno(ident, "shmat", err),
             });
         }
-        let mut seg = Segment {
+        let detach = |e: Error| {
+            // SAFETY: the attachment just made, never handed out.
+            unsafe { libc::shmdt(addr) };
+            Err(e)
+        };
+        // The size must come from the kernel (not from the segment's own bytes), and stat after
+        // attaching so the segment cannot be swapped for another between the two calls.
+        let len = match stat_id(shmid) {
+            Ok(st) => st.size,
+            Err(e) => return detach(e),
+        };
+        // Whether the creator used huge pages is not in IPC_STAT: ask the mapping. The
+        // registry must cover the attachment in whole pages of its real size.
+        let page = match crate::sigbus::mapping_page_size(addr as usize) {
+            Ok(p) => p,
+            Err(source) => {
+                return detach(Error::Sys {
+                    ident,
+                    op: "page size of the attachment (/proc/self/maps)",
+                    source,
+                });
+            }
+        };
+        let guard = match crate::sigbus::protect(ident, addr as usize, len, page) {
+            Ok(g) => g,
+            Err(e) => return detach(e),
+        };
+        let seg = Segment {
             shmid,
             key,
             // shmat never returns null on success (the zero page is never mapped for it).
             addr: NonNull::new(addr.cast::<u8>()).expect("shmat returned null"),
-            len: 0,
+            len,
+            page,
+            guard,
         };
-        // The size must come from the kernel (not from the segment's own bytes), and stat after
-        // attaching so the segment cannot be swapped for another between the two calls. On
-        // error, dropping `seg` detaches.
-        seg.len = seg.stat()?.size;
         Ok(seg)
     }
 
@@ -511,6 +547,14 @@ impl Segment {
     /// True for a zero-length segment (which the kernel never creates).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The size of the pages backing this attachment: the huge page size for a segment made
+    /// with `SHM_HUGETLB` (by [`Segment::create_huge_pages`] or any other process), else the
+    /// base page size. The kernel does not report `SHM_HUGETLB` in [`Segment::stat`]; this
+    /// comes from the mapping itself (the kernel's description of it in `/proc/self/maps`).
+    pub fn page_size(&self) -> usize {
+        self.page
     }
 
     /// The address where the segment is attached in this process; valid for [`Segment::len`]
@@ -567,6 +611,11 @@ impl Segment {
         unsafe { lock_range(self.ident(), self.as_ptr(), self.len) }
     }
 
+    /// The attachment's `SIGBUS` registry entry.
+    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+        self.guard
+    }
+
     /// Describes this segment in errors.
     pub(crate) fn ident(&self) -> Ident {
         Ident {
@@ -582,6 +631,20 @@ impl Drop for Segment {
         // No munlock first: shmdt unmaps the attachment, and unmapping a range removes any
         // mlock on it (mlock(2): locks are removed "when the address range is unmapped");
         // tests/memory.rs checks VmLck in /proc/self/status falls back after the drop.
+        // Read the entry before unregistering it (another mapping may take it at once), and
+        // unregister before unmapping (a fault at reused addresses must not be taken for ours).
+        let (lost, len) = (self.guard.lost(), self.guard.len());
+        self.guard.unregister();
+        if lost {
+            // The SIGBUS handler replaced the attachment with private anonymous memory: it is
+            // no longer a SysV attachment (shmdt would fail with EINVAL and leave it mapped),
+            // and the kernel already counted the segment detached when the mapping was
+            // replaced. Unmap the replacement.
+            // SAFETY: exactly the replacement mapping the handler made (the attachment's
+            // address and registered length), unmapped once, here.
+            unsafe { libc::munmap(self.addr.as_ptr().cast(), len) };
+            return;
+        }
         // SAFETY: `addr` is the address shmat returned for this attachment and nothing else
         // detached it; after this no pointer derived from it is used (they borrow `self`).
         unsafe {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveFile, child_role, param};
 use shmpipe::{
-    Corrupted, Corruption, Error, HEADER_SIZE, RecvError, Ring, RingConfig, SendError,
+    Corrupted, Corruption, Error, HEADER_SIZE, LostMemory, RecvError, Ring, RingConfig, SendError,
     TryRecvError, TrySendError,
 };
 
@@ -62,7 +62,10 @@ fn refused(r: Result<Ring, Error>) -> Error {
 }
 
 fn is_shrank(c: &Corrupted) -> bool {
-    c.what == Corruption::FileShrank
+    c.what
+        == Corruption::MemoryLost {
+            memory: LostMemory::File,
+        }
 }
 
 /// Either side may start first: both call `open_or_create_file`; the path is gone once both
@@ -243,7 +246,7 @@ fn a_persistent_file_ring_survives_a_restart() {
 }
 
 /// Truncating the file under both sides in this process: the next operations fail with
-/// `FileShrank` (sticky), nothing is delivered from the lost memory, and no SIGBUS is raised.
+/// `MemoryLost` (sticky), nothing is delivered from the lost memory, and no SIGBUS is raised.
 #[test]
 fn a_file_that_shrinks_is_an_error_not_a_sigbus() {
     let path = ring_path("shrink");
@@ -278,7 +281,7 @@ fn a_file_that_shrinks_is_an_error_not_a_sigbus() {
 }
 
 /// The consumer process blocks in `recv` on an empty ring; another process truncates the
-/// file; the consumer's wait ends with `FileShrank` (the futex it slept on is gone with the
+/// file; the consumer's wait ends with `MemoryLost` (the futex it slept on is gone with the
 /// memory; its periodic checks find the loss), and the process exits normally.
 #[test]
 fn a_blocked_peer_process_sees_the_file_shrink() {
@@ -290,7 +293,7 @@ fn a_blocked_peer_process_sees_the_file_shrink() {
         let started = Instant::now();
         match rx.recv(&mut buf) {
             Err(RecvError::Corrupted(c)) if is_shrank(&c) => {}
-            other => panic!("expected FileShrank, got {other:?}"),
+            other => panic!("expected MemoryLost, got {other:?}"),
         }
         println!("noticed after {:?}", started.elapsed());
         return;

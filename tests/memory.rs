@@ -112,7 +112,13 @@ fn huge_pages_create_or_typed_error() {
             assert_eq!(stat.size as u64, ring_size.div_ceil(h) * h, "rounded up");
             assert!(ipcs_lists(shmid), "ipcs -m lists shmid {shmid}");
             // The attacher validates the header against the (larger) kernel size.
-            let opened = Ring::open_id(shmid).expect("open the huge-page ring by shmid");
+            // Another process's huge pages are accepted only when asked (the config asks for
+            // huge pages, which accepts them); plain `open_id` refuses them.
+            assert!(matches!(
+                Ring::open_id(shmid),
+                Err(Error::HugePagesNotAccepted { .. })
+            ));
+            let opened = Ring::open_id_with(shmid, &cfg).expect("open the huge-page ring by shmid");
             assert_eq!(opened.slot_count(), 1024);
             round_trip(&ring, &opened, 1000);
         }
@@ -316,7 +322,12 @@ fn memfd_huge_pages_create_or_typed_error() {
                 "created without free huge pages"
             );
             let fd = ring.memfd().unwrap().try_clone_to_owned().unwrap();
-            let opened = Ring::from_memfd(fd).expect("open the huge-page memfd");
+            let dup = fd.try_clone().unwrap();
+            assert!(matches!(
+                Ring::from_memfd(dup),
+                Err(Error::HugePagesNotAccepted { .. })
+            ));
+            let opened = Ring::from_memfd_with(fd, &cfg).expect("open the huge-page memfd");
             round_trip(&ring, &opened, 1000);
         }
         (_, Ok(_)) => panic!("a huge-page memfd without a huge page size"),

@@ -116,6 +116,11 @@ pub struct ShapeArgs {
     /// if none are free (see /proc/sys/vm/nr_hugepages).
     #[arg(long)]
     pub huge_pages: bool,
+    /// Accept an existing ring on huge pages made by another process (refused by default: its
+    /// pages could vanish under the mapping). Every page is touched at attach, so a shortage
+    /// is an error there; implied by --huge-pages.
+    #[arg(long)]
+    pub accept_huge_pages: bool,
 }
 
 /// `shmpipe send`.

@@ -191,7 +191,8 @@ impl ShapeArgs {
             .slot_count(slot_count)
             .mode(self.mode)
             .persistent(persistent)
-            .huge_pages(self.huge_pages))
+            .huge_pages(self.huge_pages)
+            .accept_huge_pages(self.accept_huge_pages))
     }
 }
 

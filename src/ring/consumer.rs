@@ -306,7 +306,7 @@ impl Consumer {
         // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
         // was ever sent): report the loss instead of waiting for ever.
         if self.region.lost() {
-            return self.poison(Corruption::FileShrank);
+            return self.poison(self.region.memory_lost());
         }
         TryRecvError::Empty
     }
@@ -316,7 +316,7 @@ impl Consumer {
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
         if self.region.lost() {
-            return Err(self.poison(Corruption::FileShrank).into());
+            return Err(self.poison(self.region.memory_lost()).into());
         }
         if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
             return Err(self.poison(c.what).into());
@@ -626,7 +626,7 @@ impl Consumer {
         }
         // Zeros where the ring was look like a broken protocol: name the real cause.
         let what = if self.region.lost() {
-            Corruption::FileShrank
+            self.region.memory_lost()
         } else {
             what
         };

@@ -121,6 +121,7 @@ pub struct RingConfig {
     initial_index: u64,
     persistent: bool,
     huge_pages: bool,
+    accept_huge_pages: bool,
     /// A typed ring's message type (`crate::typed`); `None` for a byte ring.
     message_type: Option<MessageType>,
     /// Uids besides our own whose rings an opener accepts (`crate::access`).
@@ -138,6 +139,7 @@ impl Default for RingConfig {
             initial_index: 0,
             persistent: false,
             huge_pages: false,
+            accept_huge_pages: false,
             message_type: None,
             accepted_owners: Vec::new(),
         }
@@ -268,6 +270,44 @@ impl RingConfig {
     pub fn huge_pages(mut self, huge_pages: bool) -> RingConfig {
         self.huge_pages = huge_pages;
         self
+    }
+
+    /// Accept a ring on huge pages made by another process when opening it (default off:
+    /// refused with [`Error::HugePagesNotAccepted`]). Read by [`Ring::open_with`],
+    /// [`Ring::open_id_with`], [`Ring::from_memfd_with`] and [`Ring::open_or_create`] when
+    /// they open an existing ring; a ring this process creates with [`RingConfig::huge_pages`]
+    /// is always accepted, and a configuration that asks for [`RingConfig::huge_pages`]
+    /// accepts them too.
+    ///
+    /// Why an opt-in: huge pages can vanish under a mapping. A creator can make a segment
+    /// with `SHM_NORESERVE` (no page reserved), or the peer can remove a page (`MADV_REMOVE`,
+    /// a hole punched in a memfd) while the pool is empty; touching such a page raises
+    /// `SIGBUS`. An accepted ring is pre-faulted at attach (every page touched), so pages
+    /// missing then are [`Error::HugePages`] at attach, and a page lost later is
+    /// [`Corruption::MemoryLost`](crate::Corruption::MemoryLost) (docs/DESIGN.md, "When
+    /// memory disappears: SIGBUS"). Either way no signal reaches the program.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Key, Ring, RingConfig};
+    /// let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
+    /// let cfg = RingConfig::new().accept_huge_pages(true);
+    /// // The other process: Ring::open_id_with(shmid, &cfg)
+    /// let peer = Ring::open_id_with(ring.shmid().unwrap(), &cfg)?;
+    /// assert_eq!(peer.slot_count(), 1024);
+    /// ring.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn accept_huge_pages(mut self, accept: bool) -> RingConfig {
+        self.accept_huge_pages = accept;
+        self
+    }
+
+    /// Whether an opener with this configuration accepts huge pages made by another process:
+    /// asked explicitly, or implied by asking for huge pages.
+    fn accepts_huge_pages(&self) -> bool {
+        self.accept_huge_pages || self.huge_pages
     }
 
     /// Bytes of the slot array.
@@ -426,9 +466,59 @@ fn random_u64() -> u64 {
     v
 }
 
+/// Checks, before anything reads it, that a ring's memory cannot kill the process with
+/// `SIGBUS` (docs/DESIGN.md, "When memory disappears: SIGBUS"). Memory that can vanish under
+/// the mapping (a file, huge pages) is refused on a thread with `SIGBUS` blocked, where the
+/// kernel would kill the process at a fault. Huge pages are refused unless `accept_huge_pages`
+/// (always for a ring we create), and accepted ones are touched page by page now, so a page
+/// the pool cannot back is `Error::HugePages` here rather than a fault later.
+fn check_memory(backing: &Backing, ident: Ident, accept_huge_pages: bool) -> Result<(), Error> {
+    if !backing.can_fault() {
+        return Ok(());
+    }
+    if crate::sigbus::blocked() {
+        return Err(Error::SigbusBlocked { ident });
+    }
+    if !backing.huge_pages() {
+        return Ok(());
+    }
+    let page = backing
+        .page_size()
+        .expect("a huge-page backing is a mapping");
+    if !accept_huge_pages {
+        return Err(Error::HugePagesNotAccepted {
+            ident,
+            page_size: page,
+        });
+    }
+    let (Some(base), Some(entry)) = (backing.mapping(), backing.protection()) else {
+        unreachable!("a huge-page backing is a protected mapping")
+    };
+    // SAFETY: `base` is the start of the backing's mapping, registered as `entry` (whose
+    // length is the mapping's, in whole pages), mapped while `backing` is borrowed; SIGBUS is
+    // not blocked on this thread (checked above).
+    if unsafe { crate::sigbus::prefault(base, entry.len(), page, entry) } {
+        return Ok(());
+    }
+    Err(Error::HugePages {
+        ident,
+        size: entry.len(),
+        source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        hint: "a page of the ring could not be backed when touched: the creator did not \
+               reserve its huge pages (SHM_NORESERVE) or a page was removed, and the pool \
+               (HugePages_Free in /proc/meminfo) is empty",
+    })
+}
+
 /// Waits (bounded) for the creator's ready word, then validates the header against the kernel's
 /// size of the memory, and returns the ring's region.
-fn attach(backing: Backing, ident: Ident, timeout: Duration) -> Result<Region, Error> {
+fn attach(
+    backing: Backing,
+    ident: Ident,
+    timeout: Duration,
+    accept_huge_pages: bool,
+) -> Result<Region, Error> {
+    check_memory(&backing, ident, accept_huge_pages)?;
     let actual = backing.len() as u64;
     let Some(h) = backing.header() else {
         return Err(Error::SegmentTooSmall {
@@ -502,14 +592,13 @@ impl Ring {
             Segment::create(key, size, config.mode)?
         };
         let ident = seg.ident();
-        Ok(fresh_ring(
-            Backing::Segment(seg),
-            g,
-            config,
-            key,
-            ident,
-            config.persistent,
-        ))
+        let seg = Backing::Segment(seg);
+        if let Err(e) = check_memory(&seg, ident, true) {
+            // Our own fresh segment, unusable here: do not leave it at the key.
+            let _ = crate::segment::remove_id(ident.shmid.expect("a segment has a shmid"));
+            return Err(e);
+        }
+        Ok(fresh_ring(seg, g, config, key, ident, config.persistent))
     }
 
     /// Creates a ring in a new anonymous memfd, sealed against shrinking and growing, instead
@@ -545,6 +634,7 @@ impl Ring {
         // A memfd starts as 0777: give it the configured mode, which `from_memfd` checks.
         crate::access::set_mode(map.fd(), config.mode, Ident::default())?;
         let backing = Backing::Memfd(map);
+        check_memory(&backing, Ident::default(), true)?;
         Ok(fresh_ring(
             backing,
             g,
@@ -563,25 +653,34 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing;
-    /// [`Error::ForeignOwner`] for a memfd of another user or with a mode wider than 0600 (see
-    /// [`Ring::from_memfd_with`]); and the header errors of [`Ring::open`].
+    /// [`Error::ForeignOwner`] for a memfd of another user or with a mode wider than 0600, and
+    /// [`Error::HugePagesNotAccepted`] for a hugetlb memfd (see [`Ring::from_memfd_with`]);
+    /// and the header errors of [`Ring::open`].
     pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
         Ring::from_memfd_with(fd, &RingConfig::default())
     }
 
-    /// [`Ring::from_memfd`], accepting the owners and the mode of `config`
-    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout. A
-    /// memfd another user created (its `st_uid`) is refused unless that user is accepted.
+    /// [`Ring::from_memfd`] with the opener's options of `config`: the owners and the mode it
+    /// accepts ([`RingConfig::accept_owner`], [`RingConfig::mode`]; a memfd another user
+    /// created, its `st_uid`, is refused unless that user is accepted),
+    /// [`RingConfig::init_timeout`], and [`RingConfig::accept_huge_pages`] (a hugetlb memfd is
+    /// refused without it).
     ///
     /// # Errors
     ///
-    /// As [`Ring::from_memfd`].
+    /// As [`Ring::from_memfd`], and [`Error::HugePages`] if an accepted hugetlb memfd has pages
+    /// the pool cannot back.
     pub fn from_memfd_with(fd: std::os::fd::OwnedFd, config: &RingConfig) -> Result<Ring, Error> {
         let expect = config.expect();
         let map = MemfdMap::open(fd, &|st| expect.check_stat(Ident::default(), st))?;
         let backing = Backing::Memfd(map);
         Ok(Ring {
-            region: Arc::new(attach(backing, Ident::default(), config.init_timeout)?),
+            region: Arc::new(attach(
+                backing,
+                Ident::default(),
+                config.init_timeout,
+                config.accepts_huge_pages(),
+            )?),
         })
     }
 
@@ -632,6 +731,12 @@ impl Ring {
     /// ```
     pub fn create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
+        // A file can shrink under its mapping: a thread with SIGBUS blocked would die of it.
+        if crate::sigbus::blocked() {
+            return Err(Error::SigbusBlocked {
+                ident: crate::file::ident(path),
+            });
+        }
         if config.huge_pages {
             return Err(Error::InvalidConfig {
                 what: "huge pages for a file ring come from its filesystem (a hugetlbfs \
@@ -662,7 +767,8 @@ impl Ring {
     ///
     /// If the file later shrinks under the mapping (someone truncates it), the access that
     /// finds its memory gone would raise `SIGBUS`; shmpipe's handler replaces the lost mapping
-    /// with zeros instead, and each side reports [`Corruption::FileShrank`] (sticky) once it
+    /// with zeros instead, and each side reports [`Corruption::MemoryLost`] (sticky,
+    /// [`LostMemory::File`](crate::LostMemory::File)) once it
     /// reads a record or index, finds the ring empty, or waits: no signal reaches the program.
     /// (A message whose bytes vanished while being copied out may carry zeros; whoever can
     /// truncate the file can write it too, so its payloads were never more trustworthy than
@@ -673,7 +779,8 @@ impl Ring {
     /// [`Error::FileNotFound`]; [`Error::File`] if opening or mapping fails (e.g. permission
     /// denied); [`Error::BadHeader`] for something that is not a regular file;
     /// [`Error::ForeignOwner`] for a file of another user or with a mode wider than 0600 (see
-    /// [`Ring::open_file_with`]); the header errors of [`Ring::open`].
+    /// [`Ring::open_file_with`]); [`Error::SigbusBlocked`] on a thread with `SIGBUS` blocked;
+    /// the header errors of [`Ring::open`].
     pub fn open_file(path: impl AsRef<Path>) -> Result<Ring, Error> {
         Ring::open_file_with(path, &RingConfig::default())
     }
@@ -692,7 +799,12 @@ impl Ring {
         let map = FileMap::open(path, &|st| expect.check_stat(crate::file::ident(path), st))?;
         let ident = crate::file::ident(map.path());
         Ok(Ring {
-            region: Arc::new(attach(Backing::File(map), ident, config.init_timeout)?),
+            region: Arc::new(attach(
+                Backing::File(map),
+                ident,
+                config.init_timeout,
+                false,
+            )?),
         })
     }
 
@@ -798,8 +910,10 @@ impl Ring {
     /// created, or one of ours whose mode is wider than 0600 (see [`Ring::open_with`]);
     /// [`Error::NotShmpipe`] for someone else's segment; [`Error::VersionMismatch`];
     /// [`Error::SegmentTooSmall`]; [`Error::BadHeader`]; [`Error::InitTimeout`];
-    /// [`Error::Locked`] or [`Error::File`] for the key's lock, which the attach is made under
-    /// (shared) so that a recycler of the key counts it.
+    /// [`Error::HugePagesNotAccepted`] for a segment on huge pages (see [`Ring::open_with`]);
+    /// [`Error::SigbusBlocked`] for one on a thread with `SIGBUS` blocked; [`Error::Locked`] or
+    /// [`Error::File`] for the key's lock, which the attach is made under (shared) so that a
+    /// recycler of the key counts it.
     pub fn open(key: Key) -> Result<Ring, Error> {
         Ring::open_with(key, &RingConfig::default())
     }
@@ -813,15 +927,17 @@ impl Ring {
         Ring::open_with(key, &RingConfig::new().init_timeout(init_timeout))
     }
 
-    /// [`Ring::open`], accepting the owners and the mode of `config`
-    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout; the
+    /// [`Ring::open`] with the opener's options of `config`: the owners and the mode it accepts
+    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]), [`RingConfig::init_timeout`], and
+    /// [`RingConfig::accept_huge_pages`] (a segment on huge pages is refused without it). The
     /// shape fields of `config` are not used (the ring has the shape it has; see
     /// [`Ring::open_or_create`] for a check). The segment's owner, creator and mode come from
     /// `IPC_STAT` on the segment attached, before a byte of it is read.
     ///
     /// # Errors
     ///
-    /// As [`Ring::open`].
+    /// As [`Ring::open`], and [`Error::HugePages`] if an accepted huge-page segment has pages
+    /// the pool cannot back.
     pub fn open_with(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         // The attach is made under the key's lock, shared: a recycler of the key (which holds
         // it exclusively) then either sees this attach as a user, or has finished and the key
@@ -848,12 +964,11 @@ impl Ring {
         Ring::open_id_with(shmid, &RingConfig::default())
     }
 
-    /// [`Ring::open_id`], accepting the owners and the mode of `config` as
-    /// [`Ring::open_with`] does.
+    /// [`Ring::open_id`] with the opener's options of `config` (see [`Ring::open_with`]).
     ///
     /// # Errors
     ///
-    /// As [`Ring::open`].
+    /// As [`Ring::open_with`].
     pub fn open_id_with(shmid: i32, config: &RingConfig) -> Result<Ring, Error> {
         Ring::attach_segment(Segment::attach_id(shmid)?, config)
     }
@@ -863,7 +978,12 @@ impl Ring {
         let ident = seg.ident();
         config.expect().check_segment(ident, &seg.stat()?)?;
         Ok(Ring {
-            region: Arc::new(attach(Backing::Segment(seg), ident, config.init_timeout)?),
+            region: Arc::new(attach(
+                Backing::Segment(seg),
+                ident,
+                config.init_timeout,
+                config.accepts_huge_pages(),
+            )?),
         })
     }
 
@@ -953,7 +1073,8 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::RoleTaken`] if a producer is attached (in any process), alive or dead;
-    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    /// [`Error::Corrupted`] if the shared indices are inconsistent; [`Error::SigbusBlocked`]
+    /// for a file or huge-page ring on a thread with `SIGBUS` blocked.
     pub fn producer(&self) -> Result<Producer, Error> {
         self.claim_producer(false)
     }
@@ -963,7 +1084,8 @@ impl Ring {
     /// # Errors
     ///
     /// [`Error::RoleTaken`] if a consumer is attached (in any process), alive or dead;
-    /// [`Error::Corrupted`] if the shared indices are inconsistent.
+    /// [`Error::Corrupted`] if the shared indices are inconsistent; [`Error::SigbusBlocked`]
+    /// for a file or huge-page ring on a thread with `SIGBUS` blocked.
     pub fn consumer(&self) -> Result<Consumer, Error> {
         self.claim_consumer(false)
     }
@@ -1025,6 +1147,14 @@ impl Ring {
             Role::Producer => (&h.producer.owner, &h.producer.claims, &h.consumer.claims),
             Role::Consumer => (&h.consumer.owner, &h.consumer.claims, &h.producer.claims),
         };
+        // A role is where this thread starts touching the ring: refuse it on a thread that
+        // would die of a fault the handler cannot catch (docs/DESIGN.md, "When memory
+        // disappears: SIGBUS").
+        if self.region.backing().can_fault() && crate::sigbus::blocked() {
+            return Err(Error::SigbusBlocked {
+                ident: self.ident(),
+            });
+        }
         let pidns = owner_pidns(h, role);
         // Computed in this process (a forked child gets its own), with its pid namespace.
         let me = owner::me();
@@ -1320,9 +1450,10 @@ fn check_own_role(region: &Region, role: Role, me: Identity) -> Result<(), Corru
     if found == me {
         return Ok(());
     }
-    // A file ring whose file shrank reads zeros there: name the real cause.
+    // A ring whose memory was lost (a file that shrank, a huge page removed) reads zeros
+    // there: name the real cause.
     let what = if region.lost() {
-        Corruption::FileShrank
+        region.memory_lost()
     } else {
         Corruption::RoleLost { role, found }
     };
@@ -1408,7 +1539,7 @@ impl Ring {
     /// configuration line, `ConfigSnapshot::validate` against the memory's real size), with an
     /// init timeout of zero so an unready image fails at once with `InitTimeout`.
     pub(crate) fn attach_image(backing: Backing) -> Result<Ring, Error> {
-        let region = attach(backing, Ident::default(), Duration::ZERO)?;
+        let region = attach(backing, Ident::default(), Duration::ZERO, false)?;
         Ok(Ring {
             region: Arc::new(region),
         })

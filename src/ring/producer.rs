@@ -311,7 +311,7 @@ impl Producer {
         if self.region.lost() {
             return Err(SendError::Corrupted(Corrupted {
                 ring: self.region.ident(),
-                what: Corruption::FileShrank,
+                what: self.region.memory_lost(),
             }));
         }
         self.check_closed()?;
@@ -671,7 +671,7 @@ impl Producer {
     fn lose(&mut self) -> Corrupted {
         let c = Corrupted {
             ring: self.region.ident(),
-            what: Corruption::FileShrank,
+            what: self.region.memory_lost(),
         };
         self.poisoned = Some(c);
         c
