@@ -183,7 +183,7 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
             loop {
                 match rx.try_read() {
                     Ok(g) => {
-                        assert_eq!(&*g, &msg(i, 6)[..]);
+                        assert_eq!(g.to_vec(), &msg(i, 6)[..]);
                         break;
                     }
                     Err(TryRecvError::Empty) => thread::yield_now(),

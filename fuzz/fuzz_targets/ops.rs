@@ -179,7 +179,7 @@ impl World {
         let want = self.model.next_message();
         match (want, rx.try_read()) {
             (Ok(m), Ok(g)) => {
-                assert_eq!(&*g, &m[..], "try_read content");
+                assert_eq!(g.to_vec(), &m[..], "try_read content");
                 drop(g);
                 self.model.consume();
                 self.model.release();
@@ -210,7 +210,7 @@ impl World {
         let want = self.model.next_message();
         match (want, rx.read_timeout(Some(Duration::ZERO))) {
             (Ok(m), Ok(g)) => {
-                assert_eq!(&*g, &m[..], "read_timeout content");
+                assert_eq!(g.to_vec(), &m[..], "read_timeout content");
                 drop(g);
                 self.model.consume();
                 self.model.release();
@@ -320,7 +320,7 @@ impl World {
                 }
                 BatchRecvOp::Read => match (model.next_message(), batch.try_read()) {
                     (Ok(m), Ok(g)) => {
-                        assert_eq!(&*g, &m[..], "batch try_read content");
+                        assert_eq!(g.to_vec(), &m[..], "batch try_read content");
                         drop(g);
                         model.consume();
                     }

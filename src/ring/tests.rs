@@ -100,7 +100,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
                 Err(e) => panic!("{e}"),
             },
             6 => match rx.try_read() {
-                Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                Ok(m) => assert_eq!(m.to_vec(), &model.pop_front().unwrap()[..]),
                 Err(TryRecvError::Empty) => assert!(model.is_empty()),
                 Err(e) => panic!("{e}"),
             },
@@ -108,7 +108,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
                 let mut batch = rx.batch();
                 for _ in 0..rng.below(5) {
                     match batch.try_read() {
-                        Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                        Ok(m) => assert_eq!(m.to_vec(), &model.pop_front().unwrap()[..]),
                         Err(TryRecvError::Empty) => {
                             assert!(model.is_empty());
                             break;
@@ -120,7 +120,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
         }
     }
     while let Some(m) = model.pop_front() {
-        assert_eq!(&*rx.try_read().unwrap(), &m[..]);
+        assert_eq!(rx.try_read().unwrap().to_vec(), &m[..]);
     }
     assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
 }
@@ -262,10 +262,14 @@ fn two_threads_deliver_in_order() {
                     let len = rx.recv_timeout(&mut buf, long).unwrap();
                     assert_eq!(&buf[..len], &want[..], "message {seq}");
                 }
-                3 => assert_eq!(&*rx.read_timeout(None).unwrap(), &want[..], "message {seq}"),
+                3 => assert_eq!(
+                    rx.read_timeout(None).unwrap().to_vec(),
+                    &want[..],
+                    "message {seq}"
+                ),
                 4 => loop {
                     match rx.try_read() {
-                        Ok(m) => break assert_eq!(&*m, &want[..], "message {seq}"),
+                        Ok(m) => break assert_eq!(m.to_vec(), &want[..], "message {seq}"),
                         Err(TryRecvError::Empty) => std::thread::yield_now(),
                         Err(e) => panic!("{e}"),
                     }
@@ -334,7 +338,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                 0 => {
                     // A grant that goes out of scope without commit sends nothing, whatever
                     // it wrote.
-                    reserve_spin!(tx, max).fill(0xee);
+                    reserve_spin!(tx, max).view_mut().fill(0xee);
                     let mut g = reserve_spin!(tx, m.len());
                     g.copy_from_slice(&m);
                     g.commit();
@@ -343,7 +347,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                     // Reserve more than needed, commit what was written.
                     let extra = (max - m.len()).min(1 + rng.below(20) as usize);
                     let mut g = reserve_spin!(tx, m.len() + extra);
-                    g[..m.len()].copy_from_slice(&m);
+                    g.view_mut().copy_from(&m);
                     g.commit_len(m.len());
                 }
                 2 => {
@@ -380,7 +384,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                     break;
                 }
                 match batch.try_read() {
-                    Ok(m) => assert_eq!(&*m, &message(seq, stream_len(seq, max))[..]),
+                    Ok(m) => assert_eq!(m.to_vec(), &message(seq, stream_len(seq, max))[..]),
                     Err(TryRecvError::Empty) => break,
                     Err(e) => panic!("{e}"),
                 }
@@ -391,7 +395,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
         match rx.try_read() {
             Ok(m) => {
                 assert_eq!(
-                    &*m,
+                    m.to_vec(),
                     &message(seq, stream_len(seq, max))[..],
                     "message {seq}"
                 );
@@ -622,8 +626,8 @@ fn closed_consumer_fails_sends_and_gives_the_message_back() {
     // A new consumer reopens the ring and gets what was sent before.
     let mut rx = ring.consumer().unwrap();
     tx.try_send(b"d").unwrap();
-    assert_eq!(&*rx.try_read().unwrap(), b"a");
-    assert_eq!(&*rx.try_read().unwrap(), b"d");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"a");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"d");
 }
 
 #[test]
@@ -642,9 +646,9 @@ fn timeouts_return_what_they_waited_for() {
     ));
     assert_eq!(rx.recv_timeout(&mut buf, d), Ok(1));
     let mut g = tx.reserve_timeout(1, Some(d)).unwrap();
-    g[0] = b'z';
+    g.write_at(0, b'z').unwrap();
     g.commit();
-    assert_eq!(&*rx.read_timeout(Some(d)).unwrap(), b"z");
+    assert_eq!(rx.read_timeout(Some(d)).unwrap().to_vec(), b"z");
 }
 
 #[test]
@@ -656,8 +660,8 @@ fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
     batch.try_send(b"2").unwrap();
     assert!(matches!(batch.try_send(b"3"), Err(TrySendError::Full(_))));
     // The two messages became visible when the batch hit Full.
-    assert_eq!(&*rx.try_read().unwrap(), b"1");
-    assert_eq!(&*rx.try_read().unwrap(), b"2");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"1");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"2");
     batch.try_send(b"3").unwrap();
 }
 
@@ -729,7 +733,7 @@ fn message_api_after_a_partial_stream_read_drops_the_rest() {
     let mut two = [0u8; 2];
     rx.read_exact(&mut two).unwrap();
     assert_eq!(&two, b"ab");
-    assert_eq!(&*rx.try_read().unwrap(), b"next");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"next");
 }
 
 #[test]
@@ -768,4 +772,55 @@ fn a_producer_claiming_while_the_consumer_waits_is_not_end_of_stream() {
         drop(t.join().unwrap());
         assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
     }
+}
+
+/// A pointer into the ring for the "hostile peer" thread below.
+struct PeerPtr(*mut u8);
+// SAFETY: the thread only stores through it with atomics, as a peer process would write.
+unsafe impl Send for PeerPtr {}
+
+/// The peer breaks the protocol: while the consumer holds a lent message, another thread (in
+/// place of the producer's process) rewrites its bytes with atomic stores. Reading the message
+/// through the view is no data race (Miri checks this: with the old slice deref or a
+/// `copy_nonoverlapping` out of the ring it reports one), and every copy is private: each of
+/// its bytes is an old or a new one, and a copy that was valid UTF-8 stays valid, however the
+/// ring changes after (docs/DESIGN.md, "The peer is untrusted", rule 4).
+#[test]
+fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
+    const LEN: usize = 40;
+    let ring = Ring::in_process(&small(64, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(&[b'a'; LEN]).unwrap();
+    let guard = rx.try_read().unwrap();
+    let view = guard.view();
+    let peer = PeerPtr(view.as_ptr().cast_mut());
+    let rounds = if cfg!(miri) { 3 } else { 2000 };
+    let writer = std::thread::spawn(move || {
+        let p = peer;
+        for round in 0..rounds {
+            for i in 0..LEN {
+                // An invalid UTF-8 byte (a lead byte with nothing after it) or back to 'a'.
+                let b = if (round + i) % 2 == 0 { 0xf0 } else { b'a' };
+                // SAFETY: inside the lent payload, which stays allocated while the ring lives
+                // (joined below); every access to it is atomic.
+                unsafe { std::sync::atomic::AtomicU8::from_ptr(p.0.add(i)) }
+                    .store(b, Ordering::Relaxed);
+            }
+        }
+    });
+    for _ in 0..rounds {
+        let copy = view.to_vec();
+        assert_eq!(copy.len(), LEN);
+        assert!(copy.iter().all(|&b| b == b'a' || b == 0xf0), "{copy:?}");
+        if let Ok(s) = std::str::from_utf8(&copy) {
+            // The copy cannot change under the check: it walks exactly its own characters.
+            assert_eq!(s.chars().count(), LEN);
+        }
+        let mut part = [0u8; 8];
+        assert_eq!(view.subslice(32, 8).unwrap().copy_to(&mut part), 8);
+        assert!(view.read_at::<u64>(33).is_err());
+    }
+    writer.join().unwrap();
+    drop(guard);
+    assert_eq!(rx.try_recv(&mut [0u8; 64]), Err(TryRecvError::Empty));
 }
