@@ -326,7 +326,7 @@ impl Consumer {
     /// let mut batch = rx.batch();
     /// let mut got = Vec::new();
     /// while let Ok(msg) = batch.try_read() {
-    ///     got.push(msg[0]);
+    ///     msg.view().append_to(&mut got); // copied out, one after the other
     /// }
     /// drop(batch); // one store of the head frees all three
     /// assert_eq!(got, b"abc");
