@@ -824,3 +824,131 @@ fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
     drop(guard);
     assert_eq!(rx.try_recv(&mut [0u8; 64]), Err(TryRecvError::Empty));
 }
+
+/// The views copy out and in exactly what slicing would give, and every range past the end is
+/// an `OutOfBounds` error (nothing written), never a panic.
+#[test]
+fn views_copy_out_and_in_with_checked_ranges() {
+    use crate::error::OutOfBounds;
+    let ring = Ring::in_process(&small(128, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let m = message(3, 100);
+
+    let mut g = tx.reserve(100).unwrap();
+    assert_eq!((g.len(), g.is_empty()), (100, false));
+    g.fill(0xee);
+    let mut view = g.view_mut();
+    assert_eq!(view.copy_from(&m[..60]), 60); // the first 60 bytes
+    let (_, mut rest) = view.split_at_mut(60).unwrap();
+    assert_eq!(rest.len(), 40);
+    assert_eq!(rest.copy_from(&m[60..]), 40);
+    assert_eq!(rest.copy_from(&[0; 50]), 40); // as much as fits...
+    rest.copy_from_slice(&m[60..]); // ...and back
+    let mut v = g.view_mut();
+    let before = v.as_view().to_vec();
+    assert_eq!(
+        v.write_at(97, 0u32),
+        Err(OutOfBounds {
+            offset: 97,
+            size: 4,
+            len: 100
+        })
+    );
+    assert!(v.write_at(usize::MAX, 0u8).is_err());
+    assert!(v.subslice_mut(90, 11).is_err());
+    assert_eq!(
+        v.as_view().to_vec(),
+        before,
+        "a refused write wrote nothing"
+    );
+    assert_eq!(before, m);
+    let word = u32::from_ne_bytes(m[96..].try_into().unwrap());
+    assert_eq!(v.read_at::<u32>(96), Ok(word));
+    v.subslice_mut(10, 2).unwrap().copy_from_slice(&m[10..12]);
+    g.commit();
+    tx.try_send(b"").unwrap();
+
+    let msg = rx.try_read().unwrap();
+    let view = msg.view();
+    assert_eq!(msg.to_vec(), m);
+    let mut short = [0u8; 30];
+    assert_eq!(msg.copy_to(&mut short), 30);
+    assert_eq!(short[..], m[..30]);
+    let mut long = [0u8; 130];
+    assert_eq!(view.copy_to(&mut long), 100);
+    assert_eq!(long[..100], m[..]);
+    for at in 0..=104 {
+        let want = m
+            .get(at..at + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+        assert_eq!(msg.read_at::<u64>(at).ok(), want, "read_at({at})");
+    }
+    assert_eq!(view.subslice(95, 5).unwrap().to_vec(), m[95..]);
+    assert_eq!(
+        view.subslice(95, 6).unwrap_err(),
+        OutOfBounds {
+            offset: 95,
+            size: 6,
+            len: 100
+        }
+    );
+    let (a, b) = view.split_at(33).unwrap();
+    assert_eq!(
+        (a.to_vec(), b.to_vec()),
+        (m[..33].to_vec(), m[33..].to_vec())
+    );
+    assert!(view.split_at(101).is_err());
+    let chunks: Vec<Vec<u8>> = view.chunks(7).map(|c| c.to_vec()).collect();
+    assert_eq!(chunks.len(), 15);
+    assert_eq!(chunks, m.chunks(7).map(<[u8]>::to_vec).collect::<Vec<_>>());
+    let mut out = Vec::new();
+    view.write_to(&mut out).unwrap();
+    assert_eq!(out, m);
+    let mut appended = b"x".to_vec();
+    view.append_to(&mut appended);
+    assert_eq!(appended[1..], m[..]);
+    drop(msg);
+
+    let empty = rx.try_read().unwrap();
+    assert!(empty.is_empty() && empty.view().chunks(4).next().is_none());
+    assert_eq!(empty.to_vec(), b"");
+}
+
+/// `fill_buf` lends a private copy unless the peer is trusted (then the ring's own bytes), and
+/// `read` copies straight from the ring, also after a `fill_buf` of the same message.
+#[test]
+fn buf_read_copies_unless_the_peer_is_trusted() {
+    use std::io::{BufRead, Read};
+    let ring = Ring::in_process(&small(64, 8)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for m in [&b"zero"[..], b"one", b"two", b"three", b"four"] {
+        tx.try_send(m).unwrap();
+    }
+    drop(tx);
+    // Message 0 tells where the slots are: payloads start 8 bytes into 64-byte slots.
+    let base = rx.try_read().unwrap().view().as_ptr().wrapping_sub(8);
+    let payload = |slot: usize| base.wrapping_add(slot * 64 + 8);
+
+    let copy = rx.fill_buf().unwrap();
+    assert_eq!(copy, b"one");
+    assert_ne!(copy.as_ptr(), payload(1), "a copy, not the ring");
+    rx.consume(1);
+    let mut two = [0u8; 2];
+    assert_eq!(rx.read(&mut two).unwrap(), 2);
+    assert_eq!(&two, b"ne");
+
+    let mut buf = [0u8; 2];
+    assert_eq!(rx.read(&mut buf).unwrap(), 2); // straight from the ring
+    assert_eq!(&buf, b"tw");
+
+    // SAFETY: the producer is this test's, dropped: nobody writes the slots.
+    unsafe { rx.trust_peer_for_buf_read() };
+    assert_eq!(rx.fill_buf().unwrap(), b"o");
+    assert_eq!(rx.fill_buf().unwrap().as_ptr(), payload(2).wrapping_add(2));
+    rx.consume(1);
+    let lent = rx.fill_buf().unwrap();
+    assert_eq!((lent, lent.as_ptr()), (&b"three"[..], payload(3)));
+    let mut rest = String::new();
+    rx.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "threefour");
+}
