@@ -8,7 +8,7 @@
 //! cache: this is the cost of the instructions, not of memory. The length is opaque to the
 //! compiler (`black_box`), as at the ring's call sites.
 //!
-//! `cargo bench --bench copy` (about 40 s); results in docs/BENCHMARKS.md.
+//! `cargo bench --bench copy` (about 4 min on 2 vCPUs); results in docs/BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -47,39 +47,45 @@ fn copies(c: &mut Criterion) {
                     std::ptr::copy_nonoverlapping(black_box(src), black_box(dst), black_box(len))
                 })
             });
-            g.bench_function(BenchmarkId::new("shared", len), |b| {
-                b.iter(|| {
+            // One closure per direction, so no branch is measured with the copy.
+            if to_shared {
+                g.bench_function(BenchmarkId::new("shared", len), |b| {
                     // SAFETY: two distinct live buffers of `len` bytes; no reference into the
                     // "ring" one is held while the copy runs.
-                    unsafe {
-                        if to_shared {
-                            shared::copy_to_shared(
-                                std::slice::from_raw_parts(black_box(src), black_box(len)),
-                                black_box(dst),
-                            )
-                        } else {
-                            shared::copy_from_shared(
-                                black_box(src),
-                                std::slice::from_raw_parts_mut(black_box(dst), black_box(len)),
-                            )
-                        }
-                    }
-                })
-            });
-            g.bench_function(BenchmarkId::new("words", len), |b| {
-                // SAFETY: as above.
-                b.iter(|| unsafe {
-                    if to_shared {
+                    b.iter(|| unsafe {
+                        shared::copy_to_shared(
+                            std::slice::from_raw_parts(black_box(src), black_box(len)),
+                            black_box(dst),
+                        )
+                    })
+                });
+                g.bench_function(BenchmarkId::new("words", len), |b| {
+                    // SAFETY: as above.
+                    b.iter(|| unsafe {
                         strategies::words_to_shared(black_box(src), black_box(dst), black_box(len))
-                    } else {
+                    })
+                });
+            } else {
+                g.bench_function(BenchmarkId::new("shared", len), |b| {
+                    // SAFETY: as above.
+                    b.iter(|| unsafe {
+                        shared::copy_from_shared(
+                            black_box(src),
+                            std::slice::from_raw_parts_mut(black_box(dst), black_box(len)),
+                        )
+                    })
+                });
+                g.bench_function(BenchmarkId::new("words", len), |b| {
+                    // SAFETY: as above.
+                    b.iter(|| unsafe {
                         strategies::words_from_shared(
                             black_box(src),
                             black_box(dst),
                             black_box(len),
                         )
-                    }
-                })
-            });
+                    })
+                });
+            }
             #[cfg(target_arch = "x86_64")]
             g.bench_function(BenchmarkId::new("sse_loop", len), |b| {
                 // SAFETY: as above; every size measured is at least 16.

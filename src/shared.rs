@@ -12,24 +12,26 @@
 //! bytes or a mix, and what it copied into private memory stays as it was copied.
 //!
 //! How the copy is made (measured in docs/BENCHMARKS.md, "Copying to and from shared memory"):
-//! - up to [`REP_MOVSB_FROM`] bytes, and on every target but x86-64, a loop of Relaxed atomic
-//!   loads or stores of `usize` words on the shared side (aligned; single bytes at the unaligned
-//!   edges), plain unaligned accesses on the private side;
-//! - from [`REP_MOVSB_FROM`] bytes on x86-64, one `rep movsb` in inline assembly, which the
-//!   CPU runs as a fast string copy (ERMS/FSRM) at the speed of `memcpy`;
+//! - below 16 bytes, and on every target but x86-64, a loop of Relaxed atomic loads or stores
+//!   of `usize` words on the shared side (aligned; single bytes at the unaligned edges), plain
+//!   unaligned accesses on the private side;
+//! - on x86-64 from 16 bytes, inline assembly: below [`REP_MOVSB_FROM`] a loop of unaligned
+//!   16-byte SSE2 moves (`memcpy`'s own method for mid sizes), from there one `rep movsb`, which
+//!   the CPU runs as a fast string copy (ERMS/FSRM);
 //! - under Miri, single-byte Relaxed atomics (Miri can run neither assembly nor mixed-size
 //!   accesses to bytes a record header later covers; see `Region::read_record`).
 //!
-//! Why neither is a data race in Rust's model: the loop is made of atomic accesses, and an
+//! Why none is a data race in Rust's model: the loop is made of atomic accesses, and an
 //! atomic access never takes part in a data race; the peer's writes come from outside the
 //! program, and every value a Relaxed load returns is one some atomic store of the same size
 //! could have written. An `asm!` block is, to the compiler, a call to an unknown function
-//! whose effects must be ones Rust code could have had; `rep movsb` reads and writes each byte
-//! once, as single-copy-atomic byte accesses (x86 never tears a byte), which is exactly what a
-//! loop of `AtomicU8` Relaxed loads and stores does: the same argument as for the word loop,
-//! and the one the Linux kernel makes for `copy_from_user`, which is assembly for the same
-//! reason. No Rust reference to the bytes exists while either runs, so the compiler has
-//! nothing to re-load or assume.
+//! whose effects must be ones Rust code could have had; the SSE moves and `rep movsb` read and
+//! write each byte as single-copy-atomic byte accesses (x86 never tears a byte; the SSE loop's
+//! overlapping last 16 bytes may touch a few bytes twice), which is what a loop of `AtomicU8`
+//! Relaxed loads and stores does: the same argument as for the word loop, and the one the
+//! Linux kernel makes for `copy_from_user`, which is assembly for the same reason. No Rust
+//! reference to the bytes exists while a copy runs, so the compiler has nothing to re-load or
+//! assume.
 
 use std::io;
 use std::marker::PhantomData;
@@ -41,9 +43,9 @@ use bytemuck::Pod;
 
 use crate::error::OutOfBounds;
 
-/// From how many bytes the x86-64 copy uses `rep movsb` instead of the word loop: below it,
+/// From how many bytes the x86-64 copy uses `rep movsb` instead of the SSE2 loop: below it,
 /// the string instruction's start-up costs more than the loop (docs/BENCHMARKS.md).
-pub const REP_MOVSB_FROM: usize = 256;
+pub const REP_MOVSB_FROM: usize = 1024;
 
 /// Copies `dst.len()` bytes from shared memory at `src` into private memory.
 ///
