@@ -169,7 +169,7 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
                     match tx.reserve(8) {
                         Ok(mut g) => {
                             let m = msg(i, 6);
-                            g[..6].copy_from_slice(&m);
+                            g.view_mut().copy_from(&m);
                             g.commit_len(6);
                             break;
                         }
