@@ -138,7 +138,7 @@ pub mod strategies {
     ///
     /// # Safety
     ///
-    /// As [`read_shared`](super::read_shared).
+    /// As [`copy_from_shared`](super::copy_from_shared), into private `dst..dst + len`.
     #[inline(always)]
     pub unsafe fn words_from_shared(src: *const u8, dst: *mut u8, len: usize) {
         let head = lead(src, len);
@@ -174,7 +174,7 @@ pub mod strategies {
     ///
     /// # Safety
     ///
-    /// As [`write_shared`](super::write_shared).
+    /// As [`copy_to_shared`](super::copy_to_shared), from private `src..src + len`.
     #[inline(always)]
     pub unsafe fn words_to_shared(src: *const u8, dst: *mut u8, len: usize) {
         let head = lead(dst, len);
