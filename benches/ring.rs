@@ -252,7 +252,11 @@ fn rtt_threads(c: &mut Criterion) {
             }
             loop {
                 match ping_rx.try_read() {
-                    Ok(msg) => send(&mut pong_tx, &msg),
+                    Ok(msg) => {
+                        let mut buf = [0u8; MSG];
+                        let n = msg.copy_to(&mut buf);
+                        send(&mut pong_tx, &buf[..n])
+                    }
                     Err(TryRecvError::Empty) => {
                         if s.load(Ordering::Relaxed) {
                             return;
@@ -301,7 +305,9 @@ fn send_recv(c: &mut Criterion) {
             grant.copy_from_slice(black_box(&msg));
             grant.commit();
             let m = rx.try_read().expect("a message");
-            black_box(&*m);
+            let mut out = [0u8; MSG];
+            black_box(m.copy_to(&mut out));
+            black_box(out);
         });
     });
     group.finish();

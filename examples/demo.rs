@@ -493,7 +493,10 @@ fn child_main() -> Res<()> {
         loop {
             match rx.try_read() {
                 Ok(msg) => {
-                    send(&mut tx, &msg, &mut w)?;
+                    // Copied out of the ring (the safe view), then sent back.
+                    let mut buf = [0u8; MSG];
+                    let n = msg.copy_to(&mut buf);
+                    send(&mut tx, &buf[..n], &mut w)?;
                     break;
                 }
                 Err(TryRecvError::Empty) => w.wait()?,
@@ -507,7 +510,10 @@ fn child_main() -> Res<()> {
         loop {
             match rx.try_read() {
                 Ok(msg) => {
-                    if !is_message(&msg, seq) {
+                    // Checked on a private copy: what the peer writes later cannot change it.
+                    let mut buf = [0u8; MSG];
+                    let n = msg.copy_to(&mut buf);
+                    if msg.len() != MSG || !is_message(&buf[..n], seq) {
                         return Err(format!("child: stream message {seq} is wrong").into());
                     }
                     break;
@@ -527,7 +533,9 @@ fn child_main() -> Res<()> {
         while taken < BATCH && seq < SHM_STREAM {
             match batch.try_read() {
                 Ok(msg) => {
-                    if !is_message(&msg, seq) {
+                    let mut buf = [0u8; MSG];
+                    let n = msg.copy_to(&mut buf);
+                    if msg.len() != MSG || !is_message(&buf[..n], seq) {
                         return Err(format!("child: batched message {seq} is wrong").into());
                     }
                     seq += 1;

@@ -9,11 +9,11 @@
 //!
 //! 1. [`VALUES`] ticks by value (`send`), one publish each;
 //! 2. [`VALUES`] ticks in slices of [`BATCH`] (`send_slice`), one publish per batch that fits;
-//! 3. [`VALUES`] ticks built in place (`reserve` + `commit`), no copy at all.
+//! 3. [`VALUES`] ticks built in place (`reserve`, fields written at their offsets, `commit`).
 //!
-//! The consumer receives them with `recv`, `recv_slice` and `read_timeout` (a reference into
-//! the ring) respectively, checks every field of every tick, and prints the throughput of each
-//! phase from its first tick to its last.
+//! The consumer receives them with `recv`, `recv_slice` and `read_timeout` (lent in place and
+//! copied out with `get`: no reference into the ring) respectively, checks every field of every
+//! tick, and prints the throughput of each phase from its first tick to its last.
 //!
 //! A peer built with another message type is refused when it claims its role; the example
 //! shows that too, before the transfer.
@@ -132,10 +132,12 @@ fn producer() -> Res<()> {
     // 3. In place.
     for seq in 2 * VALUES..3 * VALUES {
         let mut slot = tx.reserve_timeout(None)?;
-        slot.seq = seq;
-        slot.price = tick(seq).price;
-        slot.qty = tick(seq).qty;
-        slot.side = tick(seq).side;
+        // Field by field, in the ring: each field's bytes copied to its offset.
+        let mut view = slot.view_mut();
+        view.write_at(std::mem::offset_of!(Tick, seq), seq)?;
+        view.write_at(std::mem::offset_of!(Tick, price), tick(seq).price)?;
+        view.write_at(std::mem::offset_of!(Tick, qty), tick(seq).qty)?;
+        view.write_at(std::mem::offset_of!(Tick, side), tick(seq).side)?;
         slot.commit();
     }
     drop(tx); // closes the ring: the consumer sees the end after the last tick
@@ -196,11 +198,11 @@ fn consumer(shmid: i32) -> Res<()> {
         VALUES as f64 / calls as f64
     );
 
-    // 3. In place: a reference into the ring, no copy.
+    // 3. In place: lent from the ring, copied out by `get`.
     let t0 = Instant::now();
     for seq in 2 * VALUES..3 * VALUES {
         let v = rx.read_timeout(None)?;
-        check(&v, seq)?;
+        check(&v.get(), seq)?; // copied out of the ring, then checked
     }
     report("reserve / read (in place)", VALUES, t0);
 

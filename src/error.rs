@@ -819,3 +819,17 @@ pub enum TryRecvError {
     #[error(transparent)]
     WrongProcess(WrongProcess),
 }
+
+/// A range outside a ring view ([`RingSlice`](crate::RingSlice),
+/// [`RingSliceMut`](crate::RingSliceMut)): `size` bytes at `offset` do not fit in its `len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{size} bytes at offset {offset} do not fit in a view of {len} bytes")]
+#[non_exhaustive]
+pub struct OutOfBounds {
+    /// Where the range starts.
+    pub offset: usize,
+    /// Its length.
+    pub size: usize,
+    /// The view's length.
+    pub len: usize,
+}

@@ -8,7 +8,10 @@
 //!
 //! The other process is not trusted. Every index and record header read from the segment is
 //! read once, checked against private state, and a violation becomes a sticky
-//! [`Corrupted`] error: never a panic, an out-of-bounds access or a hang.
+//! [`Corrupted`] error: never a panic, an out-of-bounds access or a hang. No safe API hands out
+//! a reference into memory the peer can write: messages lent in place are views
+//! ([`RingSlice`], [`RingSliceMut`]) that copy bytes out and in, and the `&[u8]` of zero-copy
+//! reads is an `unsafe` opt-in for a peer trusted to follow the protocol.
 //!
 //! ```
 //! use shmpipe::{Key, Ring, RingConfig};
@@ -20,8 +23,8 @@
 //! let mut rx = Ring::open_id(ring.shmid().unwrap())?.consumer()?;
 //!
 //! tx.try_send(b"hello").unwrap();
-//! let msg = rx.try_read().unwrap();
-//! assert_eq!(&*msg, b"hello");
+//! let msg = rx.try_read().unwrap(); // lent in place...
+//! assert_eq!(msg.to_vec(), b"hello"); // ...and copied out, so the peer cannot change it
 //! # drop(msg);
 //! ring.remove()?;
 //! # Ok::<(), shmpipe::Error>(())
@@ -34,6 +37,8 @@
 //! - `layout`: the header's byte layout and its validation.
 //! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
 //! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
+//! - [`shared`]: the one copy to and from memory the peer can write, and the views
+//!   ([`RingSlice`], [`RingSliceMut`]) that lend ring bytes without references.
 //! - [`error`]: every error type.
 //! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
 //! - `asynch` (feature `tokio`): `AsyncProducer` and `AsyncConsumer`, `send().await` and
@@ -61,14 +66,15 @@ mod owner;
 mod region;
 mod ring;
 pub mod segment;
+pub mod shared;
 mod sigbus;
 mod sync;
 mod typed;
 pub mod wait;
 
 pub use error::{
-    Corrupted, Corruption, Error, Ident, Liveness, LostMemory, RecvError, Role, SendError,
-    TryRecvError, TrySendError, WrongProcess,
+    Corrupted, Corruption, Error, Ident, Liveness, LostMemory, OutOfBounds, RecvError, Role,
+    SendError, TryRecvError, TrySendError, WrongProcess,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 pub use ring::{
@@ -76,6 +82,7 @@ pub use ring::{
     SendBatch, WaitStrategy, WriteGrant,
 };
 pub use segment::{Key, Segment, SegmentStat};
+pub use shared::{RingChunks, RingSlice, RingSliceMut};
 
 /// The `bytemuck` crate, whose [`Pod`](bytemuck::Pod) trait says what a typed ring may carry.
 /// Derive it through this re-export with `#[bytemuck(crate = "shmpipe::bytemuck")]` (see

@@ -19,7 +19,6 @@
 use std::any::type_name;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
-use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
@@ -29,6 +28,7 @@ use crate::error::{
 };
 use crate::layout::MessageType;
 use crate::ring::{Consumer, Producer, ReadGuard, Ring, RingConfig, WaitStrategy, WriteGrant};
+use crate::shared::{RingSlice, RingSliceMut};
 
 /// FNV-1a, 64-bit: offset basis and prime.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -474,10 +474,10 @@ impl<T: Pod> TypedProducer<T> {
     /// let mut tx = ring.typed_producer::<[u64; 4]>()?;
     /// let mut rx = ring.typed_consumer::<[u64; 4]>()?;
     /// let mut grant = tx.reserve().unwrap();
-    /// *grant = [0; 4];
-    /// grant[2] = 7; // built in the ring
+    /// grant.set([0; 4]);
+    /// grant.view_mut().write_at(2 * 8, 7u64).unwrap(); // built in the ring, field by field
     /// grant.commit();
-    /// assert_eq!(rx.try_read().unwrap()[2], 7); // read in the ring
+    /// assert_eq!(rx.try_read().unwrap().get()[2], 7); // copied out of the ring
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
@@ -515,9 +515,19 @@ impl<T: Pod> TypedProducer<T> {
     }
 }
 
-/// The slot of one value, reserved by [`TypedProducer::reserve`] and written in place.
-/// Dereferences to the `T` in the slot; [`TypedWriteGrant::commit`] sends it, dropping the
-/// grant discards it.
+/// The slot of one value, reserved by [`TypedProducer::reserve`] and written in place:
+/// [`TypedWriteGrant::set`] copies a value in, [`TypedWriteGrant::view_mut`] writes parts of it
+/// ([`RingSliceMut::write_at`]); [`TypedWriteGrant::commit`] sends it, dropping the grant
+/// discards it. Like [`WriteGrant`], it hands out no `&mut T` into the ring unless the peer is
+/// trusted ([`TypedWriteGrant::get_mut_trusted`]).
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # let mut tx = ring.typed_producer::<u64>().unwrap();
+/// let mut grant = tx.reserve().unwrap();
+/// *grant = 7; // no reference into memory the peer can touch
+/// ```
 pub struct TypedWriteGrant<'a, T> {
     grant: WriteGrant<'a>,
     _type: PhantomData<&'a mut T>,
@@ -528,10 +538,10 @@ impl<'a, T: Pod> TypedWriteGrant<'a, T> {
         assert_eq!(grant.len(), size_of::<T>(), "a grant of one value");
         // The payload is 8-aligned by construction (docs/LAYOUT.md, `MAX_TYPE_ALIGN`), and a
         // typed ring's T is aligned to at most 8 (checked at claim). Our own geometry decides
-        // this, never the peer; the check guards the unsafe casts below against a future
-        // backing that broke it.
+        // this, never the peer; the check guards the cast in `get_mut_trusted` against a
+        // future backing that broke it.
         assert!(
-            grant.as_ptr().cast::<T>().is_aligned(),
+            grant.view().as_ptr().cast::<T>().is_aligned(),
             "ring payloads are 8-aligned"
         );
         TypedWriteGrant {
@@ -545,30 +555,48 @@ impl<'a, T: Pod> TypedWriteGrant<'a, T> {
         self.grant.commit();
     }
 
+    /// Copies `value` into the slot (not sent until [`TypedWriteGrant::commit`]).
+    #[inline]
+    pub fn set(&mut self, value: T) {
+        self.grant.copy_from_slice(bytemuck::bytes_of(&value));
+    }
+
     /// Writes `value` into the slot and sends it.
+    #[inline]
     pub fn write(mut self, value: T) {
-        *self = value;
+        self.set(value);
         self.commit();
     }
-}
 
-impl<T: Pod> Deref for TypedWriteGrant<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the grant's bytes are `size_of::<T>()` bytes (asserted in `new`) of slots the
-        // protocol gives the producer alone until it publishes them (see `WriteGrant`'s
-        // `Deref`), initialised, and aligned for `T` (asserted in `new`). `T: Pod` makes any
-        // bit pattern a valid `T` with no interior mutability, and the borrow of `self` keeps
-        // the grant, and so the slot, ours for the reference's lifetime.
-        unsafe { &*self.grant.as_ptr().cast::<T>() }
+    /// The value in the slot now, copied out.
+    #[inline]
+    pub fn get(&self) -> T {
+        self.grant.view().read_at(0).expect("a grant of one value")
     }
-}
 
-impl<T: Pod> DerefMut for TypedWriteGrant<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference into the slot, and
-        // the pointer comes from the grant's `&mut [u8]`.
-        unsafe { &mut *self.grant.as_mut_ptr().cast::<T>() }
+    /// The slot's bytes, to write parts of the value ([`RingSliceMut::write_at`] at a field's
+    /// `offset_of!`).
+    #[inline]
+    pub fn view_mut(&mut self) -> RingSliceMut<'_> {
+        self.grant.view_mut()
+    }
+
+    /// The value in the slot as `&mut T`, at full speed, for a peer trusted to follow the
+    /// protocol.
+    ///
+    /// # Safety
+    ///
+    /// As [`WriteGrant::as_mut_slice_trusted`]: the consumer's process must not touch the slot
+    /// while the reference lives (the protocol forbids it; this is the promise that the peer
+    /// follows it).
+    #[inline]
+    pub unsafe fn get_mut_trusted(&mut self) -> &mut T {
+        // SAFETY: the grant's bytes are `size_of::<T>()` bytes (asserted in `new`) of slots the
+        // protocol gives the producer alone until it publishes them, initialised, and aligned
+        // for `T` (asserted in `new`). `T: Pod` makes any bit pattern a valid `T` with no
+        // interior mutability; the caller promises the peer keeps out; the borrow of `self`
+        // keeps the slot ours for the reference's lifetime.
+        unsafe { &mut *self.grant.as_mut_slice_trusted().as_mut_ptr().cast::<T>() }
     }
 }
 
@@ -759,8 +787,9 @@ impl<T: Pod> TypedConsumer<T> {
     /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u8; 32]>())?;
     /// let (mut tx, mut rx) = (ring.typed_producer()?, ring.typed_consumer::<[u8; 32]>()?);
     /// tx.try_send([9u8; 32]).unwrap();
-    /// let value = rx.try_read().unwrap(); // a reference into the ring
-    /// assert_eq!(value.iter().map(|&b| u32::from(b)).sum::<u32>(), 9 * 32);
+    /// let value = rx.try_read().unwrap(); // lent in place
+    /// assert_eq!(value.view().read_at::<u8>(31), Ok(9)); // one byte copied out
+    /// assert_eq!(value.get().iter().map(|&b| u32::from(b)).sum::<u32>(), 9 * 32);
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
@@ -852,12 +881,25 @@ fn read_value<T: Pod>(
     poisoned: &mut Option<Corrupted>,
 ) -> Result<T, Corrupted> {
     let guard = check_len::<T>(guard, ident, poisoned)?;
-    // Unaligned read: no alignment assumption at all for the by-value path.
-    Ok(bytemuck::pod_read_unaligned(&guard))
+    // Copied out (no alignment assumption at all for the by-value path).
+    Ok(guard.read_at(0).expect("checked: one T"))
 }
 
-/// One value lent in place by [`TypedConsumer::try_read`] or [`TypedConsumer::read_timeout`].
-/// Dereferences to the `T` in the ring; dropping it consumes the value and frees its slot.
+/// One value lent in place by [`TypedConsumer::try_read`] or [`TypedConsumer::read_timeout`];
+/// dropping it consumes the value and frees its slot. [`TypedReadGuard::get`] copies the value
+/// out and [`TypedReadGuard::view`] parts of it ([`RingSlice::read_at`] at a field's
+/// `offset_of!`): a copy cannot change after it is checked, where a `&T` into the ring could
+/// (a range-checked field that the compiler loads again). [`TypedReadGuard::get_trusted`] is
+/// the full-speed `&T` for a peer trusted to follow the protocol.
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # let (mut tx, mut rx) = (ring.typed_producer::<u64>().unwrap(), ring.typed_consumer::<u64>().unwrap());
+/// # tx.try_send(7).unwrap();
+/// let guard = rx.try_read().unwrap();
+/// let value: u64 = *guard; // no reference into memory the peer can write
+/// ```
 pub struct TypedReadGuard<'a, T> {
     guard: ReadGuard<'a>,
     _type: PhantomData<&'a T>,
@@ -873,7 +915,7 @@ impl<'a, T: Pod> TypedReadGuard<'a, T> {
         // As in `TypedWriteGrant::new`: 8-aligned payloads, T aligned to at most 8, decided by
         // our own geometry.
         assert!(
-            guard.as_ptr().cast::<T>().is_aligned(),
+            guard.view().as_ptr().cast::<T>().is_aligned(),
             "ring payloads are 8-aligned"
         );
         Ok(TypedReadGuard {
@@ -881,17 +923,33 @@ impl<'a, T: Pod> TypedReadGuard<'a, T> {
             _type: PhantomData,
         })
     }
-}
 
-impl<T: Pod> Deref for TypedReadGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
+    /// The value, copied out of the ring.
+    #[inline]
+    pub fn get(&self) -> T {
+        self.guard.read_at(0).expect("checked: one T")
+    }
+
+    /// The value's bytes in the ring, to copy out parts of it.
+    #[inline]
+    pub fn view(&self) -> RingSlice<'_> {
+        self.guard.view()
+    }
+
+    /// The value in the ring as `&T`, at full speed, for a peer trusted to follow the protocol.
+    ///
+    /// # Safety
+    ///
+    /// As [`ReadGuard::as_slice_trusted`]: the producer's process must not write the slot
+    /// while the reference lives (the protocol forbids it; this is the promise that the peer
+    /// follows it).
+    #[inline]
+    pub unsafe fn get_trusted(&self) -> &T {
         // SAFETY: the guard lends `size_of::<T>()` bytes (checked in `new`) of a record the
-        // consumer validated and owns until it releases it, which happens only after this
-        // guard drops (see `ReadGuard`'s `Deref`); they are initialised and aligned for `T`
-        // (checked in `new`). `T: Pod` makes any bit pattern a valid `T`, so even bytes a
-        // protocol-breaking producer rewrote are a `T` (a wrong one), never an invalid value.
-        unsafe { &*self.guard.as_ptr().cast::<T>() }
+        // consumer validated and owns until it releases it, after this guard drops; they are
+        // initialised and aligned for `T` (checked in `new`), and `T: Pod` makes any bit
+        // pattern a valid `T`. The caller promises nobody writes them meanwhile.
+        unsafe { &*self.guard.as_slice_trusted().as_ptr().cast::<T>() }
     }
 }
 
@@ -990,7 +1048,8 @@ mod tests {
                 }
                 2 => {
                     let mut g = tx.reserve().unwrap();
-                    *g = tick(next_out);
+                    g.set(tick(next_out));
+                    assert_eq!(g.get(), tick(next_out));
                     g.commit();
                     tx.reserve().unwrap().write(tick(next_out + 1));
                     let _ = tx.reserve().unwrap(); // discarded: nothing sent
@@ -1014,7 +1073,7 @@ mod tests {
                     }
                     1 => {
                         let v = rx.try_read().unwrap();
-                        assert_eq!(*v, tick(next_in));
+                        assert_eq!(v.get(), tick(next_in));
                         drop(v);
                         next_in += 1;
                     }
@@ -1112,6 +1171,6 @@ mod tests {
         assert_eq!(rx.poisoned(), Some(&c));
         // The record is still there for the byte API.
         let mut bytes = rx.into_inner();
-        assert_eq!(&*bytes.try_read().unwrap(), b"four");
+        assert_eq!(bytes.try_read().unwrap().to_vec(), b"four");
     }
 }

@@ -1256,7 +1256,7 @@ fn gc_removes_a_persistent_ring_after_both_sides_were_killed_and_nothing_else() 
         .try_send(b"still here")
         .expect("the ring in use works");
     let mut rx = busy.consumer().unwrap();
-    assert_eq!(&*rx.try_read().unwrap(), b"still here");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"still here");
 }
 
 /// The normal case: both sides claimed their roles, so the (non-persistent) ring was marked

@@ -174,7 +174,7 @@ fn max_size_message(m: &mut Maker) {
                 assert_eq!(rx.try_recv(&mut buf), Ok(max));
                 assert_eq!(buf, msg);
             }
-            1 => assert_eq!(&*rx.try_read().unwrap(), &msg[..]),
+            1 => assert_eq!(rx.try_read().unwrap().to_vec(), &msg[..]),
             _ => assert_eq!(recv_vec(&mut rx), msg),
         }
         // A one-slot message shifts the position for the next round.
@@ -266,7 +266,7 @@ fn single_slot_ring(m: &mut Maker) {
         // After receiving, sending works again.
         tx.try_send(&second).unwrap();
         assert!(matches!(tx.try_send(b""), Err(TrySendError::Full(_))));
-        assert_eq!(&*rx.try_read().unwrap(), &second[..]);
+        assert_eq!(rx.try_read().unwrap().to_vec(), &second[..]);
         assert_empty(&mut rx);
     }
     assert_eq!(ring.status().tail, 20);
@@ -424,7 +424,7 @@ fn commit_len_shortens(m: &mut Maker) {
 
     let mut g = tx.reserve(100).unwrap(); // two slots reserved
     g.fill(0x11);
-    g[..7].copy_from_slice(b"shorter");
+    g.view_mut().copy_from(b"shorter");
     g.commit_len(7);
     assert_eq!(recv_vec(&mut rx), b"shorter");
     assert_eq!(ring.status().tail, 1, "a 7-byte message takes one slot");
@@ -440,14 +440,14 @@ fn commit_len_shortens(m: &mut Maker) {
     // The whole maximum reserved, one byte sent: one slot used, not four.
     let tail = ring.status().tail;
     let mut g = tx.reserve(248).unwrap();
-    g[0] = b'!';
+    g.write_at(0, b'!').unwrap();
     g.commit_len(1);
     assert_eq!(ring.status().tail, tail + 1);
     assert_eq!(recv_vec(&mut rx), b"!");
 
     let mut batch = tx.batch();
     let mut g = batch.reserve(40).unwrap();
-    g[..3].copy_from_slice(b"abc");
+    g.view_mut().copy_from(b"abc");
     g.commit_len(3);
     drop(batch);
     assert_eq!(recv_vec(&mut rx), b"abc");
@@ -518,7 +518,7 @@ fn recv_batch_releases_at_release_or_drop(m: &mut Maker) {
     let mut buf = [0u8; 8];
     assert_eq!(batch.try_recv(&mut buf), Ok(1));
     assert_eq!(buf[0], 0);
-    assert_eq!(&*batch.try_read().unwrap(), [1]);
+    assert_eq!(batch.try_read().unwrap().to_vec(), [1]);
     // Read but not released: the producer still sees a full ring.
     assert_eq!(ring.status().head, 0);
     assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
@@ -528,8 +528,8 @@ fn recv_batch_releases_at_release_or_drop(m: &mut Maker) {
     tx.try_send(&[5]).unwrap();
     assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
 
-    assert_eq!(&*batch.try_read().unwrap(), [2]);
-    assert_eq!(&*batch.try_read().unwrap(), [3]);
+    assert_eq!(batch.try_read().unwrap().to_vec(), [2]);
+    assert_eq!(batch.try_read().unwrap().to_vec(), [3]);
     assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
     drop(batch);
     assert_eq!(ring.status().head, 4);
@@ -548,7 +548,7 @@ fn read_guard_releases_on_drop(m: &mut Maker) {
     tx.try_send(b"first").unwrap();
     tx.try_send(b"second").unwrap();
     let guard = rx.try_read().unwrap();
-    assert_eq!(&*guard, b"first");
+    assert_eq!(guard.to_vec(), b"first");
     assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
     assert_eq!(ring.status().head, 0);
     drop(guard);
@@ -645,7 +645,7 @@ fn counters_wrap_near_2_pow_32_and_u64_max(m: &mut Maker) {
                 sent += 1;
             }
             while let Ok(msg) = rx.try_read() {
-                check_msg(SEED, received, max, &msg[..], &mut scratch)
+                check_msg(SEED, received, max, &msg.to_vec(), &mut scratch)
                     .unwrap_or_else(|e| panic!("start {start}: {e}"));
                 received += 1;
             }
@@ -754,14 +754,14 @@ fn new_consumer_continues_the_stream(m: &mut Maker) {
     let mut rx = ring.consumer().unwrap();
     assert_eq!(recv_vec(&mut rx), b"m0");
     let mut batch = rx.batch();
-    assert_eq!(&*batch.try_read().unwrap(), b"m1");
+    assert_eq!(batch.try_read().unwrap().to_vec(), b"m1");
     drop(batch); // released
     drop(rx);
     let mut rx = other.consumer().unwrap();
     assert_eq!(recv_vec(&mut rx), b"m2");
     // A batch still holding reads when its consumer goes: the drop releases them.
     let mut batch = rx.batch();
-    assert_eq!(&*batch.try_read().unwrap(), b"m3");
+    assert_eq!(batch.try_read().unwrap().to_vec(), b"m3");
     drop(batch);
     drop(rx);
     let mut rx = ring.consumer().unwrap();
@@ -1219,7 +1219,7 @@ fn tail_moving_backwards_is_corruption() {
     // Read all four without releasing: head (released) 0, tail seen 4.
     let mut batch = rx.batch();
     for i in 0..4u8 {
-        assert_eq!(&*batch.try_read().unwrap(), [i]);
+        assert_eq!(batch.try_read().unwrap().to_vec(), [i]);
     }
     let raw = Raw::of(&ring);
     raw.set_tail(2); // still ahead of the released head, but behind the tail seen

@@ -375,7 +375,7 @@ fn consumer_loop(
             },
             (true, true) => match rx.read_timeout(Some(CALL)) {
                 Ok(m) => {
-                    on_msg(&m);
+                    on_msg(&m.to_vec());
                     Step::Done
                 }
                 Err(e) => recv_step(&e),
@@ -389,7 +389,7 @@ fn consumer_loop(
             },
             (false, true) => match rx.try_read() {
                 Ok(m) => {
-                    on_msg(&m);
+                    on_msg(&m.to_vec());
                     Step::Done
                 }
                 Err(e) => recv_step(&RecvError::from(e)),
@@ -1818,7 +1818,7 @@ fn r9_two_processes_deliver_across_the_counter_wraps() {
                 check_msg(SEED, seq, max, &buf[..n], &mut scratch)
             } else {
                 let m = rx.read_timeout(Some(LONG)).expect("a message");
-                check_msg(SEED, seq, max, &m, &mut scratch)
+                check_msg(SEED, seq, max, &m.to_vec(), &mut scratch)
             };
             checked.unwrap_or_else(|e| panic!("start {start:#x}: {e}"));
         }

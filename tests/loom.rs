@@ -169,7 +169,7 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
                     match tx.reserve(8) {
                         Ok(mut g) => {
                             let m = msg(i, 6);
-                            g[..6].copy_from_slice(&m);
+                            g.view_mut().copy_from(&m);
                             g.commit_len(6);
                             break;
                         }
@@ -183,7 +183,7 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
             loop {
                 match rx.try_read() {
                     Ok(g) => {
-                        assert_eq!(&*g, &msg(i, 6)[..]);
+                        assert_eq!(g.to_vec(), &msg(i, 6)[..]);
                         break;
                     }
                     Err(TryRecvError::Empty) => thread::yield_now(),

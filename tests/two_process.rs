@@ -160,7 +160,9 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                 loop {
                     match tx.reserve(len + extra) {
                         Ok(mut g) => {
-                            fill_msg(seed, seq, &mut g[..len]);
+                            let mut m = vec![0; len];
+                            fill_msg(seed, seq, &mut m);
+                            g.view_mut().copy_from(&m);
                             if extra == 0 && rng.below(2) == 0 {
                                 g.commit();
                             } else {
@@ -202,7 +204,9 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                         loop {
                             match batch.reserve(len) {
                                 Ok(mut g) => {
-                                    fill_msg(seed, seq, &mut g);
+                                    let mut m = vec![0; len];
+                                    fill_msg(seed, seq, &mut m);
+                                    g.copy_from_slice(&m);
                                     g.commit();
                                     break;
                                 }
@@ -280,7 +284,7 @@ fn consume(rx: &mut Consumer, seed: u64, count: u64, watch: &mut Watch<'_>) {
             3..=4 => loop {
                 match rx.try_read() {
                     Ok(msg) => {
-                        check(seed, seq, max, &msg, &mut scratch);
+                        check(seed, seq, max, &msg.to_vec(), &mut scratch);
                         break;
                     }
                     Err(TryRecvError::Empty) => {
@@ -310,7 +314,7 @@ fn consume(rx: &mut Consumer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                     let r = if rng.below(2) == 0 {
                         batch
                             .try_read()
-                            .map(|msg| check(seed, seq, max, &msg, &mut scratch))
+                            .map(|msg| check(seed, seq, max, &msg.to_vec(), &mut scratch))
                     } else {
                         batch
                             .try_recv(&mut buf)

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -130,13 +131,21 @@ fn produce(ring: &Ring, count: u64) {
                 };
                 if rng.below(8) == 0 {
                     // Not committed: discarded, never delivered.
-                    *grant = tick(u64::MAX);
+                    grant.set(tick(u64::MAX));
                     continue;
                 }
-                grant.seq = seq;
-                grant.price = tick(seq).price;
-                grant.qty = tick(seq).qty;
-                grant.side = tick(seq).side;
+                if rng.below(2) == 0 {
+                    grant.set(tick(seq));
+                } else {
+                    // Field by field, at each field's offset.
+                    let mut view = grant.view_mut();
+                    view.write_at(offset_of!(Tick, seq), seq).unwrap();
+                    view.write_at(offset_of!(Tick, price), tick(seq).price)
+                        .unwrap();
+                    view.write_at(offset_of!(Tick, qty), tick(seq).qty).unwrap();
+                    view.write_at(offset_of!(Tick, side), tick(seq).side)
+                        .unwrap();
+                }
                 grant.commit();
                 seq += 1;
             }
@@ -198,7 +207,7 @@ fn consume(ring: &Ring, count: u64) {
             }
             4 => match rx.try_read() {
                 Ok(v) => {
-                    check(&v, seq);
+                    check(&v.get(), seq);
                     seq += 1;
                 }
                 Err(TryRecvError::Empty) => std::hint::spin_loop(),
@@ -206,7 +215,7 @@ fn consume(ring: &Ring, count: u64) {
             },
             _ => {
                 let v = rx.read_timeout(Some(STEP)).expect("read_timeout");
-                check(&v, seq);
+                check(&v.get(), seq);
                 seq += 1;
             }
         }

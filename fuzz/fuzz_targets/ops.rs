@@ -179,7 +179,8 @@ impl World {
         let want = self.model.next_message();
         match (want, rx.try_read()) {
             (Ok(m), Ok(g)) => {
-                assert_eq!(&*g, &m[..], "try_read content");
+                assert_eq!(g.to_vec(), &m[..], "try_read content");
+                check_views(g.view(), &m);
                 drop(g);
                 self.model.consume();
                 self.model.release();
@@ -210,7 +211,7 @@ impl World {
         let want = self.model.next_message();
         match (want, rx.read_timeout(Some(Duration::ZERO))) {
             (Ok(m), Ok(g)) => {
-                assert_eq!(&*g, &m[..], "read_timeout content");
+                assert_eq!(g.to_vec(), &m[..], "read_timeout content");
                 drop(g);
                 self.model.consume();
                 self.model.release();
@@ -320,7 +321,7 @@ impl World {
                 }
                 BatchRecvOp::Read => match (model.next_message(), batch.try_read()) {
                     (Ok(m), Ok(g)) => {
-                        assert_eq!(&*g, &m[..], "batch try_read content");
+                        assert_eq!(g.to_vec(), &m[..], "batch try_read content");
                         drop(g);
                         model.consume();
                     }
@@ -482,4 +483,36 @@ fn expect_role_taken(e: Error, role: Role) {
         }
         e => panic!("claiming the {role} role while held: {e}"),
     }
+}
+
+/// The view of a lent message against the model's copy: chunks, values at every offset,
+/// sub-views and splits agree with slicing the copy, and every range past the end is an
+/// error, never a panic.
+fn check_views(v: shmpipe::RingSlice<'_>, m: &[u8]) {
+    assert_eq!(v.len(), m.len());
+    for size in [1, 3, 8, 64] {
+        let chunks: Vec<u8> = v.chunks(size).flat_map(|c| c.to_vec()).collect();
+        assert_eq!(chunks, m, "chunks({size})");
+        assert_eq!(v.chunks(size).len(), m.len().div_ceil(size));
+    }
+    for at in 0..=m.len() + 8 {
+        let want = m
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+        assert_eq!(v.read_at::<u32>(at).ok(), want, "read_at({at})");
+        match v.split_at(at) {
+            Ok((a, b)) => assert_eq!(
+                (a.to_vec(), b.to_vec()),
+                (m[..at].to_vec(), m[at..].to_vec())
+            ),
+            Err(_) => assert!(at > m.len()),
+        }
+        let sub = v.subslice(at, 5).ok().map(|s| s.to_vec());
+        assert_eq!(
+            sub,
+            m.get(at..at + 5).map(<[u8]>::to_vec),
+            "subslice({at}, 5)"
+        );
+    }
+    assert!(v.subslice(usize::MAX, 2).is_err());
 }

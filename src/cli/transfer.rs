@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use shmpipe::{
-    Consumer, Error, Ident, Key, Liveness, Producer, RecvError, Ring, RingConfig, SendError,
-    TryRecvError,
+    Consumer, Error, Ident, Key, Liveness, Producer, RecvError, Ring, RingConfig, RingSlice,
+    SendError, TryRecvError,
 };
 
 use super::progress::Progress;
@@ -457,7 +457,9 @@ fn send_bytes(
             Err(e) => return Err(send_error(ident, &e).into()),
         };
         side.stall.progress();
-        match input.read(&mut grant) {
+        // One `read(2)` straight into the slots: the kernel writes them, no reference to
+        // memory the receiver could touch is made (`RingSliceMut::read_from_fd`).
+        match grant.view_mut().read_from_fd(&*input) {
             Ok(0) => return Ok(()), // end of input; the empty grant is discarded
             Ok(n) => {
                 grant.commit_len(n);
@@ -695,6 +697,31 @@ fn write_all(out: &mut File, name: &str, mut buf: &[u8]) -> Result<(), Failure> 
     Ok(())
 }
 
+/// [`write_all`] straight from the ring: `write(2)` reads the slots (the kernel copies them,
+/// no reference into memory the sender could write is made: `RingSlice::write_to_fd`).
+fn write_all_ring(out: &mut File, name: &str, mut msg: RingSlice<'_>) -> Result<(), Failure> {
+    while !msg.is_empty() {
+        match msg.write_to_fd(&*out) {
+            Ok(0) => {
+                return Err(CliError::new(format!("{name}: write returned 0")).into());
+            }
+            Ok(n) => {
+                msg = msg
+                    .subslice(n, msg.len() - n)
+                    .expect("write(2) returns at most the length");
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if let Some(sig) = signals::caught() {
+                    return Err(Failure::Signal(sig));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(Failure::BrokenPipe),
+            Err(e) => return Err(CliError::new(format!("{name}: {e}")).into()),
+        }
+    }
+    Ok(())
+}
+
 /// The byte stream: each message is written out from the ring, then released.
 fn recv_bytes(
     rx: &mut Consumer,
@@ -711,7 +738,7 @@ fn recv_bytes(
         let waited = match rx.read_timeout(Some(POLL)) {
             Ok(msg) => {
                 stall.progress();
-                write_all(out, name, &msg)?;
+                write_all_ring(out, name, msg.view())?;
                 progress.add(msg.len() as u64);
                 false
             }
@@ -737,15 +764,15 @@ fn recv_lines(
     stall: &mut Stall,
 ) -> Result<(), Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(LINE_OUT_BUF);
-    let put = |buf: &mut Vec<u8>, out: &mut File, msg: &[u8]| -> Result<(), Failure> {
+    let put = |buf: &mut Vec<u8>, out: &mut File, msg: RingSlice<'_>| -> Result<(), Failure> {
         if buf.len() + msg.len() >= LINE_OUT_BUF {
             write_all(out, name, buf)?;
             buf.clear();
         }
         if msg.len() >= LINE_OUT_BUF {
-            write_all(out, name, msg)?;
+            write_all_ring(out, name, msg)?;
         } else {
-            buf.extend_from_slice(msg);
+            msg.append_to(buf);
         }
         buf.push(b'\n');
         Ok(())
@@ -759,7 +786,7 @@ fn recv_lines(
             match rx.try_read() {
                 Ok(msg) => {
                     stall.progress();
-                    put(&mut buf, out, &msg)?;
+                    put(&mut buf, out, msg.view())?;
                     progress.add(msg.len() as u64 + 1);
                 }
                 Err(TryRecvError::Empty) => break false,
@@ -779,7 +806,7 @@ fn recv_lines(
         let waited = match rx.read_timeout(Some(POLL)) {
             Ok(msg) => {
                 stall.progress();
-                put(&mut buf, out, &msg)?;
+                put(&mut buf, out, msg.view())?;
                 progress.add(msg.len() as u64 + 1);
                 false
             }

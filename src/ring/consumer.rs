@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
+use crate::shared::{self, RingSlice};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
@@ -72,6 +72,14 @@ pub struct Consumer {
     producer_seen: bool,
     /// [`Consumer::close`] ran: the drop has nothing left to do.
     closed: bool,
+    /// `BufRead`'s private copy of the message in `partial`, when `buffered` says it holds it
+    /// (reused from message to message; never shrunk).
+    stream_buf: Vec<u8>,
+    /// Whether `stream_buf` holds the payload of the message in `partial`.
+    buffered: bool,
+    /// Whether `fill_buf` may lend the ring's bytes instead of a copy
+    /// ([`Consumer::trust_peer_for_buf_read`]).
+    trust_peer: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -124,6 +132,9 @@ impl Consumer {
             last_claims: claims,
             producer_seen: claims != 0 || tail != head || sent != 0,
             closed: false,
+            stream_buf: Vec::new(),
+            buffered: false,
+            trust_peer: false,
             _not_sync: PhantomData,
         })
     }
@@ -153,7 +164,7 @@ impl Consumer {
     pub fn try_recv_vec(&mut self, out: &mut Vec<u8>) -> Result<usize, TryRecvError> {
         let msg = self.try_read()?;
         out.clear();
-        out.extend_from_slice(&msg);
+        msg.view().append_to(out);
         Ok(msg.len())
     }
 
@@ -351,7 +362,7 @@ impl Consumer {
     /// let mut batch = rx.batch();
     /// let mut got = Vec::new();
     /// while let Ok(msg) = batch.try_read() {
-    ///     got.push(msg[0]);
+    ///     msg.view().append_to(&mut got); // copied out, one after the other
     /// }
     /// drop(batch); // one store of the head frees all three
     /// assert_eq!(got, b"abc");
@@ -396,20 +407,15 @@ impl Consumer {
         } else {
             r.len
         };
-        // SAFETY: `next` validated that the record's slots lie inside the array and were
-        // published (the producer gave them to us and will not write them until we release
-        // them); `buf` is our own memory and at least `len` bytes; `half <= len`.
-        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), half) };
+        // SAFETY: `next` validated that the record's slots lie inside the array (mapped while
+        // the region lives) and were published; no reference into them exists (guards borrow
+        // `self`). The peer may still write them: the copy is atomic (`crate::shared`). `buf`
+        // is our own memory and at least `len` bytes; `half <= len`.
+        unsafe { shared::copy_from_shared(src, &mut buf[..half]) };
         if half != r.len {
             hooks::hit("recv:mid-copy");
             // SAFETY: as above, for the rest of the payload.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src.add(half),
-                    buf.as_mut_ptr().add(half),
-                    r.len - half,
-                )
-            };
+            unsafe { shared::copy_from_shared(src.add(half), &mut buf[half..r.len]) };
         }
         self.advance(r);
         hooks::hit("recv:consumed");
@@ -775,9 +781,55 @@ impl From<TryRecvError> for RecvError {
     }
 }
 
-/// A message lent in place by [`Consumer::try_read`] or [`RecvBatch::try_read`]. Dereferences
-/// to its bytes; dropping it consumes the message and frees its slots (in a batch: when the
-/// batch is released).
+/// A message lent in place by [`Consumer::try_read`] or [`RecvBatch::try_read`]; dropping it
+/// consumes the message and frees its slots (in a batch: when the batch is released).
+///
+/// Its bytes stay in the ring, where the producer's process could write them if it broke the
+/// protocol, so the guard does not dereference to `&[u8]`: [`ReadGuard::view`] lends them as a
+/// [`RingSlice`], which copies them out (whole, in part, as values, or straight to a file
+/// descriptor), and what was copied cannot change. [`ReadGuard::as_slice_trusted`] is the
+/// full-speed `&[u8]` for a peer trusted to follow the protocol.
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+/// # tx.try_send(b"x").unwrap();
+/// let guard = rx.try_read().unwrap();
+/// let bytes: &[u8] = &guard; // no reference into memory the peer can write
+/// ```
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+/// # tx.try_send(b"x").unwrap();
+/// let guard = rx.try_read().unwrap();
+/// let first = guard[0];
+/// ```
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+/// # tx.try_send(b"x").unwrap();
+/// let guard = rx.try_read().unwrap();
+/// assert_eq!(&*guard, b"x");
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// # use shmpipe::{Ring, RingConfig};
+/// let ring = Ring::in_process(&RingConfig::new())?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// tx.try_send("grüße".as_bytes()).unwrap();
+/// let msg = rx.try_read().unwrap();
+/// // Validate the copy, not the ring: the copy cannot change after the check.
+/// let text = String::from_utf8(msg.to_vec()).unwrap();
+/// assert_eq!(text, "grüße");
+/// # Ok::<(), shmpipe::Error>(())
+/// ```
 pub struct ReadGuard<'a> {
     consumer: &'a mut Consumer,
     record: Record,
@@ -790,15 +842,65 @@ impl ReadGuard<'_> {
     pub(crate) fn at(&self) -> u64 {
         self.record.at
     }
-}
 
-impl Deref for ReadGuard<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the record was validated to lie inside the array and below the published
-        // tail; the protocol gives these slots to the consumer until it releases them, which
-        // only happens after this guard is dropped (it borrows the consumer mutably).
-        unsafe { std::slice::from_raw_parts(self.ptr, self.record.len) }
+    /// The message's bytes, lent in place as a view that copies them out.
+    #[inline]
+    pub fn view(&self) -> RingSlice<'_> {
+        // SAFETY: the record was validated to lie inside the array (mapped while the consumer,
+        // and so its region, lives) and below the published tail; its slots are the
+        // consumer's until it releases them, which happens only after this guard is dropped
+        // (it borrows the consumer mutably). No reference into them is made here.
+        unsafe { RingSlice::new(self.ptr, self.record.len) }
+    }
+
+    /// The message's length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.record.len
+    }
+
+    /// Whether the message is empty (empty messages are messages too).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.record.len == 0
+    }
+
+    /// The message, copied into a new vector ([`RingSlice::to_vec`]).
+    #[inline]
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.view().to_vec()
+    }
+
+    /// Copies the first `min(self.len(), dst.len())` bytes into `dst` and returns how many
+    /// ([`RingSlice::copy_to`]).
+    #[inline]
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        self.view().copy_to(dst)
+    }
+
+    /// The value of type `T` whose bytes start at `offset` ([`RingSlice::read_at`]).
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`](crate::OutOfBounds) if they are not all in the message.
+    #[inline]
+    pub fn read_at<T: bytemuck::Pod>(&self, offset: usize) -> Result<T, crate::OutOfBounds> {
+        self.view().read_at(offset)
+    }
+
+    /// The message as a slice, at full speed, for a peer trusted to follow the protocol.
+    ///
+    /// # Safety
+    ///
+    /// The producer's process must not write the message's slots while the slice lives. The
+    /// protocol forbids it (they are the consumer's until this guard drops), so this is the
+    /// promise that the peer follows the protocol; one that breaks it makes this undefined
+    /// behaviour in this process (see [`RingSlice::as_slice_trusted`]).
+    #[inline]
+    pub unsafe fn as_slice_trusted(&self) -> &[u8] {
+        // SAFETY: the view's bytes are mapped while `self` is borrowed; the caller promises
+        // nobody writes them.
+        unsafe { self.view().as_slice_trusted() }
     }
 }
 
@@ -871,9 +973,13 @@ impl std::fmt::Debug for RecvBatch<'_> {
 }
 
 /// The consumer as a byte stream: messages are read back to back, empty messages are skipped,
-/// and end of stream is the producer closing the ring. `fill_buf` lends the current message in
-/// place (zero copy). A dead producer or a corrupted ring is an error, not end of stream, so a
-/// truncated transfer is never mistaken for a complete one.
+/// and end of stream is the producer closing the ring. A dead producer or a corrupted ring is
+/// an error, not end of stream, so a truncated transfer is never mistaken for a complete one.
+///
+/// `read` copies straight from the ring into the caller's buffer. `fill_buf` must return a
+/// `&[u8]`, so it copies the current message into a buffer the consumer owns (reused from
+/// message to message) and lends that; after [`Consumer::trust_peer_for_buf_read`] it lends
+/// the message in place instead (zero copy).
 ///
 /// Switching to the message API in the middle of a message drops the rest of that message.
 ///
@@ -892,28 +998,28 @@ impl std::fmt::Debug for RecvBatch<'_> {
 /// ```
 impl std::io::BufRead for Consumer {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        loop {
-            if let Some((r, off)) = self.partial {
-                if off < r.len {
-                    let p = self.region.payload(r.at, r.len);
-                    // SAFETY: the record was validated (inside the array, below the published
-                    // tail) and is ours until released, which happens only in `consume` once
-                    // fully read; `off < len`, and the slice borrows `self`.
-                    return Ok(unsafe { std::slice::from_raw_parts(p.add(off), r.len - off) });
-                }
-                self.partial = None;
-                self.advance(r);
-                self.release();
-            }
-            match self.next_until(None) {
-                Ok(r) => {
-                    self.touch(r);
-                    self.partial = Some((r, 0));
-                }
-                Err(RecvError::Disconnected) => return Ok(&[]),
-                Err(e) => return Err(e.into()),
-            }
+        let Some((r, off)) = self.stream_next()? else {
+            return Ok(&[]);
+        };
+        if self.trust_peer && !self.buffered {
+            let p = self.region.payload(r.at, r.len);
+            // SAFETY: the record was validated (inside the array, below the published tail)
+            // and is ours until released, which happens only in `consume` once fully read;
+            // `off < len`, and the slice borrows `self`. That the producer does not write the
+            // slots meanwhile is the promise given to `trust_peer_for_buf_read`.
+            return Ok(unsafe { std::slice::from_raw_parts(p.add(off), r.len - off) });
         }
+        if !self.buffered {
+            if self.stream_buf.len() < r.len {
+                self.stream_buf.resize(r.len, 0);
+            }
+            let p = self.region.payload(r.at, r.len);
+            // SAFETY: as above (validated, ours until released); the copy is atomic, so a
+            // producer that writes the slots anyway changes the copy, not our reference to it.
+            unsafe { shared::copy_from_shared(p, &mut self.stream_buf[..r.len]) };
+            self.buffered = true;
+        }
+        Ok(&self.stream_buf[off..r.len])
     }
 
     fn consume(&mut self, amt: usize) {
@@ -930,12 +1036,65 @@ impl std::io::BufRead for Consumer {
     }
 }
 
+impl Consumer {
+    /// Lets [`BufRead::fill_buf`](std::io::BufRead::fill_buf) lend the current message in place
+    /// (zero copy) instead of copying it into the consumer's own buffer first.
+    ///
+    /// # Safety
+    ///
+    /// The producer's process must be trusted to follow the protocol: it must never write the
+    /// slots of a published message before this consumer releases them. `fill_buf` returns a
+    /// `&[u8]` into those slots, and a producer that writes them while it lives makes that
+    /// undefined behaviour in this process, not just a wrong message.
+    pub unsafe fn trust_peer_for_buf_read(&mut self) {
+        self.trust_peer = true;
+    }
+
+    /// The message the byte stream is in and the offset into it, waiting for the next message
+    /// once the current one is read; `None` at end of stream.
+    fn stream_next(&mut self) -> std::io::Result<Option<(Record, usize)>> {
+        loop {
+            if let Some((r, off)) = self.partial {
+                if off < r.len {
+                    return Ok(Some((r, off)));
+                }
+                self.partial = None;
+                self.advance(r);
+                self.release();
+            }
+            match self.next_until(None) {
+                Ok(r) => {
+                    self.touch(r);
+                    self.partial = Some((r, 0));
+                    self.buffered = false;
+                }
+                Err(RecvError::Disconnected) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 impl std::io::Read for Consumer {
+    /// Copies from the current message straight into `buf` (one copy out of the ring).
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::io::BufRead;
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(buf.len());
-        buf[..n].copy_from_slice(&avail[..n]);
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let Some((r, off)) = self.stream_next()? else {
+            return Ok(0);
+        };
+        let n = (r.len - off).min(buf.len());
+        if self.buffered {
+            // `fill_buf` copied this message already: read the copy, as it lent it.
+            buf[..n].copy_from_slice(&self.stream_buf[off..off + n]);
+        } else {
+            let p = self.region.payload(r.at, r.len);
+            // SAFETY: as in `fill_buf`: validated, ours until released, `off + n <= len`; no
+            // reference into the slots exists (the copy is atomic).
+            unsafe { shared::copy_from_shared(p.add(off), &mut buf[..n]) };
+        }
         self.consume(n);
         Ok(n)
     }

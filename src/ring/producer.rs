@@ -7,7 +7,6 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 use crate::owner::{self, Identity, Liveness};
 use crate::region::Region;
+use crate::shared::{self, RingSlice, RingSliceMut};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
@@ -146,7 +146,7 @@ impl Producer {
     /// let mut grant = tx.reserve(4).unwrap();
     /// grant.copy_from_slice(&7u32.to_le_bytes());
     /// grant.commit();
-    /// assert_eq!(&*rx.try_read().unwrap(), &7u32.to_le_bytes());
+    /// assert_eq!(rx.try_read().unwrap().to_vec(), 7u32.to_le_bytes());
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
@@ -347,7 +347,7 @@ impl Producer {
     /// batch.try_send(b"b").unwrap();
     /// assert!(rx.try_read().is_err()); // not yet published
     /// batch.publish();
-    /// assert_eq!(&*rx.try_read().unwrap(), b"a");
+    /// assert_eq!(rx.try_read().unwrap().to_vec(), b"a");
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn batch(&mut self) -> SendBatch<'_> {
@@ -437,20 +437,16 @@ impl Producer {
         } else {
             msg.len()
         };
-        // SAFETY: `claim` guaranteed the record's slots lie inside the array and belong to the
-        // producer (free: not between the validated head and our tail); `msg` is our own memory,
-        // so the two ranges cannot overlap. `half <= len`.
-        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, half) };
+        // SAFETY: `claim` guaranteed the record's slots lie inside the array (mapped while the
+        // region lives) and belong to the producer (free: not between the validated head and
+        // our tail); no reference into them exists (grants borrow `self`), and the copy is
+        // atomic (`crate::shared`), so a consumer that writes them anyway is no data race.
+        // `msg` is our own memory, so the ranges cannot overlap. `half <= len`.
+        unsafe { shared::copy_to_shared(&msg[..half], dst) };
         if half != msg.len() {
             hooks::hit("send:mid-payload");
             // SAFETY: as above, for the rest of the payload.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    msg.as_ptr().add(half),
-                    dst.add(half),
-                    msg.len() - half,
-                )
-            };
+            unsafe { shared::copy_to_shared(&msg[half..], dst.add(half)) };
         }
         if self.region.lost() {
             // The file shrank during the copy: the message went nowhere.
@@ -768,9 +764,30 @@ impl<T> From<TrySendError<T>> for SendError<T> {
     }
 }
 
-/// Room for one message in the ring, written in place. Dereferences to the message's bytes
-/// (their initial content is whatever the slot held before). [`WriteGrant::commit`] sends it;
+/// Room for one message in the ring, written in place. [`WriteGrant::commit`] sends it;
 /// dropping the grant discards it and the ring is as before.
+///
+/// The bytes are slots the consumer's process could read or write if it broke the protocol, so
+/// the grant does not dereference to `&mut [u8]`: [`WriteGrant::view_mut`] lends them as a
+/// [`RingSliceMut`], written by copy (whole, as values, or straight from a file descriptor).
+/// Their initial content is whatever the slots held before.
+/// [`WriteGrant::as_mut_slice_trusted`] is the full-speed `&mut [u8]` for a trusted peer.
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # let mut tx = ring.producer().unwrap();
+/// let mut grant = tx.reserve(4).unwrap();
+/// grant[0] = 1; // no reference into memory the peer can touch
+/// ```
+///
+/// ```compile_fail
+/// # use shmpipe::{Ring, RingConfig};
+/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # let mut tx = ring.producer().unwrap();
+/// let mut grant = tx.reserve(4).unwrap();
+/// let bytes: &mut [u8] = &mut grant;
+/// ```
 pub struct WriteGrant<'a> {
     producer: &'a mut Producer,
     at: u64,
@@ -808,20 +825,80 @@ impl WriteGrant<'_> {
     }
 }
 
-impl Deref for WriteGrant<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` lies inside slots claimed by the producer and not yet
-        // published: the protocol gives them to us alone, and the mutable borrow of the
-        // producer keeps them claimed while the grant lives. The bytes are initialised (the
-        // kernel zero-fills segments, the heap ring is zeroed, and old records stay behind).
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+impl WriteGrant<'_> {
+    /// The message's bytes as a read view, to read back what was written.
+    #[inline]
+    pub fn view(&self) -> RingSlice<'_> {
+        // SAFETY: as in `view_mut`; the shared borrow of `self` rules out a write view.
+        unsafe { RingSlice::new(self.ptr, self.len) }
     }
-}
 
-impl DerefMut for WriteGrant<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference into the record.
+    /// The message's bytes, lent in place as a view that copies into them.
+    #[inline]
+    pub fn view_mut(&mut self) -> RingSliceMut<'_> {
+        // SAFETY: `ptr..ptr+len` lies inside slots claimed by the producer and not yet
+        // published (mapped while the producer's region lives): the protocol gives them to us
+        // alone, and the mutable borrow of the producer keeps them claimed while the grant
+        // lives; `&mut self` makes this the only view. No reference into them is made here.
+        unsafe { RingSliceMut::new(self.ptr, self.len) }
+    }
+
+    /// The message's length in bytes (as reserved).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the grant is for an empty message.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies all of `src` into the message ([`RingSliceMut::copy_from_slice`]).
+    ///
+    /// # Panics
+    ///
+    /// If `src.len() != self.len()`, as [`<[u8]>::copy_from_slice`](slice::copy_from_slice).
+    #[inline]
+    pub fn copy_from_slice(&mut self, src: &[u8]) {
+        self.view_mut().copy_from_slice(src);
+    }
+
+    /// Sets every byte of the message to `byte` ([`RingSliceMut::fill`]).
+    #[inline]
+    pub fn fill(&mut self, byte: u8) {
+        self.view_mut().fill(byte);
+    }
+
+    /// Writes the bytes of `value` at `offset` ([`RingSliceMut::write_at`]).
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`](crate::OutOfBounds) if they do not all fit in the message.
+    #[inline]
+    pub fn write_at<T: bytemuck::Pod>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> Result<(), crate::OutOfBounds> {
+        self.view_mut().write_at(offset, value)
+    }
+
+    /// The message as a mutable slice, at full speed, for a peer trusted to follow the
+    /// protocol.
+    ///
+    /// # Safety
+    ///
+    /// The consumer's process must not read or write the message's slots while the slice
+    /// lives. The protocol forbids it (they are claimed and not published), so this is the
+    /// promise that the peer follows the protocol; one that breaks it makes this undefined
+    /// behaviour in this process (see [`RingSliceMut::as_mut_slice_trusted`]).
+    #[inline]
+    pub unsafe fn as_mut_slice_trusted(&mut self) -> &mut [u8] {
+        // SAFETY: the grant's bytes are initialised (the kernel zero-fills segments, the heap
+        // ring is zeroed, old records stay behind), mapped and ours while `self` is borrowed
+        // mutably; the caller promises the peer does not touch them.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }

@@ -100,7 +100,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
                 Err(e) => panic!("{e}"),
             },
             6 => match rx.try_read() {
-                Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                Ok(m) => assert_eq!(m.to_vec(), &model.pop_front().unwrap()[..]),
                 Err(TryRecvError::Empty) => assert!(model.is_empty()),
                 Err(e) => panic!("{e}"),
             },
@@ -108,7 +108,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
                 let mut batch = rx.batch();
                 for _ in 0..rng.below(5) {
                     match batch.try_read() {
-                        Ok(m) => assert_eq!(&*m, &model.pop_front().unwrap()[..]),
+                        Ok(m) => assert_eq!(m.to_vec(), &model.pop_front().unwrap()[..]),
                         Err(TryRecvError::Empty) => {
                             assert!(model.is_empty());
                             break;
@@ -120,7 +120,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
         }
     }
     while let Some(m) = model.pop_front() {
-        assert_eq!(&*rx.try_read().unwrap(), &m[..]);
+        assert_eq!(rx.try_read().unwrap().to_vec(), &m[..]);
     }
     assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
 }
@@ -262,10 +262,14 @@ fn two_threads_deliver_in_order() {
                     let len = rx.recv_timeout(&mut buf, long).unwrap();
                     assert_eq!(&buf[..len], &want[..], "message {seq}");
                 }
-                3 => assert_eq!(&*rx.read_timeout(None).unwrap(), &want[..], "message {seq}"),
+                3 => assert_eq!(
+                    rx.read_timeout(None).unwrap().to_vec(),
+                    &want[..],
+                    "message {seq}"
+                ),
                 4 => loop {
                     match rx.try_read() {
-                        Ok(m) => break assert_eq!(&*m, &want[..], "message {seq}"),
+                        Ok(m) => break assert_eq!(m.to_vec(), &want[..], "message {seq}"),
                         Err(TryRecvError::Empty) => std::thread::yield_now(),
                         Err(e) => panic!("{e}"),
                     }
@@ -334,7 +338,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                 0 => {
                     // A grant that goes out of scope without commit sends nothing, whatever
                     // it wrote.
-                    reserve_spin!(tx, max).fill(0xee);
+                    reserve_spin!(tx, max).view_mut().fill(0xee);
                     let mut g = reserve_spin!(tx, m.len());
                     g.copy_from_slice(&m);
                     g.commit();
@@ -343,7 +347,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                     // Reserve more than needed, commit what was written.
                     let extra = (max - m.len()).min(1 + rng.below(20) as usize);
                     let mut g = reserve_spin!(tx, m.len() + extra);
-                    g[..m.len()].copy_from_slice(&m);
+                    g.view_mut().copy_from(&m);
                     g.commit_len(m.len());
                 }
                 2 => {
@@ -380,7 +384,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
                     break;
                 }
                 match batch.try_read() {
-                    Ok(m) => assert_eq!(&*m, &message(seq, stream_len(seq, max))[..]),
+                    Ok(m) => assert_eq!(m.to_vec(), &message(seq, stream_len(seq, max))[..]),
                     Err(TryRecvError::Empty) => break,
                     Err(e) => panic!("{e}"),
                 }
@@ -391,7 +395,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_read() {
         match rx.try_read() {
             Ok(m) => {
                 assert_eq!(
-                    &*m,
+                    m.to_vec(),
                     &message(seq, stream_len(seq, max))[..],
                     "message {seq}"
                 );
@@ -622,8 +626,8 @@ fn closed_consumer_fails_sends_and_gives_the_message_back() {
     // A new consumer reopens the ring and gets what was sent before.
     let mut rx = ring.consumer().unwrap();
     tx.try_send(b"d").unwrap();
-    assert_eq!(&*rx.try_read().unwrap(), b"a");
-    assert_eq!(&*rx.try_read().unwrap(), b"d");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"a");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"d");
 }
 
 #[test]
@@ -642,9 +646,9 @@ fn timeouts_return_what_they_waited_for() {
     ));
     assert_eq!(rx.recv_timeout(&mut buf, d), Ok(1));
     let mut g = tx.reserve_timeout(1, Some(d)).unwrap();
-    g[0] = b'z';
+    g.write_at(0, b'z').unwrap();
     g.commit();
-    assert_eq!(&*rx.read_timeout(Some(d)).unwrap(), b"z");
+    assert_eq!(rx.read_timeout(Some(d)).unwrap().to_vec(), b"z");
 }
 
 #[test]
@@ -656,8 +660,8 @@ fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
     batch.try_send(b"2").unwrap();
     assert!(matches!(batch.try_send(b"3"), Err(TrySendError::Full(_))));
     // The two messages became visible when the batch hit Full.
-    assert_eq!(&*rx.try_read().unwrap(), b"1");
-    assert_eq!(&*rx.try_read().unwrap(), b"2");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"1");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"2");
     batch.try_send(b"3").unwrap();
 }
 
@@ -729,7 +733,7 @@ fn message_api_after_a_partial_stream_read_drops_the_rest() {
     let mut two = [0u8; 2];
     rx.read_exact(&mut two).unwrap();
     assert_eq!(&two, b"ab");
-    assert_eq!(&*rx.try_read().unwrap(), b"next");
+    assert_eq!(rx.try_read().unwrap().to_vec(), b"next");
 }
 
 #[test]
@@ -768,4 +772,183 @@ fn a_producer_claiming_while_the_consumer_waits_is_not_end_of_stream() {
         drop(t.join().unwrap());
         assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
     }
+}
+
+/// A pointer into the ring for the "hostile peer" thread below.
+struct PeerPtr(*mut u8);
+// SAFETY: the thread only stores through it with atomics, as a peer process would write.
+unsafe impl Send for PeerPtr {}
+
+/// The peer breaks the protocol: while the consumer holds a lent message, another thread (in
+/// place of the producer's process) rewrites its bytes with atomic stores. Reading the message
+/// through the view is no data race (Miri checks this: with the old slice deref or a
+/// `copy_nonoverlapping` out of the ring it reports one), and every copy is private: each of
+/// its bytes is an old or a new one, and a copy that was valid UTF-8 stays valid, however the
+/// ring changes after (docs/DESIGN.md, "The peer is untrusted", rule 4).
+#[test]
+fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
+    const LEN: usize = 40;
+    let ring = Ring::in_process(&small(64, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(&[b'a'; LEN]).unwrap();
+    let guard = rx.try_read().unwrap();
+    let view = guard.view();
+    let peer = PeerPtr(view.as_ptr().cast_mut());
+    let rounds = if cfg!(miri) { 3 } else { 2000 };
+    let writer = std::thread::spawn(move || {
+        let p = peer;
+        for round in 0..rounds {
+            for i in 0..LEN {
+                // An invalid UTF-8 byte (a lead byte with nothing after it) or back to 'a'.
+                let b = if (round + i) % 2 == 0 { 0xf0 } else { b'a' };
+                // SAFETY: inside the lent payload, which stays allocated while the ring lives
+                // (joined below); every access to it is atomic.
+                unsafe { std::sync::atomic::AtomicU8::from_ptr(p.0.add(i)) }
+                    .store(b, Ordering::Relaxed);
+            }
+        }
+    });
+    for _ in 0..rounds {
+        let copy = view.to_vec();
+        assert_eq!(copy.len(), LEN);
+        assert!(copy.iter().all(|&b| b == b'a' || b == 0xf0), "{copy:?}");
+        if let Ok(s) = std::str::from_utf8(&copy) {
+            // The copy cannot change under the check: it walks exactly its own characters.
+            assert_eq!(s.chars().count(), LEN);
+        }
+        let mut part = [0u8; 8];
+        assert_eq!(view.subslice(32, 8).unwrap().copy_to(&mut part), 8);
+        assert!(view.read_at::<u64>(33).is_err());
+    }
+    writer.join().unwrap();
+    drop(guard);
+    assert_eq!(rx.try_recv(&mut [0u8; 64]), Err(TryRecvError::Empty));
+}
+
+/// The views copy out and in exactly what slicing would give, and every range past the end is
+/// an `OutOfBounds` error (nothing written), never a panic.
+#[test]
+fn views_copy_out_and_in_with_checked_ranges() {
+    use crate::error::OutOfBounds;
+    let ring = Ring::in_process(&small(128, 4)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let m = message(3, 100);
+
+    let mut g = tx.reserve(100).unwrap();
+    assert_eq!((g.len(), g.is_empty()), (100, false));
+    g.fill(0xee);
+    let mut view = g.view_mut();
+    assert_eq!(view.copy_from(&m[..60]), 60); // the first 60 bytes
+    let (_, mut rest) = view.split_at_mut(60).unwrap();
+    assert_eq!(rest.len(), 40);
+    assert_eq!(rest.copy_from(&m[60..]), 40);
+    assert_eq!(rest.copy_from(&[0; 50]), 40); // as much as fits...
+    rest.copy_from_slice(&m[60..]); // ...and back
+    let mut v = g.view_mut();
+    let before = v.as_view().to_vec();
+    assert_eq!(
+        v.write_at(97, 0u32),
+        Err(OutOfBounds {
+            offset: 97,
+            size: 4,
+            len: 100
+        })
+    );
+    assert!(v.write_at(usize::MAX, 0u8).is_err());
+    assert!(v.subslice_mut(90, 11).is_err());
+    assert_eq!(
+        v.as_view().to_vec(),
+        before,
+        "a refused write wrote nothing"
+    );
+    assert_eq!(before, m);
+    let word = u32::from_ne_bytes(m[96..].try_into().unwrap());
+    assert_eq!(v.read_at::<u32>(96), Ok(word));
+    v.subslice_mut(10, 2).unwrap().copy_from_slice(&m[10..12]);
+    g.commit();
+    tx.try_send(b"").unwrap();
+
+    let msg = rx.try_read().unwrap();
+    let view = msg.view();
+    assert_eq!(msg.to_vec(), m);
+    let mut short = [0u8; 30];
+    assert_eq!(msg.copy_to(&mut short), 30);
+    assert_eq!(short[..], m[..30]);
+    let mut long = [0u8; 130];
+    assert_eq!(view.copy_to(&mut long), 100);
+    assert_eq!(long[..100], m[..]);
+    for at in 0..=104 {
+        let want = m
+            .get(at..at + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+        assert_eq!(msg.read_at::<u64>(at).ok(), want, "read_at({at})");
+    }
+    assert_eq!(view.subslice(95, 5).unwrap().to_vec(), m[95..]);
+    assert_eq!(
+        view.subslice(95, 6).unwrap_err(),
+        OutOfBounds {
+            offset: 95,
+            size: 6,
+            len: 100
+        }
+    );
+    let (a, b) = view.split_at(33).unwrap();
+    assert_eq!(
+        (a.to_vec(), b.to_vec()),
+        (m[..33].to_vec(), m[33..].to_vec())
+    );
+    assert!(view.split_at(101).is_err());
+    let chunks: Vec<Vec<u8>> = view.chunks(7).map(|c| c.to_vec()).collect();
+    assert_eq!(chunks.len(), 15);
+    assert_eq!(chunks, m.chunks(7).map(<[u8]>::to_vec).collect::<Vec<_>>());
+    let mut out = Vec::new();
+    view.write_to(&mut out).unwrap();
+    assert_eq!(out, m);
+    let mut appended = b"x".to_vec();
+    view.append_to(&mut appended);
+    assert_eq!(appended[1..], m[..]);
+    drop(msg);
+
+    let empty = rx.try_read().unwrap();
+    assert!(empty.is_empty() && empty.view().chunks(4).next().is_none());
+    assert_eq!(empty.to_vec(), b"");
+}
+
+/// `fill_buf` lends a private copy unless the peer is trusted (then the ring's own bytes), and
+/// `read` copies straight from the ring, also after a `fill_buf` of the same message.
+#[test]
+fn buf_read_copies_unless_the_peer_is_trusted() {
+    use std::io::{BufRead, Read};
+    let ring = Ring::in_process(&small(64, 8)).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for m in [&b"zero"[..], b"one", b"two", b"three", b"four"] {
+        tx.try_send(m).unwrap();
+    }
+    drop(tx);
+    // Message 0 tells where the slots are: payloads start 8 bytes into 64-byte slots.
+    let base = rx.try_read().unwrap().view().as_ptr().wrapping_sub(8);
+    let payload = |slot: usize| base.wrapping_add(slot * 64 + 8);
+
+    let copy = rx.fill_buf().unwrap();
+    assert_eq!(copy, b"one");
+    assert_ne!(copy.as_ptr(), payload(1), "a copy, not the ring");
+    rx.consume(1);
+    let mut two = [0u8; 2];
+    assert_eq!(rx.read(&mut two).unwrap(), 2);
+    assert_eq!(&two, b"ne");
+
+    let mut buf = [0u8; 2];
+    assert_eq!(rx.read(&mut buf).unwrap(), 2); // straight from the ring
+    assert_eq!(&buf, b"tw");
+
+    // SAFETY: the producer is this test's, dropped: nobody writes the slots.
+    unsafe { rx.trust_peer_for_buf_read() };
+    assert_eq!(rx.fill_buf().unwrap(), b"o");
+    assert_eq!(rx.fill_buf().unwrap().as_ptr(), payload(2).wrapping_add(2));
+    rx.consume(1);
+    let lent = rx.fill_buf().unwrap();
+    assert_eq!((lent, lent.as_ptr()), (&b"three"[..], payload(3)));
+    let mut rest = String::new();
+    rx.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "threefour");
 }

@@ -30,7 +30,9 @@
 //!   out) with [`WaitStrategy::Spin`] and with the default [`WaitStrategy::SpinThenSleep`].
 //! - `shmpipe-batch`: the zero-copy API, spinning: messages built in place (`reserve`/`commit`)
 //!   and read in place (`try_read`); streams through `batch()` on both sides, published and
-//!   released every [`batch_len`] messages.
+//!   released every [`batch_len`] messages. Both ends are this program, so the peer is trusted
+//!   to follow the protocol and the messages are reached through the full-speed `unsafe`
+//!   opt-in (`as_mut_slice_trusted`, `as_slice_trusted`), as a user with a trusted peer would.
 //! - `thread-ring`: `shmpipe-spin` between two threads of one process (an in-process ring): the
 //!   upper bound, with no process boundary.
 //! - `pipe` (two anonymous pipes), `unix-stream` (`socketpair`), `tcp` (loopback,
@@ -594,7 +596,9 @@ impl ShmEnd {
         loop {
             match self.tx.reserve(len) {
                 Ok(mut grant) => {
-                    fill(&mut grant, seq);
+                    // SAFETY: the peer is this program (a process re-executed from this binary,
+                    // or a thread), which follows the protocol: it never touches a claimed slot.
+                    fill(unsafe { grant.as_mut_slice_trusted() }, seq);
                     grant.commit();
                     return Ok(());
                 }
@@ -623,7 +627,9 @@ impl Endpoint for ShmEnd {
             let mut spin = Spin::new(&self.waiting);
             loop {
                 match self.rx.try_read() {
-                    Ok(msg) => return check(&msg, len, seq),
+                    // SAFETY: the peer is this program, which follows the protocol: it never
+                    // writes a published slot before we release it.
+                    Ok(msg) => return check(unsafe { msg.as_slice_trusted() }, len, seq),
                     Err(TryRecvError::Empty) => spin.pause()?,
                     Err(e) => return Err(e.into()),
                 }
@@ -647,12 +653,14 @@ impl Endpoint for ShmEnd {
         loop {
             match self.rx.try_read() {
                 Ok(msg) => {
-                    let sum = check(&msg, len, seq)?;
+                    // SAFETY: the peer is this program, which follows the protocol.
+                    let msg = unsafe { msg.as_slice_trusted() };
+                    let sum = check(msg, len, seq)?;
                     let mut spin = Spin::new(&self.waiting);
                     loop {
                         match self.tx.reserve(len) {
                             Ok(mut grant) => {
-                                grant.copy_from_slice(&msg);
+                                grant.copy_from_slice(msg);
                                 grant.commit();
                                 return Ok(sum);
                             }
@@ -683,7 +691,8 @@ impl Endpoint for ShmEnd {
                 // wait for ever on messages the consumer cannot see.
                 match batch.reserve(len) {
                     Ok(mut grant) => {
-                        fill(&mut grant, seq);
+                        // SAFETY: the peer is this program, which follows the protocol.
+                        fill(unsafe { grant.as_mut_slice_trusted() }, seq);
                         grant.commit();
                         break;
                     }
@@ -715,7 +724,9 @@ impl Endpoint for ShmEnd {
         while got < count {
             let read = match batch.try_read() {
                 Ok(msg) => {
-                    sum = sum.wrapping_add(check(&msg, len, first + got)?);
+                    // SAFETY: the peer is this program, which follows the protocol.
+                    let msg = unsafe { msg.as_slice_trusted() };
+                    sum = sum.wrapping_add(check(msg, len, first + got)?);
                     true
                 }
                 Err(TryRecvError::Empty) => false,
