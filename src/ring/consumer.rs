@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, check_own_role, holder_liveness, release_role, sleep, wake};
+use super::{
+    check_indices, check_own_role, check_process, holder_liveness, release_role, sleep, wake,
+};
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
@@ -448,26 +450,10 @@ impl Consumer {
         self.received = self.received.wrapping_add(1);
     }
 
-    /// Fails unless this is the process that claimed the role: two loads of process-local
-    /// memory and a branch (see `owner::current`).
+    /// Fails unless this is the process that claimed the role (see `check_process`).
     #[inline(always)]
     fn check_process(&self) -> Result<(), WrongProcess> {
-        if owner::current() == self.me {
-            Ok(())
-        } else {
-            Err(self.wrong_process())
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn wrong_process(&self) -> WrongProcess {
-        WrongProcess {
-            ring: self.region.ident(),
-            role: Role::Consumer,
-            claimer: owner::pid_of(self.me),
-            current: owner::pid_now(),
-        }
+        check_process(&self.region, Role::Consumer, self.me)
     }
 
     /// Hands the slots read so far back to the producer (see `release_read`), if this is the

@@ -20,7 +20,7 @@ pub use crate::wait::WaitStrategy;
 pub use consumer::{Consumer, ReadGuard, RecvBatch};
 pub use producer::{Producer, SendBatch, WriteGrant};
 
-use crate::error::{Corrupted, Corruption, Error, Ident, Role};
+use crate::error::{Corrupted, Corruption, Error, Ident, Role, WrongProcess};
 use crate::file::FileMap;
 use crate::keylock::Mode;
 use crate::layout::MessageType;
@@ -1431,6 +1431,30 @@ fn release_role(owner: &AtomicU64, me: Identity) -> Result<(), u64> {
     owner
         .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
         .map(|_| ())
+}
+
+/// Fails unless the calling process is the one that claimed `role` as `me`: two loads of
+/// process-local memory and a branch (see `owner::current`). A handle inherited across `fork`
+/// neither uses nor releases the claimer's role ("Fork, exec and pid namespaces" in
+/// docs/DESIGN.md).
+#[inline(always)]
+fn check_process(region: &Region, role: Role, me: Identity) -> Result<(), WrongProcess> {
+    if owner::current() == me {
+        Ok(())
+    } else {
+        Err(wrong_process(region, role, me))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_process(region: &Region, role: Role, me: Identity) -> WrongProcess {
+    WrongProcess {
+        ring: region.ident(),
+        role,
+        claimer: owner::pid_of(me),
+        current: owner::pid_now(),
+    }
 }
 
 /// Whether this side's own owner word still holds its identity (see "A third writer" in

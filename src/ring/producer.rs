@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{check_indices, check_own_role, holder_liveness, release_role, sleep, wake};
+use super::{
+    check_indices, check_own_role, check_process, holder_liveness, release_role, sleep, wake,
+};
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
 use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
@@ -377,26 +379,10 @@ impl Producer {
         self.poisoned.as_ref()
     }
 
-    /// Fails unless this is the process that claimed the role: two loads of process-local
-    /// memory and a branch (see `owner::current`).
+    /// Fails unless this is the process that claimed the role (see `check_process`).
     #[inline(always)]
     fn check_process(&self) -> Result<(), WrongProcess> {
-        if owner::current() == self.me {
-            Ok(())
-        } else {
-            Err(self.wrong_process())
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn wrong_process(&self) -> WrongProcess {
-        WrongProcess {
-            ring: self.region.ident(),
-            role: Role::Producer,
-            claimer: owner::pid_of(self.me),
-            current: owner::pid_now(),
-        }
+        check_process(&self.region, Role::Producer, self.me)
     }
 
     /// Makes everything written so far visible to the consumer (see `publish_written`), if
