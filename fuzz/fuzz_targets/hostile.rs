@@ -261,6 +261,8 @@ impl<T> From<TrySendError<T>> for Sent {
             TrySendError::TooLarge { len, max } => Sent::TooLarge(len, max),
             TrySendError::Disconnected(_) => Sent::Disconnected,
             TrySendError::Corrupted(c) => Sent::Corrupted(c),
+            // One process, never forked: no handle runs outside its claimer's process.
+            TrySendError::WrongProcess(w) => panic!("{w:?}"),
         }
     }
 }
@@ -272,7 +274,7 @@ impl<T: std::fmt::Debug> From<SendError<T>> for Sent {
             SendError::TooLarge { len, max } => Sent::TooLarge(len, max),
             SendError::Disconnected(_) => Sent::Disconnected,
             SendError::Corrupted(c) => Sent::Corrupted(c),
-            e @ SendError::PeerDied { .. } => panic!("{e:?}"),
+            e @ (SendError::PeerDied { .. } | SendError::WrongProcess(_)) => panic!("{e:?}"),
         }
     }
 }
@@ -293,6 +295,7 @@ impl From<TryRecvError> for Got {
             TryRecvError::Disconnected => Got::Disconnected,
             TryRecvError::BufferTooSmall { needed, available } => Got::TooSmall(needed, available),
             TryRecvError::Corrupted(c) => Got::Corrupted(c),
+            e @ TryRecvError::WrongProcess(_) => panic!("{e:?}"),
         }
     }
 }
@@ -304,7 +307,7 @@ impl From<RecvError> for Got {
             RecvError::Disconnected => Got::Disconnected,
             RecvError::BufferTooSmall { needed, available } => Got::TooSmall(needed, available),
             RecvError::Corrupted(c) => Got::Corrupted(c),
-            e @ RecvError::PeerDied { .. } => panic!("{e:?}"),
+            e @ (RecvError::PeerDied { .. } | RecvError::WrongProcess(_)) => panic!("{e:?}"),
         }
     }
 }

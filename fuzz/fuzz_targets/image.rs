@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmpipe::__fuzz::open_image;
-use shmpipe::{Consumer, Corrupted, Error, Producer, RecvError, Ring, TryRecvError, TrySendError};
+use shmpipe::{
+    Consumer, Corrupted, Error, Liveness, Producer, RecvError, Ring, TryRecvError, TrySendError,
+};
 use shmpipe::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
 use shmpipe_fuzz::{Finish, ImageAction, ImageInput, Roles, message};
 
@@ -48,7 +50,7 @@ fn claim<T>(
     match normal() {
         Ok(s) => Some(s),
         Err(Error::RoleTaken {
-            holder_alive: false,
+            holder: Liveness::Dead,
             ..
         }) => take_over().ok(),
         Err(Error::RoleTaken { .. } | Error::Corrupted(_)) => None,
@@ -306,6 +308,8 @@ fn check_send(
             assert_eq!(tx.side.poisoned(), Some(&c));
         }
         Err(TrySendError::Full(()) | TrySendError::Disconnected(())) => tx.corrupted(None, what),
+        // One process, never forked: no handle runs outside its claimer's process.
+        Err(e @ TrySendError::WrongProcess(_)) => panic!("{what}: {e}"),
     }
 }
 
@@ -316,6 +320,7 @@ fn unit(e: TrySendError<&[u8]>) -> TrySendError {
         TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
         TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
         TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
+        TrySendError::WrongProcess(w) => TrySendError::WrongProcess(w),
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmpipe::{
-    Consumer, Error, Producer, RecvError, Ring, Role, SendError, TryRecvError, TrySendError,
+    Consumer, Error, Liveness, Producer, RecvError, Ring, Role, SendError, TryRecvError,
+    TrySendError,
 };
 use shmpipe_fuzz::{
     BatchRecvOp, BatchSendOp, Buf, Finish, Len, Model, Op, OpsInput, RecvFail, SendFail,
@@ -430,6 +431,7 @@ impl MapBack for TrySendError<&[u8]> {
                 max: *max,
             },
             TrySendError::Corrupted(c) => TrySendError::Corrupted(*c),
+            TrySendError::WrongProcess(w) => TrySendError::WrongProcess(*w),
         }
     }
 }
@@ -444,6 +446,7 @@ impl MapBack for TrySendError {
                 max: *max,
             },
             TrySendError::Corrupted(c) => TrySendError::Corrupted(*c),
+            TrySendError::WrongProcess(w) => TrySendError::WrongProcess(*w),
         }
     }
 }
@@ -474,12 +477,12 @@ fn expect_role_taken(e: Error, role: Role) {
         Error::RoleTaken {
             role: r,
             pid,
-            holder_alive,
+            holder,
             ..
         } => {
             assert_eq!(r, role);
             assert_eq!(pid, std::process::id());
-            assert!(holder_alive);
+            assert_eq!(holder, Liveness::Alive);
         }
         e => panic!("claiming the {role} role while held: {e}"),
     }
