@@ -38,8 +38,11 @@
 #     MIRIFLAGS=-Zmiri-many-seeds=0..8 .ci/miri.sh   (8 schedules; ~8x the time)
 #     MIRIFLAGS=-Zmiri-tree-borrows .ci/miri.sh      (Tree Borrows instead of Stacked Borrows)
 #
-# The build goes to its own target directory ($MIRI_TARGET_DIR, default /tmp/miri-target), so
-# it neither invalidates nor waits for the lock of the normal `target/`.
+# The build goes to its own target directory ($MIRI_TARGET_DIR, default target/miri inside this
+# clone), so it neither invalidates nor waits for the lock of the normal `target/`. It belongs
+# to the clone: a directory shared by every clone on the machine (it used to be
+# /tmp/miri-target) remembers the clone that built it, and once that clone is deleted the next
+# clone's Miri step fails at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +70,7 @@ for c in miri rust-src; do
 done
 cargo +nightly miri --version
 
-export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-/tmp/miri-target}"
+export CARGO_TARGET_DIR="${MIRI_TARGET_DIR:-$PWD/target/miri}"
 export MIRIFLAGS="-Zmiri-strict-provenance${MIRIFLAGS:+ $MIRIFLAGS}"
 # Report a Miri crash on stderr only, instead of also leaving a rustc-ice-*.txt in the tree.
 export RUSTC_ICE=0
