@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::set_segment_owner;
 use shmpipe::gc::{self, RingInfo};
 use shmpipe::{Key, RecvError, Ring, RingConfig, Segment};
 
@@ -1217,21 +1219,6 @@ fn path_rings_and_memory_options() {
     assert_gone(key, &[]);
 }
 
-/// `IPC_SET`: gives a segment to `uid` (root may; its creator stays ours).
-fn give_segment(shmid: i32, uid: u32) {
-    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
-    // SAFETY: IPC_STAT fills the buffer, which is valid for writes.
-    let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
-    assert_eq!(rc, 0, "IPC_STAT: {}", std::io::Error::last_os_error());
-    // SAFETY: filled by IPC_STAT above (and zeroed before).
-    let mut ds = unsafe { ds.assume_init() };
-    ds.shm_perm.uid = uid;
-    ds.shm_perm.gid = uid;
-    // SAFETY: IPC_SET reads the buffer, which is valid.
-    let rc = unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) };
-    assert_eq!(rc, 0, "IPC_SET: {}", std::io::Error::last_os_error());
-}
-
 /// Case 21 through the command: a ring at our key owned by another user (uid 65534, mode
 /// 0666) makes `send` and `recv` exit 1 with one line naming owner and mode; `stat` lists it
 /// marked with its owner; `gc` does not remove another user's stale ring; `--accept-owner`
@@ -1253,7 +1240,7 @@ fn a_ring_of_another_user_is_refused_unless_accepted() {
         b"",
     );
     let shmid: i32 = ok(&out, "create").trim().parse().expect("shmid");
-    give_segment(shmid, NOBODY);
+    set_segment_owner(shmid, NOBODY);
     for args in [&["recv", "--key", &k][..], &["send", "--key", &k]] {
         let err = fails(&run(args, b"secret"), 1, &args.join(" "));
         assert!(err.contains(&k), "{err}");
@@ -1293,7 +1280,7 @@ fn a_ring_of_another_user_is_refused_unless_accepted() {
     let ring = Ring::create(key, &RingConfig::new().slot_count(16)).expect("create");
     let stale = ring.shmid().unwrap();
     drop(ring);
-    give_segment(stale, NOBODY);
+    set_segment_owner(stale, NOBODY);
     let id = stale.to_string();
     let out = ok(&run(&["gc", "--id", &id], b""), "gc --id");
     assert!(out.contains("not removed (not ours)"), "{out}");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{
     ChildProcess, RemoveFile, RemoveOnDrop, child_result, child_role, param, print_result,
-    temp_path, unique_key,
+    set_segment_owner, temp_path, unique_key,
 };
 use shmpipe::{Error, Key, Ring, RingConfig};
 
@@ -96,26 +96,11 @@ fn squatter() {
         .expect("the squatter creates its ring");
     let shmid = ring.shmid().unwrap();
     if let Some(to) = common::param_opt::<u32>(GIVE_VAR) {
-        set_owner(shmid, to);
+        set_segment_owner(shmid, to);
         let st = ring.segment().unwrap().stat().unwrap();
         assert_eq!((st.uid, st.creator_uid), (to, NOBODY));
     }
     print_result("shmid", shmid);
-}
-
-/// `IPC_SET`: makes `uid` (and the group of the same number) the owner of a segment.
-fn set_owner(shmid: i32, uid: u32) {
-    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
-    // SAFETY: IPC_STAT fills the buffer, which is valid for writes.
-    let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
-    assert_eq!(rc, 0, "IPC_STAT: {}", std::io::Error::last_os_error());
-    // SAFETY: filled by IPC_STAT above (and zeroed before).
-    let mut ds = unsafe { ds.assume_init() };
-    ds.shm_perm.uid = uid;
-    ds.shm_perm.gid = uid;
-    // SAFETY: IPC_SET reads the buffer, which is valid.
-    let rc = unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) };
-    assert_eq!(rc, 0, "IPC_SET: {}", std::io::Error::last_os_error());
 }
 
 /// Starts the squatter and returns the shmid of the ring it left at `key`.

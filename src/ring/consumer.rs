@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{
-    check_indices, check_own_role, check_process, holder_liveness, release_role, sleep, wake,
+    check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
 };
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
 use crate::hooks;
@@ -724,17 +724,7 @@ impl Consumer {
         let h = self.region.header();
         // Release: pairs with the producer's Acquire loads of the flag.
         h.producer.consumer_closed.store(1, Ordering::Release);
-        let released = release_role(&h.consumer.owner, self.me);
-        wake(&h.consumer.producer_waiting, &h.consumer.space_event);
-        if let Err(found) = released {
-            return Err(Corrupted {
-                ring: self.region.ident(),
-                what: Corruption::RoleLost {
-                    role: Role::Consumer,
-                    found,
-                },
-            });
-        }
+        give_back_role(&self.region, Role::Consumer, self.me)?;
         self.poisoned.map_or(Ok(()), Err)
     }
 }

@@ -1433,6 +1433,29 @@ fn release_role(owner: &AtomicU64, me: Identity) -> Result<(), u64> {
         .map(|_| ())
 }
 
+/// The end of a close: gives `role` back (O1), then wakes the peer, which may sleep waiting for
+/// this very change (W2). `Err(RoleLost)` if the owner word no longer held `me`: another process
+/// rewrote it, and the word is left as it was (the peer is woken all the same, to see it).
+fn give_back_role(region: &Region, role: Role, me: Identity) -> Result<(), Corrupted> {
+    let h = region.header();
+    let released = match role {
+        Role::Producer => {
+            let released = release_role(&h.producer.owner, me);
+            wake(&h.producer.consumer_waiting, &h.producer.data_event);
+            released
+        }
+        Role::Consumer => {
+            let released = release_role(&h.consumer.owner, me);
+            wake(&h.consumer.producer_waiting, &h.consumer.space_event);
+            released
+        }
+    };
+    released.map_err(|found| Corrupted {
+        ring: region.ident(),
+        what: Corruption::RoleLost { role, found },
+    })
+}
+
 /// Fails unless the calling process is the one that claimed `role` as `me`: two loads of
 /// process-local memory and a branch (see `owner::current`). A handle inherited across `fork`
 /// neither uses nor releases the claimer's role ("Fork, exec and pid namespaces" in

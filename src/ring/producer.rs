@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{
-    check_indices, check_own_role, check_process, holder_liveness, release_role, sleep, wake,
+    check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
 };
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
 use crate::hooks;
@@ -633,18 +633,7 @@ impl Producer {
         // A role another process holds or cleared is not ours to publish into or give back.
         self.check_role()?;
         self.publish();
-        let line = &self.region.header().producer;
-        let released = release_role(&line.owner, self.me);
-        wake(&line.consumer_waiting, &line.data_event);
-        if let Err(found) = released {
-            return Err(Corrupted {
-                ring: self.region.ident(),
-                what: Corruption::RoleLost {
-                    role: Role::Producer,
-                    found,
-                },
-            });
-        }
+        give_back_role(&self.region, Role::Producer, self.me)?;
         self.poisoned.map_or(Ok(()), Err)
     }
 

@@ -45,6 +45,24 @@ pub fn param_opt<T: FromStr>(name: &str) -> Option<T> {
     })
 }
 
+/// `IPC_SET`: makes `uid` (and the group of the same number) the owner of a segment, as root
+/// may; its creator (`shm_perm.cuid`) stays who it was. How the tests play "another user's
+/// ring" without a second account.
+#[allow(dead_code)]
+pub fn set_segment_owner(shmid: i32, uid: u32) {
+    let mut ds = std::mem::MaybeUninit::<libc::shmid_ds>::zeroed();
+    // SAFETY: IPC_STAT fills the buffer, which is valid for writes.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_STAT, ds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "IPC_STAT: {}", std::io::Error::last_os_error());
+    // SAFETY: filled by IPC_STAT above (and zeroed before).
+    let mut ds = unsafe { ds.assume_init() };
+    ds.shm_perm.uid = uid;
+    ds.shm_perm.gid = uid;
+    // SAFETY: IPC_SET reads the buffer, which is valid.
+    let rc = unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) };
+    assert_eq!(rc, 0, "IPC_SET: {}", std::io::Error::last_os_error());
+}
+
 /// A unique path in the temporary directory for this process (nothing is created).
 pub fn temp_path(what: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
