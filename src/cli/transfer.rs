@@ -676,40 +676,35 @@ fn recv_error(ident: Ident, e: &RecvError) -> Failure {
     }))
 }
 
-/// Writes all of `buf`, straight from where it is (ring memory included), giving up on a
-/// signal.
-fn write_all(out: &mut File, name: &str, mut buf: &[u8]) -> Result<(), Failure> {
-    while !buf.is_empty() {
-        match out.write(buf) {
-            Ok(0) => {
-                return Err(CliError::new(format!("{name}: write returned 0")).into());
-            }
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if let Some(sig) = signals::caught() {
-                    return Err(Failure::Signal(sig));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(Failure::BrokenPipe),
-            Err(e) => return Err(CliError::new(format!("{name}: {e}")).into()),
-        }
-    }
-    Ok(())
+/// Writes all of `buf` (private memory), giving up on a signal.
+fn write_all(out: &mut File, name: &str, buf: &[u8]) -> Result<(), Failure> {
+    write_fully(name, buf.len(), |done| out.write(&buf[done..]))
 }
 
 /// [`write_all`] straight from the ring: `write(2)` reads the slots (the kernel copies them,
 /// no reference into memory the sender could write is made: `RingSlice::write_to_fd`).
-fn write_all_ring(out: &mut File, name: &str, mut msg: RingSlice<'_>) -> Result<(), Failure> {
-    while !msg.is_empty() {
-        match msg.write_to_fd(&*out) {
+fn write_all_ring(out: &mut File, name: &str, msg: RingSlice<'_>) -> Result<(), Failure> {
+    write_fully(name, msg.len(), |done| {
+        msg.subslice(done, msg.len() - done)
+            .expect("write(2) returns at most the length")
+            .write_to_fd(&*out)
+    })
+}
+
+/// Calls `write(done)` (which writes from byte `done` on) until `len` bytes are written,
+/// retrying after `EINTR` unless a signal asks to stop.
+fn write_fully(
+    name: &str,
+    len: usize,
+    mut write: impl FnMut(usize) -> io::Result<usize>,
+) -> Result<(), Failure> {
+    let mut done = 0;
+    while done < len {
+        match write(done) {
             Ok(0) => {
                 return Err(CliError::new(format!("{name}: write returned 0")).into());
             }
-            Ok(n) => {
-                msg = msg
-                    .subslice(n, msg.len() - n)
-                    .expect("write(2) returns at most the length");
-            }
+            Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 if let Some(sig) = signals::caught() {
                     return Err(Failure::Signal(sig));
