@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{RemoveFile, RemoveOnDrop, temp_path, unique_key};
-use shmpipe::{Key, RecvError, Ring, RingConfig};
+use shmpipe::{Error, Key, RecvError, Ring, RingConfig, Segment};
 
 /// Messages per test.
 const N: u64 = 200_000;
@@ -249,8 +249,20 @@ fn rust_consume(ring: &Ring) {
     rx.close().expect("Rust consumer: clean close");
 }
 
+/// Once both roles were claimed, whoever claimed second marked the segment for removal: the
+/// key names nothing any more (the memory goes with the last detach).
+fn assert_removed(key: Key, second: &str) {
+    assert!(
+        matches!(Segment::open(key), Err(Error::NotFound { .. })),
+        "both roles were claimed, so the {second} (which claimed second) must have marked the \
+         segment for removal, yet the key still opens it"
+    );
+}
+
 /// Rust creates the ring and claims its role before the C peer starts.
 fn rust_first(c_mode: &str, rust_side: fn(&Ring)) {
+    // Built before the Rust side claims: a missing compiler fails now, not after its timeout.
+    peer_binary();
     let key = unique_key();
     let _by_key = RemoveOnDrop::key(key);
     let ring = rust_ring(key);
@@ -273,10 +285,12 @@ fn rust_first(c_mode: &str, rust_side: fn(&Ring)) {
         std::panic::resume_unwind(panic);
     }
     peer.finish();
+    assert_removed(key, "C peer");
 }
 
 /// The C peer creates the ring and claims its role before the Rust side opens it.
 fn c_first(c_mode: &str, rust_side: fn(&Ring)) {
+    peer_binary();
     let key = unique_key();
     let _by_key = RemoveOnDrop::key(key);
     let mut peer = CPeer::start(c_mode, key);
@@ -289,6 +303,7 @@ fn c_first(c_mode: &str, rust_side: fn(&Ring)) {
         std::panic::resume_unwind(panic);
     }
     peer.finish();
+    assert_removed(key, "Rust side");
 }
 
 #[test]
