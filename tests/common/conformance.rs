@@ -26,9 +26,7 @@ use std::sync::atomic::Ordering;
 
 use shmpipe::{Error, Ident, Key, Ring, RingConfig, Segment};
 
-use super::{
-    ChildProcess, RawAttach, RemoveFile, RemoveOnDrop, param_opt, temp_path, unique_key,
-};
+use super::{ChildProcess, RawAttach, RemoveFile, RemoveOnDrop, param_opt, temp_path, unique_key};
 
 /// One test per backing for each body: `all: a, b;` over [`Backing::ALL`] (`fn(Backing)`),
 /// `shared: c;` over [`Backing::SHARED`] (`fn(Backing)`), and
@@ -129,10 +127,7 @@ impl Backing {
     /// `Ring::create_file`), removed with the returned guard.
     pub fn ring(self, config: &RingConfig) -> TestRing {
         let (ring, image) = match self {
-            Backing::Heap => (
-                Ring::in_process(config).expect("create a heap ring"),
-                None,
-            ),
+            Backing::Heap => (Ring::in_process(config).expect("create a heap ring"), None),
             Backing::Sysv => {
                 let ring = Ring::create(Key::Private, config).expect("create a SysV ring");
                 let id = ring.shmid().expect("a SysV ring");
@@ -179,8 +174,8 @@ impl Backing {
         match self {
             Backing::Heap => panic!("a heap ring has no memory but its own"),
             Backing::Sysv => {
-                let seg = Segment::create(Key::Private, bytes.len(), 0o600)
-                    .expect("create a segment");
+                let seg =
+                    Segment::create(Key::Private, bytes.len(), 0o600).expect("create a segment");
                 let id = seg.shmid();
                 let rm = RemoveOnDrop::id(id);
                 drop(seg);
@@ -194,7 +189,10 @@ impl Backing {
             Backing::Memfd => {
                 // SAFETY: the name is a NUL-terminated literal.
                 let fd = unsafe {
-                    libc::memfd_create(c"image".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+                    libc::memfd_create(
+                        c"image".as_ptr(),
+                        libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+                    )
                 };
                 assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
                 // SAFETY: a new descriptor that nothing else owns.
@@ -244,7 +242,9 @@ impl Backing {
                 let key = unique_key();
                 Place::Key(key, RemoveOnDrop::key(key))
             }
-            Backing::Memfd => Place::Memfd(Ring::create_memfd(config).expect("create the memfd ring")),
+            Backing::Memfd => {
+                Place::Memfd(Ring::create_memfd(config).expect("create the memfd ring"))
+            }
             Backing::File => Place::Path(RemoveFile(temp_path("ring"))),
         })
     }
@@ -605,8 +605,6 @@ pub fn child_ring(config: &RingConfig) -> Option<Result<Ring, Error>> {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Some(Ring::from_memfd(fd))
     } else {
-        param_opt::<String>(RING_PATH_VAR)
-            .map(|path| Ring::open_or_create_file(path, config))
+        param_opt::<String>(RING_PATH_VAR).map(|path| Ring::open_or_create_file(path, config))
     }
 }
-
