@@ -1,89 +1,70 @@
 //! Edge cases of one ring used from one process: message sizes, full and empty, grants and
-//! batches, counter wrap-around (through real System V segments and, for the message
-//! semantics, also through `Ring::in_process`); every attach error; and a hostile peer that
-//! scribbles on the shared indices and record headers through a raw pointer into the segment.
+//! batches, counter wrap-around, over every backing (heap, SysV segment, memfd, file); attach
+//! errors for memory that is not a ring, or not a whole one, over every backing another process
+//! can map, and for SysV keys and shmids; and a hostile peer that scribbles on the shared
+//! indices and record headers through a second mapping of the ring's memory. Which body runs
+//! over which backing, and why, is in the harness, `tests/common/conformance.rs`.
 
 mod common;
 
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{RemoveOnDrop, check_msg, make_msg, unique_key};
+use common::{
+    Backing, Image, KIND_MESSAGE, KIND_PADDING, RemoveOnDrop, TestRing, check_msg, conformance,
+    make_msg, unique_key,
+};
 use shmpipe::{
     Consumer, Corrupted, Corruption, Error, HEADER_SIZE, Key, LAYOUT_VERSION, MAGIC, Producer,
     Ring, RingConfig, Role, Segment, TryRecvError, TrySendError,
 };
 
 // ---------------------------------------------------------------------------------------------
-// Rings of both backings
+// Every body over every backing it can run on (tests/common/conformance.rs says which and why)
 // ---------------------------------------------------------------------------------------------
 
-/// Makes rings of one backing and keeps the removal guards of the SysV ones.
-struct Maker {
-    sysv: bool,
-    guards: Vec<RemoveOnDrop>,
+conformance! {
+    all:
+        empty_message,
+        max_size_message,
+        one_byte_over_max_is_too_large,
+        single_slot_ring,
+        full_gives_the_same_slice_back,
+        empty_ring_is_empty,
+        buffer_too_small_leaves_message,
+        dropped_grant_discards,
+        commit_len_shortens,
+        send_batch_publishes_at_publish_or_drop,
+        recv_batch_releases_at_release_or_drop,
+        read_guard_releases_on_drop,
+        padding_at_the_wrap,
+        counters_wrap_near_2_pow_32_and_u64_max,
+        second_producer_or_consumer_refused,
+        new_producer_continues_the_stream,
+        new_consumer_continues_the_stream;
+    shared:
+        foreign_segment_is_not_shmpipe,
+        ready_ring_with_wrong_magic_is_not_shmpipe,
+        other_layout_version_is_refused,
+        segment_smaller_than_its_header_claims,
+        segment_smaller_than_the_header,
+        garbage_ready_word_or_fields_are_bad_headers,
+        tail_behind_head_is_corruption,
+        tail_more_than_a_ring_ahead_is_corruption,
+        tail_u64_max_is_corruption,
+        tail_moving_backwards_is_corruption,
+        record_over_the_maximum_is_corruption,
+        unknown_record_kind_is_corruption,
+        padding_at_the_start_of_the_array_is_corruption,
+        padding_of_the_wrong_length_is_corruption,
+        padding_without_a_message_after_it_is_corruption,
+        record_past_the_end_of_the_array_is_corruption,
+        record_past_the_tail_is_corruption,
+        inconsistent_indices_refuse_the_role_claim,
+        head_moving_backwards_is_corruption,
+        head_beyond_the_tail_is_corruption,
+        head_beyond_the_published_tail_is_corruption;
 }
-
-impl Maker {
-    fn new(sysv: bool) -> Maker {
-        Maker {
-            sysv,
-            guards: Vec::new(),
-        }
-    }
-
-    fn make(&mut self, cfg: &RingConfig) -> Ring {
-        if self.sysv {
-            let ring = Ring::create(Key::Private, cfg).expect("create SysV ring");
-            self.guards.push(RemoveOnDrop::ring(&ring));
-            ring
-        } else {
-            Ring::in_process(cfg).expect("create in-process ring")
-        }
-    }
-}
-
-/// For each case `fn case(&mut Maker)`, a module `case` with a test `sysv` (a real segment;
-/// ignored under Miri, which cannot call shmget) and a test `in_process` (heap-backed ring).
-macro_rules! on_both_backings {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[test]
-                #[cfg_attr(miri, ignore)]
-                fn sysv() {
-                    super::$case(&mut super::Maker::new(true));
-                }
-
-                #[test]
-                fn in_process() {
-                    super::$case(&mut super::Maker::new(false));
-                }
-            }
-        )*
-    };
-}
-
-on_both_backings!(
-    empty_message,
-    max_size_message,
-    one_byte_over_max_is_too_large,
-    single_slot_ring,
-    full_gives_the_same_slice_back,
-    empty_ring_is_empty,
-    buffer_too_small_leaves_message,
-    dropped_grant_discards,
-    commit_len_shortens,
-    send_batch_publishes_at_publish_or_drop,
-    recv_batch_releases_at_release_or_drop,
-    read_guard_releases_on_drop,
-    padding_at_the_wrap,
-    counters_wrap_near_2_pow_32_and_u64_max,
-    second_producer_or_consumer_refused,
-    new_producer_continues_the_stream,
-    new_consumer_continues_the_stream,
-);
 
 fn cfg(slot_size: u32, slot_count: u32) -> RingConfig {
     RingConfig::new()
@@ -121,8 +102,8 @@ fn assert_empty(rx: &mut Consumer) {
 // Message semantics (both backings)
 // ---------------------------------------------------------------------------------------------
 
-fn empty_message(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn empty_message(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
 
     tx.try_send(b"").unwrap();
@@ -148,9 +129,9 @@ fn empty_message(m: &mut Maker) {
     assert_eq!((st.tail, st.head), (4, 4));
 }
 
-fn max_size_message(m: &mut Maker) {
+fn max_size_message(b: Backing) {
     // Default maximum: half the slots less one record header.
-    let ring = m.make(&cfg(64, 16));
+    let ring = b.ring(&cfg(64, 16));
     let max = 8 * 64 - 8;
     assert_eq!(ring.max_message(), max);
     let (mut tx, mut rx) = pair(&ring);
@@ -184,15 +165,15 @@ fn max_size_message(m: &mut Maker) {
     assert_empty(&mut rx);
 
     // An explicit maximum below the shape's limit.
-    let ring = m.make(&cfg(64, 16).max_message(100));
+    let ring = b.ring(&cfg(64, 16).max_message(100));
     let (mut tx, mut rx) = pair(&ring);
     assert_eq!(tx.max_message(), 100);
     tx.try_send(&bytes(100, 9)).unwrap();
     assert_eq!(recv_vec(&mut rx), bytes(100, 9));
 }
 
-fn one_byte_over_max_is_too_large(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 16).max_message(300));
+fn one_byte_over_max_is_too_large(b: Backing) {
+    let ring = b.ring(&cfg(64, 16).max_message(300));
     let (mut tx, mut rx) = pair(&ring);
     let over = bytes(301, 1);
     let too_large = TrySendError::TooLarge { len: 301, max: 300 };
@@ -245,8 +226,8 @@ impl MapRef for TrySendError {
     }
 }
 
-fn single_slot_ring(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 1));
+fn single_slot_ring(b: Backing) {
+    let ring = b.ring(&cfg(64, 1));
     assert_eq!(ring.slot_count(), 1);
     assert_eq!(ring.max_message(), 56, "a one-slot ring may fill its slot");
     let (mut tx, mut rx) = pair(&ring);
@@ -272,8 +253,8 @@ fn single_slot_ring(m: &mut Maker) {
     assert_eq!(ring.status().tail, 20);
 }
 
-fn full_gives_the_same_slice_back(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn full_gives_the_same_slice_back(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
     for i in 0..8u8 {
         tx.try_send(&[i; 56]).unwrap(); // one slot each
@@ -319,8 +300,8 @@ fn full_gives_the_same_slice_back(m: &mut Maker) {
     assert_empty(&mut rx);
 }
 
-fn empty_ring_is_empty(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn empty_ring_is_empty(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
     for _ in 0..3 {
         assert_empty(&mut rx);
@@ -340,8 +321,8 @@ fn empty_ring_is_empty(m: &mut Maker) {
     assert_eq!(ring.status().received, 3);
 }
 
-fn buffer_too_small_leaves_message(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn buffer_too_small_leaves_message(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
     let msg = bytes(10, 5);
     tx.try_send(&msg).unwrap();
@@ -375,8 +356,8 @@ fn buffer_too_small_leaves_message(m: &mut Maker) {
     assert_empty(&mut rx);
 }
 
-fn dropped_grant_discards(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn dropped_grant_discards(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
 
     {
@@ -418,8 +399,8 @@ fn dropped_grant_discards(m: &mut Maker) {
     assert_empty(&mut rx);
 }
 
-fn commit_len_shortens(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn commit_len_shortens(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
 
     let mut g = tx.reserve(100).unwrap(); // two slots reserved
@@ -457,13 +438,13 @@ fn commit_len_shortens(m: &mut Maker) {
 #[test]
 #[should_panic(expected = "exceeds")]
 fn commit_len_over_the_reservation_panics() {
-    let ring = Ring::in_process(&cfg(64, 8)).unwrap();
+    let ring = Backing::Heap.ring(&cfg(64, 8));
     let mut tx = ring.producer().unwrap();
     tx.reserve(4).unwrap().commit_len(5);
 }
 
-fn send_batch_publishes_at_publish_or_drop(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 16));
+fn send_batch_publishes_at_publish_or_drop(b: Backing) {
+    let ring = b.ring(&cfg(64, 16));
     let (mut tx, mut rx) = pair(&ring);
 
     let mut batch = tx.batch();
@@ -507,8 +488,8 @@ fn send_batch_publishes_at_publish_or_drop(m: &mut Maker) {
     assert_eq!((st.sent, st.received), (19, 19));
 }
 
-fn recv_batch_releases_at_release_or_drop(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 4));
+fn recv_batch_releases_at_release_or_drop(b: Backing) {
+    let ring = b.ring(&cfg(64, 4));
     let (mut tx, mut rx) = pair(&ring);
     for i in 0..4u8 {
         tx.try_send(&[i]).unwrap();
@@ -542,8 +523,8 @@ fn recv_batch_releases_at_release_or_drop(m: &mut Maker) {
     assert_eq!(ring.status().received, 7);
 }
 
-fn read_guard_releases_on_drop(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 2));
+fn read_guard_releases_on_drop(b: Backing) {
+    let ring = b.ring(&cfg(64, 2));
     let (mut tx, mut rx) = pair(&ring);
     tx.try_send(b"first").unwrap();
     tx.try_send(b"second").unwrap();
@@ -558,9 +539,9 @@ fn read_guard_releases_on_drop(m: &mut Maker) {
     assert_eq!(recv_vec(&mut rx), b"third");
 }
 
-fn padding_at_the_wrap(m: &mut Maker) {
+fn padding_at_the_wrap(b: Backing) {
     // 8 slots of 64 bytes; the maximum (248 bytes) takes 4 slots.
-    let ring = m.make(&cfg(64, 8));
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
     let big = bytes(248, 8);
     for i in 0..6u8 {
@@ -605,7 +586,7 @@ fn padding_at_the_wrap(m: &mut Maker) {
     assert_eq!(ring.status().head, 28);
 }
 
-fn counters_wrap_near_2_pow_32_and_u64_max(m: &mut Maker) {
+fn counters_wrap_near_2_pow_32_and_u64_max(b: Backing) {
     const SEED: u64 = 0x5eed_0001;
     // (first counter, the boundary the counters must cross)
     for (start, boundary) in [
@@ -615,7 +596,7 @@ fn counters_wrap_near_2_pow_32_and_u64_max(m: &mut Maker) {
         (u64::MAX - 100, 0),
         (u64::MAX, 0),
     ] {
-        let ring = m.make(&cfg(64, 8).initial_index(start));
+        let ring = b.ring(&cfg(64, 8).initial_index(start));
         let (mut tx, mut rx) = pair(&ring);
         let st = ring.status();
         assert_eq!((st.tail, st.head), (start, start));
@@ -663,13 +644,10 @@ fn counters_wrap_near_2_pow_32_and_u64_max(m: &mut Maker) {
     }
 }
 
-fn second_producer_or_consumer_refused(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 8));
+fn second_producer_or_consumer_refused(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
     let pid = std::process::id();
-    let second = match ring.shmid() {
-        Some(id) => Ring::open_id(id).unwrap(), // a second attachment
-        None => ring.clone(),
-    };
+    let second = ring.reopen().unwrap(); // a second attachment (a clone on the heap)
 
     let tx = ring.producer().unwrap();
     for r in [&ring, &second, &ring.clone()] {
@@ -707,12 +685,9 @@ fn second_producer_or_consumer_refused(m: &mut Maker) {
     let _again = (second.producer().unwrap(), ring.consumer().unwrap());
 }
 
-fn new_producer_continues_the_stream(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 16));
-    let other = match ring.shmid() {
-        Some(id) => Ring::open_id(id).unwrap(),
-        None => ring.clone(),
-    };
+fn new_producer_continues_the_stream(b: Backing) {
+    let ring = b.ring(&cfg(64, 16));
+    let other = ring.reopen().unwrap();
     let mut rx = ring.consumer().unwrap();
 
     let mut tx = ring.producer().unwrap();
@@ -740,12 +715,9 @@ fn new_producer_continues_the_stream(m: &mut Maker) {
     assert_eq!((st.sent, st.received, st.tail), (6, 6, 6));
 }
 
-fn new_consumer_continues_the_stream(m: &mut Maker) {
-    let ring = m.make(&cfg(64, 16));
-    let other = match ring.shmid() {
-        Some(id) => Ring::open_id(id).unwrap(),
-        None => ring.clone(),
-    };
+fn new_consumer_continues_the_stream(b: Backing) {
+    let ring = b.ring(&cfg(64, 16));
+    let other = ring.reopen().unwrap();
     let mut tx = ring.producer().unwrap();
     for i in 0..8 {
         tx.try_send(format!("m{i}").as_bytes()).unwrap();
@@ -772,96 +744,7 @@ fn new_consumer_continues_the_stream(m: &mut Maker) {
     assert_eq!(ring.status().received, 8);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Raw access to a segment's bytes
-// ---------------------------------------------------------------------------------------------
-
-/// Byte offset of the producer's tail.
-const TAIL: usize = 128;
-/// Byte offset of the consumer's head.
-const HEAD: usize = 256;
-/// Byte offset of the slot array.
-const SLOTS: usize = 384;
-/// Record kinds.
-const KIND_MESSAGE: u32 = 1;
-const KIND_PADDING: u32 = 2;
-
-/// The bytes of an attached segment, reached as atomics (as the ring reaches them), to play a
-/// hostile or foreign peer.
-struct Raw<'a> {
-    base: *mut u8,
-    len: usize,
-    _seg: PhantomData<&'a Segment>,
-}
-
-impl<'a> Raw<'a> {
-    fn new(seg: &'a Segment) -> Raw<'a> {
-        Raw {
-            base: seg.as_ptr(),
-            len: seg.len(),
-            _seg: PhantomData,
-        }
-    }
-
-    fn of(ring: &'a Ring) -> Raw<'a> {
-        Raw::new(ring.segment().expect("a SysV ring"))
-    }
-
-    fn u32(&self, off: usize) -> &'a AtomicU32 {
-        assert!(
-            off % 4 == 0 && off + 4 <= self.len,
-            "offset {off} out of range"
-        );
-        // SAFETY: the offset is 4-aligned (the attachment is page-aligned) and the 4 bytes lie
-        // inside the segment, which stays attached for 'a (the borrow of the Segment). The
-        // ring and every peer access these words only through atomics.
-        unsafe { AtomicU32::from_ptr(self.base.add(off).cast()) }
-    }
-
-    fn u64(&self, off: usize) -> &'a AtomicU64 {
-        assert!(
-            off % 8 == 0 && off + 8 <= self.len,
-            "offset {off} out of range"
-        );
-        // SAFETY: as in `u32`, with 8-byte alignment and size.
-        unsafe { AtomicU64::from_ptr(self.base.add(off).cast()) }
-    }
-
-    fn set_tail(&self, tail: u64) {
-        self.u64(TAIL).store(tail, Ordering::Release);
-    }
-
-    fn set_head(&self, head: u64) {
-        self.u64(HEAD).store(head, Ordering::Release);
-    }
-
-    /// Writes a record header (len, kind) at slot `index` of a ring with `slot_size`.
-    fn set_record(&self, slot_size: usize, index: usize, len: u32, kind: u32) {
-        let off = SLOTS + index * slot_size;
-        self.u32(off).store(len, Ordering::Relaxed);
-        self.u32(off + 4).store(kind, Ordering::Relaxed);
-    }
-
-    /// The first `n` bytes (a multiple of 8), read as words.
-    fn words(&self, n: usize) -> Vec<u64> {
-        (0..n / 8)
-            .map(|i| self.u64(i * 8).load(Ordering::Relaxed))
-            .collect()
-    }
-
-    fn write_words(&self, words: &[u64]) {
-        for (i, w) in words.iter().enumerate() {
-            self.u64(i * 8).store(*w, Ordering::Relaxed);
-        }
-    }
-}
-
-fn sysv_ring(cfg: &RingConfig) -> (Ring, RemoveOnDrop) {
-    let ring = Ring::create(Key::Private, cfg).expect("create SysV ring");
-    let guard = RemoveOnDrop::ring(&ring);
-    (ring, guard)
-}
-
+/// A segment at `key` of `size` zero bytes, not a ring, removed with the guard.
 fn raw_segment(key: Key, size: usize) -> (Segment, RemoveOnDrop) {
     let seg = Segment::create(key, size, 0o600).expect("create raw segment");
     let guard = RemoveOnDrop::id(seg.shmid());
@@ -872,18 +755,20 @@ fn raw_segment(key: Key, size: usize) -> (Segment, RemoveOnDrop) {
 // Attach errors
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn foreign_segment_is_not_shmpipe() {
-    let (seg, _rm) = raw_segment(Key::Private, 4096);
-    Raw::new(&seg)
-        .u64(0)
-        .store(0x0123_4567_89ab_cdef, Ordering::Relaxed);
+/// Memory of `b` that is not a ring: `bytes` zero bytes with `magic` in the first word.
+fn foreign(b: Backing, bytes: usize, magic: u64) -> Image {
+    let mut image = vec![0u8; bytes];
+    image[..8].copy_from_slice(&magic.to_ne_bytes());
+    b.image(&image)
+}
+
+fn foreign_segment_is_not_shmpipe(b: Backing) {
+    let image = foreign(b, 4096, 0x0123_4567_89ab_cdef);
     let t0 = Instant::now();
-    match Ring::open_id(seg.shmid()) {
+    match image.open() {
         Err(Error::NotShmpipe { ident, found }) => {
             assert_eq!(found, 0x0123_4567_89ab_cdef);
-            assert_eq!(ident.shmid, Some(seg.shmid()));
+            assert!(image.is(&ident), "{ident:?}");
         }
         other => panic!("expected NotShmpipe, got {other:?}"),
     }
@@ -893,28 +778,24 @@ fn foreign_segment_is_not_shmpipe() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn ready_ring_with_wrong_magic_is_not_shmpipe() {
-    let (ring, _rm) = sysv_ring(&cfg(64, 8));
-    Raw::of(&ring)
+fn ready_ring_with_wrong_magic_is_not_shmpipe(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
+    ring.raw()
         .u64(0)
         .store(u64::from_le_bytes(*b"SHMPIPE2"), Ordering::Relaxed);
     assert!(matches!(
-        Ring::open_id(ring.shmid().unwrap()),
+        ring.reopen(),
         Err(Error::NotShmpipe { found, .. }) if found == u64::from_le_bytes(*b"SHMPIPE2")
     ));
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn other_layout_version_is_refused() {
-    let (ring, _rm) = sysv_ring(&cfg(64, 8));
-    let raw = Raw::of(&ring);
+fn other_layout_version_is_refused(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
+    let raw = ring.raw();
     assert_eq!(raw.u64(0).load(Ordering::Relaxed), MAGIC);
     assert_eq!(raw.u32(8).load(Ordering::Relaxed), LAYOUT_VERSION);
     raw.u32(8).store(LAYOUT_VERSION + 1, Ordering::Relaxed);
-    match Ring::open_id(ring.shmid().unwrap()) {
+    match ring.reopen() {
         Err(Error::VersionMismatch {
             found, expected, ..
         }) => assert_eq!((found, expected), (LAYOUT_VERSION + 1, LAYOUT_VERSION)),
@@ -922,35 +803,30 @@ fn other_layout_version_is_refused() {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn segment_smaller_than_its_header_claims() {
-    let (ring, _rm) = sysv_ring(&cfg(64, 256));
-    let (small, _rm_small) = raw_segment(Key::Private, 4096);
-    let src = Raw::of(&ring);
-    let dst = Raw::new(&small);
-    dst.write_words(&src.words(HEADER_SIZE));
+fn segment_smaller_than_its_header_claims(b: Backing) {
+    let ring = b.ring(&cfg(64, 256));
+    let src = ring.raw();
+    let mut header = src.bytes(0..HEADER_SIZE);
+    header.resize(4096, 0);
+    let small = b.image(&header);
     let claimed = src.u64(40).load(Ordering::Relaxed);
     assert_eq!(claimed, (HEADER_SIZE + 64 * 256) as u64);
-    match Ring::open_id(small.shmid()) {
+    match small.open() {
         Err(Error::SegmentTooSmall {
             ident,
             claimed: c,
             actual,
         }) => {
             assert_eq!((c, actual), (claimed, 4096));
-            assert_eq!(ident.shmid, Some(small.shmid()));
+            assert!(small.is(&ident), "{ident:?}");
         }
         other => panic!("expected SegmentTooSmall, got {other:?}"),
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn segment_smaller_than_the_header() {
+fn segment_smaller_than_the_header(b: Backing) {
     for size in [1, 100, HEADER_SIZE - 1] {
-        let (seg, _rm) = raw_segment(Key::Private, size);
-        match Ring::open_id(seg.shmid()) {
+        match b.image(&vec![0u8; size]).open() {
             Err(Error::SegmentTooSmall {
                 claimed, actual, ..
             }) => assert_eq!((claimed, actual), (HEADER_SIZE as u64, size as u64)),
@@ -958,6 +834,9 @@ fn segment_smaller_than_the_header() {
         }
     }
 }
+
+// SysV keys and shmids: how a segment ring is found, so over a segment only (the same for memfd
+// and file rings is in tests/memfd.rs and tests/file.rs).
 
 #[test]
 #[cfg_attr(miri, ignore)]
@@ -989,13 +868,10 @@ fn zeroed_segment_times_out() {
     assert!(t0.elapsed() < Duration::from_millis(900));
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn garbage_ready_word_or_fields_are_bad_headers() {
-    let (ring, _rm) = sysv_ring(&cfg(64, 8));
-    let raw = Raw::of(&ring);
+fn garbage_ready_word_or_fields_are_bad_headers(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
+    let raw = ring.raw();
     let good = raw.words(64);
-    let id = ring.shmid().unwrap();
     // (what, offset, u32 value)
     let cases: &[(&str, usize, u32)] = &[
         ("ready word", 60, 0xdead_beef),
@@ -1009,7 +885,7 @@ fn garbage_ready_word_or_fields_are_bad_headers() {
         raw.write_words(&good);
         raw.u32(off).store(value, Ordering::Relaxed);
         assert!(
-            matches!(Ring::open_id(id), Err(Error::BadHeader { .. })),
+            matches!(ring.reopen(), Err(Error::BadHeader { .. })),
             "{what}: expected BadHeader"
         );
     }
@@ -1017,11 +893,11 @@ fn garbage_ready_word_or_fields_are_bad_headers() {
     raw.u64(40)
         .store((HEADER_SIZE + 64 * 8 + 64) as u64, Ordering::Relaxed);
     assert!(
-        matches!(Ring::open_id(id), Err(Error::BadHeader { .. })),
+        matches!(ring.reopen(), Err(Error::BadHeader { .. })),
         "ring size inconsistent with the shape: expected BadHeader"
     );
     raw.write_words(&good);
-    Ring::open_id(id).expect("the restored header is good again");
+    ring.reopen().expect("the restored header is good again");
 }
 
 #[test]
@@ -1141,21 +1017,19 @@ fn assert_recv_poisoned(ring: &Ring, rx: &mut Consumer, what: Corruption, repair
 
 /// A ring of 8 slots of 64 bytes (max message 248) with both sides claimed, after `n` one-slot
 /// messages went through (so head = tail = n).
-fn hostile_setup(n: u64) -> (Ring, RemoveOnDrop, Producer, Consumer) {
-    let (ring, rm) = sysv_ring(&cfg(64, 8));
+fn hostile_setup(b: Backing, n: u64) -> (TestRing, Producer, Consumer) {
+    let ring = b.ring(&cfg(64, 8));
     let (mut tx, mut rx) = pair(&ring);
     for i in 0..n {
         tx.try_send(&i.to_le_bytes()).unwrap();
         assert_eq!(recv_vec(&mut rx), i.to_le_bytes());
     }
-    (ring, rm, tx, rx)
+    (ring, tx, rx)
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn tail_behind_head_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(3);
-    let raw = Raw::of(&ring);
+fn tail_behind_head_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 3);
+    let raw = ring.raw();
     raw.set_tail(2);
     assert_recv_poisoned(
         &ring,
@@ -1170,11 +1044,9 @@ fn tail_behind_head_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn tail_more_than_a_ring_ahead_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(3);
-    let raw = Raw::of(&ring);
+fn tail_more_than_a_ring_ahead_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 3);
+    let raw = ring.raw();
     // Exactly a ring ahead would be allowed (if the records were valid); one more is not.
     raw.set_tail(3 + 9);
     assert_recv_poisoned(
@@ -1190,11 +1062,9 @@ fn tail_more_than_a_ring_ahead_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn tail_u64_max_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(0);
-    let raw = Raw::of(&ring);
+fn tail_u64_max_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 0);
+    let raw = ring.raw();
     raw.set_tail(u64::MAX);
     assert_recv_poisoned(
         &ring,
@@ -1209,10 +1079,8 @@ fn tail_u64_max_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn tail_moving_backwards_is_corruption() {
-    let (ring, _rm, mut tx, mut rx) = hostile_setup(0);
+fn tail_moving_backwards_is_corruption(b: Backing) {
+    let (ring, mut tx, mut rx) = hostile_setup(b, 0);
     for i in 0..4u8 {
         tx.try_send(&[i]).unwrap();
     }
@@ -1221,7 +1089,7 @@ fn tail_moving_backwards_is_corruption() {
     for i in 0..4u8 {
         assert_eq!(batch.try_read().unwrap().to_vec(), [i]);
     }
-    let raw = Raw::of(&ring);
+    let raw = ring.raw();
     raw.set_tail(2); // still ahead of the released head, but behind the tail seen
     let want = Corruption::TailOutOfRange {
         tail: 2,
@@ -1237,13 +1105,11 @@ fn tail_moving_backwards_is_corruption() {
     assert_recv_poisoned(&ring, &mut rx, want, || raw.set_tail(4));
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn record_over_the_maximum_is_corruption() {
+fn record_over_the_maximum_is_corruption(b: Backing) {
     for len in [249, 1 << 20, u32::MAX] {
-        let (ring, _rm, mut tx, mut rx) = hostile_setup(2);
+        let (ring, mut tx, mut rx) = hostile_setup(b, 2);
         tx.try_send(b"0123456789").unwrap();
-        let raw = Raw::of(&ring);
+        let raw = ring.raw();
         raw.set_record(64, 2, len, KIND_MESSAGE);
         assert_recv_poisoned(
             &ring,
@@ -1258,12 +1124,10 @@ fn record_over_the_maximum_is_corruption() {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn unknown_record_kind_is_corruption() {
-    let (ring, _rm, mut tx, mut rx) = hostile_setup(1);
+fn unknown_record_kind_is_corruption(b: Backing) {
+    let (ring, mut tx, mut rx) = hostile_setup(b, 1);
     tx.try_send(b"hello").unwrap();
-    let raw = Raw::of(&ring);
+    let raw = ring.raw();
     raw.set_record(64, 1, 5, 3);
     assert_recv_poisoned(
         &ring,
@@ -1273,8 +1137,8 @@ fn unknown_record_kind_is_corruption() {
     );
 
     // A tail moved over a slot nobody wrote: kind 0.
-    let (ring, _rm, _tx, mut rx) = hostile_setup(0);
-    let raw = Raw::of(&ring);
+    let (ring, _tx, mut rx) = hostile_setup(b, 0);
+    let raw = ring.raw();
     raw.set_tail(1);
     assert_recv_poisoned(
         &ring,
@@ -1284,11 +1148,9 @@ fn unknown_record_kind_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn padding_at_the_start_of_the_array_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(0);
-    let raw = Raw::of(&ring);
+fn padding_at_the_start_of_the_array_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 0);
+    let raw = ring.raw();
     // Padding at slot 0 would cover the whole array, so no message can follow it.
     raw.set_record(64, 0, 8 * 64 - 8, KIND_PADDING);
     raw.set_record(64, 1, 0, KIND_MESSAGE);
@@ -1301,11 +1163,9 @@ fn padding_at_the_start_of_the_array_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn padding_of_the_wrong_length_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(2);
-    let raw = Raw::of(&ring);
+fn padding_of_the_wrong_length_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 2);
+    let raw = ring.raw();
     // Padding at position 2 must cover slots 2..8: length 6 * 64 - 8.
     raw.set_record(64, 2, 64 - 8, KIND_PADDING);
     raw.set_record(64, 0, 0, KIND_MESSAGE);
@@ -1322,11 +1182,9 @@ fn padding_of_the_wrong_length_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn padding_without_a_message_after_it_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(2);
-    let raw = Raw::of(&ring);
+fn padding_without_a_message_after_it_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 2);
+    let raw = ring.raw();
     raw.set_record(64, 2, 6 * 64 - 8, KIND_PADDING);
     raw.set_tail(2 + 6); // the padding, and nothing after it
     assert_recv_poisoned(
@@ -1340,11 +1198,9 @@ fn padding_without_a_message_after_it_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn record_past_the_end_of_the_array_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(7);
-    let raw = Raw::of(&ring);
+fn record_past_the_end_of_the_array_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 7);
+    let raw = ring.raw();
     // At position 7 of 8, a 100-byte message needs 2 slots: it would run off the array.
     raw.set_record(64, 7, 100, KIND_MESSAGE);
     raw.set_tail(7 + 2);
@@ -1360,11 +1216,9 @@ fn record_past_the_end_of_the_array_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn record_past_the_tail_is_corruption() {
-    let (ring, _rm, _tx, mut rx) = hostile_setup(0);
-    let raw = Raw::of(&ring);
+fn record_past_the_tail_is_corruption(b: Backing) {
+    let (ring, _tx, mut rx) = hostile_setup(b, 0);
+    let raw = ring.raw();
     raw.set_record(64, 0, 100, KIND_MESSAGE); // 2 slots
     raw.set_tail(1); // only 1 published
     assert_recv_poisoned(
@@ -1379,11 +1233,9 @@ fn record_past_the_tail_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn inconsistent_indices_refuse_the_role_claim() {
-    let (ring, _rm) = sysv_ring(&cfg(64, 8));
-    let raw = Raw::of(&ring);
+fn inconsistent_indices_refuse_the_role_claim(b: Backing) {
+    let ring = b.ring(&cfg(64, 8));
+    let raw = ring.raw();
     raw.set_tail(100);
     let want = Corruption::TailOutOfRange {
         tail: 100,
@@ -1416,12 +1268,17 @@ fn inconsistent_indices_refuse_the_role_claim() {
 
 /// The first send fails with `what`; after `repair`, every send path still fails at once with
 /// the same error, and the slots (unread records) were never written.
-fn assert_send_poisoned(ring: &Ring, tx: &mut Producer, what: Corruption, repair: impl FnOnce()) {
+fn assert_send_poisoned(
+    ring: &TestRing,
+    tx: &mut Producer,
+    what: Corruption,
+    repair: impl FnOnce(),
+) {
     let want = Corrupted {
         ring: ring.ident(),
         what,
     };
-    let raw = Raw::of(ring);
+    let raw = ring.raw();
     let array = HEADER_SIZE + ring.slot_size() * ring.slot_count();
     let before = raw.words(array)[HEADER_SIZE / 8..].to_vec();
     let msg = b"must not land".to_vec();
@@ -1454,21 +1311,19 @@ fn assert_send_poisoned(ring: &Ring, tx: &mut Producer, what: Corruption, repair
 
 /// A 4-slot ring, filled by the producer (tail 4) with no consumer: the test plays the consumer
 /// by writing the head.
-fn full_ring_without_consumer() -> (Ring, RemoveOnDrop, Producer) {
-    let (ring, rm) = sysv_ring(&cfg(64, 4));
+fn full_ring_without_consumer(b: Backing) -> (TestRing, Producer) {
+    let ring = b.ring(&cfg(64, 4));
     let mut tx = ring.producer().unwrap();
     for i in 0..4u8 {
         tx.try_send(&[i; 10]).unwrap();
     }
     assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
-    (ring, rm, tx)
+    (ring, tx)
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn head_moving_backwards_is_corruption() {
-    let (ring, _rm, mut tx) = full_ring_without_consumer();
-    let raw = Raw::of(&ring);
+fn head_moving_backwards_is_corruption(b: Backing) {
+    let (ring, mut tx) = full_ring_without_consumer(b);
+    let raw = ring.raw();
     raw.set_head(u64::MAX); // one behind the start
     assert_send_poisoned(
         &ring,
@@ -1482,8 +1337,8 @@ fn head_moving_backwards_is_corruption() {
     );
 
     // Backwards after real progress.
-    let (ring, _rm, mut tx) = full_ring_without_consumer();
-    let raw = Raw::of(&ring);
+    let (ring, mut tx) = full_ring_without_consumer(b);
+    let raw = ring.raw();
     raw.set_head(2);
     tx.try_send(b"4").unwrap();
     tx.try_send(b"5").unwrap();
@@ -1501,11 +1356,9 @@ fn head_moving_backwards_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn head_beyond_the_tail_is_corruption() {
-    let (ring, _rm, mut tx) = full_ring_without_consumer();
-    let raw = Raw::of(&ring);
+fn head_beyond_the_tail_is_corruption(b: Backing) {
+    let (ring, mut tx) = full_ring_without_consumer(b);
+    let raw = ring.raw();
     raw.set_head(5);
     assert_send_poisoned(
         &ring,
@@ -1519,13 +1372,11 @@ fn head_beyond_the_tail_is_corruption() {
     );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn head_beyond_the_published_tail_is_corruption() {
+fn head_beyond_the_published_tail_is_corruption(b: Backing) {
     // Records written by an unpublished batch are not the consumer's: a head over them is a lie.
-    let (ring, _rm) = sysv_ring(&cfg(64, 4));
+    let ring = b.ring(&cfg(64, 4));
     let mut tx = ring.producer().unwrap();
-    let raw = Raw::of(&ring);
+    let raw = ring.raw();
     let mut batch = tx.batch();
     for i in 0..4u8 {
         batch.try_send(&[i]).unwrap();

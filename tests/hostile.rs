@@ -1,5 +1,7 @@
-//! Hostile peers for real (issue #5), and rows 6 to 9 of `RELIABILITY.md` against real System V
-//! segments.
+//! Hostile peers for real (issue #5), and rows 6 to 9 of `RELIABILITY.md`, against rings in real
+//! shared memory: every test runs over a SysV segment, a memfd and a file (`<test>::sysv`,
+//! `::memfd`, `::file`), through the conformance harness of `tests/common/conformance.rs`. A heap
+//! ring sits out: it has no second mapping for a hostile to write through.
 //!
 //! # Part 1: a hostile process
 //!
@@ -7,7 +9,8 @@
 //! `recv_timeout`/`read_timeout` or on `try_recv`/`try_read`, or a producer looping on
 //! `send_timeout`/`reserve_timeout` or on `try_send`/`reserve`) in a child process, with an
 //! honest peer in another child or with no peer at all, and then starts a third process that
-//! attaches the segment with a bare `shmat` (by shmid) and writes seeded random bytes, as fast as
+//! maps the ring's memory with a bare `shmat` (by shmid) or `mmap` (of an inherited memfd or file
+//! descriptor) and writes seeded random bytes, as fast as
 //! it can, over one region: the configuration line, the producer line, the consumer line, the
 //! slot array (record headers and payloads), or everything. Running the side in a child means a
 //! panic, abort or segfault shows up as a failed exit status (with the child's log) instead of
@@ -46,10 +49,10 @@
 //! In every case: no call may last longer than the bound, and a `Corrupted` side must return the
 //! same error again at once from every path (sticky).
 //!
-//! # Part 2: rows 6 to 9, deterministic, on real segments
+//! # Part 2: rows 6 to 9, deterministic, in real shared memory
 //!
-//! `tests/edges.rs` already covers on real segments (through a raw pointer into the ring's own
-//! attachment, non-blocking calls, stickiness checked after a repair):
+//! `tests/edges.rs` already covers over every backing but the heap (through a second mapping,
+//! non-blocking calls, stickiness checked after a repair):
 //!
 //! - row 6: tail behind head (`tail_behind_head_is_corruption`), tail − head > capacity
 //!   (`tail_more_than_a_ring_ahead_is_corruption`), tail = u64::MAX (`tail_u64_max_is_corruption`),
@@ -66,21 +69,21 @@
 //! - row 8: head backwards, beyond the tail, beyond the published tail
 //!   (`head_moving_backwards_is_corruption`, `head_beyond_the_tail_is_corruption`,
 //!   `head_beyond_the_published_tail_is_corruption`), each checking the slots were not written;
-//! - row 9: `counters_wrap_near_2_pow_32_and_u64_max::sysv` (one process, non-blocking calls).
+//! - row 9: `counters_wrap_near_2_pow_32_and_u64_max` (one process, non-blocking calls).
 //!
-//! Added here (`r6_*` to `r9_*`), from a separate `shmat` of the segment as a peer has it: row 6
+//! Added here (`r6_*` to `r9_*`), from a second mapping of the memory as a peer has it: row 6
 //! through every receive and send path including the blocking ones with a 10 s timeout, the first
 //! call timed too, with the bad index written before the call or while the call sleeps, and with
 //! counters near 2^32 and 2^64; row 7 zero-length records where they are and are not allowed, a
 //! configured maximum below the shape's limit, misaligned record headers (read out of the middle
 //! of a payload after a record was shortened: a record cannot start off a slot boundary, as
 //! positions are slot counters), padding right after padding and padding in a one-slot ring;
-//! row 8 in a segment larger than the ring whose excess is a guard pattern (a write out of bounds
+//! row 8 in memory larger than the ring whose excess is a guard pattern (a write out of bounds
 //! would change it), with far and wrapped head values, a producer asleep in a blocking send, and
 //! an honest consumer reading every unread record intact afterwards; row 9 between two processes
 //! with the blocking calls, and the range checks exact to one slot across the 2^64 wrap.
 //!
-//! Every segment is removed by a guard (`common::RemoveOnDrop`), also when a test fails.
+//! Every segment and file is removed by the harness's guards, also when a test fails.
 
 mod common;
 
@@ -91,13 +94,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildProcess, RawAttach, RemoveFile, RemoveOnDrop, SplitMix64, check_msg, child_result,
-    child_role, fill_msg, find_result, mix64, monotonic_ns, msg_len, param, print_result,
+    Backing, ChildProcess, KIND_MESSAGE, KIND_PADDING, RawAttach, RemoveFile, SLOTS, SplitMix64,
+    TAIL, TestRing, check_msg, child_image_raw, child_image_ring, child_result, child_role,
+    conformance, fill_msg, find_result, mix64, monotonic_ns, msg_len, param, print_result,
     temp_path,
 };
 use shmpipe::{
-    Consumer, Corrupted, Corruption, HEADER_SIZE, Key, Producer, RecvError, Ring, RingConfig,
-    Segment, SendError, TryRecvError, TrySendError,
+    Consumer, Corrupted, Corruption, HEADER_SIZE, Producer, RecvError, Ring, RingConfig, SendError,
+    TryRecvError, TrySendError,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -121,13 +125,8 @@ const LONG: Duration = Duration::from_secs(10);
 /// not by its 10 s timeout), which leaves room for a machine loaded with other tests.
 const BLOCK_FIRST: Duration = Duration::from_millis(20);
 
-/// Byte offsets from `docs/LAYOUT.md`.
-const TAIL: usize = 128;
+/// Byte offset of the producer's `sent` counter (`docs/LAYOUT.md`; the others are in `common`).
 const SENT: usize = 136;
-const HEAD: usize = 256;
-const SLOTS: usize = HEADER_SIZE;
-const KIND_MESSAGE: u32 = 1;
-const KIND_PADDING: u32 = 2;
 
 /// Counter starts: the ordinary one, and just before the 2^32 and 2^64 wraps.
 const STARTS: [u64; 3] = [0, (1 << 32) - 2, u64::MAX - 1];
@@ -145,7 +144,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 // Children
 // ---------------------------------------------------------------------------------------------
 
-const VAR_SHMID: &str = "SHMPIPE_HOSTILE_SHMID";
 const VAR_SEED: &str = "SHMPIPE_HOSTILE_CHILD_SEED";
 const VAR_BLOCKING: &str = "SHMPIPE_HOSTILE_BLOCKING";
 const VAR_BUDGET: &str = "SHMPIPE_HOSTILE_BUDGET";
@@ -324,11 +322,10 @@ fn side_loop(
 /// the non-blocking ones; each loop alternates the copying and the zero-copy API), and prints
 /// how it ended.
 fn side_child(role: &str) {
-    let shmid: i32 = param(VAR_SHMID);
     let blocking = param::<u8>(VAR_BLOCKING) != 0;
     let seed: u64 = param(VAR_SEED);
     let budget: u64 = param(VAR_BUDGET);
-    let ring = Ring::open_id(shmid).expect("attach the ring");
+    let ring = child_image_ring().expect("attach the ring");
     let mut ctl = Control::from_env();
     let mut tally = Tally::default();
     let (end, text, end_ns, sticky) = if role == "consumer" {
@@ -725,11 +722,11 @@ impl std::str::FromStr for Target {
     }
 }
 
-/// Attaches by shmid with a bare `shmat`, writes random bytes over its target until killed (or
+/// Maps the ring with a bare `shmat` or `mmap` (`common::child_image_raw`), writes random bytes over its target until killed (or
 /// [`HOSTILE_MAX`]), creating the go file after the first 256 writes. Prints `start_ns`, taken
 /// just before the first write.
 fn hostile_child() {
-    let raw = RawAttach::new(param(VAR_SHMID));
+    let raw = child_image_raw();
     let target: Target = param(VAR_TARGET);
     let mut rng = SplitMix64::new(param(VAR_SEED));
     let (lo, hi) = target.range(raw.len());
@@ -943,8 +940,8 @@ impl Report {
 
 /// Runs one scenario and checks its expectation. Returns the time from the first hostile write
 /// to the side's end.
-fn run_scenario(test: &str, sc: Scenario, seed: u64, base: u64) -> Duration {
-    let ctx = format!("{sc}, seed {seed:#x} (rerun with SHMPIPE_HOSTILE_SEED={base:#x})");
+fn run_scenario(test: &str, b: Backing, sc: Scenario, seed: u64, base: u64) -> Duration {
+    let ctx = format!("{sc}, {b:?}, seed {seed:#x} (rerun with SHMPIPE_HOSTILE_SEED={base:#x})");
     println!("scenario: {ctx}");
     let expect = expectation(sc);
     // Counters start at 0 or just before a wrap, so the wraps are attacked too.
@@ -953,15 +950,12 @@ fn run_scenario(test: &str, sc: Scenario, seed: u64, base: u64) -> Duration {
         .slot_size(64)
         .slot_count(16)
         .initial_index(start);
-    let ring = Ring::create(Key::Private, &cfg).expect("create the ring");
-    let _rm = RemoveOnDrop::ring(&ring);
-    let shmid = ring.shmid().expect("a SysV ring").to_string();
+    let ring = b.ring(&cfg);
     let go = RemoveFile(temp_path("go"));
     let stop = RemoveFile(temp_path("stop"));
     let stream_seed = mix64(seed ^ 0x7374_7265_616d);
     let vars = |blocking: bool, budget: u64| {
         vec![
-            (VAR_SHMID, shmid.clone()),
             (VAR_SEED, stream_seed.to_string()),
             (VAR_BLOCKING, u8::from(blocking).to_string()),
             (VAR_BUDGET, budget.to_string()),
@@ -980,20 +974,19 @@ fn run_scenario(test: &str, sc: Scenario, seed: u64, base: u64) -> Duration {
         Expect::Error(_) => u64::MAX,
         _ => BUDGET,
     };
-    let mut side = ChildProcess::spawn(test, side_role, &vars(sc.blocking, budget));
+    let mut side = ring.spawn(test, side_role, &vars(sc.blocking, budget));
     // An honest peer: blocking calls, no budget.
     let mut peer = sc
         .peer
-        .then(|| ChildProcess::spawn(test, peer_role, &vars(true, u64::MAX)));
+        .then(|| ring.spawn(test, peer_role, &vars(true, u64::MAX)));
     wait_for_result(&mut side, "ready", &ctx);
     if let Some(p) = peer.as_mut() {
         wait_for_result(p, "ready", &ctx);
     }
-    let mut hostile = ChildProcess::spawn(
+    let mut hostile = ring.spawn(
         test,
         "hostile",
         &[
-            (VAR_SHMID, shmid.clone()),
             (VAR_TARGET, sc.target.to_string()),
             (VAR_SEED, seed.to_string()),
             (VAR_GO, go.0.display().to_string()),
@@ -1112,7 +1105,7 @@ fn run_scenario(test: &str, sc: Scenario, seed: u64, base: u64) -> Duration {
 }
 
 /// The four scenarios of one target and side: honest peer or none, blocking loop or not.
-fn run_variant(test: &str, target: Target, side: Side) {
+fn run_variant(test: &str, b: Backing, target: Target, side: Side) {
     let _one_at_a_time = serial();
     let base = base_seed();
     for (i, (peer, blocking)) in [(true, true), (true, false), (false, true), (false, false)]
@@ -1126,36 +1119,78 @@ fn run_variant(test: &str, target: Target, side: Side) {
             peer,
         };
         let seed = mix64(base ^ name_hash(test) ^ i as u64);
-        run_scenario(test, sc, seed, base);
+        run_scenario(test, b, sc, seed, base);
     }
 }
 
-macro_rules! hostile_tests {
-    ($($name:ident => $target:ident, $side:ident;)*) => {
-        $(
-            #[test]
-            #[cfg_attr(miri, ignore)]
-            fn $name() {
-                if run_child_role() {
-                    return;
-                }
-                run_variant(stringify!($name), Target::$target, Side::$side);
-            }
-        )*
-    };
+// Every body over every backing another process can map (the harness in
+// tests/common/conformance.rs; a heap ring has no second mapping and never leaves its process).
+conformance! {
+    processes(crate::run_child_role):
+        hostile_producer_line_vs_consumer,
+        hostile_producer_line_vs_producer,
+        hostile_consumer_line_vs_consumer,
+        hostile_consumer_line_vs_producer,
+        hostile_slots_vs_consumer,
+        hostile_slots_vs_producer,
+        hostile_config_line_vs_consumer,
+        hostile_config_line_vs_producer,
+        hostile_everything_vs_consumer,
+        hostile_everything_vs_producer,
+        r9_two_processes_deliver_across_the_counter_wraps;
+    shared:
+        r6_tail_behind_head_is_corrupted_at_once,
+        r6_tail_more_than_capacity_ahead_is_corrupted_at_once,
+        r6_tail_u64_max_is_corrupted_at_once,
+        r6_head_moving_backwards_is_corrupted_at_once,
+        r7_zero_length_padding_where_not_allowed_is_corrupted,
+        r7_zero_length_records_where_allowed_are_delivered,
+        r7_over_a_configured_maximum_is_corrupted,
+        r7_misaligned_record_headers_are_corrupted,
+        r7_padding_in_the_wrong_place_is_corrupted,
+        r8_head_beyond_tail_never_overwrites_unread_records_nor_writes_out_of_bounds,
+        r8_head_at_zero_or_u64_max_never_overwrites_unread_records,
+        r9_index_checks_are_exact_across_the_wrap;
 }
 
-hostile_tests! {
-    hostile_producer_line_vs_consumer => ProducerLine, Consumer;
-    hostile_producer_line_vs_producer => ProducerLine, Producer;
-    hostile_consumer_line_vs_consumer => ConsumerLine, Consumer;
-    hostile_consumer_line_vs_producer => ConsumerLine, Producer;
-    hostile_slots_vs_consumer => Slots, Consumer;
-    hostile_slots_vs_producer => Slots, Producer;
-    hostile_config_line_vs_consumer => Config, Consumer;
-    hostile_config_line_vs_producer => Config, Producer;
-    hostile_everything_vs_consumer => Everything, Consumer;
-    hostile_everything_vs_producer => Everything, Producer;
+fn hostile_producer_line_vs_consumer(test: &str, b: Backing) {
+    run_variant(test, b, Target::ProducerLine, Side::Consumer);
+}
+
+fn hostile_producer_line_vs_producer(test: &str, b: Backing) {
+    run_variant(test, b, Target::ProducerLine, Side::Producer);
+}
+
+fn hostile_consumer_line_vs_consumer(test: &str, b: Backing) {
+    run_variant(test, b, Target::ConsumerLine, Side::Consumer);
+}
+
+fn hostile_consumer_line_vs_producer(test: &str, b: Backing) {
+    run_variant(test, b, Target::ConsumerLine, Side::Producer);
+}
+
+fn hostile_slots_vs_consumer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Slots, Side::Consumer);
+}
+
+fn hostile_slots_vs_producer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Slots, Side::Producer);
+}
+
+fn hostile_config_line_vs_consumer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Config, Side::Consumer);
+}
+
+fn hostile_config_line_vs_producer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Config, Side::Producer);
+}
+
+fn hostile_everything_vs_consumer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Everything, Side::Consumer);
+}
+
+fn hostile_everything_vs_producer(test: &str, b: Backing) {
+    run_variant(test, b, Target::Everything, Side::Producer);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,12 +1202,10 @@ const GUARD_BYTE: u8 = 0xa5;
 /// Bytes of the guard zone.
 const GUARD: usize = 4096;
 
-/// A ring in a real segment, and the segment attached a second time with a bare `shmat`, as the
-/// peer process has it.
+/// A ring in real shared memory, and that memory mapped a second time with a bare `shmat` or
+/// `mmap`, as the peer process has it.
 struct Real {
-    ring: Ring,
-    raw: RawAttach,
-    _rm: RemoveOnDrop,
+    ring: TestRing,
 }
 
 fn cfg(slot_size: u32, slot_count: u32) -> RingConfig {
@@ -1182,29 +1215,26 @@ fn cfg(slot_size: u32, slot_count: u32) -> RingConfig {
 }
 
 impl Real {
-    fn new(cfg: &RingConfig) -> Real {
-        let ring = Ring::create(Key::Private, cfg).expect("create a SysV ring");
-        let rm = RemoveOnDrop::ring(&ring);
-        let raw = RawAttach::new(ring.shmid().expect("a SysV ring"));
-        Real { ring, raw, _rm: rm }
+    fn new(b: Backing, cfg: &RingConfig) -> Real {
+        Real { ring: b.ring(cfg) }
     }
 
-    /// A ring in a segment [`GUARD`] bytes longer than the ring, the excess filled with
+    /// A ring in memory [`GUARD`] bytes longer than the ring, the excess filled with
     /// [`GUARD_BYTE`]: a write past the slot array changes it. The header is copied from a
     /// ring the library created (and removed at once).
-    fn with_guard(cfg: &RingConfig) -> Real {
-        let template = Ring::create(Key::Private, cfg).expect("create the template ring");
-        let _rm_template = RemoveOnDrop::ring(&template);
+    fn with_guard(b: Backing, cfg: &RingConfig) -> Real {
+        let template = b.ring(cfg);
         let ring_size = HEADER_SIZE + template.slot_size() * template.slot_count();
-        let seg = Segment::create(Key::Private, ring_size + GUARD, 0o600)
-            .expect("create the larger segment");
-        let rm = RemoveOnDrop::id(seg.shmid());
-        let raw = RawAttach::new(seg.shmid());
-        let from = RawAttach::new(template.shmid().expect("a SysV ring"));
-        raw.write_bytes(0, &from.bytes(0..HEADER_SIZE));
-        raw.write_bytes(ring_size, &[GUARD_BYTE; GUARD]);
-        let ring = Ring::open_id(seg.shmid()).expect("open the ring in the larger segment");
-        Real { ring, raw, _rm: rm }
+        let mut bytes = template.raw().bytes(0..HEADER_SIZE);
+        bytes.resize(ring_size, 0);
+        bytes.resize(ring_size + GUARD, GUARD_BYTE);
+        Real {
+            ring: b.image(&bytes).into_ring(),
+        }
+    }
+
+    fn raw(&self) -> &RawAttach {
+        self.ring.raw()
     }
 
     fn ring_size(&self) -> usize {
@@ -1212,41 +1242,35 @@ impl Real {
     }
 
     fn set_tail(&self, tail: u64) {
-        self.raw.u64(TAIL).store(tail, Ordering::Release);
+        self.raw().set_tail(tail);
     }
 
     fn set_head(&self, head: u64) {
-        self.raw.u64(HEAD).store(head, Ordering::Release);
+        self.raw().set_head(head);
     }
 
-    /// Byte offset of the record header at counter `at`.
-    fn record_off(&self, at: u64) -> usize {
-        let index = (at & (self.ring.slot_count() as u64 - 1)) as usize;
-        SLOTS + index * self.ring.slot_size()
+    /// The slot index of counter `at`.
+    fn index(&self, at: u64) -> usize {
+        (at & (self.ring.slot_count() as u64 - 1)) as usize
     }
 
     fn set_record(&self, at: u64, len: u32, kind: u32) {
-        let off = self.record_off(at);
-        self.raw.u32(off).store(len, Ordering::Relaxed);
-        self.raw.u32(off + 4).store(kind, Ordering::Relaxed);
+        self.raw()
+            .set_record(self.ring.slot_size(), self.index(at), len, kind);
     }
 
     fn record(&self, at: u64) -> (u32, u32) {
-        let off = self.record_off(at);
-        (
-            self.raw.u32(off).load(Ordering::Relaxed),
-            self.raw.u32(off + 4).load(Ordering::Relaxed),
-        )
+        self.raw().record(self.ring.slot_size(), self.index(at))
     }
 
     /// The slot array's bytes.
     fn slots(&self) -> Vec<u8> {
-        self.raw.bytes(SLOTS..self.ring_size())
+        self.raw().bytes(SLOTS..self.ring_size())
     }
 
     /// The bytes after the ring, to the end of the segment.
     fn beyond(&self) -> Vec<u8> {
-        self.raw.bytes(self.ring_size()..self.raw.len())
+        self.raw().bytes(self.ring_size()..self.raw().len())
     }
 
     fn corrupted(&self, what: Corruption) -> Corrupted {
@@ -1331,8 +1355,8 @@ fn assert_recv_corrupted(
 /// After three messages (head = tail = h, 8 slots), the producer's line says `tail = bad(h)`:
 /// written before the first receive, or while a blocking receive sleeps. The first receive and
 /// then every path (after a repair) fail at once with `TailOutOfRange`.
-fn tail_case(start: u64, bad: u64, asleep: bool, first: RecvPath) {
-    let r = Real::new(&cfg(64, 8).initial_index(start));
+fn tail_case(b: Backing, start: u64, bad: u64, asleep: bool, first: RecvPath) {
+    let r = Real::new(b, &cfg(64, 8).initial_index(start));
     let (_tx, mut rx, h) = pair_at(&r, start.wrapping_add(3) & 7);
     assert!(bad.wrapping_sub(h) > 8, "the case must be out of range");
     let want = r.corrupted(Corruption::TailOutOfRange {
@@ -1363,7 +1387,7 @@ fn tail_case(start: u64, bad: u64, asleep: bool, first: RecvPath) {
 
 /// Runs [`tail_case`] for each start, each bad tail, before and during a blocking call,
 /// rotating the path that meets the bad tail first.
-fn tail_cases(bad: &[fn(u64) -> u64]) {
+fn tail_cases(b: Backing, bad: &[fn(u64) -> u64]) {
     let mut n = 0;
     for start in STARTS {
         let h = start.wrapping_add(3);
@@ -1374,41 +1398,41 @@ fn tail_cases(bad: &[fn(u64) -> u64]) {
                 } else {
                     RecvPath::ALL[n / 2 % RecvPath::ALL.len()]
                 };
-                tail_case(start, f(h), asleep, first);
+                tail_case(b, start, f(h), asleep, first);
                 n += 1;
             }
         }
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r6_tail_behind_head_is_corrupted_at_once() {
+fn r6_tail_behind_head_is_corrupted_at_once(b: Backing) {
     let _one_at_a_time = serial();
-    tail_cases(&[
-        |h| h.wrapping_sub(1),
-        |h| h.wrapping_sub(8),
-        |h| h.wrapping_sub(1 << 62),
-    ]);
+    tail_cases(
+        b,
+        &[
+            |h| h.wrapping_sub(1),
+            |h| h.wrapping_sub(8),
+            |h| h.wrapping_sub(1 << 62),
+        ],
+    );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r6_tail_more_than_capacity_ahead_is_corrupted_at_once() {
+fn r6_tail_more_than_capacity_ahead_is_corrupted_at_once(b: Backing) {
     let _one_at_a_time = serial();
-    tail_cases(&[
-        |h| h.wrapping_add(9),
-        |h| h.wrapping_add(1 << 32),
-        |h| h.wrapping_add(1 << 63),
-    ]);
+    tail_cases(
+        b,
+        &[
+            |h| h.wrapping_add(9),
+            |h| h.wrapping_add(1 << 32),
+            |h| h.wrapping_add(1 << 63),
+        ],
+    );
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r6_tail_u64_max_is_corrupted_at_once() {
+fn r6_tail_u64_max_is_corrupted_at_once(b: Backing) {
     let _one_at_a_time = serial();
     // Also 0: for the start just before the 2^64 wrap, the head is already past it.
-    tail_cases(&[|_| u64::MAX, |_| 0]);
+    tail_cases(b, &[|_| u64::MAX, |_| 0]);
 }
 
 /// A 4-slot ring in a segment with a guard zone, filled by the producer; no consumer: the test
@@ -1417,8 +1441,15 @@ fn r6_tail_u64_max_is_corrupted_at_once() {
 /// before the first send (through `first`) or while a blocking send sleeps: every send fails at
 /// once with `HeadOutOfRange`, the slot array, the producer's tail and the guard zone are
 /// unchanged, and an honest consumer then reads every unread record intact.
-fn head_case(start: u64, progress: bool, bad: fn(u64, u64) -> u64, asleep: bool, first: SendPath) {
-    let r = Real::with_guard(&cfg(64, 4).initial_index(start));
+fn head_case(
+    b: Backing,
+    start: u64,
+    progress: bool,
+    bad: fn(u64, u64) -> u64,
+    asleep: bool,
+    first: SendPath,
+) {
+    let r = Real::with_guard(b, &cfg(64, 4).initial_index(start));
     let mut tx = r.ring.producer().expect("claim the producer");
     let msgs: Vec<Vec<u8>> = (1..=6u8)
         .map(|i| (0..40).map(|j| i.wrapping_mul(37) ^ j).collect())
@@ -1450,8 +1481,8 @@ fn head_case(start: u64, progress: bool, bad: fn(u64, u64) -> u64, asleep: bool,
     );
     let before = (
         r.slots(),
-        r.raw.u64(TAIL).load(Ordering::Relaxed),
-        r.raw.u64(SENT).load(Ordering::Relaxed),
+        r.raw().u64(TAIL).load(Ordering::Relaxed),
+        r.raw().u64(SENT).load(Ordering::Relaxed),
     );
     let msg = vec![0xee; 40];
     if asleep {
@@ -1472,8 +1503,8 @@ fn head_case(start: u64, progress: bool, bad: fn(u64, u64) -> u64, asleep: bool,
     assert_eq!(tx.poisoned(), Some(&want), "{ctx}");
     let after = (
         r.slots(),
-        r.raw.u64(TAIL).load(Ordering::Relaxed),
-        r.raw.u64(SENT).load(Ordering::Relaxed),
+        r.raw().u64(TAIL).load(Ordering::Relaxed),
+        r.raw().u64(SENT).load(Ordering::Relaxed),
     );
     assert!(
         before == after,
@@ -1497,7 +1528,7 @@ fn head_case(start: u64, progress: bool, bad: fn(u64, u64) -> u64, asleep: bool,
 
 /// Runs [`head_case`] for each start, with and without progress first, for each bad head,
 /// before and during a blocking send, rotating the path that meets the bad head first.
-fn head_cases(bad: &[fn(u64, u64) -> u64]) {
+fn head_cases(b: Backing, bad: &[fn(u64, u64) -> u64]) {
     let mut n = 0;
     for start in STARTS {
         for progress in [false, true] {
@@ -1508,7 +1539,7 @@ fn head_cases(bad: &[fn(u64, u64) -> u64]) {
                     } else {
                         SendPath::ALL[n / 2 % SendPath::ALL.len()]
                     };
-                    head_case(start, progress, f, asleep, first);
+                    head_case(b, start, progress, f, asleep, first);
                     n += 1;
                 }
             }
@@ -1516,28 +1547,27 @@ fn head_cases(bad: &[fn(u64, u64) -> u64]) {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r6_head_moving_backwards_is_corrupted_at_once() {
+fn r6_head_moving_backwards_is_corrupted_at_once(b: Backing) {
     let _one_at_a_time = serial();
-    head_cases(&[
-        |h, _| h.wrapping_sub(1),
-        |h, _| h.wrapping_sub(4),
-        |h, _| h.wrapping_sub(1 << 62),
-    ]);
+    head_cases(
+        b,
+        &[
+            |h, _| h.wrapping_sub(1),
+            |h, _| h.wrapping_sub(4),
+            |h, _| h.wrapping_sub(1 << 62),
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Row 7: record lengths
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r7_zero_length_padding_where_not_allowed_is_corrupted() {
+fn r7_zero_length_padding_where_not_allowed_is_corrupted(b: Backing) {
     let _one_at_a_time = serial();
     for start in STARTS {
         // 8 slots of 64 bytes; padding at index 2 must cover 6 slots: 6 * 64 - 8 bytes.
-        let r = Real::new(&cfg(64, 8).initial_index(start));
+        let r = Real::new(b, &cfg(64, 8).initial_index(start));
         let (_tx, mut rx, h) = pair_at(&r, 2);
         r.set_record(h, 0, KIND_PADDING);
         r.set_record(h.wrapping_add(6), 0, KIND_MESSAGE);
@@ -1559,12 +1589,10 @@ fn r7_zero_length_padding_where_not_allowed_is_corrupted() {
 
 /// The complement of the test above: a zero-length message is a message, and padding of one
 /// 8-byte slot has length 0. The honest producer writes both; the consumer accepts both.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r7_zero_length_records_where_allowed_are_delivered() {
+fn r7_zero_length_records_where_allowed_are_delivered(b: Backing) {
     let _one_at_a_time = serial();
     for start in STARTS {
-        let r = Real::new(&cfg(8, 16).initial_index(start));
+        let r = Real::new(b, &cfg(8, 16).initial_index(start));
         let (mut tx, mut rx, h) = pair_at(&r, 14);
         tx.try_send(b"").expect("room");
         assert_eq!(r.record(h), (0, KIND_MESSAGE));
@@ -1581,13 +1609,11 @@ fn r7_zero_length_records_where_allowed_are_delivered() {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r7_over_a_configured_maximum_is_corrupted() {
+fn r7_over_a_configured_maximum_is_corrupted(b: Backing) {
     let _one_at_a_time = serial();
     // 8 slots of 64 bytes allow 248; this ring allows 100, and 101 still fits in 2 slots.
     for (i, len) in [101u32, 120, 248].into_iter().enumerate() {
-        let r = Real::new(&cfg(64, 8).max_message(100));
+        let r = Real::new(b, &cfg(64, 8).max_message(100));
         let (mut tx, mut rx, h) = pair_at(&r, 1);
         tx.try_send(&[7u8; 100]).expect("room");
         r.set_record(h, len, KIND_MESSAGE);
@@ -1609,9 +1635,7 @@ fn r7_over_a_configured_maximum_is_corrupted() {
 /// from the middle of another record: here a 3-slot record whose length the hostile shortened
 /// to one slot. The shortened message cannot be told from a real one (it is delivered); the
 /// "header" after it is payload bytes, and each kind of garbage there is caught.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r7_misaligned_record_headers_are_corrupted() {
+fn r7_misaligned_record_headers_are_corrupted(b: Backing) {
     let _one_at_a_time = serial();
     let words = |len: u32, kind: u32| [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
     type Case = (Vec<u8>, fn(u64) -> Corruption);
@@ -1643,7 +1667,7 @@ fn r7_misaligned_record_headers_are_corrupted() {
     ];
     for start in STARTS {
         for (i, (fake, what)) in cases.iter().enumerate() {
-            let r = Real::new(&cfg(64, 8).initial_index(start));
+            let r = Real::new(b, &cfg(64, 8).initial_index(start));
             let (mut tx, mut rx, h) = pair_at(&r, 1);
             // 150 bytes: 3 slots; payload bytes 56..64 are the first 8 bytes of the 2nd slot.
             let mut a: Vec<u8> = (0..150u8).collect();
@@ -1663,15 +1687,13 @@ fn r7_misaligned_record_headers_are_corrupted() {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r7_padding_in_the_wrong_place_is_corrupted() {
+fn r7_padding_in_the_wrong_place_is_corrupted(b: Backing) {
     let _one_at_a_time = serial();
     for start in STARTS {
         // Valid padding at index 6 (2 slots), then padding again at index 0, where it would
         // cover the whole array: no message can follow it.
         for (i, tail_after) in [3u64, 8].into_iter().enumerate() {
-            let r = Real::new(&cfg(64, 8).initial_index(start));
+            let r = Real::new(b, &cfg(64, 8).initial_index(start));
             let (_tx, mut rx, h) = pair_at(&r, 6);
             r.set_record(h, 2 * 64 - 8, KIND_PADDING);
             r.set_record(h.wrapping_add(2), 8 * 64 - 8, KIND_PADDING);
@@ -1688,7 +1710,7 @@ fn r7_padding_in_the_wrong_place_is_corrupted() {
         }
     }
     // A one-slot ring: every position is slot 0, so padding is never valid.
-    let r = Real::new(&cfg(64, 1));
+    let r = Real::new(b, &cfg(64, 1));
     let (_tx, mut rx, h) = pair_at(&r, 0);
     r.set_record(h, 56, KIND_PADDING);
     r.set_tail(h.wrapping_add(1));
@@ -1708,22 +1730,21 @@ fn r7_padding_in_the_wrong_place_is_corrupted() {
 /// The head beyond the published tail by one, by enough that the full ring would look empty
 /// (and more), and by half the counter space; backwards is in row 6 above, through the same
 /// checks ([`head_case`]: slots, tail and guard zone unchanged, unread records intact).
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r8_head_beyond_tail_never_overwrites_unread_records_nor_writes_out_of_bounds() {
+fn r8_head_beyond_tail_never_overwrites_unread_records_nor_writes_out_of_bounds(b: Backing) {
     let _one_at_a_time = serial();
-    head_cases(&[
-        |_, t| t.wrapping_add(1),
-        |_, t| t.wrapping_add(4),
-        |_, t| t.wrapping_add(5),
-        |_, t| t.wrapping_add(1 << 63),
-    ]);
+    head_cases(
+        b,
+        &[
+            |_, t| t.wrapping_add(1),
+            |_, t| t.wrapping_add(4),
+            |_, t| t.wrapping_add(5),
+            |_, t| t.wrapping_add(1 << 63),
+        ],
+    );
 }
 
 /// Absolute values that are out of range for some starts (0 and u64::MAX around the wraps).
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r8_head_at_zero_or_u64_max_never_overwrites_unread_records() {
+fn r8_head_at_zero_or_u64_max_never_overwrites_unread_records(b: Backing) {
     let _one_at_a_time = serial();
     let mut n = 0;
     for start in STARTS {
@@ -1733,7 +1754,14 @@ fn r8_head_at_zero_or_u64_max_never_overwrites_unread_records() {
                 continue; // in range for this start
             }
             let f: fn(u64, u64) -> u64 = if bad == 0 { |_, _| 0 } else { |_, _| u64::MAX };
-            head_case(start, false, f, n % 2 == 1, SendPath::BLOCKING[n / 2 % 2]);
+            head_case(
+                b,
+                start,
+                false,
+                f,
+                n % 2 == 1,
+                SendPath::BLOCKING[n / 2 % 2],
+            );
             n += 1;
         }
     }
@@ -1747,7 +1775,7 @@ fn r8_head_at_zero_or_u64_max_never_overwrites_unread_records() {
 /// The child of the row 9 test: sends `count` messages with blocking calls (send, reserve,
 /// and batches).
 fn wrap_producer_child() {
-    let ring = Ring::open_id(param(VAR_SHMID)).expect("attach the ring");
+    let ring = child_image_ring().expect("attach the ring");
     let seed: u64 = param(VAR_SEED);
     let count: u64 = param(VAR_COUNT);
     let mut tx = ring.producer().expect("claim the producer");
@@ -1784,12 +1812,7 @@ fn wrap_producer_child() {
     print_result("sent", seq);
 }
 
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r9_two_processes_deliver_across_the_counter_wraps() {
-    if run_child_role() {
-        return;
-    }
+fn r9_two_processes_deliver_across_the_counter_wraps(test: &str, b: Backing) {
     let _one_at_a_time = serial();
     const COUNT: u64 = 5_000;
     const SEED: u64 = 0x5eed_0009;
@@ -1798,16 +1821,12 @@ fn r9_two_processes_deliver_across_the_counter_wraps() {
         (u64::MAX - 40, 0),
         (u64::MAX, 0),
     ] {
-        let r = Real::new(&cfg(64, 16).initial_index(start));
+        let r = Real::new(b, &cfg(64, 16).initial_index(start));
         let max = r.ring.max_message();
-        let child = ChildProcess::spawn(
-            "r9_two_processes_deliver_across_the_counter_wraps",
+        let child = r.ring.spawn(
+            test,
             "wrap-producer",
-            &[
-                (VAR_SHMID, r.ring.shmid().expect("SysV").to_string()),
-                (VAR_SEED, SEED.to_string()),
-                (VAR_COUNT, COUNT.to_string()),
-            ],
+            &[(VAR_SEED, SEED.to_string()), (VAR_COUNT, COUNT.to_string())],
         );
         let mut rx = r.ring.consumer().expect("claim the consumer");
         let mut buf = vec![0u8; max];
@@ -1840,13 +1859,11 @@ fn r9_two_processes_deliver_across_the_counter_wraps() {
 /// The range checks hold to one slot across the 2^64 wrap: a tail exactly a ring ahead of the
 /// head is accepted and one more is not; a head exactly at the published tail is accepted and
 /// one more is not.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn r9_index_checks_are_exact_across_the_wrap() {
+fn r9_index_checks_are_exact_across_the_wrap(b: Backing) {
     let _one_at_a_time = serial();
     // Consumer: a full ring of one-slot messages across the wrap.
     let start = u64::MAX - 3;
-    let r = Real::new(&cfg(64, 8).initial_index(start));
+    let r = Real::new(b, &cfg(64, 8).initial_index(start));
     let (mut tx, mut rx) = (r.ring.producer().unwrap(), r.ring.consumer().unwrap());
     let msgs: Vec<[u8; 2]> = (0..8u8).map(|i| [i, !i]).collect();
     for m in &msgs {
@@ -1880,7 +1897,7 @@ fn r9_index_checks_are_exact_across_the_wrap() {
 
     // Producer: a full 4-slot ring across the wrap, no consumer.
     let start = u64::MAX - 1;
-    let r = Real::new(&cfg(64, 4).initial_index(start));
+    let r = Real::new(b, &cfg(64, 4).initial_index(start));
     let mut tx = r.ring.producer().unwrap();
     for i in 0..4u8 {
         tx.try_send(&[i]).expect("room");

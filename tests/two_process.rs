@@ -4,8 +4,9 @@
 //! key both processes derive from a file with `ftok`.
 //!
 //! The start-order tests are the core suite that every backing must pass: the same body runs
-//! over a SysV segment (`*_sysv`), a sealed memfd the child inherits (`*_memfd`) and a file
-//! in the temporary directory (`*_file`), with the full ten million messages each (about 8 s
+//! over a SysV segment (`*::sysv`), a sealed memfd the child inherits (`*::memfd`) and a file
+//! in the temporary directory (`*::file`), through the conformance harness of
+//! `tests/common/conformance.rs` (a heap ring cannot reach another process), with the full ten million messages each (about 8 s
 //! per test on two cores). A memfd has no name, so this process creates it before the child
 //! starts whatever the order; "producer first" then means that the producer claims its role
 //! and fills the ring before the consumer touches it. The shmid and ftok tests are about
@@ -417,33 +418,11 @@ fn child_vars(count: u64, seed: u64) -> Vec<(&'static str, String)> {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-/// One test per backing (see [`Backing`]), each calling `$body(test_name, backing)`.
-macro_rules! per_backing {
-    ($body:ident: $($name:ident => $backing:ident),+ $(,)?) => {
-        $(
-            #[test]
-            #[cfg_attr(miri, ignore)]
-            fn $name() {
-                if run_child_role() {
-                    return;
-                }
-                $body(stringify!($name), Backing::$backing);
-            }
-        )+
-    };
+// The start-order bodies over every backing another process can reach (the harness in
+// tests/common/conformance.rs; a heap ring never leaves its process).
+common::conformance! {
+    processes(crate::run_child_role): consumer_first, producer_first;
 }
-
-per_backing!(consumer_first:
-    consumer_first_sysv => Sysv,
-    consumer_first_memfd => Memfd,
-    consumer_first_file => File,
-);
-
-per_backing!(producer_first:
-    producer_first_sysv => Sysv,
-    producer_first_memfd => Memfd,
-    producer_first_file => File,
-);
 
 /// The consumer (this process) creates the ring, claims its role and waits; the producer
 /// starts afterwards and finds the ring already there. (A memfd ring is created before the

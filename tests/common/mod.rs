@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use shmpipe::{Error, Key, Segment};
 
+mod conformance;
+#[allow(unused_imports)]
+pub use conformance::*;
+
 /// Environment variable that turns a run of the test binary into a child with a role.
 #[allow(dead_code)]
 pub const ROLE_VAR: &str = "SHMPIPE_TEST_ROLE";
@@ -682,16 +686,18 @@ pub fn wait_all_outputs(mut children: Vec<ChildProcess>, timeout: Duration) -> V
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw attachment by shmid (added for tests/hostile.rs)
+// Raw attachment: a second mapping of a ring's memory (added for tests/hostile.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// A segment attached with a bare `shmat` by shmid, bypassing shmpipe entirely, as a foreign or
-/// hostile process would attach it. Its bytes are reached as atomics of the width asked for
-/// (shmpipe itself only ever uses atomics on the shared bytes). Detached (`shmdt`) on drop.
+/// A segment attached with a bare `shmat` by shmid, or a memfd or file mapped with a bare
+/// `mmap` (`MAP_SHARED`), bypassing shmpipe entirely, as a foreign or hostile process would
+/// map it. Its bytes are reached as atomics of the width asked for (shmpipe itself only ever
+/// uses atomics on the shared bytes). Detached (`shmdt`) or unmapped (`munmap`) on drop.
 #[allow(dead_code)]
 pub struct RawAttach {
     base: *mut u8,
     len: usize,
+    mmapped: bool,
 }
 
 #[allow(dead_code)]
@@ -723,6 +729,45 @@ impl RawAttach {
         RawAttach {
             base: addr.cast(),
             len: ds.shm_segsz,
+            mmapped: false,
+        }
+    }
+
+    /// Maps all of the memfd or file `fd` read-write and shared; its size comes from `fstat`.
+    ///
+    /// # Panics
+    ///
+    /// If the kernel refuses either call, or the file is empty.
+    pub fn map_fd(fd: std::os::fd::BorrowedFd<'_>) -> RawAttach {
+        use std::os::fd::AsRawFd;
+        // SAFETY: stat is a plain C struct for which all-zero bytes are a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a writable stat that outlives the call; fstat only fills it.
+        let rc = unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) };
+        assert_eq!(rc, 0, "fstat: {}", std::io::Error::last_os_error());
+        let len = usize::try_from(st.st_size).expect("a file size");
+        assert!(len > 0, "an empty file cannot be mapped");
+        // SAFETY: a fresh shared mapping of a descriptor we borrow, where the kernel chooses;
+        // no existing mapping of ours is affected. MAP_FAILED is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert!(
+            addr != libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        RawAttach {
+            base: addr.cast(),
+            len,
+            mmapped: true,
         }
     }
 
@@ -774,179 +819,15 @@ impl RawAttach {
 
 impl Drop for RawAttach {
     fn drop(&mut self) {
-        // SAFETY: `base` is the address shmat returned for this attachment, detached only here;
-        // every reference into it borrowed `self` and is gone.
+        // SAFETY: `base` and `len` are the attachment shmat or mmap returned, detached or
+        // unmapped only here; every reference into it borrowed `self` and is gone.
         unsafe {
-            libc::shmdt(self.base.cast());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backings: one test body over every kind of shared memory (added for tests/two_process.rs)
-// ---------------------------------------------------------------------------------------------
-
-/// The variable that tells a child the SysV key of the ring.
-#[allow(dead_code)]
-const RING_KEY_VAR: &str = "SHMPIPE_TEST_RING_KEY";
-/// The variable that tells a child the number of the memfd descriptor it inherited.
-#[allow(dead_code)]
-const RING_FD_VAR: &str = "SHMPIPE_TEST_RING_FD";
-/// The variable that tells a child the path of the ring file.
-#[allow(dead_code)]
-const RING_PATH_VAR: &str = "SHMPIPE_TEST_RING_PATH";
-
-/// What a ring lives in, for tests that run the same body over each.
-#[allow(dead_code)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// A SysV segment at a fresh key, which either side may create (`Ring::open_or_create`).
-    Sysv,
-    /// A sealed memfd. It has no name to find it by, so the parent creates it before starting
-    /// the child, which inherits a copy of the descriptor across `exec`.
-    Memfd,
-    /// A file at a fresh path in the temporary directory, which either side may create
-    /// (`Ring::open_or_create_file`).
-    File,
-}
-
-/// Where the ring of one test is, as the parent knows it; cleans up on drop (the segment at
-/// the key, the file at the path). Create it before the child guards, so that it is dropped
-/// after them: the children are dead by then and cannot create the ring again.
-#[allow(dead_code)]
-pub struct RingPlace(Place);
-
-#[allow(dead_code)]
-enum Place {
-    Key(Key, RemoveOnDrop),
-    Memfd(shmpipe::Ring),
-    Path(RemoveFile),
-}
-
-#[allow(dead_code)]
-impl Backing {
-    /// Every backing.
-    pub const ALL: [Backing; 3] = [Backing::Sysv, Backing::Memfd, Backing::File];
-
-    /// A place for a new ring: a free key, or a fresh path (nothing is created); for a memfd,
-    /// the ring itself (`Ring::create_memfd`), which must exist before any child starts.
-    pub fn place(self, config: &shmpipe::RingConfig) -> RingPlace {
-        RingPlace(match self {
-            Backing::Sysv => {
-                let key = unique_key();
-                Place::Key(key, RemoveOnDrop::key(key))
+            if self.mmapped {
+                libc::munmap(self.base.cast(), self.len);
+            } else {
+                libc::shmdt(self.base.cast());
             }
-            Backing::Memfd => {
-                Place::Memfd(shmpipe::Ring::create_memfd(config).expect("create the memfd ring"))
-            }
-            Backing::File => Place::Path(RemoveFile(temp_path("ring"))),
-        })
-    }
-}
-
-#[allow(dead_code)]
-impl RingPlace {
-    /// The backing of this place.
-    pub fn backing(&self) -> Backing {
-        match self.0 {
-            Place::Key(..) => Backing::Sysv,
-            Place::Memfd(_) => Backing::Memfd,
-            Place::Path(_) => Backing::File,
         }
-    }
-
-    /// Opens the ring or creates it (`Ring::open_or_create`, `Ring::open_or_create_file`; a
-    /// memfd ring already exists: another handle to it).
-    pub fn open_or_create(&self, config: &shmpipe::RingConfig) -> Result<shmpipe::Ring, Error> {
-        match &self.0 {
-            Place::Key(key, _) => shmpipe::Ring::open_or_create(*key, config),
-            Place::Memfd(ring) => Ok(ring.clone()),
-            Place::Path(path) => shmpipe::Ring::open_or_create_file(&path.0, config),
-        }
-    }
-
-    /// Opens the ring if someone has created it (`Ring::open`, `Ring::open_file`), `Ok(None)`
-    /// if nobody has yet.
-    pub fn open(&self) -> Result<Option<shmpipe::Ring>, Error> {
-        match &self.0 {
-            Place::Key(key, _) => match shmpipe::Ring::open(*key) {
-                Err(Error::NotFound { .. }) => Ok(None),
-                r => r.map(Some),
-            },
-            Place::Memfd(ring) => Ok(Some(ring.clone())),
-            Place::Path(path) => match shmpipe::Ring::open_file(&path.0) {
-                Err(Error::FileNotFound { .. }) => Ok(None),
-                r => r.map(Some),
-            },
-        }
-    }
-
-    /// [`ChildProcess::spawn`] with the variables that let [`child_ring`] find the ring. For a
-    /// memfd, the child inherits a duplicate of the descriptor without close-on-exec, which
-    /// this process closes again once the child is started. (A child that another test thread
-    /// starts meanwhile inherits it too; it only keeps the memory alive until it exits.)
-    pub fn spawn(&self, test: &str, role: &str, vars: &[(&str, String)]) -> ChildProcess {
-        use std::os::fd::AsRawFd;
-        let mut vars = vars.to_vec();
-        let mut inheritable = None;
-        match &self.0 {
-            Place::Key(key, _) => vars.push((RING_KEY_VAR, key.raw().to_string())),
-            Place::Memfd(ring) => {
-                let fd = ring.memfd().expect("a memfd ring has its descriptor");
-                // SAFETY: dup of a descriptor the ring owns and keeps open during the call;
-                // the new descriptor is closed below.
-                let dup = unsafe { libc::dup(fd.as_raw_fd()) };
-                assert!(dup >= 0, "dup: {}", std::io::Error::last_os_error());
-                vars.push((RING_FD_VAR, dup.to_string()));
-                inheritable = Some(dup);
-            }
-            Place::Path(path) => vars.push((RING_PATH_VAR, path.0.display().to_string())),
-        }
-        let child = ChildProcess::spawn(test, role, &vars);
-        if let Some(dup) = inheritable {
-            // SAFETY: our own duplicate from above, which nothing else owns; the child has its
-            // copy now.
-            unsafe { libc::close(dup) };
-        }
-        child
-    }
-
-    /// Checks that a non-persistent ring whose two roles have both been claimed can no longer
-    /// be found by its name: the key is marked for removal, the file unlinked (a memfd has no
-    /// name).
-    pub fn assert_unlinked(&self, ring: &shmpipe::Ring) {
-        assert!(
-            !ring.is_linked(),
-            "{:?}: the ring is still linked",
-            self.backing()
-        );
-        match &self.0 {
-            Place::Key(key, _) => assert!(
-                matches!(Segment::open(*key), Err(Error::NotFound { .. })),
-                "key {key} still names a segment"
-            ),
-            Place::Memfd(_) => assert!(ring.memfd().is_some() && ring.shmid().is_none()),
-            Place::Path(path) => assert!(!path.0.exists(), "{} still exists", path.0.display()),
-        }
-    }
-}
-
-/// In a child started by [`RingPlace::spawn`]: opens the ring the parent named (or creates it:
-/// `Ring::open_or_create` by key, `Ring::open_or_create_file` by path; a memfd is opened from
-/// the inherited descriptor). `None` if the parent named no ring this way.
-#[allow(dead_code)]
-pub fn child_ring(config: &shmpipe::RingConfig) -> Option<Result<shmpipe::Ring, Error>> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    if let Some(key) = param_opt::<i32>(RING_KEY_VAR) {
-        Some(shmpipe::Ring::open_or_create(Key::new(key), config))
-    } else if let Some(fd) = param_opt::<i32>(RING_FD_VAR) {
-        // SAFETY: the parent left this descriptor open for us across exec, and nothing else in
-        // this process owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Some(shmpipe::Ring::from_memfd(fd))
-    } else {
-        param_opt::<String>(RING_PATH_VAR)
-            .map(|path| shmpipe::Ring::open_or_create_file(path, config))
     }
 }
 
