@@ -11,7 +11,7 @@
 //! 2. [`VALUES`] ticks in slices of [`BATCH`] (`send_slice`), one publish per batch that fits;
 //! 3. [`VALUES`] ticks built in place (`reserve`, fields written at their offsets, `commit`).
 //!
-//! The consumer receives them with `recv`, `recv_slice` and `read_timeout` (lent in place and
+//! The consumer receives them with `recv`, `recv_slice` and `lend` (lent in place and
 //! copied out with `get`: no reference into the ring) respectively, checks every field of every
 //! tick, and prints the throughput of each phase from its first tick to its last.
 //!
