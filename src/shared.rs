@@ -763,7 +763,7 @@ impl<'a> RingSliceMut<'a> {
     ///
     /// Nobody else may read or write these bytes while the slice lives. The protocol
     /// guarantees it for a consumer that follows it (it never touches slots the producer has
-    /// claimed and not published), so the caller must trust the peer process not to break the
+    /// reserved and not published), so the caller must trust the peer process not to break the
     /// protocol: a peer that touches them anyway makes this undefined behaviour in this
     /// process, not just a wrong message.
     #[inline]

@@ -1,4 +1,4 @@
-//! The producer's half of the protocol: claim slots, write records, publish the tail.
+//! The producer's half of the protocol: reserve slots, write records, publish the tail.
 //!
 //! The producer owns the slots from its private tail up to the last head it validated plus the
 //! capacity, and the producer line of the header. It reads the consumer's head only when its
@@ -206,7 +206,7 @@ impl Producer {
         // The clock is read only once the ring is found full.
         let mut deadline = None;
         loop {
-            match self.claim(len) {
+            match self.reserve_slots(len) {
                 Ok(_) => break,
                 Err(TrySendError::Full) => {
                     let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
@@ -215,7 +215,7 @@ impl Producer {
                 Err(e) => return Err(e.into()),
             }
         }
-        // Room is there now: this claim succeeds (claiming is idempotent until finished).
+        // Room is there now: this reservation succeeds (reserving is idempotent until finished).
         self.grant(len, true).map_err(SendError::from)
     }
 
@@ -402,7 +402,7 @@ impl Producer {
     }
 
     /// Makes everything written so far visible to the consumer: one Release store of the tail.
-    /// Only after a `write` or `claim` of this operation checked the process.
+    /// Only after a `write` or `reserve_slots` of this operation checked the process.
     #[inline]
     fn publish_written(&mut self) {
         if self.tail != self.published {
@@ -420,7 +420,7 @@ impl Producer {
     /// Copies `msg` into the ring as a record without publishing it.
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
-        let at = self.claim(msg.len())?;
+        let at = self.reserve_slots(msg.len())?;
         hooks::hit("send:claimed");
         self.touch(at, msg.len());
         let dst = self.region.payload(at, msg.len());
@@ -429,7 +429,7 @@ impl Producer {
         } else {
             msg.len()
         };
-        // SAFETY: `claim` guaranteed the record's slots lie inside the array (mapped while the
+        // SAFETY: `reserve_slots` guaranteed the record's slots lie inside the array (mapped while the
         // region lives) and belong to the producer (free: not between the validated head and
         // our tail); no reference into them exists (grants borrow `self`), and the copy is
         // atomic (`crate::shared`), so a consumer that writes them anyway is no data race.
@@ -449,10 +449,10 @@ impl Producer {
         Ok(())
     }
 
-    /// Hands out a guard over a claimed record of `len` bytes.
+    /// Hands out a guard over a reserved record of `len` bytes.
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
-        let at = self.claim(len)?;
+        let at = self.reserve_slots(len)?;
         if self.region.lost() {
             return Err(TrySendError::Corrupted(self.lose()));
         }
@@ -478,7 +478,7 @@ impl Producer {
     /// would straddle the end of the array. Returns the counter where the record starts; the
     /// private tail does not move until [`Producer::finish`].
     #[inline]
-    fn claim(&mut self, len: usize) -> Result<u64, TrySendError> {
+    fn reserve_slots(&mut self, len: usize) -> Result<u64, TrySendError> {
         self.check_process().map_err(TrySendError::WrongProcess)?;
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
@@ -519,7 +519,7 @@ impl Producer {
         Ok(self.tail.wrapping_add(pad))
     }
 
-    /// Completes the record claimed at `at` with `len` payload bytes: writes its header and
+    /// Completes the record reserved at `at` with `len` payload bytes: writes its header and
     /// moves the private tail past it.
     #[inline]
     fn finish(&mut self, at: u64, len: u32) {
@@ -790,9 +790,9 @@ impl WriteGrant<'_> {
     /// The message's bytes, lent in place as a view that copies into them.
     #[inline]
     pub fn view_mut(&mut self) -> RingSliceMut<'_> {
-        // SAFETY: `ptr..ptr+len` lies inside slots claimed by the producer and not yet
+        // SAFETY: `ptr..ptr+len` lies inside slots reserved by the producer and not yet
         // published (mapped while the producer's region lives): the protocol gives them to us
-        // alone, and the mutable borrow of the producer keeps them claimed while the grant
+        // alone, and the mutable borrow of the producer keeps them reserved while the grant
         // lives; `&mut self` makes this the only view. No reference into them is made here.
         unsafe { RingSliceMut::new(self.ptr, self.len) }
     }
@@ -845,7 +845,7 @@ impl WriteGrant<'_> {
     /// # Safety
     ///
     /// The consumer's process must not read or write the message's slots while the slice
-    /// lives. The protocol forbids it (they are claimed and not published), so this is the
+    /// lives. The protocol forbids it (they are reserved and not published), so this is the
     /// promise that the peer follows the protocol; one that breaks it makes this undefined
     /// behaviour in this process (see [`RingSliceMut::as_mut_slice_trusted`]).
     #[inline]
@@ -895,7 +895,7 @@ impl SendBatch<'_> {
     /// As [`Producer::try_reserve`]; on `Full` the batch so far is published first.
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
-        if let Err(e) = self.producer.claim(len) {
+        if let Err(e) = self.producer.reserve_slots(len) {
             if e == TrySendError::Full {
                 self.producer.publish();
             }
