@@ -165,7 +165,7 @@ fn send(tx: &mut Producer, msg: &[u8]) {
     loop {
         match tx.try_send(msg) {
             Ok(()) => return,
-            Err(TrySendError::Full(_)) => std::hint::spin_loop(),
+            Err(TrySendError::Full) => std::hint::spin_loop(),
             Err(e) => panic!("{e}"),
         }
     }
@@ -217,7 +217,7 @@ fn throughput(c: &mut Criterion) {
                 loop {
                     match batch.try_send(&msg) {
                         Ok(()) => break,
-                        Err(TrySendError::Full(_)) => {
+                        Err(TrySendError::Full) => {
                             // Let the consumer see what we have so it can make room.
                             batch.publish();
                             std::hint::spin_loop();
@@ -251,7 +251,7 @@ fn rtt_threads(c: &mut Criterion) {
                 pin_to(cpu);
             }
             loop {
-                match ping_rx.try_read() {
+                match ping_rx.try_lend() {
                     Ok(msg) => {
                         let mut buf = [0u8; MSG];
                         let n = msg.copy_to(&mut buf);
@@ -297,14 +297,14 @@ fn send_recv(c: &mut Criterion) {
             black_box(&buf[..n]);
         });
     });
-    group.bench_function("reserve-try_read", |b| {
+    group.bench_function("reserve-try_lend", |b| {
         let (mut tx, mut rx) = ring();
         let msg = [7u8; MSG];
         b.iter(|| {
-            let mut grant = tx.reserve(MSG).expect("room");
+            let mut grant = tx.try_reserve(MSG).expect("room");
             grant.copy_from_slice(black_box(&msg));
             grant.commit();
-            let m = rx.try_read().expect("a message");
+            let m = rx.try_lend().expect("a message");
             let mut out = [0u8; MSG];
             black_box(m.copy_to(&mut out));
             black_box(out);

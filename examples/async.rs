@@ -91,7 +91,7 @@ fn producer_child(args: &[String]) -> Res<()> {
     let mut tx = ring.producer()?;
     let futex0 = futex_calls();
     for seq in 0..count {
-        tx.send(&message(seq)).map_err(|e| e.to_string())?;
+        tx.send(&message(seq))?;
     }
     println!("futex {}", futex_calls() - futex0);
     Ok(())
@@ -115,7 +115,7 @@ fn pinger_child(args: &[String]) -> Res<()> {
         let mut m = message(seq);
         let sent = monotonic_ns();
         m[8..16].copy_from_slice(&sent.to_le_bytes());
-        tx.send(&m).map_err(|e| e.to_string())?;
+        tx.send(&m)?;
         let n = rx.recv_timeout(&mut buf, DEADLINE)?;
         if buf[..n] != m {
             return Err(format!("pong {seq} is not ping {seq}").into());
@@ -346,7 +346,7 @@ async fn echo_async(mut rx: AsyncConsumer, tx: Producer) -> Res<Vec<u64>> {
     for seq in 0..WARMUP + ROUNDS {
         let n = rx.recv(&mut buf).await?;
         let now = monotonic_ns();
-        tx.send(&buf[..n]).await.map_err(|e| e.to_string())?;
+        tx.send(&buf[..n]).await?;
         if seq >= WARMUP {
             wakes.push(now - u64::from_le_bytes(buf[8..16].try_into()?));
         }
@@ -364,8 +364,7 @@ fn echo_blocking(mut rx: Consumer, mut tx: Producer) -> Res<Vec<u64>> {
     for seq in 0..WARMUP + ROUNDS {
         let n = rx.recv_timeout(&mut buf, DEADLINE)?;
         let now = monotonic_ns();
-        tx.send_timeout(&buf[..n], DEADLINE)
-            .map_err(|e| e.to_string())?;
+        tx.send_timeout(&buf[..n], DEADLINE)?;
         if seq >= WARMUP {
             wakes.push(now - u64::from_le_bytes(buf[8..16].try_into()?));
         }

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rx = ring.consumer()?;
     let mut lines = 0u64;
     loop {
-        match rx.read_timeout(None) {
+        match rx.lend() {
             Ok(msg) => println!("{}", String::from_utf8_lossy(&msg.to_vec())),
             Err(RecvError::Disconnected) => break, // the server closed: end of stream
             Err(e) => return Err(e.into()),

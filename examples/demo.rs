@@ -107,7 +107,7 @@ fn send(tx: &mut Producer, msg: &[u8], w: &mut Waiter<'_>) -> Res<()> {
     loop {
         match tx.try_send(msg) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => w.wait()?,
+            Err(TrySendError::Full) => w.wait()?,
             // The error borrows `msg`; turn it into an owned one.
             Err(e) => return Err(format!("send failed: {e}").into()),
         }
@@ -322,7 +322,7 @@ fn shm_stream_batched(tx: &mut Producer, rx: &mut Consumer, w: &mut Waiter<'_>) 
         loop {
             match batch.try_send(&msg) {
                 Ok(()) => break,
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full) => {
                     // The child cannot make room for what it cannot see yet.
                     batch.publish();
                     w.wait()?;
@@ -491,7 +491,7 @@ fn child_main() -> Res<()> {
     // shmpipe ping-pong: echo each message back, in place from the ring.
     for _ in 0..RTT_WARMUP + RTT_ROUNDS {
         loop {
-            match rx.try_read() {
+            match rx.try_lend() {
                 Ok(msg) => {
                     // Copied out of the ring (the safe view), then sent back.
                     let mut buf = [0u8; MSG];
@@ -508,7 +508,7 @@ fn child_main() -> Res<()> {
     // shmpipe stream: check every message, acknowledge the last.
     for seq in 0..SHM_STREAM {
         loop {
-            match rx.try_read() {
+            match rx.try_lend() {
                 Ok(msg) => {
                     // Checked on a private copy: what the peer writes later cannot change it.
                     let mut buf = [0u8; MSG];
@@ -531,7 +531,7 @@ fn child_main() -> Res<()> {
         let mut batch = rx.batch();
         let mut taken = 0;
         while taken < BATCH && seq < SHM_STREAM {
-            match batch.try_read() {
+            match batch.try_lend() {
                 Ok(msg) => {
                     let mut buf = [0u8; MSG];
                     let n = msg.copy_to(&mut buf);

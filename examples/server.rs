@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lines = 0u64;
     for line in std::io::stdin().lock().lines() {
         // Blocks while the ring is full; fails if the client closed or died.
-        tx.send(line?.as_bytes()).map_err(|e| e.to_string())?;
+        tx.send(line?.as_bytes())?;
         lines += 1;
     }
     eprintln!("server: {lines} lines sent through {}", ring.ident());

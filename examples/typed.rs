@@ -11,7 +11,7 @@
 //! 2. [`VALUES`] ticks in slices of [`BATCH`] (`send_slice`), one publish per batch that fits;
 //! 3. [`VALUES`] ticks built in place (`reserve`, fields written at their offsets, `commit`).
 //!
-//! The consumer receives them with `recv`, `recv_slice` and `read_timeout` (lent in place and
+//! The consumer receives them with `recv`, `recv_slice` and `lend` (lent in place and
 //! copied out with `get`: no reference into the ring) respectively, checks every field of every
 //! tick, and prints the throughput of each phase from its first tick to its last.
 //!
@@ -105,12 +105,12 @@ fn producer() -> Res<()> {
         bid: f64,
         ask: f64,
     }
-    match ring.typed_consumer::<Quote>() {
+    match ring.typed::<Quote>().consumer() {
         Err(e @ Error::TypeMismatch { .. }) => println!("a Quote consumer is refused: {e}"),
         other => return Err(format!("a Quote consumer: {other:?}").into()),
     }
 
-    let mut tx = ring.typed_producer::<Tick>()?;
+    let mut tx = ring.typed::<Tick>().producer()?;
     let child = Command::new(std::env::current_exe()?)
         .args(["consumer", &shmid.to_string()])
         .spawn()?;
@@ -131,7 +131,7 @@ fn producer() -> Res<()> {
     }
     // 3. In place.
     for seq in 2 * VALUES..3 * VALUES {
-        let mut slot = tx.reserve_timeout(None)?;
+        let mut slot = tx.reserve()?;
         // Field by field, in the ring: each field's bytes copied to its offset.
         let mut view = slot.view_mut();
         view.write_at(std::mem::offset_of!(Tick, seq), seq)?;
@@ -151,7 +151,7 @@ fn producer() -> Res<()> {
 
 fn consumer(shmid: i32) -> Res<()> {
     let ring = Ring::open_id(shmid)?;
-    let mut rx = ring.typed_consumer::<Tick>()?;
+    let mut rx = ring.typed::<Tick>().consumer()?;
     let check = |got: &Tick, seq: u64| -> Res<()> {
         if *got != tick(seq) {
             return Err(format!("tick {seq}: got {got:?}").into());
@@ -201,7 +201,7 @@ fn consumer(shmid: i32) -> Res<()> {
     // 3. In place: lent from the ring, copied out by `get`.
     let t0 = Instant::now();
     for seq in 2 * VALUES..3 * VALUES {
-        let v = rx.read_timeout(None)?;
+        let v = rx.lend()?;
         check(&v.get(), seq)?; // copied out of the ring, then checked
     }
     report("reserve / read (in place)", VALUES, t0);

@@ -530,27 +530,32 @@ fn spin_budget(watch_cpu: usize) -> Res<Stats> {
         let ready = Arc::new(AtomicBool::new(false));
         let watcher = {
             let ready = ready.clone();
-            std::thread::spawn(move || -> Result<Instant, String> {
-                pin_to(watch_cpu)?;
-                ready.store(true, Ordering::Release);
-                let give_up = Instant::now() + Duration::from_secs(5);
-                while shmpipe::wait::futex_calls() == before {
-                    std::hint::spin_loop();
-                    if Instant::now() > give_up {
-                        return Err("the waiter never made a futex call".into());
+            std::thread::spawn(
+                move || -> Result<Instant, Box<dyn std::error::Error + Send + Sync>> {
+                    pin_to(watch_cpu)?;
+                    ready.store(true, Ordering::Release);
+                    let give_up = Instant::now() + Duration::from_secs(5);
+                    while shmpipe::wait::futex_calls() == before {
+                        std::hint::spin_loop();
+                        if Instant::now() > give_up {
+                            return Err("the waiter never made a futex call".into());
+                        }
                     }
-                }
-                let first_call = Instant::now();
-                tx.try_send(b"x").map_err(|e| e.to_string())?;
-                Ok(first_call)
-            })
+                    let first_call = Instant::now();
+                    tx.try_send(b"x")?;
+                    Ok(first_call)
+                },
+            )
         };
         while !ready.load(Ordering::Acquire) {
             std::hint::spin_loop();
         }
         let t0 = Instant::now();
         let got = rx.recv_timeout(&mut buf, Duration::from_secs(10));
-        let first_call = watcher.join().map_err(|_| "the watcher panicked")??;
+        let first_call = watcher
+            .join()
+            .map_err(|_| "the watcher panicked")?
+            .map_err(|e| -> Box<dyn std::error::Error> { e })?;
         if got != Ok(1) {
             return Err(format!("spin budget: recv returned {got:?}").into());
         }

@@ -24,10 +24,10 @@ use crate::wait::{SLEEP_SLICE, SPIN_FOR, WaitClock};
 /// A sleep running on the blocking pool: kept by the side, not by the operation's future, so
 /// that an operation dropped while parked leaves it there for the next one to await instead of
 /// starting a second sleeper on the same futex (the handshake has one sleeper per side).
-type Park = Option<JoinHandle<()>>;
+pub(crate) type Park = Option<JoinHandle<()>>;
 
-/// What one async operation waits for.
-trait Op {
+/// What one async operation waits for (the typed sides' too: `crate::asynch_typed`).
+pub(crate) trait Op {
     /// The operation's result.
     type Output;
     /// Why it fails.
@@ -44,7 +44,7 @@ trait Op {
 /// Waits until `op` completes or fails: spin, yield once, then park slice after slice, checking
 /// the peer every 10 ms (`WaitClock`). The policy of `wait::wait` with `SpinThenSleep`, with
 /// the yield phase shortened to one `yield_now` and the sleep moved off the worker thread.
-async fn wait<O: Op>(op: &mut O, park: &mut Park) -> Result<O::Output, O::Error> {
+pub(crate) async fn wait<O: Op>(op: &mut O, park: &mut Park) -> Result<O::Output, O::Error> {
     let mut clock = WaitClock::start();
     let mut spinning = true;
     let mut yielded = false;
@@ -97,7 +97,7 @@ where
 /// The receiving side of a ring, for tokio: [`AsyncConsumer::recv`] waits for a message
 /// without blocking the runtime's thread and without spinning while the ring stays empty.
 ///
-/// Made from a [`Consumer`] ([`Consumer::into_async`] or [`AsyncConsumer::new`]) and turned
+/// Made from a [`Consumer`] with [`Consumer::into_async`] and turned
 /// back into one with [`AsyncConsumer::into_inner`]. The producer may be blocking or async, in
 /// this process or another: the protocol is the same.
 ///
@@ -148,14 +148,6 @@ pub struct AsyncConsumer {
 }
 
 impl AsyncConsumer {
-    /// Wraps a consumer.
-    pub fn new(consumer: Consumer) -> AsyncConsumer {
-        AsyncConsumer {
-            inner: consumer,
-            park: None,
-        }
-    }
-
     /// The blocking consumer back. If a cancelled `recv` left a park running, it ends by
     /// itself within 10 ms; until then a blocking wait on the returned consumer may miss one
     /// wake-up and see its message up to 10 ms late (never later).
@@ -163,7 +155,7 @@ impl AsyncConsumer {
         self.inner
     }
 
-    /// The consumer, for its non-blocking calls (`try_recv`, `try_read`, `batch`, ...).
+    /// The consumer, for its non-blocking calls (`try_recv`, `try_lend`, `batch`, ...).
     pub fn get_mut(&mut self) -> &mut Consumer {
         &mut self.inner
     }
@@ -212,16 +204,13 @@ impl AsyncConsumer {
     }
 }
 
-impl From<Consumer> for AsyncConsumer {
-    fn from(consumer: Consumer) -> AsyncConsumer {
-        AsyncConsumer::new(consumer)
-    }
-}
-
 impl Consumer {
     /// This consumer for tokio: see [`AsyncConsumer`].
     pub fn into_async(self) -> AsyncConsumer {
-        AsyncConsumer::new(self)
+        AsyncConsumer {
+            inner: self,
+            park: None,
+        }
     }
 }
 
@@ -258,7 +247,7 @@ where
 /// The sending side of a ring, for tokio: [`AsyncProducer::send`] waits for room without
 /// blocking the runtime's thread and without spinning while the ring stays full.
 ///
-/// Made from a [`Producer`] ([`Producer::into_async`] or [`AsyncProducer::new`]) and turned
+/// Made from a [`Producer`] with [`Producer::into_async`] and turned
 /// back into one with [`AsyncProducer::into_inner`]. Costs and the wake-up are as for
 /// [`AsyncConsumer`], with the roles swapped: a send that fits makes no system call and does
 /// not await; on a full ring it spins up to 20 µs, yields once, then parks on the blocking pool
@@ -283,7 +272,7 @@ where
 ///         (0..3).map(|_| rx.recv(&mut buf).map(|n| buf[..n].to_vec())).collect::<Result<Vec<_>, _>>()
 ///     });
 ///     for msg in [&b"one"[..], b"two", b"three"] {
-///         tx.send(msg).await.map_err(|e| e.to_string())?; // parks while the ring is full
+///         tx.send(msg).await?; // parks while the ring is full
 ///     }
 ///     assert_eq!(consumer.join().unwrap()?, [&b"one"[..], b"two", b"three"]);
 ///     Ok(())
@@ -297,21 +286,13 @@ pub struct AsyncProducer {
 }
 
 impl AsyncProducer {
-    /// Wraps a producer.
-    pub fn new(producer: Producer) -> AsyncProducer {
-        AsyncProducer {
-            inner: producer,
-            park: None,
-        }
-    }
-
     /// The blocking producer back (see [`AsyncConsumer::into_inner`] about a park left running
     /// by a cancelled `send`).
     pub fn into_inner(self) -> Producer {
         self.inner
     }
 
-    /// The producer, for its non-blocking calls (`try_send`, `reserve`, `batch`, ...).
+    /// The producer, for its non-blocking calls (`try_send`, `try_reserve`, `batch`, ...).
     pub fn get_mut(&mut self) -> &mut Producer {
         &mut self.inner
     }
@@ -327,10 +308,9 @@ impl AsyncProducer {
     ///
     /// As [`Producer::send`]: [`SendError::Disconnected`] if the consumer closed the ring,
     /// [`SendError::PeerDied`] if its process died while we waited (noticed within about
-    /// 10 ms), [`SendError::TooLarge`], [`SendError::Corrupted`]; the message is given back
-    /// where it was not sent. Never [`SendError::Timeout`]: wrap the call in
-    /// `tokio::time::timeout` for a deadline.
-    pub async fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+    /// 10 ms), [`SendError::TooLarge`], [`SendError::Corrupted`]. Never [`SendError::Timeout`]:
+    /// wrap the call in `tokio::time::timeout` for a deadline.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let mut op = SendOp {
             tx: &mut self.inner,
             msg,
@@ -342,16 +322,13 @@ impl AsyncProducer {
     }
 }
 
-impl From<Producer> for AsyncProducer {
-    fn from(producer: Producer) -> AsyncProducer {
-        AsyncProducer::new(producer)
-    }
-}
-
 impl Producer {
     /// This producer for tokio: see [`AsyncProducer`].
     pub fn into_async(self) -> AsyncProducer {
-        AsyncProducer::new(self)
+        AsyncProducer {
+            inner: self,
+            park: None,
+        }
     }
 }
 
@@ -361,21 +338,21 @@ struct SendOp<'a, 'm> {
     msg: &'m [u8],
 }
 
-impl<'m> Op for SendOp<'_, 'm> {
+impl Op for SendOp<'_, '_> {
     type Output = ();
-    type Error = SendError<&'m [u8]>;
+    type Error = SendError;
 
     #[inline]
-    fn attempt(&mut self) -> Option<Result<(), SendError<&'m [u8]>>> {
+    fn attempt(&mut self) -> Option<Result<(), SendError>> {
         match self.tx.try_send(self.msg) {
             Ok(()) => Some(Ok(())),
-            Err(TrySendError::Full(_)) => None,
+            Err(TrySendError::Full) => None,
             Err(e) => Some(Err(SendError::from(e))),
         }
     }
 
-    fn check_peer(&mut self) -> Result<(), SendError<&'m [u8]>> {
-        self.tx.check_consumer().map_err(|e| e.map_msg(self.msg))
+    fn check_peer(&mut self) -> Result<(), SendError> {
+        self.tx.check_consumer()
     }
 
     fn sleeper(&self) -> impl FnOnce(Duration) + Send + 'static {

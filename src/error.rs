@@ -2,8 +2,42 @@
 //!
 //! Setting up and attaching fail with [`Error`], which names the key and shmid involved. The
 //! hot-path operations have small per-operation enums ([`TrySendError`], [`TryRecvError`]) so
-//! that the common outcomes (full, empty) cost nothing to build and give the message back. A
-//! peer that broke the protocol is reported as [`Corrupted`], which says what was wrong.
+//! that the common outcomes (full, empty) cost nothing to build. A peer that broke the protocol
+//! is reported as [`Corrupted`], which says what was wrong.
+//!
+//! Every error converts into [`Error`] and into [`std::io::Error`] without losing its kind (see
+//! `convert.rs`), so `?` works in a function returning either, or `Box<dyn Error>`:
+//!
+//! ```
+//! use shmpipe::{Ring, RingConfig};
+//! fn greet(ring: &Ring) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut tx = ring.producer()?;
+//!     tx.send("hello".as_bytes())?;
+//!     Ok(())
+//! }
+//! fn greet_io(ring: &Ring) -> std::io::Result<()> {
+//!     let mut tx = ring.producer()?;
+//!     tx.send(b"hello")?;
+//!     Ok(())
+//! }
+//! fn greet_crate(ring: &Ring) -> Result<(), shmpipe::Error> {
+//!     ring.producer()?.send(b"hello")?;
+//!     Ok(())
+//! }
+//! let ring = Ring::in_process(&RingConfig::new())?;
+//! let mut rx = ring.consumer()?;
+//! greet(&ring)?;
+//! greet_io(&ring)?;
+//! greet_crate(&ring)?;
+//! for msg in rx.try_iter() {
+//!     assert_eq!(msg?, b"hello");
+//! }
+//! // The kind survives: end of stream is still end of stream, whichever type carries it.
+//! let e = std::io::Error::from(shmpipe::RecvError::Disconnected);
+//! assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+//! assert!(e.get_ref().unwrap().is::<shmpipe::RecvError>());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::io;
@@ -261,8 +295,8 @@ pub enum Error {
         /// Which parameter, found versus asked.
         what: String,
     },
-    /// A typed claim ([`Ring::typed_producer`](crate::Ring::typed_producer),
-    /// [`Ring::typed_consumer`](crate::Ring::typed_consumer)) found a ring that carries another
+    /// A typed claim ([`TypedClaim::producer`](crate::TypedClaim::producer),
+    /// [`TypedClaim::consumer`](crate::TypedClaim::consumer)) found a ring that carries another
     /// message type (another size, alignment or fingerprint), or an untyped ring. Nothing was
     /// claimed.
     #[error("{ident}: the ring carries {found}, not {expected}")]
@@ -367,6 +401,52 @@ pub enum Error {
     /// The ring's shared state broke the protocol.
     #[error(transparent)]
     Corrupted(#[from] Corrupted),
+    /// A side was used in a process other than the one that claimed its role.
+    #[error(transparent)]
+    WrongProcess(#[from] WrongProcess),
+    /// A range outside a ring view.
+    #[error(transparent)]
+    OutOfBounds(#[from] OutOfBounds),
+    /// [`TrySendError::Full`]: no room in the ring now.
+    #[error("ring is full")]
+    Full,
+    /// [`TryRecvError::Empty`]: no message is waiting.
+    #[error("ring is empty")]
+    Empty,
+    /// [`SendError::Timeout`] or [`RecvError::Timeout`]: the deadline passed.
+    #[error("timed out waiting for the peer")]
+    Timeout,
+    /// The peer closed the ring: for a sender, the consumer is gone; for a receiver, the
+    /// producer is gone and every message it sent was received (end of stream).
+    #[error("the {peer} closed the ring")]
+    Disconnected {
+        /// The side that closed the ring.
+        peer: Role,
+    },
+    /// The peer's process died (confirmed by the kernel).
+    #[error("the {peer} (pid {pid}) died")]
+    PeerDied {
+        /// The side that died.
+        peer: Role,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A message longer than the ring's maximum message size.
+    #[error("message of {len} bytes exceeds the ring's maximum of {max} bytes")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The ring's maximum.
+        max: usize,
+    },
+    /// The next message does not fit in the buffer given; it stays in the ring.
+    #[error("next message is {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// The message's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
 }
 
 /// The message of [`Error::ForeignOwner`]: who owns it, with what mode, and what would accept
@@ -694,14 +774,14 @@ pub struct WrongProcess {
 }
 
 /// Why [`Producer::try_send`](crate::Producer::try_send) or
-/// [`Producer::reserve`](crate::Producer::reserve) did not send.
-///
-/// `T` is what is handed back on `Full`: the message for `try_send`, `()` for `reserve`.
+/// [`Producer::try_reserve`](crate::Producer::try_reserve) did not send. Nothing is given back:
+/// the caller still has the message (a borrowed slice, or a `Copy` value of a typed ring).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TrySendError<T = ()> {
-    /// No room now; the message is given back. Try again once the consumer catches up.
+#[non_exhaustive]
+pub enum TrySendError {
+    /// No room now. Try again once the consumer catches up.
     #[error("ring is full")]
-    Full(T),
+    Full,
     /// The message is longer than the ring's maximum message size; it will never fit.
     #[error("message of {len} bytes exceeds the ring's maximum of {max} bytes")]
     TooLarge {
@@ -710,9 +790,9 @@ pub enum TrySendError<T = ()> {
         /// The ring's maximum.
         max: usize,
     },
-    /// The consumer closed the ring (dropped its `Consumer`); the message is given back.
+    /// The consumer closed the ring (dropped its `Consumer`).
     #[error("the consumer closed the ring")]
-    Disconnected(T),
+    Disconnected,
     /// The consumer broke the protocol; the producer is poisoned.
     #[error(transparent)]
     Corrupted(Corrupted),
@@ -724,22 +804,23 @@ pub enum TrySendError<T = ()> {
 
 /// Why a blocking send ([`Producer::send`](crate::Producer::send),
 /// [`Producer::send_timeout`](crate::Producer::send_timeout),
-/// [`Producer::reserve_timeout`](crate::Producer::reserve_timeout)) did not send.
+/// [`Producer::reserve`](crate::Producer::reserve),
+/// [`Producer::reserve_timeout`](crate::Producer::reserve_timeout)) did not send. Nothing is
+/// given back: the caller still has the message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SendError<T = ()> {
-    /// The deadline passed with no room; the message is given back.
+#[non_exhaustive]
+pub enum SendError {
+    /// The deadline passed with no room.
     #[error("timed out waiting for room in the ring")]
-    Timeout(T),
-    /// The consumer closed the ring; the message is given back.
+    Timeout,
+    /// The consumer closed the ring.
     #[error("the consumer closed the ring")]
-    Disconnected(T),
+    Disconnected,
     /// The consumer's process died (confirmed by the kernel) while we waited for room.
     #[error("the consumer (pid {pid}) died")]
     PeerDied {
         /// The dead consumer's pid.
         pid: u32,
-        /// The message, given back.
-        msg: T,
     },
     /// The message is longer than the ring's maximum message size.
     #[error("message of {len} bytes exceeds the ring's maximum of {max} bytes")]
@@ -760,8 +841,10 @@ pub enum SendError<T = ()> {
 
 /// Why a blocking receive ([`Consumer::recv`](crate::Consumer::recv),
 /// [`Consumer::recv_timeout`](crate::Consumer::recv_timeout),
-/// [`Consumer::read_timeout`](crate::Consumer::read_timeout)) returned no message.
+/// [`Consumer::lend`](crate::Consumer::lend), [`Consumer::lend_timeout`](crate::Consumer::lend_timeout))
+/// returned no message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The deadline passed with no message.
     #[error("timed out waiting for a message")]
@@ -794,8 +877,9 @@ pub enum RecvError {
 }
 
 /// Why [`Consumer::try_recv`](crate::Consumer::try_recv) or
-/// [`Consumer::try_read`](crate::Consumer::try_read) returned no message.
+/// [`Consumer::try_lend`](crate::Consumer::try_lend) returned no message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TryRecvError {
     /// No message is waiting.
     #[error("ring is empty")]

@@ -22,8 +22,8 @@
 //! // ...process B would call Ring::open(key) or Ring::open_id(shmid), then consumer().
 //! let mut rx = Ring::open_id(ring.shmid().unwrap())?.consumer()?;
 //!
-//! tx.try_send(b"hello").unwrap();
-//! let msg = rx.try_read().unwrap(); // lent in place...
+//! tx.try_send(b"hello")?;
+//! let msg = rx.try_lend()?; // lent in place...
 //! assert_eq!(msg.to_vec(), b"hello"); // ...and copied out, so the peer cannot change it
 //! # drop(msg);
 //! ring.remove()?;
@@ -39,10 +39,12 @@
 //! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
 //! - [`shared`]: the one copy to and from memory the peer can write, and the views
 //!   ([`RingSlice`], [`RingSliceMut`]) that lend ring bytes without references.
-//! - [`error`]: every error type.
+//! - [`error`]: every error type; `convert`: each into [`Error`] and `std::io::Error`.
+//! - `iter`: a consumer as an iterator of messages ([`Consumer::iter`], [`Consumer::try_iter`]).
 //! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
 //! - `asynch` (feature `tokio`): `AsyncProducer` and `AsyncConsumer`, `send().await` and
-//!   `recv().await` that park on tokio's blocking pool instead of spinning or blocking.
+//!   `recv().await` that park on tokio's blocking pool instead of spinning or blocking;
+//!   `asynch_typed`: the same for typed rings (`AsyncTypedProducer`, `AsyncTypedConsumer`).
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -55,10 +57,14 @@ pub mod __fuzz;
 mod access;
 #[cfg(feature = "tokio")]
 mod asynch;
+#[cfg(feature = "tokio")]
+mod asynch_typed;
+mod convert;
 pub mod error;
 mod file;
 pub mod gc;
 mod hooks;
+mod iter;
 mod keylock;
 mod layout;
 pub mod memfd;
@@ -86,8 +92,9 @@ pub use shared::{RingChunks, RingSlice, RingSliceMut};
 
 /// The `bytemuck` crate, whose [`Pod`](bytemuck::Pod) trait says what a typed ring may carry.
 /// Derive it through this re-export with `#[bytemuck(crate = "shmpipe::bytemuck")]` (see
-/// [`Ring::typed_producer`]), or depend on `bytemuck` yourself.
+/// [`Ring::typed`]), or depend on `bytemuck` yourself.
 pub use bytemuck;
+pub use iter::{Iter, TryIter, TypedIter, TypedTryIter};
 pub use layout::MessageType;
 pub use typed::{
     TypedClaim, TypedConsumer, TypedProducer, TypedReadGuard, TypedWriteGrant, type_fingerprint,
@@ -96,3 +103,5 @@ pub use typed::{
 
 #[cfg(feature = "tokio")]
 pub use asynch::{AsyncConsumer, AsyncProducer};
+#[cfg(feature = "tokio")]
+pub use asynch_typed::{AsyncTypedConsumer, AsyncTypedProducer};

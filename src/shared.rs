@@ -320,7 +320,7 @@ pub mod strategies {
 /// let ring = Ring::in_process(&RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// tx.try_send(b"\x07\x00\x00\x00hello").unwrap();
-/// let msg = rx.try_read().unwrap();
+/// let msg = rx.try_lend().unwrap();
 /// let view = msg.view();
 /// assert_eq!(view.read_at::<u32>(0), Ok(u32::from_le(7)));
 /// assert_eq!(view.subslice(4, 5).unwrap().to_vec(), b"hello");
@@ -570,13 +570,13 @@ impl ExactSizeIterator for RingChunks<'_> {}
 /// # use shmpipe::{Ring, RingConfig};
 /// let ring = Ring::in_process(&RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
-/// let mut grant = tx.reserve(12).unwrap();
+/// let mut grant = tx.try_reserve(12).unwrap();
 /// let mut view = grant.view_mut();
 /// view.write_at(0, 42u32.to_le()).unwrap();
 /// view.write_at(4, *b"answer!!").unwrap();
 /// assert!(view.write_at(10, 0u32).is_err()); // would end past byte 12
 /// grant.commit();
-/// assert_eq!(rx.try_read().unwrap().to_vec(), b"\x2a\0\0\0answer!!");
+/// assert_eq!(rx.try_lend().unwrap().to_vec(), b"\x2a\0\0\0answer!!");
 /// # Ok::<(), shmpipe::Error>(())
 /// ```
 pub struct RingSliceMut<'a> {
@@ -763,7 +763,7 @@ impl<'a> RingSliceMut<'a> {
     ///
     /// Nobody else may read or write these bytes while the slice lives. The protocol
     /// guarantees it for a consumer that follows it (it never touches slots the producer has
-    /// claimed and not published), so the caller must trust the peer process not to break the
+    /// reserved and not published), so the caller must trust the peer process not to break the
     /// protocol: a peer that touches them anyway makes this undefined behaviour in this
     /// process, not just a wrong message.
     #[inline]

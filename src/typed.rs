@@ -3,8 +3,8 @@
 //!
 //! A typed ring is an ordinary ring whose creator recorded the message type in the
 //! configuration line ([`RingConfig::message_type`]): its size (which is also the ring's
-//! maximum message), its alignment, and a fingerprint. [`Ring::typed_producer`] and
-//! [`Ring::typed_consumer`] refuse a ring that records another type, or none, with
+//! maximum message), its alignment, and a fingerprint. [`TypedClaim::producer`] and
+//! [`TypedClaim::consumer`] (from [`Ring::typed`]) refuse a ring that records another type, or none, with
 //! [`Error::TypeMismatch`], before claiming the role. Everything else is the byte ring's
 //! protocol, unchanged: a [`TypedProducer`] wraps a [`Producer`], a [`TypedConsumer`] wraps a
 //! [`Consumer`], and each value is one record of exactly `size_of::<T>()` bytes.
@@ -105,8 +105,8 @@ impl MessageType {
 impl RingConfig {
     /// Makes the ring a typed ring of `T`: it records `T`'s size, alignment and fingerprint
     /// ([`type_fingerprint`]) in its header, and its maximum message becomes `size_of::<T>()`.
-    /// Claim its roles with [`Ring::typed_producer`] and [`Ring::typed_consumer`], which
-    /// refuse a ring of another type.
+    /// Claim its roles with `ring.typed::<T>().producer()` and `.consumer()` ([`Ring::typed`]),
+    /// which refuse a ring of another type.
     ///
     /// The slot geometry stays yours to choose. Each value takes
     /// `ceil((8 + size_of::<T>()) / slot_size)` slots; `slot_size((size_of::<T>() +
@@ -123,7 +123,7 @@ impl RingConfig {
     /// use shmpipe::{Ring, RingConfig};
     /// let ring = Ring::in_process(&RingConfig::new().slot_size(16).message_type::<u64>())?;
     /// assert_eq!(ring.max_message(), 8);
-    /// let (mut tx, mut rx) = (ring.typed_producer::<u64>()?, ring.typed_consumer::<u64>()?);
+    /// let (mut tx, mut rx) = (ring.typed::<u64>().producer()?, ring.typed::<u64>().consumer()?);
     /// tx.try_send(42).unwrap();
     /// assert_eq!(rx.try_recv(), Ok(42));
     /// # Ok::<(), shmpipe::Error>(())
@@ -144,7 +144,7 @@ impl RingConfig {
     /// let ring = Ring::in_process(&RingConfig::new().message_type_tagged::<[u32; 2]>(TAG))?;
     /// let mut tx = ring.typed::<[u32; 2]>().tagged(TAG).producer()?;
     /// tx.try_send([1, 2]).unwrap();
-    /// assert!(ring.typed_consumer::<[u32; 2]>().is_err()); // default fingerprint: refused
+    /// assert!(ring.typed::<[u32; 2]>().consumer().is_err()); // default fingerprint: refused
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn message_type_tagged<T: Pod>(self, fingerprint: u64) -> RingConfig {
@@ -153,15 +153,12 @@ impl RingConfig {
 }
 
 impl Ring {
-    /// Claims the producer role of a typed ring of `T` (see [`RingConfig::message_type`]).
-    /// The ring's recorded type is checked before the role is claimed, so a refusal leaves the
-    /// ring untouched.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TypeMismatch`] if the ring is untyped or records another size, alignment or
-    /// fingerprint; [`Error::InvalidConfig`] if `T` cannot be a message type (zero-sized or
-    /// aligned to more than 8); then the errors of [`Ring::producer`].
+    /// The typed claims of this ring for `T`: [`TypedClaim::producer`] and
+    /// [`TypedClaim::consumer`] claim a role of a typed ring of `T` (see
+    /// [`RingConfig::message_type`]), [`TypedClaim::tagged`] chooses the fingerprint, and
+    /// [`TypedClaim::take_over_producer`] / [`TypedClaim::take_over_consumer`] take a role over
+    /// from a dead holder. The ring's recorded type is checked before the role is claimed, so
+    /// a refusal leaves the ring untouched.
     ///
     /// # Examples
     ///
@@ -178,29 +175,14 @@ impl Ring {
     /// }
     ///
     /// let ring = Ring::create(Key::Private, &RingConfig::new().message_type::<Tick>())?;
-    /// // The other process: Ring::open_id(shmid)?.typed_consumer::<Tick>()?
-    /// let mut rx = Ring::open_id(ring.shmid().unwrap())?.typed_consumer::<Tick>()?;
-    /// let mut tx = ring.typed_producer::<Tick>()?;
-    /// tx.send(Tick { seq: 1, price: 2.5 }).unwrap();
-    /// assert_eq!(rx.recv().unwrap(), Tick { seq: 1, price: 2.5 });
+    /// // The other process: Ring::open_id(shmid)?.typed::<Tick>().consumer()?
+    /// let mut rx = Ring::open_id(ring.shmid().unwrap())?.typed::<Tick>().consumer()?;
+    /// let mut tx = ring.typed::<Tick>().producer()?;
+    /// tx.send(Tick { seq: 1, price: 2.5 })?;
+    /// assert_eq!(rx.recv()?, Tick { seq: 1, price: 2.5 });
     /// ring.remove()?;
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
-    pub fn typed_producer<T: Pod>(&self) -> Result<TypedProducer<T>, Error> {
-        self.typed::<T>().producer()
-    }
-
-    /// Claims the consumer role of a typed ring of `T`; see [`Ring::typed_producer`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Ring::typed_producer`], then the errors of [`Ring::consumer`].
-    pub fn typed_consumer<T: Pod>(&self) -> Result<TypedConsumer<T>, Error> {
-        self.typed::<T>().consumer()
-    }
-
-    /// The typed claims of this ring for `T`, to choose a fingerprint ([`TypedClaim::tagged`])
-    /// or take a role over from a dead holder.
     pub fn typed<T: Pod>(&self) -> TypedClaim<'_, T> {
         TypedClaim {
             ring: self,
@@ -236,21 +218,23 @@ impl<T: Pod> TypedClaim<'_, T> {
         self
     }
 
-    /// Claims the producer role; see [`Ring::typed_producer`].
+    /// Claims the producer role of a typed ring of `T`.
     ///
     /// # Errors
     ///
-    /// As [`Ring::typed_producer`].
+    /// [`Error::TypeMismatch`] if the ring is untyped or records another size, alignment or
+    /// fingerprint; [`Error::InvalidConfig`] if `T` cannot be a message type (zero-sized or
+    /// aligned to more than 8); then the errors of [`Ring::producer`].
     pub fn producer(self) -> Result<TypedProducer<T>, Error> {
         self.check()?;
         Ok(TypedProducer::new(self.ring.producer()?))
     }
 
-    /// Claims the consumer role; see [`Ring::typed_consumer`].
+    /// Claims the consumer role of a typed ring of `T`.
     ///
     /// # Errors
     ///
-    /// As [`Ring::typed_consumer`].
+    /// As [`TypedClaim::producer`], then the errors of [`Ring::consumer`].
     pub fn consumer(self) -> Result<TypedConsumer<T>, Error> {
         self.check()?;
         Ok(TypedConsumer::new(self.ring.consumer()?, self.ring.ident()))
@@ -260,7 +244,7 @@ impl<T: Pod> TypedClaim<'_, T> {
     ///
     /// # Errors
     ///
-    /// As [`Ring::typed_producer`] and [`Ring::take_over_producer`].
+    /// As [`TypedClaim::producer`] and [`Ring::take_over_producer`].
     pub fn take_over_producer(self) -> Result<TypedProducer<T>, Error> {
         self.check()?;
         Ok(TypedProducer::new(self.ring.take_over_producer()?))
@@ -270,7 +254,7 @@ impl<T: Pod> TypedClaim<'_, T> {
     ///
     /// # Errors
     ///
-    /// As [`Ring::typed_consumer`] and [`Ring::take_over_consumer`].
+    /// As [`TypedClaim::consumer`] and [`Ring::take_over_consumer`].
     pub fn take_over_consumer(self) -> Result<TypedConsumer<T>, Error> {
         self.check()?;
         Ok(TypedConsumer::new(
@@ -307,7 +291,7 @@ impl<T: Pod> TypedClaim<'_, T> {
 // Producer
 // ---------------------------------------------------------------------------------------------
 
-/// The sending side of a typed ring of `T`: [`Ring::typed_producer`]. A [`Producer`] that
+/// The sending side of a typed ring of `T`: [`TypedClaim::producer`]. A [`Producer`] that
 /// sends each value as one record of `size_of::<T>()` bytes.
 ///
 /// Dropping it closes the ring as dropping a [`Producer`] does.
@@ -318,14 +302,14 @@ impl<T: Pod> TypedClaim<'_, T> {
 /// use shmpipe::{Ring, RingConfig, TrySendError};
 /// let cfg = RingConfig::new().slot_size(16).slot_count(4).message_type::<u32>();
 /// let ring = Ring::in_process(&cfg)?;
-/// let (mut tx, mut rx) = (ring.typed_producer::<u32>()?, ring.typed_consumer::<u32>()?);
+/// let (mut tx, mut rx) = (ring.typed::<u32>().producer()?, ring.typed::<u32>().consumer()?);
 /// assert_eq!(tx.try_send_slice(&[1, 2, 3, 4, 5, 6]), Ok(4)); // four slots: four fit
-/// assert_eq!(tx.try_send(7), Err(TrySendError::Full(7)));
+/// assert_eq!(tx.try_send(7), Err(TrySendError::Full));
 /// let mut buf = [0u32; 8];
 /// assert_eq!(rx.try_recv_slice(&mut buf), Ok(4)); // four values, one release
 /// assert_eq!(&buf[..4], &[1, 2, 3, 4]);
-/// tx.send_slice(&[5, 6]).unwrap();
-/// assert_eq!(rx.recv().unwrap(), 5);
+/// tx.send_slice(&[5, 6])?;
+/// assert_eq!(rx.recv()?, 5);
 /// # Ok::<(), shmpipe::Error>(())
 /// ```
 pub struct TypedProducer<T> {
@@ -354,35 +338,29 @@ impl<T: Pod> TypedProducer<T> {
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] or [`TrySendError::Disconnected`] with the value;
+    /// [`TrySendError::Full`] or [`TrySendError::Disconnected`];
     /// [`TrySendError::Corrupted`] if the consumer broke the protocol (sticky).
     #[inline]
-    pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
-        self.inner
-            .try_send(bytemuck::bytes_of(&value))
-            .map_err(|e| e.map_full(value))
+    pub fn try_send(&mut self, value: T) -> Result<(), TrySendError> {
+        self.inner.try_send(bytemuck::bytes_of(&value))
     }
 
     /// Sends `value`, waiting for room as the [`WaitStrategy`] says.
     ///
     /// # Errors
     ///
-    /// As [`Producer::send`], with the value given back.
-    pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
-        self.inner
-            .send(bytemuck::bytes_of(&value))
-            .map_err(|e| e.map_msg(value))
+    /// As [`Producer::send`].
+    pub fn send(&mut self, value: T) -> Result<(), SendError> {
+        self.inner.send(bytemuck::bytes_of(&value))
     }
 
     /// [`TypedProducer::send`], giving up after `timeout` with [`SendError::Timeout`].
     ///
     /// # Errors
     ///
-    /// As [`Producer::send_timeout`], with the value given back.
-    pub fn send_timeout(&mut self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
-        self.inner
-            .send_timeout(bytemuck::bytes_of(&value), timeout)
-            .map_err(|e| e.map_msg(value))
+    /// As [`Producer::send_timeout`].
+    pub fn send_timeout(&mut self, value: T, timeout: Duration) -> Result<(), SendError> {
+        self.inner.send_timeout(bytemuck::bytes_of(&value), timeout)
     }
 
     /// Sends as many of `values` as fit now, in order, and publishes them together with one
@@ -399,7 +377,7 @@ impl<T: Pod> TypedProducer<T> {
         let mut batch = self.inner.batch();
         for (i, v) in values.iter().enumerate() {
             if let Err(e) = batch.try_send(bytemuck::bytes_of(v)) {
-                return if i == 0 { Err(e.map_full(())) } else { Ok(i) };
+                return if i == 0 { Err(e) } else { Ok(i) };
             }
         }
         Ok(values.len())
@@ -411,8 +389,11 @@ impl<T: Pod> TypedProducer<T> {
     ///
     /// # Errors
     ///
-    /// As [`Producer::send`]; the error carries how many values were sent before it.
-    pub fn send_slice(&mut self, values: &[T]) -> Result<(), SendError<usize>> {
+    /// As [`Producer::send`]. The values before the one that met the error were sent, in
+    /// order; it and those after it were not. (To resume after a timeout at the exact value,
+    /// loop over [`TypedProducer::try_send_slice`], which counts, and
+    /// [`TypedProducer::send_timeout`].)
+    pub fn send_slice(&mut self, values: &[T]) -> Result<(), SendError> {
         self.send_slice_until(values, None)
     }
 
@@ -422,11 +403,7 @@ impl<T: Pod> TypedProducer<T> {
     /// # Errors
     ///
     /// As [`TypedProducer::send_slice`], and [`SendError::Timeout`].
-    pub fn send_slice_timeout(
-        &mut self,
-        values: &[T],
-        timeout: Duration,
-    ) -> Result<(), SendError<usize>> {
+    pub fn send_slice_timeout(&mut self, values: &[T], timeout: Duration) -> Result<(), SendError> {
         self.send_slice_until(values, Some(Instant::now() + timeout))
     }
 
@@ -434,12 +411,12 @@ impl<T: Pod> TypedProducer<T> {
         &mut self,
         values: &[T],
         deadline: Option<Instant>,
-    ) -> Result<(), SendError<usize>> {
+    ) -> Result<(), SendError> {
         let mut sent = 0;
         while sent < values.len() {
             match self.try_send_slice(&values[sent..]) {
                 Ok(n) => sent += n,
-                Err(TrySendError::Full(())) => {
+                Err(TrySendError::Full) => {
                     // Wait for room with a blocking send of the next value; the rest goes in
                     // batches again.
                     let next = bytemuck::bytes_of(&values[sent]);
@@ -448,51 +425,61 @@ impl<T: Pod> TypedProducer<T> {
                         Some(d) => self
                             .inner
                             .send_timeout(next, d.saturating_duration_since(Instant::now())),
-                    }
-                    .map_err(|e| e.map_msg(sent))?;
+                    }?;
                     sent += 1;
                 }
-                Err(e) => return Err(SendError::from(e).map_msg(sent)),
+                Err(e) => return Err(SendError::from(e)),
             }
         }
         Ok(())
     }
 
-    /// Reserves the slot of the next value and lends it in place (zero copy): the grant
-    /// dereferences to a `T` holding whatever the slot held before (any bit pattern is a valid
-    /// `T`). [`TypedWriteGrant::commit`] sends it; dropping the grant sends nothing.
+    /// Reserves the slot of the next value now, if there is room, and lends it in place (zero
+    /// copy): the grant holds whatever the slot held before (any bit pattern is a valid `T`).
+    /// [`TypedWriteGrant::commit`] sends it; dropping the grant sends nothing.
     ///
     /// # Errors
     ///
-    /// As [`Producer::reserve`].
+    /// As [`Producer::try_reserve`].
     ///
     /// # Examples
     ///
     /// ```
     /// # use shmpipe::{Ring, RingConfig};
     /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u64; 4]>())?;
-    /// let mut tx = ring.typed_producer::<[u64; 4]>()?;
-    /// let mut rx = ring.typed_consumer::<[u64; 4]>()?;
-    /// let mut grant = tx.reserve().unwrap();
+    /// let mut tx = ring.typed::<[u64; 4]>().producer()?;
+    /// let mut rx = ring.typed::<[u64; 4]>().consumer()?;
+    /// let mut grant = tx.try_reserve()?;
     /// grant.set([0; 4]);
-    /// grant.view_mut().write_at(2 * 8, 7u64).unwrap(); // built in the ring, field by field
+    /// grant.view_mut().write_at(2 * 8, 7u64)?; // built in the ring, field by field
     /// grant.commit();
-    /// assert_eq!(rx.try_read().unwrap().get()[2], 7); // copied out of the ring
+    /// assert_eq!(rx.try_lend()?.get()[2], 7); // copied out of the ring
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
-    pub fn reserve(&mut self) -> Result<TypedWriteGrant<'_, T>, TrySendError> {
+    pub fn try_reserve(&mut self) -> Result<TypedWriteGrant<'_, T>, TrySendError> {
+        self.inner
+            .try_reserve(size_of::<T>())
+            .map(TypedWriteGrant::new)
+    }
+
+    /// [`TypedProducer::try_reserve`], waiting for room as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::reserve`].
+    pub fn reserve(&mut self) -> Result<TypedWriteGrant<'_, T>, SendError> {
         self.inner.reserve(size_of::<T>()).map(TypedWriteGrant::new)
     }
 
-    /// [`TypedProducer::reserve`], waiting for room for at most `timeout` (`None`: for ever).
+    /// [`TypedProducer::reserve`], giving up after `timeout` with [`SendError::Timeout`].
     ///
     /// # Errors
     ///
     /// As [`Producer::reserve_timeout`].
     pub fn reserve_timeout(
         &mut self,
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<TypedWriteGrant<'_, T>, SendError> {
         self.inner
             .reserve_timeout(size_of::<T>(), timeout)
@@ -515,7 +502,8 @@ impl<T: Pod> TypedProducer<T> {
     }
 }
 
-/// The slot of one value, reserved by [`TypedProducer::reserve`] and written in place:
+/// The slot of one value, reserved by [`TypedProducer::try_reserve`] (or
+/// [`TypedProducer::reserve`], [`TypedProducer::reserve_timeout`]) and written in place:
 /// [`TypedWriteGrant::set`] copies a value in, [`TypedWriteGrant::view_mut`] writes parts of it
 /// ([`RingSliceMut::write_at`]); [`TypedWriteGrant::commit`] sends it, dropping the grant
 /// discards it. Like [`WriteGrant`], it hands out no `&mut T` into the ring unless the peer is
@@ -524,8 +512,8 @@ impl<T: Pod> TypedProducer<T> {
 /// ```compile_fail
 /// # use shmpipe::{Ring, RingConfig};
 /// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
-/// # let mut tx = ring.typed_producer::<u64>().unwrap();
-/// let mut grant = tx.reserve().unwrap();
+/// # let mut tx = ring.typed::<u64>().producer().unwrap();
+/// let mut grant = tx.try_reserve().unwrap();
 /// *grant = 7; // no reference into memory the peer can touch
 /// ```
 pub struct TypedWriteGrant<'a, T> {
@@ -613,7 +601,7 @@ impl<T> std::fmt::Debug for TypedWriteGrant<'_, T> {
 // Consumer
 // ---------------------------------------------------------------------------------------------
 
-/// The receiving side of a typed ring of `T`: [`Ring::typed_consumer`]. A [`Consumer`] that
+/// The receiving side of a typed ring of `T`: [`TypedClaim::consumer`]. A [`Consumer`] that
 /// checks every record is exactly `size_of::<T>()` bytes and hands it out as a `T`.
 ///
 /// A record of another length (from a byte producer or a hostile one) is
@@ -626,7 +614,7 @@ impl<T> std::fmt::Debug for TypedWriteGrant<'_, T> {
 /// ```
 /// use shmpipe::{Corruption, Ring, RingConfig, TryRecvError};
 /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u16; 4]>())?;
-/// let mut rx = ring.typed_consumer::<[u16; 4]>()?;
+/// let mut rx = ring.typed::<[u16; 4]>().consumer()?;
 /// let mut bytes = ring.producer()?; // a byte producer may share a typed ring...
 /// bytes.try_send(&[0u8; 8]).unwrap();
 /// bytes.try_send(b"oops").unwrap();
@@ -677,7 +665,7 @@ impl<T: Pod> TypedConsumer<T> {
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         self.check_poisoned()?;
-        let guard = self.inner.try_read()?;
+        let guard = self.inner.try_lend()?;
         Ok(read_value(guard, self.ident, &mut self.poisoned)?)
     }
 
@@ -702,7 +690,10 @@ impl<T: Pod> TypedConsumer<T> {
 
     fn recv_opt(&mut self, timeout: Option<Duration>) -> Result<T, RecvError> {
         self.check_poisoned()?;
-        let guard = self.inner.read_timeout(timeout)?;
+        let guard = match timeout {
+            None => self.inner.lend()?,
+            Some(t) => self.inner.lend_timeout(t)?,
+        };
         Ok(read_value(guard, self.ident, &mut self.poisoned)?)
     }
 
@@ -720,7 +711,7 @@ impl<T: Pod> TypedConsumer<T> {
         let mut batch = self.inner.batch();
         for (i, slot) in out.iter_mut().enumerate() {
             let value = batch
-                .try_read()
+                .try_lend()
                 .and_then(|g| Ok(read_value(g, self.ident, &mut self.poisoned)?));
             match value {
                 Ok(v) => *slot = v,
@@ -774,7 +765,8 @@ impl<T: Pod> TypedConsumer<T> {
         Ok(1 + self.try_recv_slice(rest).unwrap_or(0))
     }
 
-    /// Lends the next value in place (zero copy); its slot is released when the guard drops.
+    /// Lends the next value in place (zero copy), if one is waiting; its slot is released when
+    /// the guard drops.
     ///
     /// # Errors
     ///
@@ -785,32 +777,39 @@ impl<T: Pod> TypedConsumer<T> {
     /// ```
     /// # use shmpipe::{Ring, RingConfig};
     /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u8; 32]>())?;
-    /// let (mut tx, mut rx) = (ring.typed_producer()?, ring.typed_consumer::<[u8; 32]>()?);
+    /// let (mut tx, mut rx) = (ring.typed().producer()?, ring.typed::<[u8; 32]>().consumer()?);
     /// tx.try_send([9u8; 32]).unwrap();
-    /// let value = rx.try_read().unwrap(); // lent in place
+    /// let value = rx.try_lend()?; // lent in place
     /// assert_eq!(value.view().read_at::<u8>(31), Ok(9)); // one byte copied out
     /// assert_eq!(value.get().iter().map(|&b| u32::from(b)).sum::<u32>(), 9 * 32);
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
-    pub fn try_read(&mut self) -> Result<TypedReadGuard<'_, T>, TryRecvError> {
+    pub fn try_lend(&mut self) -> Result<TypedReadGuard<'_, T>, TryRecvError> {
         self.check_poisoned()?;
-        let guard = self.inner.try_read()?;
+        let guard = self.inner.try_lend()?;
         Ok(TypedReadGuard::new(guard, self.ident, &mut self.poisoned)?)
     }
 
-    /// [`TypedConsumer::try_read`], waiting for a value for at most `timeout` (`None`: for
-    /// ever).
+    /// [`TypedConsumer::try_lend`], waiting for a value as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedConsumer::recv`].
+    pub fn lend(&mut self) -> Result<TypedReadGuard<'_, T>, RecvError> {
+        self.check_poisoned()?;
+        let guard = self.inner.lend()?;
+        Ok(TypedReadGuard::new(guard, self.ident, &mut self.poisoned)?)
+    }
+
+    /// [`TypedConsumer::lend`], giving up after `timeout` with [`RecvError::Timeout`].
     ///
     /// # Errors
     ///
     /// As [`TypedConsumer::recv_timeout`].
-    pub fn read_timeout(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<TypedReadGuard<'_, T>, RecvError> {
+    pub fn lend_timeout(&mut self, timeout: Duration) -> Result<TypedReadGuard<'_, T>, RecvError> {
         self.check_poisoned()?;
-        let guard = self.inner.read_timeout(timeout)?;
+        let guard = self.inner.lend_timeout(timeout)?;
         Ok(TypedReadGuard::new(guard, self.ident, &mut self.poisoned)?)
     }
 
@@ -829,6 +828,18 @@ impl<T: Pod> TypedConsumer<T> {
     /// still there, to be read as bytes.
     pub fn into_inner(self) -> Consumer {
         self.inner
+    }
+
+    /// The byte consumer underneath, for the async typed consumer's waits.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn bytes(&self) -> &Consumer {
+        &self.inner
+    }
+
+    /// The byte consumer underneath, for the async typed consumer's waits.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn bytes_mut(&mut self) -> &mut Consumer {
+        &mut self.inner
     }
 
     fn check_poisoned(&self) -> Result<(), Corrupted> {
@@ -885,7 +896,8 @@ fn read_value<T: Pod>(
     Ok(guard.read_at(0).expect("checked: one T"))
 }
 
-/// One value lent in place by [`TypedConsumer::try_read`] or [`TypedConsumer::read_timeout`];
+/// One value lent in place by [`TypedConsumer::try_lend`], [`TypedConsumer::lend`] or
+/// [`TypedConsumer::lend_timeout`];
 /// dropping it consumes the value and frees its slot. [`TypedReadGuard::get`] copies the value
 /// out and [`TypedReadGuard::view`] parts of it ([`RingSlice::read_at`] at a field's
 /// `offset_of!`): a copy cannot change after it is checked, where a `&T` into the ring could
@@ -895,9 +907,9 @@ fn read_value<T: Pod>(
 /// ```compile_fail
 /// # use shmpipe::{Ring, RingConfig};
 /// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
-/// # let (mut tx, mut rx) = (ring.typed_producer::<u64>().unwrap(), ring.typed_consumer::<u64>().unwrap());
+/// # let (mut tx, mut rx) = (ring.typed::<u64>().producer().unwrap(), ring.typed::<u64>().consumer().unwrap());
 /// # tx.try_send(7).unwrap();
-/// let guard = rx.try_read().unwrap();
+/// let guard = rx.try_lend().unwrap();
 /// let value: u64 = *guard; // no reference into memory the peer can write
 /// ```
 pub struct TypedReadGuard<'a, T> {
@@ -1028,8 +1040,8 @@ mod tests {
             .message_type::<Tick>();
         let ring = Ring::in_process(&cfg).unwrap();
         let (mut tx, mut rx) = (
-            ring.typed_producer::<Tick>().unwrap(),
-            ring.typed_consumer::<Tick>().unwrap(),
+            ring.typed::<Tick>().producer().unwrap(),
+            ring.typed::<Tick>().consumer().unwrap(),
         );
         let mut next_out = 0u64;
         let mut next_in = 0u64;
@@ -1047,12 +1059,12 @@ mod tests {
                     next_out += 7;
                 }
                 2 => {
-                    let mut g = tx.reserve().unwrap();
+                    let mut g = tx.try_reserve().unwrap();
                     g.set(tick(next_out));
                     assert_eq!(g.get(), tick(next_out));
                     g.commit();
-                    tx.reserve().unwrap().write(tick(next_out + 1));
-                    let _ = tx.reserve().unwrap(); // discarded: nothing sent
+                    tx.try_reserve().unwrap().write(tick(next_out + 1));
+                    let _ = tx.try_reserve().unwrap(); // discarded: nothing sent
                     next_out += 2;
                 }
                 _ => {
@@ -1072,7 +1084,7 @@ mod tests {
                         }
                     }
                     1 => {
-                        let v = rx.try_read().unwrap();
+                        let v = rx.try_lend().unwrap();
                         assert_eq!(v.get(), tick(next_in));
                         drop(v);
                         next_in += 1;
@@ -1110,20 +1122,20 @@ mod tests {
         let ring = Ring::in_process(&RingConfig::new().message_type::<Tick>()).unwrap();
         assert_eq!(ring.message_type(), Some(MessageType::of::<Tick>()));
         for e in [
-            ring.typed_consumer::<Quote>().unwrap_err(),
-            ring.typed_consumer::<[u64; 3]>().unwrap_err(),
+            ring.typed::<Quote>().consumer().unwrap_err(),
+            ring.typed::<[u64; 3]>().consumer().unwrap_err(),
             ring.typed::<Tick>().tagged(1).consumer().unwrap_err(),
         ] {
             assert!(matches!(e, Error::TypeMismatch { .. }), "{e}");
         }
         // Refused before claiming: the role is still free.
-        ring.typed_consumer::<Tick>().unwrap();
+        ring.typed::<Tick>().consumer().unwrap();
         let bytes = Ring::in_process(&RingConfig::new()).unwrap();
         assert_eq!(bytes.message_type(), None);
-        let e = bytes.typed_producer::<u64>().unwrap_err();
+        let e = bytes.typed::<u64>().producer().unwrap_err();
         assert!(e.to_string().contains("untyped byte messages"), "{e}");
         // Not a message type at all.
-        let e = ring.typed_producer::<()>().unwrap_err();
+        let e = ring.typed::<()>().producer().unwrap_err();
         assert!(matches!(e, Error::InvalidConfig { .. }), "{e}");
     }
 
@@ -1149,7 +1161,7 @@ mod tests {
     fn a_record_of_another_length_poisons_and_stays() {
         let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
         let mut tx = ring.producer().unwrap();
-        let mut rx = ring.typed_consumer::<u64>().unwrap();
+        let mut rx = ring.typed::<u64>().consumer().unwrap();
         tx.try_send(&7u64.to_ne_bytes()).unwrap();
         tx.try_send(b"four").unwrap();
         assert_eq!(rx.try_recv(), Ok(7));
@@ -1166,11 +1178,11 @@ mod tests {
             }
         ));
         // Sticky, on every path.
-        assert_eq!(rx.try_read().unwrap_err(), TryRecvError::Corrupted(c));
+        assert_eq!(rx.try_lend().unwrap_err(), TryRecvError::Corrupted(c));
         assert_eq!(rx.recv(), Err(RecvError::Corrupted(c)));
         assert_eq!(rx.poisoned(), Some(&c));
         // The record is still there for the byte API.
         let mut bytes = rx.into_inner();
-        assert_eq!(bytes.try_read().unwrap().to_vec(), b"four");
+        assert_eq!(bytes.try_lend().unwrap().to_vec(), b"four");
     }
 }

@@ -624,7 +624,7 @@ fn lines_are_one_message_each() {
     ok(&out, "send --lines");
     let mut got = Vec::new();
     loop {
-        match rx.read_timeout(Some(Duration::from_secs(10))) {
+        match rx.lend_timeout(Duration::from_secs(10)) {
             Ok(msg) => got.push(String::from_utf8(msg.to_vec()).expect("utf-8")),
             Err(RecvError::Disconnected) => break,
             Err(e) => panic!("receiving: {e}"),

@@ -265,7 +265,7 @@ fn a_file_that_shrinks_is_an_error_not_a_sigbus() {
         matches!(e, TryRecvError::Corrupted(ref c) if is_shrank(c)),
         "{e:?}"
     );
-    assert!(matches!(rx.try_read(), Err(TryRecvError::Corrupted(ref c)) if is_shrank(c)));
+    assert!(matches!(rx.try_lend(), Err(TryRecvError::Corrupted(ref c)) if is_shrank(c)));
     assert!(is_shrank(rx.poisoned().unwrap()));
     let e = tx.try_send(b"into the void").unwrap_err();
     assert!(

@@ -73,7 +73,7 @@ fn send_spinning(tx: &mut Producer, m: &[u8]) {
     loop {
         match tx.try_send(m) {
             Ok(()) => return,
-            Err(TrySendError::Full(_)) => thread::yield_now(),
+            Err(TrySendError::Full) => thread::yield_now(),
             Err(e) => panic!("send failed: {e}"),
         }
     }
@@ -147,7 +147,7 @@ fn multi_slot_messages_with_padding_at_the_wrap() {
 
 /// Zero copy on both sides: a grant written in place and committed shorter than reserved, a
 /// grant dropped (nothing is sent, the slots are reused), and messages lent in place with
-/// `try_read` whose drop releases the slots.
+/// `try_lend` whose drop releases the slots.
 #[test]
 fn zero_copy_reserve_commit_drop_and_read_in_place() {
     model("zero_copy_reserve_commit_drop_and_read_in_place", || {
@@ -156,24 +156,24 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
             for i in 0..3 {
                 // A reservation dropped unsent: must leave no trace.
                 loop {
-                    match tx.reserve(8) {
+                    match tx.try_reserve(8) {
                         Ok(g) => {
                             drop(g);
                             break;
                         }
-                        Err(TrySendError::Full(())) => thread::yield_now(),
+                        Err(TrySendError::Full) => thread::yield_now(),
                         Err(e) => panic!("reserve failed: {e}"),
                     }
                 }
                 loop {
-                    match tx.reserve(8) {
+                    match tx.try_reserve(8) {
                         Ok(mut g) => {
                             let m = msg(i, 6);
                             g.view_mut().copy_from(&m);
                             g.commit_len(6);
                             break;
                         }
-                        Err(TrySendError::Full(())) => thread::yield_now(),
+                        Err(TrySendError::Full) => thread::yield_now(),
                         Err(e) => panic!("reserve failed: {e}"),
                     }
                 }
@@ -181,7 +181,7 @@ fn zero_copy_reserve_commit_drop_and_read_in_place() {
         });
         for i in 0..3 {
             loop {
-                match rx.try_read() {
+                match rx.try_lend() {
                     Ok(g) => {
                         assert_eq!(g.to_vec(), &msg(i, 6)[..]);
                         break;
@@ -209,7 +209,7 @@ fn batch_publish_and_batch_release() {
                 loop {
                     match b.try_send(&msg(i, 8)) {
                         Ok(()) => break,
-                        Err(TrySendError::Full(_)) => thread::yield_now(),
+                        Err(TrySendError::Full) => thread::yield_now(),
                         Err(e) => panic!("send failed: {e}"),
                     }
                 }
@@ -283,8 +283,8 @@ fn consumer_close_disconnects_the_producer() {
         loop {
             match tx.try_send(&msg(sent, 8)) {
                 Ok(()) => sent += 1,
-                Err(TrySendError::Full(_)) => thread::yield_now(),
-                Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full) => thread::yield_now(),
+                Err(TrySendError::Disconnected) => break,
                 Err(e) => panic!("send failed: {e}"),
             }
             // The consumer takes at most one message: 2 slots + 1 is all that can fit.
@@ -332,7 +332,7 @@ fn a_producer_asleep_on_a_full_ring_wakes_when_the_consumer_closes() {
             for i in 0..3 {
                 match tx.send(&msg(i, 8)) {
                     Ok(()) => {}
-                    Err(SendError::Disconnected(_)) => {
+                    Err(SendError::Disconnected) => {
                         disconnected = true;
                         break;
                     }

@@ -167,7 +167,7 @@ fn fill_from(tx: &mut Producer) -> String {
     loop {
         match tx.try_send(&msg) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return "full".into(),
+            Err(TrySendError::Full) => return "full".into(),
             Err(e) => return format!("{e:?}"),
         }
     }

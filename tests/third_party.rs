@@ -315,9 +315,9 @@ fn the_first_role_error_stays_the_answer() {
     let (mut tx, mut rx) = r.pair();
     tx.try_send(b"one").expect("room");
     let mut batch = rx.batch();
-    assert_eq!(batch.try_read().map(|m| m.len()).ok(), Some(3));
+    assert_eq!(batch.try_lend().map(|m| m.len()).ok(), Some(3));
     r.raw.u64(C_OWNER).store(0x1111, Ordering::Relaxed);
-    let first = match batch.try_read().map(|m| m.len()) {
+    let first = match batch.try_lend().map(|m| m.len()) {
         Err(TryRecvError::Corrupted(c)) => c,
         other => panic!("{other:?}"),
     };

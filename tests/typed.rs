@@ -84,7 +84,8 @@ fn child_ring() -> Ring {
 /// value built in place with `reserve` (sometimes dropped first: nothing is sent).
 fn produce(ring: &Ring, count: u64) {
     let mut tx = ring
-        .typed_producer::<Tick>()
+        .typed::<Tick>()
+        .producer()
         .expect("claim the typed producer");
     let mut rng = SplitMix64::new(0x0074_7970_6564);
     let mut seq = 0u64;
@@ -93,9 +94,8 @@ fn produce(ring: &Ring, count: u64) {
         match rng.below(6) {
             0 => match tx.try_send(tick(seq)) {
                 Ok(()) => seq += 1,
-                Err(TrySendError::Full(back)) => {
-                    assert_eq!(back, tick(seq), "Full gives the value back");
-                    tx.send_timeout(back, STEP)
+                Err(TrySendError::Full) => {
+                    tx.send_timeout(tick(seq), STEP)
                         .expect("send_timeout after Full");
                     seq += 1;
                 }
@@ -118,15 +118,15 @@ fn produce(ring: &Ring, count: u64) {
                             assert!((1..=k as usize).contains(&n), "{n} of {k}");
                             seq += n as u64;
                         }
-                        Err(TrySendError::Full(())) => std::thread::yield_now(),
+                        Err(TrySendError::Full) => std::thread::yield_now(),
                         Err(e) => panic!("try_send_slice at {seq}: {e}"),
                     }
                 }
             }
             _ => {
-                let mut grant = match tx.reserve() {
+                let mut grant = match tx.try_reserve() {
                     Ok(g) => g,
-                    Err(TrySendError::Full(())) => tx.reserve_timeout(Some(STEP)).expect("room"),
+                    Err(TrySendError::Full) => tx.reserve_timeout(STEP).expect("room"),
                     Err(e) => panic!("reserve at {seq}: {e}"),
                 };
                 if rng.below(8) == 0 {
@@ -154,11 +154,12 @@ fn produce(ring: &Ring, count: u64) {
 }
 
 /// Receives `count` values, choosing for each step `recv_timeout`, `try_recv`, a batch by
-/// `try_recv_slice` or `recv_slice_timeout`, or a value read in place by `try_read` or
-/// `read_timeout`; checks that each is `tick(seq)` in order, then that the stream ends.
+/// `try_recv_slice` or `recv_slice_timeout`, or a value read in place by `try_lend` or
+/// `lend_timeout`; checks that each is `tick(seq)` in order, then that the stream ends.
 fn consume(ring: &Ring, count: u64) {
     let mut rx = ring
-        .typed_consumer::<Tick>()
+        .typed::<Tick>()
+        .consumer()
         .expect("claim the typed consumer");
     let mut rng = SplitMix64::new(0x636f_6e73);
     let mut buf = [Tick::zeroed(); 48];
@@ -205,16 +206,16 @@ fn consume(ring: &Ring, count: u64) {
                     seq += 1;
                 }
             }
-            4 => match rx.try_read() {
+            4 => match rx.try_lend() {
                 Ok(v) => {
                     check(&v.get(), seq);
                     seq += 1;
                 }
                 Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(e) => panic!("try_read at {seq}: {e}"),
+                Err(e) => panic!("try_lend at {seq}: {e}"),
             },
             _ => {
-                let v = rx.read_timeout(Some(STEP)).expect("read_timeout");
+                let v = rx.lend_timeout(STEP).expect("lend_timeout");
                 check(&v.get(), seq);
                 seq += 1;
             }
@@ -277,31 +278,31 @@ fn mismatch<T: std::fmt::Debug>(what: &str, ring: &Ring, r: Result<T, Error>) ->
 /// The child (another process, attached by shmid) tries every wrong type, then the right one,
 /// and receives one value.
 fn refuse_other_types(ring: &Ring) {
-    let msg = mismatch("bigger", ring, ring.typed_consumer::<[u64; 4]>());
+    let msg = mismatch("bigger", ring, ring.typed::<[u64; 4]>().consumer());
     assert!(msg.contains("32-byte values"), "{msg}");
     assert!(msg.contains("24-byte values aligned to 8"), "{msg}");
-    mismatch("smaller", ring, ring.typed_consumer::<[u64; 2]>());
+    mismatch("smaller", ring, ring.typed::<[u64; 2]>().consumer());
     let msg = mismatch(
         "same size, another name",
         ring,
-        ring.typed_consumer::<Quote>(),
+        ring.typed::<Quote>().consumer(),
     );
     assert!(msg.contains("Quote"), "{msg}");
     mismatch(
         "same size, align 4",
         ring,
-        ring.typed_consumer::<[u32; 6]>(),
+        ring.typed::<[u32; 6]>().consumer(),
     );
     mismatch(
         "same size, align 1",
         ring,
-        ring.typed_consumer::<[u8; 24]>(),
+        ring.typed::<[u8; 24]>().consumer(),
     );
     mismatch("a tag", ring, ring.typed::<Tick>().tagged(7).consumer());
-    mismatch("producer too", ring, ring.typed_producer::<Quote>());
+    mismatch("producer too", ring, ring.typed::<Quote>().producer());
     // Refusals claim nothing: the role is still free for the right type.
     assert_eq!(ring.status().consumer_pid, 0);
-    let mut rx = ring.typed_consumer::<Tick>().expect("the right type");
+    let mut rx = ring.typed::<Tick>().consumer().expect("the right type");
     assert_eq!(rx.recv_timeout(STEP), Ok(tick(42)));
 }
 
@@ -315,7 +316,7 @@ fn a_peer_with_another_type_is_refused() {
     let ring = Ring::create(Key::Private, &config()).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
     assert_eq!(ring.message_type(), Some(MessageType::of::<Tick>()));
-    let mut tx = ring.typed_producer::<Tick>().unwrap();
+    let mut tx = ring.typed::<Tick>().producer().unwrap();
     tx.try_send(tick(42)).unwrap();
     let vars = [(SHMID_VAR, ring.shmid().unwrap().to_string())];
     ChildProcess::spawn("a_peer_with_another_type_is_refused", "consumer", &vars)
@@ -329,11 +330,11 @@ fn untyped_rings_and_other_configurations_are_refused() {
     let bytes = Ring::create(Key::Private, &RingConfig::new()).unwrap();
     let _rm = RemoveOnDrop::ring(&bytes);
     assert_eq!(bytes.message_type(), None);
-    let msg = mismatch("untyped", &bytes, bytes.typed_consumer::<Tick>());
+    let msg = mismatch("untyped", &bytes, bytes.typed::<Tick>().consumer());
     assert!(msg.contains("untyped byte messages"), "{msg}");
-    mismatch("untyped", &bytes, bytes.typed_producer::<u8>());
+    mismatch("untyped", &bytes, bytes.typed::<u8>().producer());
     let peer = Ring::open_id(bytes.shmid().unwrap()).unwrap();
-    mismatch("untyped, reopened", &peer, peer.typed_consumer::<Tick>());
+    mismatch("untyped, reopened", &peer, peer.typed::<Tick>().consumer());
 
     // A typed ring reopened by another handle keeps its type; the byte API still works on it.
     let typed = Ring::create(Key::Private, &config()).unwrap();
@@ -392,8 +393,8 @@ fn the_type_fields_are_validated_at_attach_and_never_reread() {
     // ...and one already attached never looks again: it claims by what it validated.
     raw.u64(72).store(0, Ordering::Relaxed);
     raw.u32(80).store(4, Ordering::Relaxed);
-    let mut tx = ring.typed_producer::<Tick>().unwrap();
-    let mut rx = ring.typed_consumer::<Tick>().unwrap();
+    let mut tx = ring.typed::<Tick>().producer().unwrap();
+    let mut rx = ring.typed::<Tick>().consumer().unwrap();
     tx.try_send(tick(1)).unwrap();
     assert_eq!(rx.try_recv(), Ok(tick(1)));
 }
@@ -425,7 +426,7 @@ fn a_record_of_the_wrong_length_is_an_error_not_a_panic() {
     }
     let ring = Ring::create(Key::Private, &config()).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
-    let mut rx = ring.typed_consumer::<Tick>().unwrap();
+    let mut rx = ring.typed::<Tick>().consumer().unwrap();
     let vars = [(SHMID_VAR, ring.shmid().unwrap().to_string())];
     ChildProcess::spawn(
         "a_record_of_the_wrong_length_is_an_error_not_a_panic",
@@ -452,8 +453,8 @@ fn a_record_of_the_wrong_length_is_an_error_not_a_panic() {
     // Sticky on every call.
     assert_eq!(rx.try_recv(), Err(TryRecvError::Corrupted(c)));
     assert_eq!(rx.try_recv_slice(&mut buf), Err(TryRecvError::Corrupted(c)));
-    assert_eq!(rx.try_read().unwrap_err(), TryRecvError::Corrupted(c));
-    assert_eq!(rx.read_timeout(None).unwrap_err(), RecvError::Corrupted(c));
+    assert_eq!(rx.try_lend().unwrap_err(), TryRecvError::Corrupted(c));
+    assert_eq!(rx.lend().unwrap_err(), RecvError::Corrupted(c));
     assert_eq!(rx.recv_slice(&mut buf), Err(RecvError::Corrupted(c)));
     assert_eq!(rx.poisoned(), Some(&c));
     // The bad records stayed in the ring: the byte consumer underneath reads them.
@@ -474,9 +475,9 @@ fn an_empty_record_is_refused_by_a_zero_copy_read_too() {
     let ring = Ring::create(Key::Private, &config()).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
     let mut tx = ring.producer().unwrap();
-    let mut rx = ring.typed_consumer::<Tick>().unwrap();
+    let mut rx = ring.typed::<Tick>().consumer().unwrap();
     tx.try_send(&[]).unwrap();
-    match rx.try_read() {
+    match rx.try_lend() {
         Err(TryRecvError::Corrupted(Corrupted {
             what: Corruption::WrongMessageSize { len: 0, .. },
             ..
@@ -499,8 +500,8 @@ fn a_slice_sends_what_fits_in_a_nearly_full_ring() {
         .message_type::<Tick>();
     let ring = Ring::create(Key::Private, &cfg).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
-    let mut tx = ring.typed_producer::<Tick>().unwrap();
-    let mut rx = ring.typed_consumer::<Tick>().unwrap();
+    let mut tx = ring.typed::<Tick>().producer().unwrap();
+    let mut rx = ring.typed::<Tick>().consumer().unwrap();
     let values: Vec<Tick> = (0..100).map(tick).collect();
 
     assert_eq!(tx.try_send_slice(&values[..13]), Ok(13));
@@ -512,11 +513,8 @@ fn a_slice_sends_what_fits_in_a_nearly_full_ring() {
     );
     // The three were published together, with one store of the tail.
     assert_eq!(ring.status().tail, tail + 3);
-    assert_eq!(
-        tx.try_send_slice(&values[16..]),
-        Err(TrySendError::Full(()))
-    );
-    assert_eq!(tx.try_send(values[16]), Err(TrySendError::Full(values[16])));
+    assert_eq!(tx.try_send_slice(&values[16..]), Err(TrySendError::Full));
+    assert_eq!(tx.try_send(values[16]), Err(TrySendError::Full));
     assert_eq!(tx.try_send_slice(&[]), Ok(0));
 
     // Five received with one release of the head: room for five more.
@@ -564,8 +562,8 @@ fn slices_wrap_around_padding_and_stop_exactly_when_full() {
         .message_type::<Wide>();
     let ring = Ring::create(Key::Private, &cfg).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
-    let mut tx = ring.typed_producer::<Wide>().unwrap();
-    let mut rx = ring.typed_consumer::<Wide>().unwrap();
+    let mut tx = ring.typed::<Wide>().producer().unwrap();
+    let mut rx = ring.typed::<Wide>().consumer().unwrap();
     let wide = |i: u64| [i, !i, i * 3, i ^ 0x5555, i.rotate_left(17)];
     let mut rng = SplitMix64::new(9);
     let (mut next_out, mut next_in) = (0u64, 0u64);
@@ -579,13 +577,10 @@ fn slices_wrap_around_padding_and_stop_exactly_when_full() {
                 next_out += n as u64;
                 if (n as u64) < k {
                     // As many as fit: the next one does not.
-                    assert_eq!(
-                        tx.try_send(wide(next_out)),
-                        Err(TrySendError::Full(wide(next_out)))
-                    );
+                    assert_eq!(tx.try_send(wide(next_out)), Err(TrySendError::Full));
                 }
             }
-            Err(TrySendError::Full(())) => {
+            Err(TrySendError::Full) => {
                 assert!(next_out - next_in >= 1, "full with nothing in the ring");
             }
             Err(e) => panic!("{e}"),
@@ -620,8 +615,8 @@ fn slices_wrap_around_padding_and_stop_exactly_when_full() {
 fn a_typed_takeover_checks_the_type_then_the_holder() {
     let ring = Ring::create(Key::Private, &config()).unwrap();
     let _rm = RemoveOnDrop::ring(&ring);
-    let mut rx = ring.typed_consumer::<Tick>().unwrap();
-    let tx = ring.typed_producer::<Tick>().unwrap();
+    let mut rx = ring.typed::<Tick>().consumer().unwrap();
+    let tx = ring.typed::<Tick>().producer().unwrap();
     // A live holder: refused as for a byte takeover.
     assert!(matches!(
         ring.typed::<Tick>().take_over_producer(),

@@ -245,7 +245,7 @@ fn snapshot(
 fn image_seeds() {
     let small = RingConfig::new().slot_size(16).slot_count(8);
     let send = |tx: &mut shmpipe::Producer, len: usize| tx.try_send(&vec![7u8; len]).unwrap();
-    let recv = |rx: &mut shmpipe::Consumer| drop(rx.try_read().unwrap());
+    let recv = |rx: &mut shmpipe::Consumer| drop(rx.try_lend().unwrap());
     let images: Vec<(&str, Roles, Vec<u8>)> = vec![
         ("empty", Roles::Both, snapshot(&small, false, |_, _| {})),
         (

@@ -157,8 +157,8 @@ fn run(input: ImageInput<'_>) {
                 }
                 ImageAction::Read => {
                     if let Some(rx) = rx.as_mut() {
-                        let got = rx.side.try_read().map(|g| g.len());
-                        check_recv(rx, got, max, "try_read");
+                        let got = rx.side.try_lend().map(|g| g.len());
+                        check_recv(rx, got, max, "try_lend");
                     }
                 }
                 ImageAction::RecvTimeout => {
@@ -182,14 +182,14 @@ fn run(input: ImageInput<'_>) {
                         seq += 1;
                         let len = l.resolve(max, ring.slot_size(), ring.slot_count());
                         let data = message(seq, len);
-                        let got = tx.side.try_send(&data).map_err(unit);
+                        let got = tx.side.try_send(&data);
                         check_send(tx, got, len, max, "try_send");
                     }
                 }
                 ImageAction::Reserve(l, f) => {
                     if let Some(tx) = tx.as_mut() {
                         let len = l.resolve(max, ring.slot_size(), ring.slot_count());
-                        let got = match tx.side.reserve(len) {
+                        let got = match tx.side.try_reserve(len) {
                             Ok(mut g) => {
                                 g.fill(0x3c);
                                 match f {
@@ -209,7 +209,7 @@ fn run(input: ImageInput<'_>) {
                         let mut batch = rx.side.batch();
                         let mut results = Vec::new();
                         for _ in 0..=n % 8 {
-                            let got = batch.try_read().map(|g| g.len());
+                            let got = batch.try_lend().map(|g| g.len());
                             let stop = got.is_err();
                             results.push(got);
                             if stop {
@@ -218,7 +218,7 @@ fn run(input: ImageInput<'_>) {
                         }
                         drop(batch);
                         for got in results {
-                            check_recv(rx, got, max, "batch try_read");
+                            check_recv(rx, got, max, "batch try_lend");
                         }
                     }
                 }
@@ -229,7 +229,7 @@ fn run(input: ImageInput<'_>) {
                         for i in 0..=u64::from(n % 8) {
                             let len = (i as usize * 13) % (max + 1);
                             let data = message(seq + i, len);
-                            let got = batch.try_send(&data).map_err(unit);
+                            let got = batch.try_send(&data);
                             results.push((got, len));
                         }
                         drop(batch);
@@ -245,7 +245,7 @@ fn run(input: ImageInput<'_>) {
     // Drain: whatever the consumer still finds ends within a ring's worth of records.
     if let Some(rx) = rx.as_mut() {
         for _ in 0..=ring.slot_count() {
-            let got = rx.side.try_read().map(|g| g.len());
+            let got = rx.side.try_lend().map(|g| g.len());
             let stop = got.is_err();
             check_recv(rx, got, max, "drain");
             if stop {
@@ -307,20 +307,9 @@ fn check_send(
             tx.corrupted(Some(c), what);
             assert_eq!(tx.side.poisoned(), Some(&c));
         }
-        Err(TrySendError::Full(()) | TrySendError::Disconnected(())) => tx.corrupted(None, what),
+        Err(TrySendError::Full | TrySendError::Disconnected) => tx.corrupted(None, what),
         // One process, never forked: no handle runs outside its claimer's process.
-        Err(e @ TrySendError::WrongProcess(_)) => panic!("{what}: {e}"),
-    }
-}
-
-/// A `try_send` error without the message it gives back.
-fn unit(e: TrySendError<&[u8]>) -> TrySendError {
-    match e {
-        TrySendError::Full(_) => TrySendError::Full(()),
-        TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
-        TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
-        TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
-        TrySendError::WrongProcess(w) => TrySendError::WrongProcess(w),
+        Err(e) => panic!("{what}: {e}"),
     }
 }
 

@@ -191,11 +191,11 @@ pub enum Op {
     Recv(Buf),
     /// `try_recv_vec`.
     RecvVec,
-    /// `try_read`, then drop the guard.
+    /// `try_lend`, then drop the guard.
     Read,
     /// `recv_timeout` with a zero timeout.
     RecvTimeout,
-    /// `read_timeout` with a zero timeout.
+    /// `lend_timeout` with a zero timeout.
     ReadTimeout,
     /// A send batch, with consumer operations while it is open.
     SendBatch(Vec<BatchSendOp>),
@@ -229,7 +229,7 @@ pub enum BatchSendOp {
 pub enum BatchRecvOp {
     /// `RecvBatch::try_recv`.
     Recv(Buf),
-    /// `RecvBatch::try_read`.
+    /// `RecvBatch::try_lend`.
     Read,
     /// `RecvBatch::release`.
     Release,
@@ -277,7 +277,7 @@ pub struct ImageOp {
 pub enum ImageAction {
     /// `try_recv`.
     Recv(Buf),
-    /// `try_read`.
+    /// `try_lend`.
     Read,
     /// `recv_timeout` with a zero timeout.
     RecvTimeout,
@@ -347,7 +347,7 @@ pub enum Step {
     SendBatch(Vec<Len>),
     /// Consumer: `try_recv`.
     Recv(Buf),
-    /// Consumer: `try_read`.
+    /// Consumer: `try_lend`.
     Read,
     /// Consumer: `recv_timeout` with a zero timeout.
     RecvTimeout,

@@ -402,18 +402,19 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
 }
 
 /// What a send error means to the user.
-fn send_error(ident: Ident, e: &SendError<impl Sized>) -> CliError {
+fn send_error(ident: Ident, e: &SendError) -> CliError {
     CliError::new(match e {
-        SendError::Disconnected(_) => {
+        SendError::Disconnected => {
             format!("{ident}: the receiver closed the ring before the end of the input")
         }
         SendError::PeerDied { pid, .. } => format!("{ident}: the receiver (pid {pid}) died"),
         SendError::Corrupted(c) => c.to_string(),
         SendError::WrongProcess(w) => w.to_string(),
-        SendError::Timeout(_) => format!("{ident}: timed out"),
+        SendError::Timeout => format!("{ident}: timed out"),
         SendError::TooLarge { len, max } => {
             format!("{ident}: a message of {len} bytes exceeds the ring's largest, {max} bytes")
         }
+        e => format!("{ident}: {e}"),
     })
 }
 
@@ -448,9 +449,9 @@ fn send_bytes(
         if let Some(sig) = signals::caught() {
             return Err(Failure::Signal(sig));
         }
-        let mut grant = match tx.reserve_timeout(chunk, Some(POLL)) {
+        let mut grant = match tx.reserve_timeout(chunk, POLL) {
             Ok(grant) => grant,
-            Err(SendError::Timeout(())) => {
+            Err(SendError::Timeout) => {
                 side.waited(tx)?;
                 continue;
             }
@@ -507,7 +508,7 @@ fn send_lines(
         loop {
             match tx.send_timeout(line, POLL) {
                 Ok(()) => break,
-                Err(SendError::Timeout(_)) => {
+                Err(SendError::Timeout) => {
                     if let Some(sig) = signals::caught() {
                         return Err(Failure::Signal(sig));
                     }
@@ -730,7 +731,7 @@ fn recv_bytes(
         if let Some(sig) = signals::caught() {
             return Err(Failure::Signal(sig));
         }
-        let waited = match rx.read_timeout(Some(POLL)) {
+        let waited = match rx.lend_timeout(POLL) {
             Ok(msg) => {
                 stall.progress();
                 write_all_ring(out, name, msg.view())?;
@@ -778,7 +779,7 @@ fn recv_lines(
         }
         // Everything already in the ring, without waiting.
         let ended = loop {
-            match rx.try_read() {
+            match rx.try_lend() {
                 Ok(msg) => {
                     stall.progress();
                     put(&mut buf, out, msg.view())?;
@@ -798,7 +799,7 @@ fn recv_lines(
             return Ok(());
         }
         // Then wait for the next message.
-        let waited = match rx.read_timeout(Some(POLL)) {
+        let waited = match rx.lend_timeout(POLL) {
             Ok(msg) => {
                 stall.progress();
                 put(&mut buf, out, msg.view())?;

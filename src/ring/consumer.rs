@@ -148,7 +148,7 @@ impl Consumer {
     /// [`TryRecvError::Empty`] if no message waits; [`TryRecvError::Disconnected`] if none
     /// waits and the producer closed the ring; [`TryRecvError::BufferTooSmall`] if it does
     /// not fit in `buf` (it stays in the ring: use a buffer of [`Consumer::max_message`]
-    /// bytes, or [`Consumer::try_read`]); [`TryRecvError::Corrupted`] if the producer broke the
+    /// bytes, or [`Consumer::try_lend`]); [`TryRecvError::Corrupted`] if the producer broke the
     /// protocol (sticky).
     #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
@@ -164,21 +164,43 @@ impl Consumer {
     ///
     /// As [`Consumer::try_recv`], except that the buffer is never too small.
     pub fn try_recv_vec(&mut self, out: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        let msg = self.try_read()?;
-        out.clear();
-        msg.view().append_to(out);
-        Ok(msg.len())
+        let msg = self.try_lend()?;
+        Ok(copy_into_vec(msg, out))
     }
 
-    /// Lends the next message in place (zero copy). Its slots are released when the guard is
-    /// dropped.
+    /// [`Consumer::try_recv_vec`], waiting for a message as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv`], except that the buffer is never too small.
+    pub fn recv_vec(&mut self, out: &mut Vec<u8>) -> Result<usize, RecvError> {
+        let msg = self.lend()?;
+        Ok(copy_into_vec(msg, out))
+    }
+
+    /// [`Consumer::recv_vec`], giving up after `timeout` with [`RecvError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv_timeout`], except that the buffer is never too small.
+    pub fn recv_vec_timeout(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        let msg = self.lend_timeout(timeout)?;
+        Ok(copy_into_vec(msg, out))
+    }
+
+    /// Lends the next message in place (zero copy), if one is waiting. Its slots are released
+    /// when the guard is dropped.
     ///
     /// # Errors
     ///
     /// As [`Consumer::try_recv`], except that the buffer is never too small.
     #[inline]
-    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
-        self.lend(true)
+    pub fn try_lend(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.lend_next(true)
     }
 
     /// Receives the next message into `buf`, waiting for one as the [`WaitStrategy`] says.
@@ -202,15 +224,29 @@ impl Consumer {
         self.recv_until(buf, Some(timeout))
     }
 
-    /// [`Consumer::try_read`], waiting for a message for at most `timeout` (`None`: for ever).
+    /// [`Consumer::try_lend`], waiting for a message as the [`WaitStrategy`] says. (Not
+    /// `read`: that is [`std::io::Read::read`], the byte stream.)
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::recv`], except that the buffer is never too small.
+    pub fn lend(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.lend_until(None)
+    }
+
+    /// [`Consumer::lend`], giving up after `timeout` with [`RecvError::Timeout`].
     ///
     /// # Errors
     ///
     /// As [`Consumer::recv_timeout`], except that the buffer is never too small.
-    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> Result<ReadGuard<'_>, RecvError> {
+    pub fn lend_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvError> {
+        self.lend_until(Some(timeout))
+    }
+
+    fn lend_until(&mut self, timeout: Option<Duration>) -> Result<ReadGuard<'_>, RecvError> {
         self.next_until(timeout)?;
         // A message is there: `next` finds it again (finding is idempotent until consumed).
-        self.lend(true).map_err(RecvError::from)
+        self.lend_next(true).map_err(RecvError::from)
     }
 
     /// Waits for the next message and returns where it is, without consuming it.
@@ -363,7 +399,7 @@ impl Consumer {
     /// }
     /// let mut batch = rx.batch();
     /// let mut got = Vec::new();
-    /// while let Ok(msg) = batch.try_read() {
+    /// while let Ok(msg) = batch.try_lend() {
     ///     msg.view().append_to(&mut got); // copied out, one after the other
     /// }
     /// drop(batch); // one store of the head frees all three
@@ -425,7 +461,7 @@ impl Consumer {
     }
 
     #[inline]
-    fn lend(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
+    fn lend_next(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
         let r = self.next()?;
         self.touch(r);
         let ptr = self.region.payload(r.at, r.len);
@@ -742,6 +778,13 @@ impl Drop for Consumer {
     }
 }
 
+/// Copies a lent message into `out`, replacing its contents, and consumes it.
+fn copy_into_vec(msg: ReadGuard<'_>, out: &mut Vec<u8>) -> usize {
+    out.clear();
+    msg.view().append_to(out);
+    msg.len()
+}
+
 impl From<TryRecvError> for RecvError {
     /// `Empty` has no blocking equivalent; it becomes `Timeout` (a wait of zero).
     fn from(e: TryRecvError) -> RecvError {
@@ -757,8 +800,9 @@ impl From<TryRecvError> for RecvError {
     }
 }
 
-/// A message lent in place by [`Consumer::try_read`] or [`RecvBatch::try_read`]; dropping it
-/// consumes the message and frees its slots (in a batch: when the batch is released).
+/// A message lent in place by [`Consumer::try_lend`], [`Consumer::lend`],
+/// [`Consumer::lend_timeout`] or [`RecvBatch::try_lend`]; dropping it consumes the message and
+/// frees its slots (in a batch: when the batch is released).
 ///
 /// Its bytes stay in the ring, where the producer's process could write them if it broke the
 /// protocol, so the guard does not dereference to `&[u8]`: [`ReadGuard::view`] lends them as a
@@ -771,7 +815,7 @@ impl From<TryRecvError> for RecvError {
 /// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
-/// let guard = rx.try_read().unwrap();
+/// let guard = rx.try_lend().unwrap();
 /// let bytes: &[u8] = &guard; // no reference into memory the peer can write
 /// ```
 ///
@@ -780,7 +824,7 @@ impl From<TryRecvError> for RecvError {
 /// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
-/// let guard = rx.try_read().unwrap();
+/// let guard = rx.try_lend().unwrap();
 /// let first = guard[0];
 /// ```
 ///
@@ -789,7 +833,7 @@ impl From<TryRecvError> for RecvError {
 /// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
-/// let guard = rx.try_read().unwrap();
+/// let guard = rx.try_lend().unwrap();
 /// assert_eq!(&*guard, b"x");
 /// ```
 ///
@@ -800,7 +844,7 @@ impl From<TryRecvError> for RecvError {
 /// let ring = Ring::in_process(&RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// tx.try_send("grüße".as_bytes()).unwrap();
-/// let msg = rx.try_read().unwrap();
+/// let msg = rx.try_lend()?;
 /// // Validate the copy, not the ring: the copy cannot change after the check.
 /// let text = String::from_utf8(msg.to_vec()).unwrap();
 /// assert_eq!(text, "grüße");
@@ -914,14 +958,15 @@ impl RecvBatch<'_> {
         self.consumer.copy_next(buf)
     }
 
-    /// Lends the next message in place; its slots are freed when the batch is released.
+    /// Lends the next message in place, if one is waiting; its slots are freed when the batch
+    /// is released.
     ///
     /// # Errors
     ///
-    /// As [`Consumer::try_read`].
+    /// As [`Consumer::try_lend`].
     #[inline]
-    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
-        self.consumer.lend(false)
+    pub fn try_lend(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.consumer.lend_next(false)
     }
 
     /// Frees the slots of every message read so far; the batch stays open.
@@ -1073,20 +1118,5 @@ impl std::io::Read for Consumer {
         }
         self.consume(n);
         Ok(n)
-    }
-}
-
-impl From<RecvError> for std::io::Error {
-    fn from(e: RecvError) -> std::io::Error {
-        use std::io::ErrorKind;
-        let kind = match e {
-            RecvError::Timeout => ErrorKind::TimedOut,
-            RecvError::Disconnected => ErrorKind::UnexpectedEof,
-            RecvError::PeerDied { .. } => ErrorKind::ConnectionAborted,
-            RecvError::BufferTooSmall { .. } => ErrorKind::InvalidInput,
-            RecvError::Corrupted(_) => ErrorKind::InvalidData,
-            RecvError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        std::io::Error::new(kind, e)
     }
 }

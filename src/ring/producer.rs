@@ -1,4 +1,4 @@
-//! The producer's half of the protocol: claim slots, write records, publish the tail.
+//! The producer's half of the protocol: reserve slots, write records, publish the tail.
 //!
 //! The producer owns the slots from its private tail up to the last head it validated plus the
 //! capacity, and the producer line of the header. It reads the consumer's head only when its
@@ -41,8 +41,8 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 /// let mut tx = ring.producer()?;
 /// tx.try_send(b"first").unwrap();
 /// tx.try_send(b"second").unwrap();
-/// // Two slots, two records: full, and the message comes back.
-/// assert_eq!(tx.try_send(b"third"), Err(TrySendError::Full(&b"third"[..])));
+/// // Two slots, two records: full.
+/// assert_eq!(tx.try_send(b"third"), Err(TrySendError::Full));
 /// # Ok::<(), shmpipe::Error>(())
 /// ```
 pub struct Producer {
@@ -107,9 +107,9 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] with the message if the ring has no room for it now;
+    /// [`TrySendError::Full`] if the ring has no room for it now;
     /// [`TrySendError::TooLarge`] if it exceeds [`Producer::max_message`] (nothing is sent);
-    /// [`TrySendError::Disconnected`] with the message if the consumer closed the ring;
+    /// [`TrySendError::Disconnected`] if the consumer closed the ring;
     /// [`TrySendError::Corrupted`] if the consumer broke the protocol (sticky).
     ///
     /// # Examples
@@ -124,20 +124,20 @@ impl Producer {
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
-    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
-        self.write(msg).map_err(|e| e.map_full(msg))?;
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.write(msg)?;
         self.publish_written();
         hooks::hit("send:published");
         Ok(())
     }
 
-    /// Reserves room for a message of exactly `len` bytes and returns a guard over it, so the
-    /// message can be built in place (zero copy). [`WriteGrant::commit`] publishes it; dropping
-    /// the guard discards it.
+    /// Reserves room for a message of exactly `len` bytes now, if there is room, and returns a
+    /// guard over it, so the message can be built in place (zero copy). [`WriteGrant::commit`]
+    /// publishes it; dropping the guard discards it.
     ///
     /// # Errors
     ///
-    /// As [`Producer::try_send`], with `Full(())`.
+    /// As [`Producer::try_send`].
     ///
     /// # Examples
     ///
@@ -145,15 +145,24 @@ impl Producer {
     /// # use shmpipe::{Ring, RingConfig};
     /// let ring = Ring::in_process(&RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
-    /// let mut grant = tx.reserve(4).unwrap();
+    /// let mut grant = tx.try_reserve(4)?;
     /// grant.copy_from_slice(&7u32.to_le_bytes());
     /// grant.commit();
-    /// assert_eq!(rx.try_read().unwrap().to_vec(), 7u32.to_le_bytes());
+    /// assert_eq!(rx.try_lend()?.to_vec(), 7u32.to_le_bytes());
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     #[inline]
-    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+    pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
         self.grant(len, true)
+    }
+
+    /// [`Producer::try_reserve`], waiting for room as the [`WaitStrategy`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`].
+    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, SendError> {
+        self.reserve_until(len, None)
     }
 
     /// Sends one message, waiting for room as the [`WaitStrategy`] says.
@@ -162,9 +171,8 @@ impl Producer {
     ///
     /// [`SendError::Disconnected`] if the consumer closed the ring, [`SendError::PeerDied`] if
     /// its process died while we waited (confirmed by the kernel, noticed within about 10 ms),
-    /// [`SendError::TooLarge`], [`SendError::Corrupted`]. The message is given back where it
-    /// was not sent.
-    pub fn send<'m>(&mut self, msg: &'m [u8]) -> Result<(), SendError<&'m [u8]>> {
+    /// [`SendError::TooLarge`], [`SendError::Corrupted`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.send_until(msg, None)
     }
 
@@ -173,15 +181,11 @@ impl Producer {
     /// # Errors
     ///
     /// As [`Producer::send`], and [`SendError::Timeout`].
-    pub fn send_timeout<'m>(
-        &mut self,
-        msg: &'m [u8],
-        timeout: Duration,
-    ) -> Result<(), SendError<&'m [u8]>> {
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_until(msg, Some(timeout))
     }
 
-    /// [`Producer::reserve`], waiting for room for at most `timeout` (`None`: for ever).
+    /// [`Producer::reserve`], giving up after `timeout` with [`SendError::Timeout`].
     ///
     /// # Errors
     ///
@@ -189,21 +193,29 @@ impl Producer {
     pub fn reserve_timeout(
         &mut self,
         len: usize,
+        timeout: Duration,
+    ) -> Result<WriteGrant<'_>, SendError> {
+        self.reserve_until(len, Some(timeout))
+    }
+
+    fn reserve_until(
+        &mut self,
+        len: usize,
         timeout: Option<Duration>,
     ) -> Result<WriteGrant<'_>, SendError> {
         // The clock is read only once the ring is found full.
         let mut deadline = None;
         loop {
-            match self.claim(len) {
+            match self.reserve_slots(len) {
                 Ok(_) => break,
-                Err(TrySendError::Full(())) => {
+                Err(TrySendError::Full) => {
                     let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
                     self.wait_for_room(len, d)?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        // Room is there now: this claim succeeds (claiming is idempotent until finished).
+        // Room is there now: this reservation succeeds (reserving is idempotent until finished).
         self.grant(len, true).map_err(SendError::from)
     }
 
@@ -221,11 +233,7 @@ impl Producer {
         move |slice| sleep_for_room(&region, head_cache, slice)
     }
 
-    fn send_until<'m>(
-        &mut self,
-        msg: &'m [u8],
-        timeout: Option<Duration>,
-    ) -> Result<(), SendError<&'m [u8]>> {
+    fn send_until(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<(), SendError> {
         // The clock is read only once the ring is found full: a send with room costs no more
         // with a timeout than without.
         let mut deadline = None;
@@ -236,12 +244,11 @@ impl Producer {
                     hooks::hit("send:published");
                     return Ok(());
                 }
-                Err(TrySendError::Full(())) => {
+                Err(TrySendError::Full) => {
                     let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
-                    self.wait_for_room(msg.len(), d)
-                        .map_err(|e| e.map_msg(msg))?;
+                    self.wait_for_room(msg.len(), d)?;
                 }
-                Err(e) => return Err(SendError::from(e).map_msg(msg)),
+                Err(e) => return Err(SendError::from(e)),
             }
         }
     }
@@ -288,7 +295,7 @@ impl Producer {
         let h = self.region.header();
         // Acquire: pairs with the consumer's Release store of the flag in its drop.
         if h.producer.consumer_closed.load(Ordering::Acquire) != 0 {
-            return Err(SendError::Disconnected(()));
+            return Err(SendError::Disconnected);
         }
         Ok(())
     }
@@ -329,7 +336,6 @@ impl Producer {
         if holder_liveness(&self.region, Role::Consumer, holder) == Liveness::Dead {
             return Err(SendError::PeerDied {
                 pid: owner::pid_of(holder),
-                msg: (),
             });
         }
         Ok(())
@@ -345,11 +351,11 @@ impl Producer {
     /// let ring = Ring::in_process(&RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let mut batch = tx.batch();
-    /// batch.try_send(b"a").unwrap();
-    /// batch.try_send(b"b").unwrap();
-    /// assert!(rx.try_read().is_err()); // not yet published
+    /// batch.try_send(b"a")?;
+    /// batch.try_send(b"b")?;
+    /// assert!(rx.try_lend().is_err()); // not yet published
     /// batch.publish();
-    /// assert_eq!(rx.try_read().unwrap().to_vec(), b"a");
+    /// assert_eq!(rx.try_lend()?.to_vec(), b"a");
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn batch(&mut self) -> SendBatch<'_> {
@@ -396,7 +402,7 @@ impl Producer {
     }
 
     /// Makes everything written so far visible to the consumer: one Release store of the tail.
-    /// Only after a `write` or `claim` of this operation checked the process.
+    /// Only after a `write` or `reserve_slots` of this operation checked the process.
     #[inline]
     fn publish_written(&mut self) {
         if self.tail != self.published {
@@ -414,7 +420,7 @@ impl Producer {
     /// Copies `msg` into the ring as a record without publishing it.
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
-        let at = self.claim(msg.len())?;
+        let at = self.reserve_slots(msg.len())?;
         hooks::hit("send:claimed");
         self.touch(at, msg.len());
         let dst = self.region.payload(at, msg.len());
@@ -423,7 +429,7 @@ impl Producer {
         } else {
             msg.len()
         };
-        // SAFETY: `claim` guaranteed the record's slots lie inside the array (mapped while the
+        // SAFETY: `reserve_slots` guaranteed the record's slots lie inside the array (mapped while the
         // region lives) and belong to the producer (free: not between the validated head and
         // our tail); no reference into them exists (grants borrow `self`), and the copy is
         // atomic (`crate::shared`), so a consumer that writes them anyway is no data race.
@@ -443,10 +449,10 @@ impl Producer {
         Ok(())
     }
 
-    /// Hands out a guard over a claimed record of `len` bytes.
+    /// Hands out a guard over a reserved record of `len` bytes.
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
-        let at = self.claim(len)?;
+        let at = self.reserve_slots(len)?;
         if self.region.lost() {
             return Err(TrySendError::Corrupted(self.lose()));
         }
@@ -472,7 +478,7 @@ impl Producer {
     /// would straddle the end of the array. Returns the counter where the record starts; the
     /// private tail does not move until [`Producer::finish`].
     #[inline]
-    fn claim(&mut self, len: usize) -> Result<u64, TrySendError> {
+    fn reserve_slots(&mut self, len: usize) -> Result<u64, TrySendError> {
         self.check_process().map_err(TrySendError::WrongProcess)?;
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
@@ -489,7 +495,7 @@ impl Producer {
             .load(Ordering::Acquire)
             != 0
         {
-            return Err(TrySendError::Disconnected(()));
+            return Err(TrySendError::Disconnected);
         }
         let g = *self.region.geometry();
         if len > g.max_message as usize {
@@ -502,7 +508,7 @@ impl Producer {
         if self.free_slots() < need {
             self.refresh_head().map_err(TrySendError::Corrupted)?;
             if self.free_slots() < need {
-                return Err(TrySendError::Full(()));
+                return Err(TrySendError::Full);
             }
         }
         if pad != 0 {
@@ -513,7 +519,7 @@ impl Producer {
         Ok(self.tail.wrapping_add(pad))
     }
 
-    /// Completes the record claimed at `at` with `len` payload bytes: writes its header and
+    /// Completes the record reserved at `at` with `len` payload bytes: writes its header and
     /// moves the private tail past it.
     #[inline]
     fn finish(&mut self, at: u64, len: u32) {
@@ -676,7 +682,7 @@ impl Waiter for RoomWait<'_> {
     }
 
     fn timeout(&self) -> SendError {
-        SendError::Timeout(())
+        SendError::Timeout
     }
 }
 
@@ -693,46 +699,19 @@ impl Drop for Producer {
     }
 }
 
-impl<T> TrySendError<T> {
-    /// Replaces what `Full` carries.
-    pub(crate) fn map_full<U>(self, v: U) -> TrySendError<U> {
-        match self {
-            TrySendError::Full(_) => TrySendError::Full(v),
-            TrySendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
-            TrySendError::Disconnected(_) => TrySendError::Disconnected(v),
-            TrySendError::Corrupted(c) => TrySendError::Corrupted(c),
-            TrySendError::WrongProcess(w) => TrySendError::WrongProcess(w),
-        }
-    }
-}
-
-impl<T> SendError<T> {
-    /// Replaces the message in the variants that give it back.
-    pub(crate) fn map_msg<U>(self, msg: U) -> SendError<U> {
-        match self {
-            SendError::Timeout(_) => SendError::Timeout(msg),
-            SendError::Disconnected(_) => SendError::Disconnected(msg),
-            SendError::PeerDied { pid, .. } => SendError::PeerDied { pid, msg },
-            SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-            SendError::Corrupted(c) => SendError::Corrupted(c),
-            SendError::WrongProcess(w) => SendError::WrongProcess(w),
-        }
-    }
-}
-
 impl From<Corrupted> for SendError {
     fn from(c: Corrupted) -> SendError {
         SendError::Corrupted(c)
     }
 }
 
-impl<T> From<TrySendError<T>> for SendError<T> {
+impl From<TrySendError> for SendError {
     /// `Full` has no blocking equivalent; it becomes `Timeout` (a wait of zero).
-    fn from(e: TrySendError<T>) -> SendError<T> {
+    fn from(e: TrySendError) -> SendError {
         match e {
-            TrySendError::Full(m) => SendError::Timeout(m),
+            TrySendError::Full => SendError::Timeout,
             TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-            TrySendError::Disconnected(m) => SendError::Disconnected(m),
+            TrySendError::Disconnected => SendError::Disconnected,
             TrySendError::Corrupted(c) => SendError::Corrupted(c),
             TrySendError::WrongProcess(w) => SendError::WrongProcess(w),
         }
@@ -752,7 +731,7 @@ impl<T> From<TrySendError<T>> for SendError<T> {
 /// # use shmpipe::{Ring, RingConfig};
 /// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
 /// # let mut tx = ring.producer().unwrap();
-/// let mut grant = tx.reserve(4).unwrap();
+/// let mut grant = tx.try_reserve(4).unwrap();
 /// grant[0] = 1; // no reference into memory the peer can touch
 /// ```
 ///
@@ -760,7 +739,7 @@ impl<T> From<TrySendError<T>> for SendError<T> {
 /// # use shmpipe::{Ring, RingConfig};
 /// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
 /// # let mut tx = ring.producer().unwrap();
-/// let mut grant = tx.reserve(4).unwrap();
+/// let mut grant = tx.try_reserve(4).unwrap();
 /// let bytes: &mut [u8] = &mut grant;
 /// ```
 pub struct WriteGrant<'a> {
@@ -811,9 +790,9 @@ impl WriteGrant<'_> {
     /// The message's bytes, lent in place as a view that copies into them.
     #[inline]
     pub fn view_mut(&mut self) -> RingSliceMut<'_> {
-        // SAFETY: `ptr..ptr+len` lies inside slots claimed by the producer and not yet
+        // SAFETY: `ptr..ptr+len` lies inside slots reserved by the producer and not yet
         // published (mapped while the producer's region lives): the protocol gives them to us
-        // alone, and the mutable borrow of the producer keeps them claimed while the grant
+        // alone, and the mutable borrow of the producer keeps them reserved while the grant
         // lives; `&mut self` makes this the only view. No reference into them is made here.
         unsafe { RingSliceMut::new(self.ptr, self.len) }
     }
@@ -866,7 +845,7 @@ impl WriteGrant<'_> {
     /// # Safety
     ///
     /// The consumer's process must not read or write the message's slots while the slice
-    /// lives. The protocol forbids it (they are claimed and not published), so this is the
+    /// lives. The protocol forbids it (they are reserved and not published), so this is the
     /// promise that the peer follows the protocol; one that breaks it makes this undefined
     /// behaviour in this process (see [`RingSliceMut::as_mut_slice_trusted`]).
     #[inline]
@@ -901,24 +880,23 @@ impl SendBatch<'_> {
     /// As [`Producer::try_send`]. When the ring is full, the batch so far is published before
     /// `Full` is returned, so the consumer can make room: retrying in a loop cannot deadlock.
     #[inline]
-    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
-        self.producer.write(msg).map_err(|e| {
-            if matches!(e, TrySendError::Full(())) {
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.producer.write(msg).inspect_err(|e| {
+            if *e == TrySendError::Full {
                 self.producer.publish();
             }
-            e.map_full(msg)
         })
     }
 
-    /// Reserves a message in place; its commit adds it to the batch.
+    /// Reserves a message in place now, if there is room; its commit adds it to the batch.
     ///
     /// # Errors
     ///
-    /// As [`Producer::reserve`]; on `Full` the batch so far is published first.
+    /// As [`Producer::try_reserve`]; on `Full` the batch so far is published first.
     #[inline]
-    pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
-        if let Err(e) = self.producer.claim(len) {
-            if matches!(e, TrySendError::Full(())) {
+    pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+        if let Err(e) = self.producer.reserve_slots(len) {
+            if e == TrySendError::Full {
                 self.producer.publish();
             }
             return Err(e);
@@ -976,7 +954,7 @@ impl std::io::Write for Producer {
             return Ok(0);
         }
         let n = buf.len().min(self.stream_chunk());
-        self.send(&buf[..n]).map_err(|e| e.map_msg(()))?;
+        self.send(&buf[..n])?;
         Ok(n)
     }
 
@@ -993,19 +971,5 @@ impl Producer {
         let g = self.region.geometry();
         let eighth = (g.array_bytes() / 8).saturating_sub(crate::layout::RECORD_HEADER as u64);
         (g.max_message as usize).min(eighth.max(1) as usize)
-    }
-}
-
-impl From<SendError> for std::io::Error {
-    fn from(e: SendError) -> std::io::Error {
-        use std::io::ErrorKind;
-        let kind = match e {
-            SendError::Timeout(()) => ErrorKind::TimedOut,
-            SendError::Disconnected(()) | SendError::PeerDied { .. } => ErrorKind::BrokenPipe,
-            SendError::TooLarge { .. } => ErrorKind::InvalidInput,
-            SendError::Corrupted(_) => ErrorKind::InvalidData,
-            SendError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        std::io::Error::new(kind, e)
     }
 }

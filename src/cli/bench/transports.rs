@@ -29,7 +29,7 @@
 //! - `shmpipe-spin`, `shmpipe`: two rings (one per direction), `send`/`recv` (one copy in, one
 //!   out) with [`WaitStrategy::Spin`] and with the default [`WaitStrategy::SpinThenSleep`].
 //! - `shmpipe-batch`: the zero-copy API, spinning: messages built in place (`reserve`/`commit`)
-//!   and read in place (`try_read`); streams through `batch()` on both sides, published and
+//!   and read in place (`try_lend`); streams through `batch()` on both sides, published and
 //!   released every [`batch_len`] messages. Both ends are this program, so the peer is trusted
 //!   to follow the protocol and the messages are reached through the full-speed `unsafe`
 //!   opt-in (`as_mut_slice_trusted`, `as_slice_trusted`), as a user with a trusted peer would.
@@ -80,7 +80,7 @@ pub enum Transport {
     ThreadRing,
     /// shmpipe, `send`/`recv` spinning ([`WaitStrategy::Spin`]).
     ShmpipeSpin,
-    /// shmpipe, zero copy (`reserve`/`commit`, `try_read`) and batches, spinning.
+    /// shmpipe, zero copy (`reserve`/`commit`, `try_lend`) and batches, spinning.
     ShmpipeBatch,
     /// shmpipe, `send`/`recv` with the default [`WaitStrategy::SpinThenSleep`].
     Shmpipe,
@@ -552,7 +552,7 @@ trait Endpoint {
 enum ShmStyle {
     /// `send`/`recv`, with the producer's and consumer's wait strategy set to this.
     Copy(WaitStrategy),
-    /// `reserve`/`commit` and `try_read`, batches for streams, spinning.
+    /// `reserve`/`commit` and `try_lend`, batches for streams, spinning.
     ZeroCopy,
 }
 
@@ -594,7 +594,7 @@ impl ShmEnd {
     fn send_in_place(&mut self, len: usize, seq: u64) -> Res<()> {
         let mut spin = Spin::new(&self.waiting);
         loop {
-            match self.tx.reserve(len) {
+            match self.tx.try_reserve(len) {
                 Ok(mut grant) => {
                     // SAFETY: the peer is this program (a process re-executed from this binary,
                     // or a thread), which follows the protocol: it never touches a claimed slot.
@@ -602,7 +602,7 @@ impl ShmEnd {
                     grant.commit();
                     return Ok(());
                 }
-                Err(TrySendError::Full(())) => spin.pause()?,
+                Err(TrySendError::Full) => spin.pause()?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -626,7 +626,7 @@ impl Endpoint for ShmEnd {
         if self.style == ShmStyle::ZeroCopy {
             let mut spin = Spin::new(&self.waiting);
             loop {
-                match self.rx.try_read() {
+                match self.rx.try_lend() {
                     // SAFETY: the peer is this program, which follows the protocol: it never
                     // writes a published slot before we release it.
                     Ok(msg) => return check(unsafe { msg.as_slice_trusted() }, len, seq),
@@ -651,20 +651,20 @@ impl Endpoint for ShmEnd {
         // room reserved for the reply.
         let mut spin = Spin::new(&self.waiting);
         loop {
-            match self.rx.try_read() {
+            match self.rx.try_lend() {
                 Ok(msg) => {
                     // SAFETY: the peer is this program, which follows the protocol.
                     let msg = unsafe { msg.as_slice_trusted() };
                     let sum = check(msg, len, seq)?;
                     let mut spin = Spin::new(&self.waiting);
                     loop {
-                        match self.tx.reserve(len) {
+                        match self.tx.try_reserve(len) {
                             Ok(mut grant) => {
                                 grant.copy_from_slice(msg);
                                 grant.commit();
                                 return Ok(sum);
                             }
-                            Err(TrySendError::Full(())) => spin.pause()?,
+                            Err(TrySendError::Full) => spin.pause()?,
                             Err(e) => return Err(e.into()),
                         }
                     }
@@ -689,14 +689,14 @@ impl Endpoint for ShmEnd {
             loop {
                 // A full ring publishes the batch so far (SendBatch does), so this cannot
                 // wait for ever on messages the consumer cannot see.
-                match batch.reserve(len) {
+                match batch.try_reserve(len) {
                     Ok(mut grant) => {
                         // SAFETY: the peer is this program, which follows the protocol.
                         fill(unsafe { grant.as_mut_slice_trusted() }, seq);
                         grant.commit();
                         break;
                     }
-                    Err(TrySendError::Full(())) => spin.pause()?,
+                    Err(TrySendError::Full) => spin.pause()?,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -722,7 +722,7 @@ impl Endpoint for ShmEnd {
         let mut got = 0u64;
         let mut spin = Spin::new(&self.waiting);
         while got < count {
-            let read = match batch.try_read() {
+            let read = match batch.try_lend() {
                 Ok(msg) => {
                     // SAFETY: the peer is this program, which follows the protocol.
                     let msg = unsafe { msg.as_slice_trusted() };
