@@ -1,4 +1,4 @@
-//! Typed rings (`RingConfig::message_type`, `Ring::typed_producer`/`typed_consumer`) between
+//! Typed rings (`RingConfig::message_type`, `ring.typed::<T>().producer()`/`.consumer()`) between
 //! two real processes: a million values through every send and receive call, peers built with
 //! another type refused on attach, a byte producer's record of the wrong length refused as
 //! corruption (never a panic), and batches that send what fits in a nearly full ring.
