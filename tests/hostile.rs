@@ -6,8 +6,8 @@
 //! # Part 1: a hostile process
 //!
 //! Each `hostile_<region>_vs_<side>` test runs the side under test (a consumer looping on
-//! `recv_timeout`/`read_timeout` or on `try_recv`/`try_read`, or a producer looping on
-//! `send_timeout`/`reserve_timeout` or on `try_send`/`reserve`) in a child process, with an
+//! `recv_timeout`/`lend_timeout` or on `try_recv`/`try_lend`, or a producer looping on
+//! `send_timeout`/`reserve_timeout` or on `try_send`/`try_reserve`) in a child process, with an
 //! honest peer in another child or with no peer at all, and then starts a third process that
 //! maps the ring's memory with a bare `shmat` (by shmid) or `mmap` (of an inherited memfd or file
 //! descriptor) and writes seeded random bytes, as fast as
@@ -370,7 +370,7 @@ fn consumer_loop(
                 }
                 Err(e) => recv_step(&e),
             },
-            (true, true) => match rx.read_timeout(Some(CALL)) {
+            (true, true) => match rx.lend_timeout(CALL) {
                 Ok(m) => {
                     on_msg(&m.to_vec());
                     Step::Done
@@ -384,7 +384,7 @@ fn consumer_loop(
                 }
                 Err(e) => recv_step(&RecvError::from(e)),
             },
-            (false, true) => match rx.try_read() {
+            (false, true) => match rx.try_lend() {
                 Ok(m) => {
                     on_msg(&m.to_vec());
                     Step::Done
@@ -464,7 +464,7 @@ fn producer_loop(
         let got = match path {
             SendPath::SendTimeout => tx.send_timeout(msg, CALL).map_err(send_err),
             SendPath::ReserveTimeout => tx
-                .reserve_timeout(len, Some(CALL))
+                .reserve_timeout(len, CALL)
                 .map(|mut g| {
                     g.copy_from_slice(msg);
                     g.commit();
@@ -552,24 +552,26 @@ fn recv_err(e: RecvError) -> Result<Corrupted, String> {
     }
 }
 
-fn try_send_err<T>(e: TrySendError<T>) -> Result<Corrupted, String> {
+fn try_send_err(e: TrySendError) -> Result<Corrupted, String> {
     match e {
         TrySendError::Corrupted(c) => Ok(c),
-        TrySendError::Full(_) => Err("Full".into()),
-        TrySendError::Disconnected(_) => Err("Disconnected".into()),
+        TrySendError::Full => Err("Full".into()),
+        TrySendError::Disconnected => Err("Disconnected".into()),
         TrySendError::TooLarge { len, max } => Err(format!("TooLarge {len} > {max}")),
         TrySendError::WrongProcess(w) => Err(format!("{w:?}")),
+        e => Err(format!("{e:?}")),
     }
 }
 
-fn send_err<T>(e: SendError<T>) -> Result<Corrupted, String> {
+fn send_err(e: SendError) -> Result<Corrupted, String> {
     match e {
         SendError::Corrupted(c) => Ok(c),
-        SendError::Timeout(_) => Err("Timeout".into()),
-        SendError::Disconnected(_) => Err("Disconnected".into()),
+        SendError::Timeout => Err("Timeout".into()),
+        SendError::Disconnected => Err("Disconnected".into()),
         SendError::PeerDied { pid, .. } => Err(format!("PeerDied (pid {pid})")),
         SendError::TooLarge { len, max } => Err(format!("TooLarge {len} > {max}")),
         SendError::WrongProcess(w) => Err(format!("{w:?}")),
+        e => Err(format!("{e:?}")),
     }
 }
 
@@ -591,14 +593,11 @@ impl RecvPath {
         match self {
             RecvPath::TryRecv => rx.try_recv(&mut buf).map_err(try_recv_err),
             RecvPath::TryRecvVec => rx.try_recv_vec(&mut Vec::new()).map_err(try_recv_err),
-            RecvPath::TryRead => rx.try_read().map(|m| m.len()).map_err(try_recv_err),
+            RecvPath::TryRead => rx.try_lend().map(|m| m.len()).map_err(try_recv_err),
             RecvPath::BatchTryRecv => rx.batch().try_recv(&mut buf).map_err(try_recv_err),
-            RecvPath::BatchTryRead => rx.batch().try_read().map(|m| m.len()).map_err(try_recv_err),
+            RecvPath::BatchTryRead => rx.batch().try_lend().map(|m| m.len()).map_err(try_recv_err),
             RecvPath::RecvTimeout => rx.recv_timeout(&mut buf, LONG).map_err(recv_err),
-            RecvPath::ReadTimeout => rx
-                .read_timeout(Some(LONG))
-                .map(|m| m.len())
-                .map_err(recv_err),
+            RecvPath::ReadTimeout => rx.lend_timeout(LONG).map(|m| m.len()).map_err(recv_err),
         }
     }
 
@@ -642,16 +641,16 @@ impl SendPath {
         };
         match self {
             SendPath::TrySend => tx.try_send(msg).map_err(try_send_err),
-            SendPath::Reserve => tx.reserve(msg.len()).map(write).map_err(try_send_err),
+            SendPath::Reserve => tx.try_reserve(msg.len()).map(write).map_err(try_send_err),
             SendPath::BatchTrySend => tx.batch().try_send(msg).map_err(try_send_err),
             SendPath::BatchReserve => tx
                 .batch()
-                .reserve(msg.len())
+                .try_reserve(msg.len())
                 .map(write)
                 .map_err(try_send_err),
             SendPath::SendTimeout => tx.send_timeout(msg, LONG).map_err(send_err),
             SendPath::ReserveTimeout => tx
-                .reserve_timeout(msg.len(), Some(LONG))
+                .reserve_timeout(msg.len(), LONG)
                 .map(write)
                 .map_err(send_err),
         }
@@ -1464,7 +1463,7 @@ fn head_case(
         tx.try_send(&msgs[5]).expect("room after the head moved");
         (head, tail, unread) = (start.wrapping_add(2), start.wrapping_add(6), 2..6);
     }
-    assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full(_))));
+    assert!(matches!(tx.try_send(b"x"), Err(TrySendError::Full)));
     let bad = bad(head, tail);
     assert!(
         bad.wrapping_sub(head) > tail.wrapping_sub(head),
@@ -1788,13 +1787,13 @@ fn wrap_producer_child() {
         match seq % 3 {
             0 => tx.send_timeout(&buf[..len], LONG).expect("send"),
             1 => {
-                let mut g = tx.reserve_timeout(len, Some(LONG)).expect("reserve");
+                let mut g = tx.reserve_timeout(len, LONG).expect("reserve");
                 g.copy_from_slice(&buf[..len]);
                 g.commit();
             }
             _ => {
                 // A batch of what fits now (at least this message: room was waited for).
-                tx.reserve_timeout(len, Some(LONG)).map(drop).expect("room");
+                tx.reserve_timeout(len, LONG).map(drop).expect("room");
                 let mut batch = tx.batch();
                 while seq < count {
                     let len = msg_len(seed, seq, max);
@@ -1836,7 +1835,7 @@ fn r9_two_processes_deliver_across_the_counter_wraps(test: &str, b: Backing) {
                 let n = rx.recv_timeout(&mut buf, LONG).expect("a message");
                 check_msg(SEED, seq, max, &buf[..n], &mut scratch)
             } else {
-                let m = rx.read_timeout(Some(LONG)).expect("a message");
+                let m = rx.lend_timeout(LONG).expect("a message");
                 check_msg(SEED, seq, max, &m.to_vec(), &mut scratch)
             };
             checked.unwrap_or_else(|e| panic!("start {start:#x}: {e}"));

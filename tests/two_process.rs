@@ -135,8 +135,7 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                 loop {
                     match tx.try_send(msg) {
                         Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
-                            assert!(std::ptr::eq(back, msg), "Full gives the message back");
+                        Err(TrySendError::Full) => {
                             watch.wait(|| format!("room for message {seq} (try_send)"));
                         }
                         Err(e) => panic!("try_send of message {seq}: {e}"),
@@ -154,12 +153,12 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                 };
                 if rng.below(16) == 0 {
                     // A grant dropped without commit sends nothing.
-                    if let Ok(mut g) = tx.reserve(rng.range(0, max)) {
+                    if let Ok(mut g) = tx.try_reserve(rng.range(0, max)) {
                         g.fill(0xa5);
                     }
                 }
                 loop {
-                    match tx.reserve(len + extra) {
+                    match tx.try_reserve(len + extra) {
                         Ok(mut g) => {
                             let mut m = vec![0; len];
                             fill_msg(seed, seq, &mut m);
@@ -171,7 +170,7 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                             }
                             break;
                         }
-                        Err(TrySendError::Full(())) => {
+                        Err(TrySendError::Full) => {
                             watch.wait(|| format!("room for message {seq} (reserve)"));
                         }
                         Err(e) => panic!("reserve for message {seq}: {e}"),
@@ -193,7 +192,7 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                         loop {
                             match batch.try_send(&buf[..len]) {
                                 Ok(()) => break,
-                                Err(TrySendError::Full(_)) => {
+                                Err(TrySendError::Full) => {
                                     // Nothing frees room until the consumer sees the batch.
                                     batch.publish();
                                     watch.wait(|| format!("room for message {seq} (batch)"));
@@ -203,7 +202,7 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                         }
                     } else {
                         loop {
-                            match batch.reserve(len) {
+                            match batch.try_reserve(len) {
                                 Ok(mut g) => {
                                     let mut m = vec![0; len];
                                     fill_msg(seed, seq, &mut m);
@@ -211,7 +210,7 @@ fn produce(tx: &mut Producer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                                     g.commit();
                                     break;
                                 }
-                                Err(TrySendError::Full(())) => {
+                                Err(TrySendError::Full) => {
                                     batch.publish();
                                     watch
                                         .wait(|| format!("room for message {seq} (batch reserve)"));
@@ -244,7 +243,7 @@ fn check(seed: u64, seq: u64, max: usize, got: &[u8], scratch: &mut Vec<u8>) {
 
 /// Receives messages `0..count` and checks each, choosing for each step `try_recv` (sometimes
 /// into a buffer one byte too small first, which must leave the message in the ring),
-/// `try_read`, `try_recv_vec`, or a batch of up to 32 reads.
+/// `try_lend`, `try_recv_vec`, or a batch of up to 32 reads.
 fn consume(rx: &mut Consumer, seed: u64, count: u64, watch: &mut Watch<'_>) {
     let max = rx.max_message();
     let mut rng = SplitMix64::new(seed ^ CONSUMER_SALT);
@@ -283,13 +282,13 @@ fn consume(rx: &mut Consumer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                 check(seed, seq, max, &buf[..n], &mut scratch);
             }
             3..=4 => loop {
-                match rx.try_read() {
+                match rx.try_lend() {
                     Ok(msg) => {
                         check(seed, seq, max, &msg.to_vec(), &mut scratch);
                         break;
                     }
                     Err(TryRecvError::Empty) => {
-                        watch.wait(|| format!("message {seq} (try_read)"));
+                        watch.wait(|| format!("message {seq} (try_lend)"));
                     }
                     Err(e) => unexpected(seq, e),
                 }
@@ -314,7 +313,7 @@ fn consume(rx: &mut Consumer, seed: u64, count: u64, watch: &mut Watch<'_>) {
                 while got < k && seq < count {
                     let r = if rng.below(2) == 0 {
                         batch
-                            .try_read()
+                            .try_lend()
                             .map(|msg| check(seed, seq, max, &msg.to_vec(), &mut scratch))
                     } else {
                         batch
