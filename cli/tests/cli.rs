@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+// The library's test helpers (one of them is used here).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::set_segment_owner;
 use shmpipe::gc::{self, RingInfo};
@@ -1503,4 +1505,70 @@ fn timeout_bounds_the_wait_for_a_peer_that_never_comes() {
     // A malformed duration is a usage error.
     let out = run(&["recv", "--key", &k, "--timeout", "soon"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", out.status);
+}
+
+/// `stat` shows a typed ring's message type: size, alignment and fingerprint in JSON, and a
+/// "message type" line in the detailed view.
+#[test]
+fn stat_shows_a_typed_rings_message_type() {
+    use shmpipe::bytemuck::{Pod, Zeroable};
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    #[bytemuck(crate = "shmpipe::bytemuck")]
+    #[repr(C)]
+    struct Tick {
+        seq: u64,
+        price: f64,
+        qty: u32,
+        side: u32,
+    }
+    let cfg = RingConfig::new().slot_count(256).message_type::<Tick>();
+    let ring = Ring::create(Key::Private, &cfg).expect("create");
+    let shmid = ring.shmid().expect("a segment");
+    let _rm = Cleanup::Id(shmid);
+    let t = shmpipe::MessageType::of::<Tick>();
+    let id = shmid.to_string();
+    let json = ok(&run(&["stat", "--id", &id, "--json"], b""), "stat --json");
+    let want = format!(
+        "\"message_type\":{{\"size\":24,\"align\":8,\"fingerprint\":\"{:016x}\"}}",
+        t.fingerprint
+    );
+    assert!(json.contains(&want), "{json}");
+    let text = ok(&run(&["stat", "--id", &id], b""), "stat");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("message type") && l.contains("24-byte values aligned to 8")),
+        "{text}"
+    );
+}
+
+/// The library (the workspace root) builds without the command line's dependencies: no
+/// `[dependencies]` table of its manifest (plain, target-specific or build) names clap or
+/// indicatif, so a library user compiles neither. A line scan of the manifest, not a TOML
+/// parser; it checks that it found `libc`, so a changed layout fails instead of passing empty.
+#[test]
+fn the_library_depends_on_neither_clap_nor_indicatif() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let manifest = std::fs::read_to_string(path).expect("read the library's Cargo.toml");
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            let table = line.trim_matches(['[', ']']);
+            in_deps = table.ends_with("dependencies") && !table.ends_with("dev-dependencies");
+        } else if in_deps && !line.starts_with('#') {
+            if let Some((name, _)) = line.split_once('=') {
+                deps.push(name.trim().to_string());
+            }
+        }
+    }
+    assert!(
+        deps.iter().any(|d| d == "libc"),
+        "no libc found in {deps:?}"
+    );
+    for cli_only in ["clap", "indicatif"] {
+        assert!(
+            !deps.iter().any(|d| d == cli_only),
+            "the library depends on {cli_only}: {deps:?}"
+        );
+    }
 }

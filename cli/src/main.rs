@@ -1,6 +1,19 @@
-//! The `shmpipe` command line: argument definitions (clap), the shared pieces of every command
-//! (which segment a command is about, error reporting and exit codes), and dispatch to the
-//! commands in the submodules.
+//! The `shmpipe` command: moves a byte stream (or lines as messages) between two processes
+//! through a shmpipe ring, and inspects, creates and removes rings.
+//!
+//! ```text
+//! shmpipe send --key 0x2020 big.iso &          # either side may start first
+//! shmpipe recv --key 0x2020 -o copy.iso
+//! shmpipe stat                                 # the rings on this machine, ipcs -m style
+//! shmpipe gc                                   # remove rings left behind by crashes
+//! ```
+//!
+//! Exit status: 0 on success, 1 on an error (one line on standard error, naming the key), 2 on
+//! a usage error.
+//!
+//! This file holds the argument definitions (clap), the shared pieces of every command (which
+//! segment a command is about, error reporting and exit codes), and dispatch to the commands in
+//! the modules:
 //!
 //! - `transfer`: `send` and `recv`, the byte-stream and `--lines` transfers.
 //! - `stat`: `stat` (alias `info`), the `ipcs -m` view of shmpipe rings, as a table or JSON.
@@ -393,7 +406,7 @@ fn foreign_owner(
 }
 
 /// Runs the command line and returns the exit status.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2 (0 for --help and --version).
     let cli = Cli::parse();
     let result = match cli.command {
