@@ -35,7 +35,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use shmpipe::Key;
 
 /// Examples shown at the end of `shmpipe --help`.
@@ -97,8 +97,8 @@ pub enum Command {
 #[group(skip)]
 pub struct TargetArgs {
     /// Key of the ring: hex (0x2020), decimal (8224), or "private" (a new ring reachable
-    /// only by its shmid).
-    #[arg(long, short = 'k', value_name = "KEY", group = "target")]
+    /// only by its shmid). Key 0 is IPC_PRIVATE and is refused: say "private".
+    #[arg(long, short = 'k', value_name = "KEY", group = "target", value_parser = parse_key)]
     pub key: Option<Key>,
     /// Derive the key from an existing file, as ftok(3) does (with --proj-id).
     #[arg(long, value_name = "PATH", group = "target", requires = "proj_id")]
@@ -114,12 +114,12 @@ pub struct TargetArgs {
 /// The shape and permissions of a ring that a command creates.
 #[derive(Debug, Args, Clone)]
 pub struct ShapeArgs {
-    /// Bytes of the ring's buffer if this command creates it: a power of two, with an optional
-    /// K, M or G suffix (binary). [default: 4M]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Bytes of the ring's buffer if this command creates it: a power of two from one slot to
+    /// 2G, with an optional K, M or G suffix (binary). [default: 4M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     pub capacity: Option<u64>,
-    /// Bytes per slot (a power of two from 8 to 1M); a message takes whole slots. [default: 64]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Bytes per slot: a power of two from 8 to 1M; a message takes whole slots. [default: 64]
+    #[arg(long, value_name = "SIZE", value_parser = parse_slot_size)]
     pub slot_size: Option<u64>,
     /// Permission bits (octal) of a ring this command creates; also the widest mode accepted
     /// on an existing ring of this user (a wider one is refused: others may be reading it).
@@ -408,7 +408,9 @@ fn foreign_owner(
 /// Runs the command line and returns the exit status.
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2 (0 for --help and --version).
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let name = matches.subcommand_name().unwrap_or_default().to_owned();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Send(a) => transfer::send(a),
         Command::Recv(a) => transfer::recv(a),
@@ -421,12 +423,80 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A usage error found after parsing (arguments that contradict each other) looks and
+        // exits like one of clap's: "error: ...", the usage line, status 2.
+        Err(e) if e.code == 2 => {
+            let mut cli = Cli::command();
+            let cmd = cli.find_subcommand_mut(&name).expect("a subcommand ran");
+            std::mem::take(cmd)
+                .bin_name(format!("shmpipe {name}"))
+                .error(clap::error::ErrorKind::ValueValidation, e.msg)
+                .exit()
+        }
         Err(e) => {
             // One line, whatever the message holds.
             let msg = e.msg.replace('\n', " ");
             eprintln!("shmpipe: {msg}");
             ExitCode::from(e.code)
         }
+    }
+}
+
+/// Parses `--key`, refusing 0: it is `IPC_PRIVATE`, a new ring no one finds by key, which a
+/// number never means by accident.
+fn parse_key(s: &str) -> Result<Key, String> {
+    let key: Key = s
+        .parse()
+        .map_err(|e: shmpipe::segment::ParseKeyError| e.to_string())?;
+    let named = s.trim().eq_ignore_ascii_case("private") || s.trim() == "IPC_PRIVATE";
+    if key == Key::Private && !named {
+        return Err(format!(
+            "key {s} is IPC_PRIVATE, a new ring nobody can find by key: use --key private \
+             for that (the other side then joins with --id SHMID)"
+        ));
+    }
+    Ok(key)
+}
+
+/// The library's limits on a ring's shape: a slot holds at least one record header (8 bytes)
+/// and at most 1 MiB; the slot array is at most 2 GiB.
+const MIN_SLOT_SIZE: u64 = shmpipe::RECORD_HEADER as u64;
+/// See [`MIN_SLOT_SIZE`].
+const MAX_SLOT_SIZE: u64 = 1 << 20;
+/// See [`MIN_SLOT_SIZE`].
+const MAX_CAPACITY: u64 = 1 << 31;
+
+/// Parses `--slot-size`: a size from [`MIN_SLOT_SIZE`] to [`MAX_SLOT_SIZE`].
+fn parse_slot_size(s: &str) -> Result<u64, String> {
+    parse_size_in(s, MIN_SLOT_SIZE, MAX_SLOT_SIZE)
+}
+
+/// Parses `--capacity`: a size up to [`MAX_CAPACITY`] (at least one slot: checked with the
+/// slot size).
+fn parse_capacity(s: &str) -> Result<u64, String> {
+    parse_size_in(s, MIN_SLOT_SIZE, MAX_CAPACITY)
+}
+
+/// Parses a size from `min` to `max`.
+fn parse_size_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(min..=max).contains(&n) {
+        return Err(format!(
+            "{s:?} is out of range: from {} to {}",
+            show_size(min),
+            show_size(max)
+        ));
+    }
+    Ok(n)
+}
+
+/// A power-of-two size as `parse_size` reads it: `64`, `64K`, `2G`.
+fn show_size(n: u64) -> String {
+    match n.trailing_zeros() {
+        30.. => format!("{}G", n >> 30),
+        20.. => format!("{}M", n >> 20),
+        10.. => format!("{}K", n >> 10),
+        _ => n.to_string(),
     }
 }
 
@@ -453,7 +523,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     let bytes = n
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+        .ok_or_else(|| format!("{s:?} is out of range"))?;
     if !bytes.is_power_of_two() {
         return Err(format!("{s:?} is not a power of two"));
     }
@@ -509,7 +579,6 @@ fn parse_proj_id(s: &str) -> Result<u8, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -548,6 +617,38 @@ mod tests {
         assert!(parse_proj_id("0").is_err());
         assert!(parse_proj_id("256").is_err());
         assert!(parse_proj_id("ab").is_err());
+    }
+
+    /// The limits `--help` states are the library's: just inside is a ring, just outside is
+    /// refused by the library too (so the parser refuses nothing the library would make).
+    #[test]
+    fn shape_limits_are_the_librarys() {
+        use shmpipe::{Error, Ring, RingConfig};
+        let ring = |slot: u64, count: u64| {
+            let cfg = RingConfig::new()
+                .slot_size(slot as u32)
+                .slot_count(count as u32);
+            Ring::in_process(&cfg)
+        };
+        assert!(ring(MAX_SLOT_SIZE, 1).is_ok());
+        assert!(ring(MIN_SLOT_SIZE, 1).is_ok());
+        for (slot, count) in [
+            (MAX_SLOT_SIZE * 2, 1),
+            (MIN_SLOT_SIZE / 2, 1),
+            (MAX_SLOT_SIZE, MAX_CAPACITY / MAX_SLOT_SIZE * 2),
+        ] {
+            let e = ring(slot, count).err();
+            assert!(
+                matches!(e, Some(Error::InvalidConfig { .. })),
+                "{slot} x {count}: {e:?}"
+            );
+        }
+        assert_eq!(parse_capacity("2G"), Ok(MAX_CAPACITY));
+        assert!(parse_capacity("4G").is_err());
+        assert_eq!(parse_slot_size("8"), Ok(8));
+        assert!(parse_slot_size("4").is_err() && parse_slot_size("2M").is_err());
+        assert!(parse_key("0").is_err() && parse_key("0x0").is_err());
+        assert_eq!(parse_key("private"), Ok(Key::Private));
     }
 
     #[test]

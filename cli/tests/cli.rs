@@ -1572,3 +1572,55 @@ fn the_library_depends_on_neither_clap_nor_indicatif() {
         );
     }
 }
+
+/// `--key 0` is `IPC_PRIVATE`: a new ring no other process can find by key. It is refused as
+/// a usage error that names `--key private`, instead of silently making a private ring.
+#[test]
+fn key_zero_is_refused_with_a_pointer_to_key_private() {
+    for args in [
+        &["send", "--key", "0"][..],
+        &["recv", "--key", "0"],
+        &["create", "--key", "0x0"],
+        &["stat", "--key", "0"],
+    ] {
+        let err = fails(&run(args, b"x"), 2, &args.join(" "));
+        assert!(err.contains("--key private"), "{args:?}: {err}");
+        assert!(!err.contains("created private ring"), "{args:?}: {err}");
+    }
+}
+
+/// Every argument the command refuses, whatever the value, is a usage error: exit status 2
+/// with clap's "error:" message, never 1 for some sizes and 2 for others. The limits are in
+/// `--help`.
+#[test]
+fn shape_arguments_out_of_range_are_usage_errors() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    for shape in [
+        &["--capacity", "8"][..],
+        &["--capacity", "4G"],
+        &["--capacity", "64G"],
+        &["--capacity", "1T"],
+        &["--capacity", "1024T"],
+        &["--slot-size", "4"],
+        &["--slot-size", "2M"],
+        &["--slot-size", "8G"],
+        &["--slot-size", "1M", "--capacity", "64K"],
+    ] {
+        for cmd in ["create", "send"] {
+            let mut args = vec![cmd, "--key", &k];
+            args.extend_from_slice(shape);
+            let err = fails(&run(&args, b""), 2, &args.join(" "));
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(shmid_of_key(key), None, "a refused command made a ring");
+    let help = ok(&run(&["create", "--help"], b""), "create --help");
+    for limit in ["2G", "1M", "8"] {
+        assert!(
+            help.contains(limit),
+            "create --help does not name {limit}: {help}"
+        );
+    }
+}
