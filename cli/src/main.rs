@@ -48,6 +48,8 @@ Examples:
   shmpipe stat              # every shmpipe ring, like ipcs -m
   shmpipe stat --key 0x2020 --json
   shmpipe gc --dry-run      # rings left behind by crashes
+  shmpipe completions bash > ~/.local/share/bash-completion/completions/shmpipe
+  shmpipe man > ~/.local/share/man/man1/shmpipe.1
 
 Exit status: 0 success, 1 error (one line on stderr), 2 usage error.";
 
@@ -86,6 +88,22 @@ pub enum Command {
     /// Round-trip times and streaming throughput for each transport and message size, as a
     /// table with the ratios to a pipe, or as JSON.
     Bench(bench::BenchArgs),
+    /// Print a completion script for SHELL to standard output.
+    ///
+    /// Install it where the shell looks, e.g. bash:
+    /// `shmpipe completions bash > ~/.local/share/bash-completion/completions/shmpipe`;
+    /// zsh: `shmpipe completions zsh > ~/.zfunc/_shmpipe` (a directory in $fpath);
+    /// fish: `shmpipe completions fish > ~/.config/fish/completions/shmpipe.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output.
+    ///
+    /// Install it with `shmpipe man > ~/.local/share/man/man1/shmpipe.1`, or read it at once
+    /// with `shmpipe man | man -l -`.
+    Man,
     /// The other process of `shmpipe bench` (internal).
     #[command(name = bench::PEER_SUBCOMMAND, hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -420,6 +438,11 @@ fn main() -> ExitCode {
         Command::Stat(a) => stat::stat(a),
         Command::Bench(a) => bench::bench(a),
         Command::BenchPeer(a) => bench::peer(a),
+        Command::Completions { shell } => generated(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "shmpipe", out);
+            Ok(())
+        }),
+        Command::Man => generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
     };
     match result {
         Ok(code) => code,
@@ -440,6 +463,18 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// Writes what `write` generates (a completion script, the man page) to standard output.
+fn generated(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<ExitCode, CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::new(format!("standard output: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses `--key`, refusing 0: it is `IPC_PRIVATE`, a new ring no one finds by key, which a

@@ -1624,3 +1624,41 @@ fn shape_arguments_out_of_range_are_usage_errors() {
         );
     }
 }
+
+/// Shell completions and the man page come from the command's own definitions: every
+/// subcommand and option is in them, the bash script parses, and an unknown shell is a usage
+/// error.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let bash = ok(&run(&["completions", "bash"], b""), "completions bash");
+    for word in [
+        "_shmpipe",
+        "send",
+        "recv",
+        "stat",
+        "--capacity",
+        "--timeout",
+    ] {
+        assert!(bash.contains(word), "bash completions lack {word}");
+    }
+    let script = RemoveFile(scratch("completion.bash"));
+    std::fs::write(&script.0, &bash).expect("write the script");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script.0)
+        .output()
+        .expect("bash -n");
+    assert!(check.status.success(), "{check:?}");
+    let zsh = ok(&run(&["completions", "zsh"], b""), "completions zsh");
+    assert!(zsh.starts_with("#compdef shmpipe"), "{zsh}");
+    for shell in ["fish", "elvish", "powershell"] {
+        ok(&run(&["completions", shell], b""), shell);
+    }
+    fails(&run(&["completions", "tcsh"], b""), 2, "completions tcsh");
+
+    let man = ok(&run(&["man"], b""), "man");
+    assert!(man.contains(".TH shmpipe 1"), "{man}");
+    for word in ["send", "recv", "stat", "completions", "Exit status"] {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+}
