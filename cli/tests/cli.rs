@@ -1662,3 +1662,51 @@ fn completions_and_man_page_are_generated() {
         assert!(man.contains(word), "the man page lacks {word}");
     }
 }
+
+/// Ctrl-C in the middle of a transfer: the progress bar (if any) is cleared and one line says
+/// where the transfer stopped (bytes and, with `--lines`, messages so far, naming the key);
+/// the process then ends by SIGINT, which a shell reports as status 130.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn ctrl_c_says_where_the_transfer_stopped() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    let mut send = Proc::spawn(
+        shmpipe(&["send", "--key", &k, "--lines"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "send",
+    );
+    // Three lines, and the input stays open: the sender is mid-transfer.
+    let mut stdin = send.child.stdin.take().expect("stdin");
+    stdin.write_all(b"one\ntwo\nthree\n").expect("write");
+    // The ring loses its key once both sides are in: follow it by shmid.
+    let shmid = wait_for_holder(Some(key), None, true, &mut [&mut send]);
+    let mut recv = Proc::spawn(
+        shmpipe(&["recv", "--key", &k, "--lines"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "recv",
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while inspect(None, Some(shmid)).is_none_or(|i| i.received < 3) {
+        assert!(Instant::now() < deadline, "the three lines never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (what, p, verb) in [("recv", &mut recv, "received"), ("send", &mut send, "sent")] {
+        p.signal(libc::SIGINT);
+        let (st, err) = p.wait_stderr(Duration::from_secs(5));
+        assert_eq!(st.signal(), Some(libc::SIGINT), "{what}: {st}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("interrupted"))
+            .unwrap_or_else(|| panic!("{what} did not say where it stopped: {err:?}"));
+        assert!(
+            line.contains(&k) && line.contains("14 bytes") && line.contains("3 messages"),
+            "{what}: {line}"
+        );
+        assert!(line.contains(verb), "{what}: {line}");
+    }
+    drop(stdin);
+}
