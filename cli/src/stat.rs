@@ -27,7 +27,21 @@ pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
         let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
         let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
-        let ring = shmpipe::Ring::open_file_with(path, &cfg)?;
+        let ring = shmpipe::Ring::open_file_with(path, &cfg).map_err(|e| {
+            let why = match e {
+                shmpipe::Error::SegmentTooSmall { actual, .. } => {
+                    format!("{actual} bytes, smaller than a ring header")
+                }
+                shmpipe::Error::InitTimeout { .. } => {
+                    "no ring header, or its creator is slow or died".to_string()
+                }
+                e => return CliError::from(e),
+            };
+            CliError::new(format!(
+                "ring file {}: not a shmpipe ring ({why})",
+                path.display()
+            ))
+        })?;
         let view = FileView::of(&ring, path, uid, mode);
         if a.json {
             println!("{}", view.json());

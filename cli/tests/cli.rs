@@ -1710,3 +1710,24 @@ fn ctrl_c_says_where_the_transfer_stopped() {
     }
     drop(stdin);
 }
+
+/// `stat --path` on a file that is not a ring (text, zeros, random bytes) says "not a shmpipe
+/// ring", naming the file, with exit status 1.
+#[test]
+fn stat_path_on_a_file_that_is_not_a_ring() {
+    let file = RemoveFile(scratch("not-a-ring"));
+    let p = file.0.display().to_string();
+    let random: Vec<u8> = (0..100_000u64).map(|i| mix(i) as u8).collect();
+    for (what, bytes) in [
+        ("text", b"hello\n".to_vec()),
+        ("zeros", vec![0; 100_000]),
+        ("random", random),
+    ] {
+        std::fs::write(&file.0, bytes).expect("write");
+        let err = fails(&run(&["stat", "--path", &p], b""), 1, what);
+        assert!(
+            err.contains("not a shmpipe ring") && err.contains(&p),
+            "{what}: {err}"
+        );
+    }
+}
