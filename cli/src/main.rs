@@ -76,7 +76,8 @@ pub enum Command {
     Recv(RecvArgs),
     /// Create a persistent ring that stays until `shmpipe rm`; prints its shmid.
     Create(CreateArgs),
-    /// Remove a ring (refuses segments that are not shmpipe rings).
+    /// Remove a ring: a segment, or a ring file with --path (refuses what is not a shmpipe
+    /// ring).
     Rm(RmArgs),
     /// Remove orphaned shmpipe rings (left by crashes) and nothing else.
     Gc(GcArgs),
@@ -260,6 +261,13 @@ pub struct RmArgs {
     /// Which ring.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// A ring in a file (see `send --path`): unlinks it, refusing a file that is not a ring.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub path: Option<PathBuf>,
+    /// With --path: remove the file even though live processes hold the ring's roles (they
+    /// carry on with it; nobody new finds it).
+    #[arg(long, requires = "path")]
+    pub force: bool,
 }
 
 /// `shmpipe gc`.

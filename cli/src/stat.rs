@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 use shmpipe::Liveness;
@@ -21,27 +22,7 @@ use super::{CliError, StatArgs, sysv};
 /// `shmpipe stat`.
 pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
     if let Some(path) = &a.path {
-        // Monitoring only: whoever owns the file, with whatever mode, it is shown (with its
-        // owner and mode). A file swapped in between this look and the open is refused.
-        let meta = std::fs::metadata(path)
-            .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
-        let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
-        let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
-        let ring = shmpipe::Ring::open_file_with(path, &cfg).map_err(|e| {
-            let why = match e {
-                shmpipe::Error::SegmentTooSmall { actual, .. } => {
-                    format!("{actual} bytes, smaller than a ring header")
-                }
-                shmpipe::Error::InitTimeout { .. } => {
-                    "no ring header, or its creator is slow or died".to_string()
-                }
-                e => return CliError::from(e),
-            };
-            CliError::new(format!(
-                "ring file {}: not a shmpipe ring ({why})",
-                path.display()
-            ))
-        })?;
+        let (ring, uid, mode) = open_ring_file(path)?;
         let view = FileView::of(&ring, path, uid, mode);
         if a.json {
             println!("{}", view.json());
@@ -80,6 +61,33 @@ pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the ring in the file at `path` without claiming a role, whoever owns the file and with
+/// whatever mode (it is shown or removed, never used); also its owner and permission bits. A
+/// file swapped in between this look and the open is refused; a file that is not a ring is
+/// "not a shmpipe ring".
+pub(super) fn open_ring_file(path: &Path) -> Result<(shmpipe::Ring, u32, u32), CliError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
+    let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
+    let ring = shmpipe::Ring::open_file_with(path, &cfg).map_err(|e| {
+        let why = match e {
+            shmpipe::Error::SegmentTooSmall { actual, .. } => {
+                format!("{actual} bytes, smaller than a ring header")
+            }
+            shmpipe::Error::InitTimeout { .. } => {
+                "no ring header, or its creator is slow or died".to_string()
+            }
+            e => return CliError::from(e),
+        };
+        CliError::new(format!(
+            "ring file {}: not a shmpipe ring ({why})",
+            path.display()
+        ))
+    })?;
+    Ok((ring, uid, mode))
 }
 
 /// A ring in a file, read through a mapping of it (no role is claimed). The kernel has no

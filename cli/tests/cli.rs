@@ -1731,3 +1731,49 @@ fn stat_path_on_a_file_that_is_not_a_ring() {
         );
     }
 }
+
+/// `rm --path` removes a ring file: it refuses a file that is not a ring, and a ring whose
+/// roles live processes hold unless `--force` (they carry on; nobody new finds it).
+#[test]
+#[cfg_attr(miri, ignore)]
+fn rm_path_removes_a_ring_file() {
+    let file = RemoveFile(scratch("rm-path"));
+    let p = file.0.display().to_string();
+    std::fs::write(&file.0, b"not a ring\n").expect("write");
+    let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a text file");
+    assert!(
+        err.contains("not a shmpipe ring") && err.contains(&p),
+        "{err}"
+    );
+    assert!(file.0.exists(), "rm removed a file that is not a ring");
+    std::fs::remove_file(&file.0).expect("remove the text file");
+
+    // A sender holding the ring, its input still open.
+    let mut send = Proc::spawn(
+        shmpipe(&["send", "--path", &p, "--persist", "--lines"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "send",
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !run(&["stat", "--path", &p], b"").status.success() {
+        assert!(Instant::now() < deadline, "the sender never made its ring");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a ring in use");
+    assert!(err.contains("in use") && err.contains("--force"), "{err}");
+    assert!(file.0.exists());
+    ok(&run(&["rm", "--path", &p, "--force"], b""), "rm --force");
+    assert!(!file.0.exists(), "rm --force left the file");
+    send.signal(libc::SIGTERM);
+    send.wait(Duration::from_secs(5));
+
+    // A persistent ring nobody holds any more.
+    ok(
+        &run(&["send", "--path", &p, "--persist", "--lines"], b"kept\n"),
+        "send --persist",
+    );
+    assert!(file.0.exists());
+    ok(&run(&["rm", "--path", &p], b""), "rm");
+    assert!(!file.0.exists(), "rm left the file");
+}
