@@ -53,6 +53,28 @@ Examples:
 
 Exit status: 0 success, 1 error (one line on stderr), 2 usage error.";
 
+/// The states `stat` prints (shown at the end of `shmpipe stat --help`).
+const STAT_STATES: &str = "\
+States (the STATE column, and \"state\" in JSON):
+  in-use          processes are attached: a transfer in progress, or a side waiting
+  pending         nobody attached; messages (or an empty stream) wait for a receiver that may
+                  still come; kept by gc
+  idle            a persistent ring nobody uses now, closed cleanly; kept until shmpipe rm
+  orphan          nobody attached, no side alive, and a side died (or the ring is empty and
+                  not persistent); gc removes it
+  initialising    its creator is still writing the header
+  abandoned-init  its creator died while writing the header; gc removes it
+  removing        marked for removal with nobody attached; the kernel frees it now
+  other-version   a shmpipe ring of another layout version; left alone
+  unreadable      the kernel refused this user a look (permissions); left alone
+  no-access       this user may not read the segment (as ipcs -m, it is listed with what the
+                  kernel shows); it may or may not be a shmpipe ring
+After the state:
+  dest            marked for removal: freed when the last process detaches (its key reads 0)
+  persistent      stays until shmpipe rm, even when both sides are done
+  owner=UID       owned or created by another user: send and recv refuse it unless
+                  --accept-owner UID";
+
 /// Move data between processes through a lock-free ring in System V shared memory.
 #[derive(Debug, Parser)]
 #[command(
@@ -82,7 +104,7 @@ pub enum Command {
     /// Remove orphaned shmpipe rings (left by crashes) and nothing else.
     Gc(GcArgs),
     /// Show shmpipe rings: all of them as a table like `ipcs -m`, or one in detail.
-    #[command(visible_alias = "info")]
+    #[command(visible_alias = "info", after_help = STAT_STATES)]
     Stat(StatArgs),
     /// Measure shmpipe against pipes and sockets between two processes (about 20 s).
     ///

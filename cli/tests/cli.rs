@@ -1777,3 +1777,79 @@ fn rm_path_removes_a_ring_file() {
     ok(&run(&["rm", "--path", &p], b""), "rm");
     assert!(!file.0.exists(), "rm left the file");
 }
+
+/// `stat` run by a user who may not read a ring (here: `nobody`, against root's 0600 ring)
+/// lists it anyway, as `ipcs -m` does, with what the kernel shows and the state "no-access",
+/// instead of hiding it; the JSON list has the same entry.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn stat_lists_a_ring_it_cannot_read_as_no_access() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running stat as another user needs root");
+        return;
+    }
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let ring = Ring::create(key, &RingConfig::new().slot_count(16)).expect("create");
+    let shmid = ring.shmid().expect("a segment");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = shmpipe(args);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_cmd(cmd, b"", &format!("shmpipe {} as nobody", args.join(" ")))
+    };
+    let table = ok(&as_nobody(&["stat"]), "stat as nobody");
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&shmid.to_string()))
+        .unwrap_or_else(|| panic!("shmid {shmid} is not listed:\n{table}"));
+    assert!(row.contains("no-access") && row.contains("600"), "{row}");
+    let json = ok(&as_nobody(&["stat", "--json"]), "stat --json as nobody");
+    let Json::Arr(all) = json::parse(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}")) else {
+        panic!("not an array: {json}")
+    };
+    let entry = all
+        .iter()
+        .find(|e| e.num("shmid") == f64::from(shmid))
+        .unwrap_or_else(|| panic!("shmid {shmid} is not in {json}"));
+    assert_eq!(entry.string("state"), "no-access", "{json}");
+    drop(ring);
+}
+
+/// Every state `stat` prints is explained in `stat --help`.
+#[test]
+fn stat_help_documents_every_state() {
+    let help = ok(&run(&["stat", "--help"], b""), "stat --help");
+    for state in [
+        "in-use",
+        "removing",
+        "initialising",
+        "abandoned-init",
+        "orphan",
+        "pending",
+        "idle",
+        "other-version",
+        "unreadable",
+        "no-access",
+        "dest",
+        "persistent",
+        "owner=UID",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(state)),
+            "stat --help does not explain {state}:\n{help}"
+        );
+    }
+}
