@@ -13,9 +13,9 @@ export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
 export RUSTFLAGS="--cfg loom"
 bound="${LOOM_MAX_PREEMPTIONS:-3}"
 start=$SECONDS
-run() { cargo test --release --no-default-features --test loom -- --test-threads 2 "$@"; }
+run() { cargo test --release -p shmpipe --test loom -- --test-threads 2 "$@"; }
 
-cargo test --release --no-default-features --test loom --no-run
+cargo test --release -p shmpipe --test loom --no-run
 echo "--- loom models (preemption bound $bound)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

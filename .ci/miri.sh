@@ -7,11 +7,11 @@
 # components if they are missing. On 2 cores: about 1m45s with a cold target directory, 3 min
 # when Miri's sysroot has to be built too (plus the toolchain download on a fresh machine).
 #
-# What runs: `cargo miri test --lib --no-default-features`, so src/**/tests only: no doc tests,
-# no tests/ (those attach SysV segments and spawn processes, which Miri cannot), and not the
-# command-line tool (feature `cli`). Unit tests that read /proc or spawn a process are marked
-# `#[cfg_attr(miri, ignore = "...")]` and show up as ignored; the heap ring (`Ring::in_process`)
-# is the only backing the Miri tests use, as Miri cannot call shmget/shmat.
+# What runs: `cargo miri test -p shmpipe --lib`, so the library's src/**/tests only: no doc
+# tests, no tests/ (those attach SysV segments and spawn processes, which Miri cannot), and not
+# the command-line tool (the `shmpipe-cli` crate in cli/). Unit tests that read /proc or spawn a
+# process are marked `#[cfg_attr(miri, ignore = "...")]` and show up as ignored; the heap ring
+# (`Ring::in_process`) is the only backing the Miri tests use, as Miri cannot call shmget/shmat.
 #
 # MIRIFLAGS:
 #   -Zmiri-strict-provenance: no integer-to-pointer casts anywhere in the tested code (every
@@ -78,5 +78,5 @@ export RUSTC_ICE=0
 step "cargo +nightly miri setup"
 cargo +nightly miri setup
 
-step "MIRIFLAGS=\"$MIRIFLAGS\" cargo +nightly miri test --lib --no-default-features"
-cargo +nightly miri test --lib --no-default-features
+step "MIRIFLAGS=\"$MIRIFLAGS\" cargo +nightly miri test -p shmpipe --lib"
+cargo +nightly miri test -p shmpipe --lib

@@ -12,14 +12,15 @@
 //! mutex that serialises them within this binary, and restores the old value when dropped,
 //! also when a test fails. Without root or hugetlb support they print why and return.
 mod common;
+mod huge;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveFile, RemoveOnDrop, child_role, param, print_result};
+use huge::{HostileSegment, HugePool, two_page_config};
 use shmpipe::{Consumer, Error, Producer, Ring, RingConfig, Segment, TrySendError};
 
 const DIR_VAR: &str = "SHMPIPE_TEST_SYNC_DIR";
@@ -27,85 +28,6 @@ const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
 const FD_VAR: &str = "SHMPIPE_TEST_FD";
 const PATH_VAR: &str = "SHMPIPE_TEST_RING_PATH";
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-/// A ring whose slot array spans two huge pages of 2 MiB: 2 MiB of slots after the header.
-fn two_page_config() -> RingConfig {
-    RingConfig::new().slot_size(64).slot_count(32768)
-}
-
-/// The huge page pool, resized for one test and restored on drop. Holding it serialises the
-/// huge-page tests of this binary.
-struct HugePool {
-    old: u64,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl HugePool {
-    /// Takes the pool, or `None` (after saying why) where huge pages cannot be tested.
-    fn take() -> Option<HugePool> {
-        static SERIAL: Mutex<()> = Mutex::new(());
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: resizing the huge page pool needs root");
-            return None;
-        }
-        if shmpipe::segment::huge_page_size() != Some(2 << 20) {
-            eprintln!("skipped: no 2 MiB huge pages on this machine");
-            return None;
-        }
-        let Ok(old) = std::fs::read_to_string(NR_HUGEPAGES) else {
-            eprintln!("skipped: {NR_HUGEPAGES} is not readable");
-            return None;
-        };
-        let pool = HugePool {
-            old: old.trim().parse().expect("nr_hugepages is a number"),
-            _serial: serial,
-        };
-        if std::fs::write(NR_HUGEPAGES, pool.old.to_string()).is_err() {
-            eprintln!("skipped: {NR_HUGEPAGES} is not writable");
-            return None;
-        }
-        Some(pool)
-    }
-
-    /// Makes `n` more huge pages than before the test (0: back to the old size, which drains
-    /// every page freed since). `false` (after saying why) if the kernel found too few.
-    fn set_extra(&self, n: u64) -> bool {
-        std::fs::write(NR_HUGEPAGES, (self.old + n).to_string()).expect("resize the pool");
-        let total = meminfo("HugePages_Total");
-        if total < self.old + n {
-            eprintln!(
-                "skipped: the kernel made {total} huge pages, not {}",
-                self.old + n
-            );
-            return false;
-        }
-        true
-    }
-}
-
-impl Drop for HugePool {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(NR_HUGEPAGES, self.old.to_string()) {
-            eprintln!(
-                "warning: could not restore {NR_HUGEPAGES} to {}: {e}",
-                self.old
-            );
-        }
-    }
-}
-
-/// A count from `/proc/meminfo`.
-fn meminfo(field: &str) -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// A directory for the files parent and child synchronise with, removed on drop.
 struct SyncDir(PathBuf);
@@ -190,118 +112,6 @@ fn assert_survived(mut child: ChildProcess) -> String {
 /// An opener's configuration that accepts huge pages made by another process.
 fn accepting() -> RingConfig {
     RingConfig::new().accept_huge_pages(true)
-}
-
-/// A hostile creator's SysV segment: two huge pages with `SHM_HUGETLB | SHM_NORESERVE` (none
-/// reserved), a valid ring header in the first, which takes the one free page of the pool, so
-/// that nothing can back the second. Removed on drop.
-struct HostileSegment {
-    shmid: i32,
-    _attached: Segment,
-    _honest: (RemoveOnDrop, Ring),
-    _removed: RemoveOnDrop,
-}
-
-impl HostileSegment {
-    /// Makes it; the pool must have exactly one free page more than the test found.
-    fn new() -> HostileSegment {
-        let huge = 2usize << 20;
-        // SAFETY: shmget takes plain integers.
-        let shmid = unsafe {
-            libc::shmget(
-                libc::IPC_PRIVATE,
-                2 * huge,
-                libc::IPC_CREAT | 0o600 | libc::SHM_HUGETLB | libc::SHM_NORESERVE,
-            )
-        };
-        assert!(shmid >= 0, "shmget: {}", std::io::Error::last_os_error());
-        let removed = RemoveOnDrop::id(shmid);
-        let attached = Segment::attach_id(shmid).unwrap();
-        assert_eq!(attached.page_size(), huge);
-        // A valid header, copied from an honest ring of the same shape.
-        let honest = Ring::create(shmpipe::Key::Private, &two_page_config()).unwrap();
-        let src = honest.segment().unwrap().as_ptr();
-        // SAFETY: both ranges are HEADER_SIZE bytes inside live attachments (the honest ring's
-        // segment, and the first huge page of ours, which the one free pool page backs);
-        // nobody else writes them during the copy.
-        unsafe { std::ptr::copy_nonoverlapping(src, attached.as_ptr(), shmpipe::HEADER_SIZE) };
-        HostileSegment {
-            shmid,
-            _attached: attached,
-            _honest: (RemoveOnDrop::ring(&honest), honest),
-            _removed: removed,
-        }
-    }
-}
-
-/// The CLI sending into the hostile segment: refused without `--accept-huge-pages`, an error
-/// at attach with it; the process exits with an error message either way, never by a signal
-/// (before, it died of SIGBUS once its writes reached the second page).
-#[test]
-fn the_cli_refuses_a_noreserve_hugetlb_segment_or_reports_it() {
-    let Some(pool) = HugePool::take() else { return };
-    if !pool.set_extra(1) {
-        return;
-    }
-    let hostile = HostileSegment::new();
-    let id = hostile.shmid.to_string();
-    let input = RemoveFile(common::temp_path("input"));
-    std::fs::write(&input.0, vec![7u8; 3 << 20]).unwrap();
-    let input = input.0.display().to_string();
-    for (extra, expect) in [
-        (None, "--accept-huge-pages"),
-        (Some("--accept-huge-pages"), "SHM_NORESERVE"),
-    ] {
-        // Both sides, so that (before) the stream ran into the second page.
-        let recv = cli(&["recv", "--id", &id], extra, None);
-        let send = cli(&["send", "--id", &id], extra, Some(&input));
-        for (what, child) in [("send", send), ("recv", recv)] {
-            let (status, stderr) = finish(child);
-            assert_eq!(
-                status.signal(),
-                None,
-                "shmpipe {what} {extra:?} died: {stderr}"
-            );
-            assert!(
-                !status.success(),
-                "shmpipe {what} {extra:?} succeeded: {stderr}"
-            );
-            assert!(
-                stderr.contains(expect),
-                "shmpipe {what} {extra:?}: {stderr}"
-            );
-        }
-    }
-}
-
-/// Starts `shmpipe ARGS [EXTRA] [FILE]`, its output piped.
-fn cli(args: &[&str], extra: Option<&str>, file: Option<&str>) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_shmpipe"))
-        .args(args)
-        .args(extra)
-        .args(file)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits (bounded: killed after the child timeout) for a `cli` process; its status and stderr.
-fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A hostile creator makes a SysV segment with `SHM_HUGETLB | SHM_NORESERVE` holding a valid

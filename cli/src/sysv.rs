@@ -12,9 +12,18 @@ pub struct ProcShm {
     pub key: Key,
     /// The segment's id.
     pub shmid: i32,
+    /// Permission bits, with `SHM_DEST` (0o1000) once marked for removal, as `ipcs -m` shows.
+    pub perms: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Attached processes.
+    pub nattch: u64,
+    /// The owner's user id.
+    pub uid: u32,
 }
 
-/// Parses the text of `/proc/sysvipc/shm`. Columns: key shmid perms size cpid lpid nattch ...;
+/// Parses the text of `/proc/sysvipc/shm`. Columns: key shmid perms (octal) size cpid lpid
+/// nattch uid ...;
 /// the first line names them. Lines that do not parse are skipped.
 fn parse(text: &str) -> Vec<ProcShm> {
     text.lines()
@@ -23,9 +32,17 @@ fn parse(text: &str) -> Vec<ProcShm> {
             let mut f = line.split_ascii_whitespace();
             let key = f.next()?.parse::<i32>().ok()?;
             let shmid = f.next()?.parse::<i32>().ok()?;
+            let perms = u32::from_str_radix(f.next()?, 8).ok()?;
+            let size = f.next()?.parse().ok()?;
+            let nattch = f.nth(2)?.parse().ok()?;
+            let uid = f.next()?.parse().ok()?;
             Some(ProcShm {
                 key: Key::new(key),
                 shmid,
+                perms,
+                size,
+                nattch,
+                uid,
             })
         })
         .collect()
@@ -69,7 +86,7 @@ mod tests {
     #[test]
     fn proc_lines_parse() {
         let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n\
-                    \x20     8224      98307  1600               4194688  1234  1240      2     0     0     0     0 1700000000 1700000000 1700000000               4194688                     0\n\
+                    \x20     8224      98307  1600               4194688  1234  1240      2  1000     0     0     0 1700000000 1700000000 1700000000               4194688                     0\n\
                     \x20        0      98308   600                  4096  1234  1240      0     0     0     0     0          0          0 1700000000                  4096                     0\n\
                     \x20      -17          9   600                  4096  1234  1240      0     0     0     0     0          0          0 1700000000                  4096                     0\n";
         let got = parse(text);
@@ -79,14 +96,26 @@ mod tests {
                 ProcShm {
                     key: Key::Number(8224),
                     shmid: 98307,
+                    perms: 0o1600,
+                    size: 4194688,
+                    nattch: 2,
+                    uid: 1000,
                 },
                 ProcShm {
                     key: Key::Private,
                     shmid: 98308,
+                    perms: 0o600,
+                    size: 4096,
+                    nattch: 0,
+                    uid: 0,
                 },
                 ProcShm {
                     key: Key::Number(-17),
                     shmid: 9,
+                    perms: 0o600,
+                    size: 4096,
+                    nattch: 0,
+                    uid: 0,
                 },
             ]
         );

@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 use shmpipe::Liveness;
@@ -21,13 +22,7 @@ use super::{CliError, StatArgs, sysv};
 /// `shmpipe stat`.
 pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
     if let Some(path) = &a.path {
-        // Monitoring only: whoever owns the file, with whatever mode, it is shown (with its
-        // owner and mode). A file swapped in between this look and the open is refused.
-        let meta = std::fs::metadata(path)
-            .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
-        let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
-        let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
-        let ring = shmpipe::Ring::open_file_with(path, &cfg)?;
+        let (ring, uid, mode) = open_ring_file(path)?;
         let view = FileView::of(&ring, path, uid, mode);
         if a.json {
             println!("{}", view.json());
@@ -52,20 +47,102 @@ pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
             }
         }
         None => {
-            let rings: Vec<RingInfo> = sysv::segments()?
+            let rows: Vec<Row> = sysv::segments()?
                 .into_iter()
-                // Foreign, unreadable or vanished since the listing: not ours to show.
-                .filter_map(|s| gc::inspect(s.shmid).ok())
+                .filter_map(|s| match gc::inspect(s.shmid) {
+                    Ok(info) => Some(Row::Ring(Box::new(info))),
+                    // Listed as `ipcs -m` lists it: we cannot tell whether it is a ring.
+                    Err(e) if no_access(&e) => Some(Row::NoAccess(s)),
+                    // Foreign, or vanished since the listing: not ours to show.
+                    Err(_) => None,
+                })
                 .collect();
             if a.json {
-                let items: Vec<String> = rings.iter().map(json).collect();
+                let items: Vec<String> = rows.iter().map(Row::json).collect();
                 println!("[{}]", items.join(","));
             } else {
-                print!("{}", table(&rings));
+                print!("{}", table(&rows));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the list: a ring, or a segment we may not read.
+enum Row {
+    /// A shmpipe ring.
+    Ring(Box<RingInfo>),
+    /// A segment this user may not attach: what `/proc/sysvipc/shm` says, state "no-access".
+    NoAccess(sysv::ProcShm),
+}
+
+impl Row {
+    fn json(&self) -> String {
+        let s = match self {
+            Row::Ring(i) => return json(i),
+            Row::NoAccess(s) => s,
+        };
+        let key = s.key.raw() as u32;
+        format!(
+            "{{\"key\":{key},\"key_hex\":\"0x{key:08x}\",\"shmid\":{},\"mode\":{},\
+             \"perms\":\"{:o}\",\"uid\":{},\"size\":{},\"attached\":{},\
+             \"marked_for_removal\":{},\"state\":\"no-access\"}}",
+            s.shmid,
+            s.perms & 0o777,
+            s.perms & 0o777,
+            s.uid,
+            s.size,
+            s.nattch,
+            s.perms & SHM_DEST != 0
+        )
+    }
+}
+
+/// The bit `/proc/sysvipc/shm` sets in `perms` once a segment is marked for removal.
+const SHM_DEST: u32 = 0o1000;
+
+/// Whether an error means this user may not read the segment (not: it is not a ring).
+fn no_access(e: &shmpipe::Error) -> bool {
+    if matches!(e, shmpipe::Error::PermissionDenied { .. }) {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Opens the ring in the file at `path` without claiming a role, whoever owns the file and with
+/// whatever mode (it is shown or removed, never used); also its owner and permission bits. A
+/// file swapped in between this look and the open is refused; a file that is not a ring is
+/// "not a shmpipe ring".
+pub(super) fn open_ring_file(path: &Path) -> Result<(shmpipe::Ring, u32, u32), CliError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
+    let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
+    let ring = shmpipe::Ring::open_file_with(path, &cfg).map_err(|e| {
+        let why = match e {
+            shmpipe::Error::SegmentTooSmall { actual, .. } => {
+                format!("{actual} bytes, smaller than a ring header")
+            }
+            shmpipe::Error::InitTimeout { .. } => {
+                "no ring header, or its creator is slow or died".to_string()
+            }
+            e => return CliError::from(e),
+        };
+        CliError::new(format!(
+            "ring file {}: not a shmpipe ring ({why})",
+            path.display()
+        ))
+    })?;
+    Ok((ring, uid, mode))
 }
 
 /// A ring in a file, read through a mapping of it (no role is claimed). The kernel has no
@@ -281,7 +358,7 @@ fn holder_long(h: Option<Holder>) -> String {
 }
 
 /// One line per ring, under a header, like `ipcs -m`.
-fn table(rings: &[RingInfo]) -> String {
+fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -297,32 +374,58 @@ fn table(rings: &[RingInfo]) -> String {
         "CONSUMER",
         "NATTCH"
     );
-    for i in rings {
-        let mut st = state(i).to_string();
-        if i.stat.marked_for_removal {
-            st.push_str(" dest");
-        }
-        if i.persistent {
-            st.push_str(" persistent");
-        }
-        if let Some(uid) = stranger(i.stat.uid, Some(i.stat.creator_uid)) {
+    for row in rows {
+        // KEY SHMID PERMS, the ring's own columns, NATTCH, and STATE built from its first word.
+        let (key, shmid, perms, ring, nattch, mut st) = match row {
+            Row::Ring(i) => {
+                let ring = [
+                    human(capacity(i)),
+                    human(used_bytes(i)),
+                    messages(i).to_string(),
+                    i.sent.to_string(),
+                    holder_short(i.producer),
+                    holder_short(i.consumer),
+                ];
+                let mut st = state(i).to_string();
+                if i.stat.marked_for_removal {
+                    st.push_str(" dest");
+                }
+                if i.persistent {
+                    st.push_str(" persistent");
+                }
+                let owner = stranger(i.stat.uid, Some(i.stat.creator_uid));
+                let (key, id, mode) = (i.stat.key, i.stat.shmid, i.stat.mode);
+                (key, id, mode, ring, i.stat.attach_count, (st, owner))
+            }
+            Row::NoAccess(s) => {
+                let mut st = "no-access".to_string();
+                if s.perms & SHM_DEST != 0 {
+                    st.push_str(" dest");
+                }
+                let ring = std::array::from_fn(|_| "-".to_string());
+                let owner = stranger(s.uid, None);
+                (s.key, s.shmid, s.perms & 0o777, ring, s.nattch, (st, owner))
+            }
+        };
+        if let Some(uid) = st.1 {
             // Not ours: send and recv refuse it unless told to accept this user.
-            st.push_str(&format!(" owner={uid}"));
+            st.0.push_str(&format!(" owner={uid}"));
         }
+        let [capacity, used, msgs, sent, producer, consumer] = ring;
         let _ = writeln!(
             out,
             "{:<10} {:>10} {:<5} {:>9} {:>9} {:>8} {:>10} {:>12} {:>12} {:>6}  {}",
-            i.stat.key.to_string().replace("IPC_PRIVATE", "0x00000000"),
-            i.stat.shmid,
-            format!("{:o}", i.stat.mode),
-            human(capacity(i)),
-            human(used_bytes(i)),
-            messages(i),
-            i.sent,
-            holder_short(i.producer),
-            holder_short(i.consumer),
-            i.stat.attach_count,
-            st
+            key.to_string().replace("IPC_PRIVATE", "0x00000000"),
+            shmid,
+            format!("{perms:o}"),
+            capacity,
+            used,
+            msgs,
+            sent,
+            producer,
+            consumer,
+            nattch,
+            st.0
         );
     }
     out

@@ -48,6 +48,16 @@ pub fn caught() -> Option<libc::c_int> {
     }
 }
 
+/// The name of one of the signals that end a transfer.
+pub fn name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
 /// Ends the process by `sig` with its default action, as if no handler had been installed.
 pub fn die_of(sig: libc::c_int) -> ! {
     // SAFETY: restoring the default action and raising a signal have no memory-safety

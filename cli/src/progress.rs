@@ -16,6 +16,8 @@ pub struct Progress {
     enabled: bool,
     start: Instant,
     bytes: u64,
+    /// Messages counted by [`Progress::add_message`] (`--lines`).
+    messages: u64,
     total: Option<u64>,
     bar: Option<ProgressBar>,
 }
@@ -28,6 +30,7 @@ impl Progress {
             enabled: allowed && std::io::stderr().is_terminal(),
             start: Instant::now(),
             bytes: 0,
+            messages: 0,
             total,
             bar: None,
         }
@@ -39,6 +42,24 @@ impl Progress {
         self.bytes += n;
         if self.enabled {
             self.draw();
+        }
+    }
+
+    /// Counts one message of `n` bytes (with `--lines`, its newline included).
+    #[inline]
+    pub fn add_message(&mut self, n: u64) {
+        self.messages += 1;
+        self.add(n);
+    }
+
+    /// How far the transfer got: "14 bytes", or "14 bytes in 3 messages" once any message was
+    /// counted.
+    pub fn so_far(&self) -> String {
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let bytes = format!("{} byte{}", self.bytes, plural(self.bytes));
+        match self.messages {
+            0 => bytes,
+            m => format!("{bytes} in {m} message{}", plural(m)),
         }
     }
 

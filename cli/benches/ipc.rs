@@ -19,20 +19,20 @@
 //! per benchmark and pinned to the other CPU. After all groups, a table gives each transport
 //! at its best placement with the ratios to the pipe.
 //!
-//! The transports, the peer and the timed loops are `src/cli/bench/transports.rs`, the same
+//! The transports, the peer and the timed loops are `cli/src/bench/transports.rs`, the same
 //! source `shmpipe bench` is built from, included here by `#[path]`.
 //!
 //! `cargo bench --bench ipc` runs everything (about 5 minutes on two CPUs); a filter selects,
 //! e.g. `cargo bench --bench ipc -- rtt-64B` or `-- 'stream-64KiB/(shmpipe|pipe)'`. Criterion's
 //! own plots and HTML report are off (they would take longer than the measurements);
-//! `SHMPIPE_BENCH_PLOTS=1 cargo bench --bench ipc` turns them on. `examples/plot_bench` draws
+//! `SHMPIPE_BENCH_PLOTS=1 cargo bench --bench ipc` turns them on. `cli/examples/plot_bench` draws
 //! the comparison from `shmpipe bench --json`.
 
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-#[path = "../src/cli/bench/transports.rs"]
+#[path = "../src/bench/transports.rs"]
 mod transports;
 
 use transports::{DEFAULT_SIZES, Histogram, Placement, Row, Session, Transport};

@@ -1,11 +1,12 @@
 //! `shmpipe create`, `shmpipe rm` and `shmpipe gc`: explicit lifetimes, and clearing what
 //! crashes left behind. Nothing here ever removes a segment that is not a shmpipe ring.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use shmpipe::gc::{self, Class, Entry};
 use shmpipe::segment;
-use shmpipe::{Key, Ring, SegmentStat};
+use shmpipe::{Key, Liveness, Ring, SegmentStat};
 
 use super::{CliError, CreateArgs, GcArgs, RmArgs, Target, sysv};
 
@@ -29,6 +30,9 @@ pub fn create(a: CreateArgs) -> Result<ExitCode, CliError> {
 /// `shmpipe rm`: marks a ring for removal (`IPC_RMID`). Processes using it carry on; the kernel
 /// frees it when the last one detaches.
 pub fn rm(a: RmArgs) -> Result<ExitCode, CliError> {
+    if let Some(path) = &a.path {
+        return rm_file(path, a.force);
+    }
     let target = a.target.required()?;
     let shmid = sysv::shmid_of(target)?;
     let what = describe(target, shmid);
@@ -54,6 +58,30 @@ pub fn rm(a: RmArgs) -> Result<ExitCode, CliError> {
         _ => {}
     }
     segment::remove_id(shmid)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shmpipe rm --path`: unlinks a ring file, unless live processes hold its roles (`force`
+/// unlinks it anyway; they carry on with the mapping, as with a segment marked for removal).
+fn rm_file(path: &Path, force: bool) -> Result<ExitCode, CliError> {
+    let (ring, _, _) = super::stat::open_ring_file(path)?;
+    let (producer, consumer) = ring.holders();
+    let live: Vec<String> = [("producer", producer), ("consumer", consumer)]
+        .into_iter()
+        .filter_map(|(role, h)| h.map(|h| (role, h)))
+        // A holder in another pid namespace may be alive: counted as live.
+        .filter(|(_, h)| h.liveness != Liveness::Dead)
+        .map(|(role, h)| format!("{role} pid {}", h.pid))
+        .collect();
+    if !live.is_empty() && !force {
+        return Err(CliError::new(format!(
+            "ring file {}: in use ({}); not removed (--force removes it: they carry on, nobody \
+             new finds it)",
+            path.display(),
+            live.join(", ")
+        )));
+    }
+    ring.remove()?;
     Ok(ExitCode::SUCCESS)
 }
 

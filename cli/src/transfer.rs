@@ -387,18 +387,30 @@ pub fn send(a: SendArgs) -> Result<ExitCode, CliError> {
             }
         },
         Err(failure) => {
+            let so_far = progress.so_far();
             progress.abandon();
             remove_if_unjoined(&ring);
             // Never close the ring after a failure: the receiver would take the truncated
             // stream for a complete one. Keeping the role until we exit makes it a dead sender.
             std::mem::forget(tx);
             match failure {
-                Failure::Signal(sig) => signals::die_of(sig),
+                Failure::Signal(sig) => interrupted(sig, ident, &so_far, "sent"),
                 Failure::BrokenPipe => Ok(ExitCode::from(BROKEN_PIPE_STATUS)),
                 Failure::Error(e) => Err(e),
             }
         }
     }
+}
+
+/// A transfer ended by a signal (the progress bar already cleared): one line saying where it
+/// stopped, then the process ends by the signal (a shell reports 128 + its number, 130 for
+/// Ctrl-C).
+fn interrupted(sig: libc::c_int, ident: Ident, so_far: &str, verb: &str) -> ! {
+    eprintln!(
+        "shmpipe: {ident}: interrupted by {} after {so_far} {verb}",
+        signals::name(sig)
+    );
+    signals::die_of(sig)
 }
 
 /// What a send error means to the user.
@@ -518,7 +530,7 @@ fn send_lines(
             }
         }
         side.stall.progress();
-        side.progress.add(line.len() as u64 + 1);
+        side.progress.add_message(line.len() as u64 + 1);
         side.watch.check(tx, ident)?;
     }
 }
@@ -655,10 +667,11 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
+            let so_far = progress.so_far();
             progress.abandon();
             remove_if_unjoined(&ring);
             match failure {
-                Failure::Signal(sig) => signals::die_of(sig),
+                Failure::Signal(sig) => interrupted(sig, ident, &so_far, "received"),
                 Failure::BrokenPipe => Ok(ExitCode::from(BROKEN_PIPE_STATUS)),
                 Failure::Error(e) => Err(e),
             }
@@ -783,7 +796,7 @@ fn recv_lines(
                 Ok(msg) => {
                     stall.progress();
                     put(&mut buf, out, msg.view())?;
-                    progress.add(msg.len() as u64 + 1);
+                    progress.add_message(msg.len() as u64 + 1);
                 }
                 Err(TryRecvError::Empty) => break false,
                 Err(TryRecvError::Disconnected) => break true,
@@ -803,7 +816,7 @@ fn recv_lines(
             Ok(msg) => {
                 stall.progress();
                 put(&mut buf, out, msg.view())?;
-                progress.add(msg.len() as u64 + 1);
+                progress.add_message(msg.len() as u64 + 1);
                 false
             }
             Err(RecvError::Timeout) => true,

@@ -1,6 +1,19 @@
-//! The `shmpipe` command line: argument definitions (clap), the shared pieces of every command
-//! (which segment a command is about, error reporting and exit codes), and dispatch to the
-//! commands in the submodules.
+//! The `shmpipe` command: moves a byte stream (or lines as messages) between two processes
+//! through a shmpipe ring, and inspects, creates and removes rings.
+//!
+//! ```text
+//! shmpipe send --key 0x2020 big.iso &          # either side may start first
+//! shmpipe recv --key 0x2020 -o copy.iso
+//! shmpipe stat                                 # the rings on this machine, ipcs -m style
+//! shmpipe gc                                   # remove rings left behind by crashes
+//! ```
+//!
+//! Exit status: 0 on success, 1 on an error (one line on standard error, naming the key), 2 on
+//! a usage error.
+//!
+//! This file holds the argument definitions (clap), the shared pieces of every command (which
+//! segment a command is about, error reporting and exit codes), and dispatch to the commands in
+//! the modules:
 //!
 //! - `transfer`: `send` and `recv`, the byte-stream and `--lines` transfers.
 //! - `stat`: `stat` (alias `info`), the `ipcs -m` view of shmpipe rings, as a table or JSON.
@@ -22,7 +35,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use shmpipe::Key;
 
 /// Examples shown at the end of `shmpipe --help`.
@@ -35,8 +48,32 @@ Examples:
   shmpipe stat              # every shmpipe ring, like ipcs -m
   shmpipe stat --key 0x2020 --json
   shmpipe gc --dry-run      # rings left behind by crashes
+  shmpipe completions bash > ~/.local/share/bash-completion/completions/shmpipe
+  shmpipe man > ~/.local/share/man/man1/shmpipe.1
 
 Exit status: 0 success, 1 error (one line on stderr), 2 usage error.";
+
+/// The states `stat` prints (shown at the end of `shmpipe stat --help`).
+const STAT_STATES: &str = "\
+States (the STATE column, and \"state\" in JSON):
+  in-use          processes are attached: a transfer in progress, or a side waiting
+  pending         nobody attached; messages (or an empty stream) wait for a receiver that may
+                  still come; kept by gc
+  idle            a persistent ring nobody uses now, closed cleanly; kept until shmpipe rm
+  orphan          nobody attached, no side alive, and a side died (or the ring is empty and
+                  not persistent); gc removes it
+  initialising    its creator is still writing the header
+  abandoned-init  its creator died while writing the header; gc removes it
+  removing        marked for removal with nobody attached; the kernel frees it now
+  other-version   a shmpipe ring of another layout version; left alone
+  unreadable      the kernel refused this user a look (permissions); left alone
+  no-access       this user may not read the segment (as ipcs -m, it is listed with what the
+                  kernel shows); it may or may not be a shmpipe ring
+After the state:
+  dest            marked for removal: freed when the last process detaches (its key reads 0)
+  persistent      stays until shmpipe rm, even when both sides are done
+  owner=UID       owned or created by another user: send and recv refuse it unless
+                  --accept-owner UID";
 
 /// Move data between processes through a lock-free ring in System V shared memory.
 #[derive(Debug, Parser)]
@@ -61,18 +98,35 @@ pub enum Command {
     Recv(RecvArgs),
     /// Create a persistent ring that stays until `shmpipe rm`; prints its shmid.
     Create(CreateArgs),
-    /// Remove a ring (refuses segments that are not shmpipe rings).
+    /// Remove a ring: a segment, or a ring file with --path (refuses what is not a shmpipe
+    /// ring).
     Rm(RmArgs),
     /// Remove orphaned shmpipe rings (left by crashes) and nothing else.
     Gc(GcArgs),
     /// Show shmpipe rings: all of them as a table like `ipcs -m`, or one in detail.
-    #[command(visible_alias = "info")]
+    #[command(visible_alias = "info", after_help = STAT_STATES)]
     Stat(StatArgs),
     /// Measure shmpipe against pipes and sockets between two processes (about 20 s).
     ///
     /// Round-trip times and streaming throughput for each transport and message size, as a
     /// table with the ratios to a pipe, or as JSON.
     Bench(bench::BenchArgs),
+    /// Print a completion script for SHELL to standard output.
+    ///
+    /// Install it where the shell looks, e.g. bash:
+    /// `shmpipe completions bash > ~/.local/share/bash-completion/completions/shmpipe`;
+    /// zsh: `shmpipe completions zsh > ~/.zfunc/_shmpipe` (a directory in $fpath);
+    /// fish: `shmpipe completions fish > ~/.config/fish/completions/shmpipe.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output.
+    ///
+    /// Install it with `shmpipe man > ~/.local/share/man/man1/shmpipe.1`, or read it at once
+    /// with `shmpipe man | man -l -`.
+    Man,
     /// The other process of `shmpipe bench` (internal).
     #[command(name = bench::PEER_SUBCOMMAND, hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -84,8 +138,8 @@ pub enum Command {
 #[group(skip)]
 pub struct TargetArgs {
     /// Key of the ring: hex (0x2020), decimal (8224), or "private" (a new ring reachable
-    /// only by its shmid).
-    #[arg(long, short = 'k', value_name = "KEY", group = "target")]
+    /// only by its shmid). Key 0 is IPC_PRIVATE and is refused: say "private".
+    #[arg(long, short = 'k', value_name = "KEY", group = "target", value_parser = parse_key)]
     pub key: Option<Key>,
     /// Derive the key from an existing file, as ftok(3) does (with --proj-id).
     #[arg(long, value_name = "PATH", group = "target", requires = "proj_id")]
@@ -101,12 +155,12 @@ pub struct TargetArgs {
 /// The shape and permissions of a ring that a command creates.
 #[derive(Debug, Args, Clone)]
 pub struct ShapeArgs {
-    /// Bytes of the ring's buffer if this command creates it: a power of two, with an optional
-    /// K, M or G suffix (binary). [default: 4M]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Bytes of the ring's buffer if this command creates it: a power of two from one slot to
+    /// 2G, with an optional K, M or G suffix (binary). [default: 4M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     pub capacity: Option<u64>,
-    /// Bytes per slot (a power of two from 8 to 1M); a message takes whole slots. [default: 64]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Bytes per slot: a power of two from 8 to 1M; a message takes whole slots. [default: 64]
+    #[arg(long, value_name = "SIZE", value_parser = parse_slot_size)]
     pub slot_size: Option<u64>,
     /// Permission bits (octal) of a ring this command creates; also the widest mode accepted
     /// on an existing ring of this user (a wider one is refused: others may be reading it).
@@ -229,6 +283,13 @@ pub struct RmArgs {
     /// Which ring.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// A ring in a file (see `send --path`): unlinks it, refusing a file that is not a ring.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub path: Option<PathBuf>,
+    /// With --path: remove the file even though live processes hold the ring's roles (they
+    /// carry on with it; nobody new finds it).
+    #[arg(long, requires = "path")]
+    pub force: bool,
 }
 
 /// `shmpipe gc`.
@@ -393,9 +454,11 @@ fn foreign_owner(
 }
 
 /// Runs the command line and returns the exit status.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     // clap prints usage errors itself and exits with status 2 (0 for --help and --version).
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let name = matches.subcommand_name().unwrap_or_default().to_owned();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Send(a) => transfer::send(a),
         Command::Recv(a) => transfer::recv(a),
@@ -405,15 +468,100 @@ pub fn main() -> ExitCode {
         Command::Stat(a) => stat::stat(a),
         Command::Bench(a) => bench::bench(a),
         Command::BenchPeer(a) => bench::peer(a),
+        Command::Completions { shell } => generated(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "shmpipe", out);
+            Ok(())
+        }),
+        Command::Man => generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
     };
     match result {
         Ok(code) => code,
+        // A usage error found after parsing (arguments that contradict each other) looks and
+        // exits like one of clap's: "error: ...", the usage line, status 2.
+        Err(e) if e.code == 2 => {
+            let mut cli = Cli::command();
+            let cmd = cli.find_subcommand_mut(&name).expect("a subcommand ran");
+            std::mem::take(cmd)
+                .bin_name(format!("shmpipe {name}"))
+                .error(clap::error::ErrorKind::ValueValidation, e.msg)
+                .exit()
+        }
         Err(e) => {
             // One line, whatever the message holds.
             let msg = e.msg.replace('\n', " ");
             eprintln!("shmpipe: {msg}");
             ExitCode::from(e.code)
         }
+    }
+}
+
+/// Writes what `write` generates (a completion script, the man page) to standard output.
+fn generated(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<ExitCode, CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::new(format!("standard output: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--key`, refusing 0: it is `IPC_PRIVATE`, a new ring no one finds by key, which a
+/// number never means by accident.
+fn parse_key(s: &str) -> Result<Key, String> {
+    let key: Key = s
+        .parse()
+        .map_err(|e: shmpipe::segment::ParseKeyError| e.to_string())?;
+    let named = s.trim().eq_ignore_ascii_case("private") || s.trim() == "IPC_PRIVATE";
+    if key == Key::Private && !named {
+        return Err(format!(
+            "key {s} is IPC_PRIVATE, a new ring nobody can find by key: use --key private \
+             for that (the other side then joins with --id SHMID)"
+        ));
+    }
+    Ok(key)
+}
+
+/// The library's limits on a ring's shape: a slot holds at least one record header (8 bytes)
+/// and at most 1 MiB; the slot array is at most 2 GiB.
+const MIN_SLOT_SIZE: u64 = shmpipe::RECORD_HEADER as u64;
+/// See [`MIN_SLOT_SIZE`].
+const MAX_SLOT_SIZE: u64 = 1 << 20;
+/// See [`MIN_SLOT_SIZE`].
+const MAX_CAPACITY: u64 = 1 << 31;
+
+/// Parses `--slot-size`: a size from [`MIN_SLOT_SIZE`] to [`MAX_SLOT_SIZE`].
+fn parse_slot_size(s: &str) -> Result<u64, String> {
+    parse_size_in(s, MIN_SLOT_SIZE, MAX_SLOT_SIZE)
+}
+
+/// Parses `--capacity`: a size up to [`MAX_CAPACITY`] (at least one slot: checked with the
+/// slot size).
+fn parse_capacity(s: &str) -> Result<u64, String> {
+    parse_size_in(s, MIN_SLOT_SIZE, MAX_CAPACITY)
+}
+
+/// Parses a size from `min` to `max`.
+fn parse_size_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if !(min..=max).contains(&n) {
+        return Err(format!(
+            "{s:?} is out of range: from {} to {}",
+            show_size(min),
+            show_size(max)
+        ));
+    }
+    Ok(n)
+}
+
+/// A power-of-two size as `parse_size` reads it: `64`, `64K`, `2G`.
+fn show_size(n: u64) -> String {
+    match n.trailing_zeros() {
+        30.. => format!("{}G", n >> 30),
+        20.. => format!("{}M", n >> 20),
+        10.. => format!("{}K", n >> 10),
+        _ => n.to_string(),
     }
 }
 
@@ -440,7 +588,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     let bytes = n
         .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+        .ok_or_else(|| format!("{s:?} is out of range"))?;
     if !bytes.is_power_of_two() {
         return Err(format!("{s:?} is not a power of two"));
     }
@@ -496,7 +644,6 @@ fn parse_proj_id(s: &str) -> Result<u8, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -535,6 +682,38 @@ mod tests {
         assert!(parse_proj_id("0").is_err());
         assert!(parse_proj_id("256").is_err());
         assert!(parse_proj_id("ab").is_err());
+    }
+
+    /// The limits `--help` states are the library's: just inside is a ring, just outside is
+    /// refused by the library too (so the parser refuses nothing the library would make).
+    #[test]
+    fn shape_limits_are_the_librarys() {
+        use shmpipe::{Error, Ring, RingConfig};
+        let ring = |slot: u64, count: u64| {
+            let cfg = RingConfig::new()
+                .slot_size(slot as u32)
+                .slot_count(count as u32);
+            Ring::in_process(&cfg)
+        };
+        assert!(ring(MAX_SLOT_SIZE, 1).is_ok());
+        assert!(ring(MIN_SLOT_SIZE, 1).is_ok());
+        for (slot, count) in [
+            (MAX_SLOT_SIZE * 2, 1),
+            (MIN_SLOT_SIZE / 2, 1),
+            (MAX_SLOT_SIZE, MAX_CAPACITY / MAX_SLOT_SIZE * 2),
+        ] {
+            let e = ring(slot, count).err();
+            assert!(
+                matches!(e, Some(Error::InvalidConfig { .. })),
+                "{slot} x {count}: {e:?}"
+            );
+        }
+        assert_eq!(parse_capacity("2G"), Ok(MAX_CAPACITY));
+        assert!(parse_capacity("4G").is_err());
+        assert_eq!(parse_slot_size("8"), Ok(8));
+        assert!(parse_slot_size("4").is_err() && parse_slot_size("2M").is_err());
+        assert!(parse_key("0").is_err() && parse_key("0x0").is_err());
+        assert_eq!(parse_key("private"), Ok(Key::Private));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+// The library's test helpers (one of them is used here).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::set_segment_owner;
 use shmpipe::gc::{self, RingInfo};
@@ -1503,4 +1505,351 @@ fn timeout_bounds_the_wait_for_a_peer_that_never_comes() {
     // A malformed duration is a usage error.
     let out = run(&["recv", "--key", &k, "--timeout", "soon"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", out.status);
+}
+
+/// `stat` shows a typed ring's message type: size, alignment and fingerprint in JSON, and a
+/// "message type" line in the detailed view.
+#[test]
+fn stat_shows_a_typed_rings_message_type() {
+    use shmpipe::bytemuck::{Pod, Zeroable};
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    #[bytemuck(crate = "shmpipe::bytemuck")]
+    #[repr(C)]
+    struct Tick {
+        seq: u64,
+        price: f64,
+        qty: u32,
+        side: u32,
+    }
+    let cfg = RingConfig::new().slot_count(256).message_type::<Tick>();
+    let ring = Ring::create(Key::Private, &cfg).expect("create");
+    let shmid = ring.shmid().expect("a segment");
+    let _rm = Cleanup::Id(shmid);
+    let t = shmpipe::MessageType::of::<Tick>();
+    let id = shmid.to_string();
+    let json = ok(&run(&["stat", "--id", &id, "--json"], b""), "stat --json");
+    let want = format!(
+        "\"message_type\":{{\"size\":24,\"align\":8,\"fingerprint\":\"{:016x}\"}}",
+        t.fingerprint
+    );
+    assert!(json.contains(&want), "{json}");
+    let text = ok(&run(&["stat", "--id", &id], b""), "stat");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("message type") && l.contains("24-byte values aligned to 8")),
+        "{text}"
+    );
+}
+
+/// The library (the workspace root) builds without the command line's dependencies: no
+/// `[dependencies]` table of its manifest (plain, target-specific or build) names clap or
+/// indicatif, so a library user compiles neither. A line scan of the manifest, not a TOML
+/// parser; it checks that it found `libc`, so a changed layout fails instead of passing empty.
+#[test]
+fn the_library_depends_on_neither_clap_nor_indicatif() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let manifest = std::fs::read_to_string(path).expect("read the library's Cargo.toml");
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            let table = line.trim_matches(['[', ']']);
+            in_deps = table.ends_with("dependencies") && !table.ends_with("dev-dependencies");
+        } else if in_deps && !line.starts_with('#') {
+            if let Some((name, _)) = line.split_once('=') {
+                deps.push(name.trim().to_string());
+            }
+        }
+    }
+    assert!(
+        deps.iter().any(|d| d == "libc"),
+        "no libc found in {deps:?}"
+    );
+    for cli_only in ["clap", "indicatif"] {
+        assert!(
+            !deps.iter().any(|d| d == cli_only),
+            "the library depends on {cli_only}: {deps:?}"
+        );
+    }
+}
+
+/// `--key 0` is `IPC_PRIVATE`: a new ring no other process can find by key. It is refused as
+/// a usage error that names `--key private`, instead of silently making a private ring.
+#[test]
+fn key_zero_is_refused_with_a_pointer_to_key_private() {
+    for args in [
+        &["send", "--key", "0"][..],
+        &["recv", "--key", "0"],
+        &["create", "--key", "0x0"],
+        &["stat", "--key", "0"],
+    ] {
+        let err = fails(&run(args, b"x"), 2, &args.join(" "));
+        assert!(err.contains("--key private"), "{args:?}: {err}");
+        assert!(!err.contains("created private ring"), "{args:?}: {err}");
+    }
+}
+
+/// Every argument the command refuses, whatever the value, is a usage error: exit status 2
+/// with clap's "error:" message, never 1 for some sizes and 2 for others. The limits are in
+/// `--help`.
+#[test]
+fn shape_arguments_out_of_range_are_usage_errors() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    for shape in [
+        &["--capacity", "8"][..],
+        &["--capacity", "4G"],
+        &["--capacity", "64G"],
+        &["--capacity", "1T"],
+        &["--capacity", "1024T"],
+        &["--slot-size", "4"],
+        &["--slot-size", "2M"],
+        &["--slot-size", "8G"],
+        &["--slot-size", "1M", "--capacity", "64K"],
+    ] {
+        for cmd in ["create", "send"] {
+            let mut args = vec![cmd, "--key", &k];
+            args.extend_from_slice(shape);
+            let err = fails(&run(&args, b""), 2, &args.join(" "));
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(shmid_of_key(key), None, "a refused command made a ring");
+    let help = ok(&run(&["create", "--help"], b""), "create --help");
+    for limit in ["2G", "1M", "8"] {
+        assert!(
+            help.contains(limit),
+            "create --help does not name {limit}: {help}"
+        );
+    }
+}
+
+/// Shell completions and the man page come from the command's own definitions: every
+/// subcommand and option is in them, the bash script parses, and an unknown shell is a usage
+/// error.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let bash = ok(&run(&["completions", "bash"], b""), "completions bash");
+    for word in [
+        "_shmpipe",
+        "send",
+        "recv",
+        "stat",
+        "--capacity",
+        "--timeout",
+    ] {
+        assert!(bash.contains(word), "bash completions lack {word}");
+    }
+    let script = RemoveFile(scratch("completion.bash"));
+    std::fs::write(&script.0, &bash).expect("write the script");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script.0)
+        .output()
+        .expect("bash -n");
+    assert!(check.status.success(), "{check:?}");
+    let zsh = ok(&run(&["completions", "zsh"], b""), "completions zsh");
+    assert!(zsh.starts_with("#compdef shmpipe"), "{zsh}");
+    for shell in ["fish", "elvish", "powershell"] {
+        ok(&run(&["completions", shell], b""), shell);
+    }
+    fails(&run(&["completions", "tcsh"], b""), 2, "completions tcsh");
+
+    let man = ok(&run(&["man"], b""), "man");
+    assert!(man.contains(".TH shmpipe 1"), "{man}");
+    for word in ["send", "recv", "stat", "completions", "Exit status"] {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+}
+
+/// Ctrl-C in the middle of a transfer: the progress bar (if any) is cleared and one line says
+/// where the transfer stopped (bytes and, with `--lines`, messages so far, naming the key);
+/// the process then ends by SIGINT, which a shell reports as status 130.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn ctrl_c_says_where_the_transfer_stopped() {
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let k = key.to_string();
+    let mut send = Proc::spawn(
+        shmpipe(&["send", "--key", &k, "--lines"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "send",
+    );
+    // Three lines, and the input stays open: the sender is mid-transfer.
+    let mut stdin = send.child.stdin.take().expect("stdin");
+    stdin.write_all(b"one\ntwo\nthree\n").expect("write");
+    // The ring loses its key once both sides are in: follow it by shmid.
+    let shmid = wait_for_holder(Some(key), None, true, &mut [&mut send]);
+    let mut recv = Proc::spawn(
+        shmpipe(&["recv", "--key", &k, "--lines"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "recv",
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while inspect(None, Some(shmid)).is_none_or(|i| i.received < 3) {
+        assert!(Instant::now() < deadline, "the three lines never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (what, p, verb) in [("recv", &mut recv, "received"), ("send", &mut send, "sent")] {
+        p.signal(libc::SIGINT);
+        let (st, err) = p.wait_stderr(Duration::from_secs(5));
+        assert_eq!(st.signal(), Some(libc::SIGINT), "{what}: {st}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("interrupted"))
+            .unwrap_or_else(|| panic!("{what} did not say where it stopped: {err:?}"));
+        assert!(
+            line.contains(&k) && line.contains("14 bytes") && line.contains("3 messages"),
+            "{what}: {line}"
+        );
+        assert!(line.contains(verb), "{what}: {line}");
+    }
+    drop(stdin);
+}
+
+/// `stat --path` on a file that is not a ring (text, zeros, random bytes) says "not a shmpipe
+/// ring", naming the file, with exit status 1.
+#[test]
+fn stat_path_on_a_file_that_is_not_a_ring() {
+    let file = RemoveFile(scratch("not-a-ring"));
+    let p = file.0.display().to_string();
+    let random: Vec<u8> = (0..100_000u64).map(|i| mix(i) as u8).collect();
+    for (what, bytes) in [
+        ("text", b"hello\n".to_vec()),
+        ("zeros", vec![0; 100_000]),
+        ("random", random),
+    ] {
+        std::fs::write(&file.0, bytes).expect("write");
+        let err = fails(&run(&["stat", "--path", &p], b""), 1, what);
+        assert!(
+            err.contains("not a shmpipe ring") && err.contains(&p),
+            "{what}: {err}"
+        );
+    }
+}
+
+/// `rm --path` removes a ring file: it refuses a file that is not a ring, and a ring whose
+/// roles live processes hold unless `--force` (they carry on; nobody new finds it).
+#[test]
+#[cfg_attr(miri, ignore)]
+fn rm_path_removes_a_ring_file() {
+    let file = RemoveFile(scratch("rm-path"));
+    let p = file.0.display().to_string();
+    std::fs::write(&file.0, b"not a ring\n").expect("write");
+    let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a text file");
+    assert!(
+        err.contains("not a shmpipe ring") && err.contains(&p),
+        "{err}"
+    );
+    assert!(file.0.exists(), "rm removed a file that is not a ring");
+    std::fs::remove_file(&file.0).expect("remove the text file");
+
+    // A sender holding the ring, its input still open.
+    let mut send = Proc::spawn(
+        shmpipe(&["send", "--path", &p, "--persist", "--lines"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "send",
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !run(&["stat", "--path", &p], b"").status.success() {
+        assert!(Instant::now() < deadline, "the sender never made its ring");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a ring in use");
+    assert!(err.contains("in use") && err.contains("--force"), "{err}");
+    assert!(file.0.exists());
+    ok(&run(&["rm", "--path", &p, "--force"], b""), "rm --force");
+    assert!(!file.0.exists(), "rm --force left the file");
+    send.signal(libc::SIGTERM);
+    send.wait(Duration::from_secs(5));
+
+    // A persistent ring nobody holds any more.
+    ok(
+        &run(&["send", "--path", &p, "--persist", "--lines"], b"kept\n"),
+        "send --persist",
+    );
+    assert!(file.0.exists());
+    ok(&run(&["rm", "--path", &p], b""), "rm");
+    assert!(!file.0.exists(), "rm left the file");
+}
+
+/// `stat` run by a user who may not read a ring (here: `nobody`, against root's 0600 ring)
+/// lists it anyway, as `ipcs -m` does, with what the kernel shows and the state "no-access",
+/// instead of hiding it; the JSON list has the same entry.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn stat_lists_a_ring_it_cannot_read_as_no_access() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running stat as another user needs root");
+        return;
+    }
+    let key = unique_key();
+    let _clean = Cleanup::Key(key);
+    let ring = Ring::create(key, &RingConfig::new().slot_count(16)).expect("create");
+    let shmid = ring.shmid().expect("a segment");
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = shmpipe(args);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_cmd(cmd, b"", &format!("shmpipe {} as nobody", args.join(" ")))
+    };
+    let table = ok(&as_nobody(&["stat"]), "stat as nobody");
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&shmid.to_string()))
+        .unwrap_or_else(|| panic!("shmid {shmid} is not listed:\n{table}"));
+    assert!(row.contains("no-access") && row.contains("600"), "{row}");
+    let json = ok(&as_nobody(&["stat", "--json"]), "stat --json as nobody");
+    let Json::Arr(all) = json::parse(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}")) else {
+        panic!("not an array: {json}")
+    };
+    let entry = all
+        .iter()
+        .find(|e| e.num("shmid") == f64::from(shmid))
+        .unwrap_or_else(|| panic!("shmid {shmid} is not in {json}"));
+    assert_eq!(entry.string("state"), "no-access", "{json}");
+    drop(ring);
+}
+
+/// Every state `stat` prints is explained in `stat --help`.
+#[test]
+fn stat_help_documents_every_state() {
+    let help = ok(&run(&["stat", "--help"], b""), "stat --help");
+    for state in [
+        "in-use",
+        "removing",
+        "initialising",
+        "abandoned-init",
+        "orphan",
+        "pending",
+        "idle",
+        "other-version",
+        "unreadable",
+        "no-access",
+        "dest",
+        "persistent",
+        "owner=UID",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(state)),
+            "stat --help does not explain {state}:\n{help}"
+        );
+    }
 }
