@@ -120,8 +120,8 @@ impl RingConfig {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().slot_size(16).message_type::<u64>())?;
+    /// use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().slot_size(16).message_type::<u64>())?;
     /// assert_eq!(ring.max_message(), 8);
     /// let (mut tx, mut rx) = (ring.typed_producer::<u64>()?, ring.typed_consumer::<u64>()?);
     /// tx.try_send(42).unwrap();
@@ -139,9 +139,9 @@ impl RingConfig {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig, type_tag};
+    /// use shmpipe::{Heap, Ring, RingConfig, type_tag};
     /// const TAG: u64 = type_tag("example.Pair/v1");
-    /// let ring = Ring::in_process(&RingConfig::new().message_type_tagged::<[u32; 2]>(TAG))?;
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type_tagged::<[u32; 2]>(TAG))?;
     /// let mut tx = ring.typed::<[u32; 2]>().tagged(TAG).producer()?;
     /// tx.try_send([1, 2]).unwrap();
     /// assert!(ring.typed_consumer::<[u32; 2]>().is_err()); // default fingerprint: refused
@@ -167,7 +167,7 @@ impl Ring {
     ///
     /// ```
     /// use shmpipe::bytemuck::{Pod, Zeroable};
-    /// use shmpipe::{Key, Ring, RingConfig};
+    /// use shmpipe::{Key, Ring, RingConfig, Shmid};
     ///
     /// #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
     /// #[bytemuck(crate = "shmpipe::bytemuck")] // derive through shmpipe's re-export
@@ -178,8 +178,9 @@ impl Ring {
     /// }
     ///
     /// let ring = Ring::create(Key::Private, &RingConfig::new().message_type::<Tick>())?;
-    /// // The other process: Ring::open_id(shmid)?.typed_consumer::<Tick>()?
-    /// let mut rx = Ring::open_id(ring.shmid().unwrap())?.typed_consumer::<Tick>()?;
+    /// // The other process: Ring::open(Shmid(shmid), &cfg)?.typed_consumer::<Tick>()?
+    /// let peer = Ring::open(Shmid(ring.shmid().unwrap()), &RingConfig::new())?;
+    /// let mut rx = peer.typed_consumer::<Tick>()?;
     /// let mut tx = ring.typed_producer::<Tick>()?;
     /// tx.send(Tick { seq: 1, price: 2.5 }).unwrap();
     /// assert_eq!(rx.recv().unwrap(), Tick { seq: 1, price: 2.5 });
@@ -315,9 +316,9 @@ impl<T: Pod> TypedClaim<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig, TrySendError};
+/// use shmpipe::{Heap, Ring, RingConfig, TrySendError};
 /// let cfg = RingConfig::new().slot_size(16).slot_count(4).message_type::<u32>();
-/// let ring = Ring::in_process(&cfg)?;
+/// let ring = Ring::create(Heap, &cfg)?;
 /// let (mut tx, mut rx) = (ring.typed_producer::<u32>()?, ring.typed_consumer::<u32>()?);
 /// assert_eq!(tx.try_send_slice(&[1, 2, 3, 4, 5, 6]), Ok(4)); // four slots: four fit
 /// assert_eq!(tx.try_send(7), Err(TrySendError::Full(7)));
@@ -469,8 +470,8 @@ impl<T: Pod> TypedProducer<T> {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u64; 4]>())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u64; 4]>())?;
     /// let mut tx = ring.typed_producer::<[u64; 4]>()?;
     /// let mut rx = ring.typed_consumer::<[u64; 4]>()?;
     /// let mut grant = tx.reserve().unwrap();
@@ -522,8 +523,8 @@ impl<T: Pod> TypedProducer<T> {
 /// trusted ([`TypedWriteGrant::get_mut_trusted`]).
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
 /// # let mut tx = ring.typed_producer::<u64>().unwrap();
 /// let mut grant = tx.reserve().unwrap();
 /// *grant = 7; // no reference into memory the peer can touch
@@ -624,8 +625,8 @@ impl<T> std::fmt::Debug for TypedWriteGrant<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Corruption, Ring, RingConfig, TryRecvError};
-/// let ring = Ring::in_process(&RingConfig::new().message_type::<[u16; 4]>())?;
+/// use shmpipe::{Corruption, Heap, Ring, RingConfig, TryRecvError};
+/// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u16; 4]>())?;
 /// let mut rx = ring.typed_consumer::<[u16; 4]>()?;
 /// let mut bytes = ring.producer()?; // a byte producer may share a typed ring...
 /// bytes.try_send(&[0u8; 8]).unwrap();
@@ -783,8 +784,8 @@ impl<T: Pod> TypedConsumer<T> {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u8; 32]>())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u8; 32]>())?;
     /// let (mut tx, mut rx) = (ring.typed_producer()?, ring.typed_consumer::<[u8; 32]>()?);
     /// tx.try_send([9u8; 32]).unwrap();
     /// let value = rx.try_read().unwrap(); // lent in place
@@ -893,8 +894,8 @@ fn read_value<T: Pod>(
 /// the full-speed `&T` for a peer trusted to follow the protocol.
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
 /// # let (mut tx, mut rx) = (ring.typed_producer::<u64>().unwrap(), ring.typed_consumer::<u64>().unwrap());
 /// # tx.try_send(7).unwrap();
 /// let guard = rx.try_read().unwrap();
@@ -965,6 +966,7 @@ impl<T> std::fmt::Debug for TypedReadGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::at::Heap;
     use bytemuck::Zeroable;
 
     #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -1026,7 +1028,7 @@ mod tests {
             .slot_size(32)
             .slot_count(16)
             .message_type::<Tick>();
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let (mut tx, mut rx) = (
             ring.typed_producer::<Tick>().unwrap(),
             ring.typed_consumer::<Tick>().unwrap(),
@@ -1107,7 +1109,7 @@ mod tests {
 
     #[test]
     fn claims_check_the_recorded_type() {
-        let ring = Ring::in_process(&RingConfig::new().message_type::<Tick>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<Tick>()).unwrap();
         assert_eq!(ring.message_type(), Some(MessageType::of::<Tick>()));
         for e in [
             ring.typed_consumer::<Quote>().unwrap_err(),
@@ -1118,7 +1120,7 @@ mod tests {
         }
         // Refused before claiming: the role is still free.
         ring.typed_consumer::<Tick>().unwrap();
-        let bytes = Ring::in_process(&RingConfig::new()).unwrap();
+        let bytes = Ring::create(Heap, &RingConfig::new()).unwrap();
         assert_eq!(bytes.message_type(), None);
         let e = bytes.typed_producer::<u64>().unwrap_err();
         assert!(e.to_string().contains("untyped byte messages"), "{e}");
@@ -1139,7 +1141,7 @@ mod tests {
             RingConfig::new().slot_count(1).message_type::<[u8; 64]>(),
         ] {
             assert!(
-                matches!(Ring::in_process(&cfg), Err(Error::InvalidConfig { .. })),
+                matches!(Ring::create(Heap, &cfg), Err(Error::InvalidConfig { .. })),
                 "{cfg:?}"
             );
         }
@@ -1147,7 +1149,7 @@ mod tests {
 
     #[test]
     fn a_record_of_another_length_poisons_and_stays() {
-        let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
         let mut tx = ring.producer().unwrap();
         let mut rx = ring.typed_consumer::<u64>().unwrap();
         tx.try_send(&7u64.to_ne_bytes()).unwrap();
