@@ -27,7 +27,7 @@ pub fn stat(a: StatArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
         let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
         let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
-        let ring = shmpipe::Ring::open_file_with(path, &cfg)?;
+        let ring = shmpipe::Ring::open(path, &cfg)?;
         let view = FileView::of(&ring, path, uid, mode);
         if a.json {
             println!("{}", view.json());
