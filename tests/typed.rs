@@ -356,14 +356,19 @@ fn untyped_rings_and_other_configurations_are_refused() {
         }
         other => panic!("open_or_create with another type: {other:?}"),
     }
+    // A configuration that sets no message type demands none (the header is the authority):
+    // it joins the typed ring, which keeps its type, and uses it through the byte API.
     let untyped = RingConfig::new()
         .slot_size(32)
         .slot_count(256)
         .max_message(24);
-    assert!(matches!(
-        Ring::open_or_create(key, &untyped),
-        Err(Error::ConfigMismatch { .. })
-    ));
+    let joined = Ring::open_or_create(key, &untyped).expect("no type demanded");
+    assert_eq!(joined.message_type(), Some(MessageType::of::<Tick>()));
+    // Its shape fields are still demanded.
+    match Ring::open_or_create(key, &untyped.max_message(16)) {
+        Err(Error::ConfigMismatch { what, .. }) => assert!(what.contains("max_message"), "{what}"),
+        other => panic!("open_or_create with another max_message: {other:?}"),
+    }
     Ring::open_or_create(key, &config()).expect("the same type");
 }
 
