@@ -1,4 +1,4 @@
-//! Baseline benchmarks of the ring inside one process ([`Ring::in_process`]), with 64-byte
+//! Baseline benchmarks of the ring inside one process (`Ring::create(Heap, ..)`), with 64-byte
 //! messages:
 //!
 //! - `throughput/*`: one producer thread (criterion's) streams messages to a consumer thread,
@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmpipe::{Consumer, Producer, Ring, RingConfig, TryRecvError, TrySendError};
+use shmpipe::{Consumer, Heap, Producer, Ring, RingConfig, TryRecvError, TrySendError};
 
 /// Payload bytes per message.
 const MSG: usize = 64;
@@ -69,7 +69,7 @@ fn pin_pair() -> Option<usize> {
 
 /// A fresh in-process ring with the default shape (4096 slots of 64 bytes).
 fn ring() -> (Producer, Consumer) {
-    let ring = Ring::in_process(&RingConfig::new()).expect("in-process ring");
+    let ring = Ring::create(Heap, &RingConfig::new()).expect("in-process ring");
     (
         ring.producer().expect("producer role"),
         ring.consumer().expect("consumer role"),

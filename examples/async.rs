@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shmpipe::wait::futex_calls;
-use shmpipe::{AsyncConsumer, Consumer, Key, Producer, RecvError, Ring, RingConfig};
+use shmpipe::{AsyncConsumer, Consumer, Key, Producer, RecvError, Ring, RingConfig, Shmid};
 
 #[allow(
     dead_code,
@@ -86,7 +86,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> Res<T> {
 /// Sends `count` checked messages as fast as it can, then closes the ring; prints its futex
 /// calls.
 fn producer_child(args: &[String]) -> Res<()> {
-    let ring = Ring::open_id(arg(args, 0)?)?;
+    let ring = Ring::open(Shmid(arg(args, 0)?), &RingConfig::new())?;
     let count: u64 = arg(args, 1)?;
     let mut tx = ring.producer()?;
     let futex0 = futex_calls();
@@ -100,8 +100,8 @@ fn producer_child(args: &[String]) -> Res<()> {
 /// Every `GAP`, sends a stamped ping on one ring and waits for the pong on the other; prints
 /// the round trips (ns) and its futex calls over the measured rounds.
 fn pinger_child(args: &[String]) -> Res<()> {
-    let ping = Ring::open_id(arg(args, 0)?)?;
-    let pong = Ring::open_id(arg(args, 1)?)?;
+    let ping = Ring::open(Shmid(arg(args, 0)?), &RingConfig::new())?;
+    let pong = Ring::open(Shmid(arg(args, 1)?), &RingConfig::new())?;
     let mut tx = ping.producer()?;
     let mut rx = pong.consumer()?;
     let mut buf = [0u8; MSG];

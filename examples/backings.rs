@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shmpipe::{Key, Ring, RingConfig, WaitStrategy};
+use shmpipe::{Key, Memfd, Ring, RingConfig, Shmid, WaitStrategy};
 
 #[allow(
     dead_code,
@@ -70,7 +70,7 @@ fn create(backing: Backing, n: usize) -> (Ring, Handle) {
             (ring, Handle::Shmid(id))
         }
         Backing::Memfd => {
-            let ring = Ring::create_memfd(&config()).expect("create memfd");
+            let ring = Ring::create(Memfd, &config()).expect("create memfd");
             let fd = ring.memfd().unwrap().as_raw_fd();
             (ring, Handle::Fd(fd))
         }
@@ -82,7 +82,7 @@ fn create(backing: Backing, n: usize) -> (Ring, Handle) {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")
             };
             let path = dir.join(format!("shmpipe-backings-{}-{n}", std::process::id()));
-            let ring = Ring::create_file(&path, &config()).expect("create file ring");
+            let ring = Ring::create(&path, &config()).expect("create file ring");
             (ring, Handle::Path(path))
         }
     }
@@ -90,15 +90,16 @@ fn create(backing: Backing, n: usize) -> (Ring, Handle) {
 
 fn open(h: &Handle) -> Ring {
     match h {
-        Handle::Shmid(id) => Ring::open_id(*id).expect("open by shmid"),
+        Handle::Shmid(id) => Ring::open(Shmid(*id), &RingConfig::new()).expect("open by shmid"),
         Handle::Fd(fd) => {
             // SAFETY: a duplicate of the inherited descriptor, owned by the new OwnedFd.
             let dup = unsafe { libc::dup(*fd) };
             assert!(dup >= 0);
             // SAFETY: `dup` is a new descriptor nothing else owns.
-            Ring::from_memfd(unsafe { OwnedFd::from_raw_fd(dup) }).expect("open memfd")
+            Ring::open(unsafe { OwnedFd::from_raw_fd(dup) }, &RingConfig::new())
+                .expect("open memfd")
         }
-        Handle::Path(p) => Ring::open_file(p).expect("open file ring"),
+        Handle::Path(p) => Ring::open(p, &RingConfig::new()).expect("open file ring"),
     }
 }
 

@@ -32,7 +32,7 @@ use std::os::fd::AsFd;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmpipe::{Consumer, Producer, Ring, RingConfig, TryRecvError, TrySendError};
+use shmpipe::{Consumer, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError};
 
 mod common;
 use common::{
@@ -466,8 +466,8 @@ fn child_main() -> Res<()> {
         pin_to(cpu.parse()?)?;
     }
 
-    let mut rx = Ring::open_id(down_id.parse()?)?.consumer()?;
-    let mut tx = Ring::open_id(up_id.parse()?)?.producer()?;
+    let mut rx = Ring::open(Shmid(down_id.parse()?), &RingConfig::new())?.consumer()?;
+    let mut tx = Ring::open(Shmid(up_id.parse()?), &RingConfig::new())?.producer()?;
 
     // Plain files over our stdin and stdout: std's handles buffer, and every message must be
     // exactly one read and one write.

@@ -22,7 +22,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shmpipe::bytemuck::{Pod, Zeroable};
-use shmpipe::{Error, Key, Ring, RingConfig};
+use shmpipe::{Error, Key, Ring, RingConfig, Shmid};
 
 /// One market tick: what goes through the ring, by value, 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -150,7 +150,7 @@ fn producer() -> Res<()> {
 }
 
 fn consumer(shmid: i32) -> Res<()> {
-    let ring = Ring::open_id(shmid)?;
+    let ring = Ring::open(Shmid(shmid), &RingConfig::new())?;
     let mut rx = ring.typed::<Tick>().consumer()?;
     let check = |got: &Tick, seq: u64| -> Res<()> {
         if *got != tick(seq) {

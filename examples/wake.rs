@@ -42,7 +42,9 @@ use std::process::{ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmpipe::{Consumer, Key, Producer, RecvError, Ring, RingConfig, Segment, WaitStrategy};
+use shmpipe::{
+    Consumer, Heap, Key, Producer, RecvError, Ring, RingConfig, Segment, Shmid, WaitStrategy,
+};
 
 mod common;
 use common::{
@@ -523,7 +525,7 @@ fn spin_budget(watch_cpu: usize) -> Res<Stats> {
     let mut samples = Vec::with_capacity(SPIN_TRIALS as usize);
     let mut buf = [0u8; MSG];
     for _ in 0..SPIN_TRIALS {
-        let ring = Ring::in_process(&RingConfig::new().slot_count(64))?;
+        let ring = Ring::create(Heap, &RingConfig::new().slot_count(64))?;
         let mut tx = ring.producer()?;
         let mut rx = ring.consumer()?;
         let before = shmpipe::wait::futex_calls();
@@ -878,8 +880,8 @@ fn echo_child() -> Res<()> {
     };
     die_with_parent(parent)?;
     pin_arg(cpu)?;
-    let mut rx = Ring::open_id(down_id.parse()?)?.consumer()?;
-    let mut tx = Ring::open_id(up_id.parse()?)?.producer()?;
+    let mut rx = Ring::open(Shmid(down_id.parse()?), &RingConfig::new())?.consumer()?;
+    let mut tx = Ring::open(Shmid(up_id.parse()?), &RingConfig::new())?.producer()?;
     let words = FutexWords {
         seg: Segment::attach_id(futex_id.parse()?)?,
     };
@@ -951,7 +953,7 @@ fn producer_child() -> Res<()> {
     };
     die_with_parent(parent)?;
     pin_arg(cpu)?;
-    let _tx = Ring::open_id(shmid.parse()?)?.producer()?;
+    let _tx = Ring::open(Shmid(shmid.parse()?), &RingConfig::new())?.producer()?;
     std::io::stdout().write_all(b"R")?;
     std::io::stdout().flush()?;
     // The parent kills us within a second; never outlive a minute regardless.

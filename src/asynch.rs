@@ -119,11 +119,11 @@ where
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{RecvError, Ring, RingConfig};
+/// use shmpipe::{Heap, RecvError, Ring, RingConfig};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// rt.block_on(async {
-///     let ring = Ring::in_process(&RingConfig::new())?;
+///     let ring = Ring::create(Heap, &RingConfig::new())?;
 ///     let mut rx = ring.consumer()?.into_async();
 ///     let mut tx = ring.producer()?;
 ///     // A blocking producer on a thread (or in another process).
@@ -259,12 +259,12 @@ where
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig};
+/// use shmpipe::{Heap, Ring, RingConfig};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// rt.block_on(async {
 ///     // Two slots: the second message has to wait for the consumer.
-///     let ring = Ring::in_process(&RingConfig::new().slot_size(64).slot_count(2))?;
+///     let ring = Ring::create(Heap, &RingConfig::new().slot_size(64).slot_count(2))?;
 ///     let mut tx = ring.producer()?.into_async();
 ///     let mut rx = ring.consumer()?;
 ///     let consumer = std::thread::spawn(move || {

@@ -21,12 +21,12 @@ use crate::typed::{TypedConsumer, TypedProducer};
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig};
+/// use shmpipe::{Heap, Ring, RingConfig};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// rt.block_on(async {
 ///     // Two slots: the producer parks until the consumer thread frees room.
-///     let ring = Ring::in_process(&RingConfig::new().slot_count(2).message_type::<u64>())?;
+///     let ring = Ring::create(Heap, &RingConfig::new().slot_count(2).message_type::<u64>())?;
 ///     let mut tx = ring.typed::<u64>().producer()?.into_async();
 ///     let mut rx = ring.typed::<u64>().consumer()?;
 ///     let consumer = std::thread::spawn(move || rx.iter().sum::<Result<u64, _>>());
@@ -148,11 +148,11 @@ impl<T: Pod> Op for SendOp<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{RecvError, Ring, RingConfig};
+/// use shmpipe::{Heap, RecvError, Ring, RingConfig};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// rt.block_on(async {
-///     let ring = Ring::in_process(&RingConfig::new().message_type::<[u32; 2]>())?;
+///     let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u32; 2]>())?;
 ///     let mut rx = ring.typed::<[u32; 2]>().consumer()?.into_async();
 ///     let mut tx = ring.typed::<[u32; 2]>().producer()?;
 ///     let producer = std::thread::spawn(move || tx.send_slice(&[[1, 2], [3, 4]]));

@@ -9,7 +9,7 @@
 //! `convert.rs`), so `?` works in a function returning either, or `Box<dyn Error>`:
 //!
 //! ```
-//! use shmpipe::{Ring, RingConfig};
+//! use shmpipe::{Heap, Ring, RingConfig};
 //! fn greet(ring: &Ring) -> Result<(), Box<dyn std::error::Error>> {
 //!     let mut tx = ring.producer()?;
 //!     tx.send("hello".as_bytes())?;
@@ -24,7 +24,7 @@
 //!     ring.producer()?.send(b"hello")?;
 //!     Ok(())
 //! }
-//! let ring = Ring::in_process(&RingConfig::new())?;
+//! let ring = Ring::create(Heap, &RingConfig::new())?;
 //! let mut rx = ring.consumer()?;
 //! greet(&ring)?;
 //! greet_io(&ring)?;
@@ -139,18 +139,18 @@ pub enum Error {
     /// exception: someone else may have created the ring at our key to read what we send.
     ///
     /// ```
-    /// use shmpipe::{Error, Key, Ring, RingConfig};
+    /// use shmpipe::{Error, Key, Ring, RingConfig, Shmid};
     /// let ring = Ring::create(Key::Private, &RingConfig::new().mode(0o666))?;
     /// let id = ring.shmid().unwrap();
     /// // Ours, but wider than the 0600 an opener accepts by default.
-    /// match Ring::open_id(id) {
+    /// match Ring::open(Shmid(id), &RingConfig::new()) {
     ///     Err(Error::ForeignOwner { mode, allowed_mode, .. }) => {
     ///         assert_eq!((mode, allowed_mode), (0o666, 0o600));
     ///     }
     ///     other => panic!("{other:?}"),
     /// }
     /// // Saying so opens it.
-    /// let again = Ring::open_id_with(id, &RingConfig::new().mode(0o666))?;
+    /// let again = Ring::open(Shmid(id), &RingConfig::new().mode(0o666))?;
     /// ring.remove()?;
     /// # drop(again);
     /// # Ok::<(), shmpipe::Error>(())
@@ -212,13 +212,13 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
-    /// [`Ring::create_file`](crate::Ring::create_file) found a file at the path already.
+    /// [`Ring::create`](crate::Ring::create) at a path found a file there already.
     #[error("ring file {path:?}: a file already exists at this path")]
     FileExists {
         /// The path.
         path: PathBuf,
     },
-    /// No file at the path given to [`Ring::open_file`](crate::Ring::open_file).
+    /// No file at the path given to [`Ring::open`](crate::Ring::open).
     #[error("ring file {path:?}: no such file")]
     FileNotFound {
         /// The path.
@@ -287,12 +287,14 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
-    /// [`Ring::open_or_create`](crate::Ring::open_or_create) found a ring of another shape.
+    /// [`Ring::open`](crate::Ring::open) or [`Ring::open_or_create`](crate::Ring::open_or_create)
+    /// found a ring that differs in a shape field the configuration set explicitly
+    /// ([`at`](crate::at#the-header-is-the-authority)).
     #[error("{ident}: existing ring differs from the configuration asked for: {what}")]
     ConfigMismatch {
         /// The ring.
         ident: Ident,
-        /// Which parameter, found versus asked.
+        /// Which field, what was asked and what was found.
         what: String,
     },
     /// A typed claim ([`TypedClaim::producer`](crate::TypedClaim::producer),

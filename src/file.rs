@@ -289,7 +289,7 @@ impl FileMap {
     /// Removes the path if it still names the file mapped (a file put there since is left
     /// alone). The mapping and the file's memory stay until the last side unmaps it. The check
     /// and the unlink are made holding the path's lock exclusively, so that a recycler
-    /// (`Ring::open_or_create_file`) cannot link a new file between them.
+    /// (`Ring::open_or_create` at a path) cannot link a new file between them.
     pub(crate) fn unlink(&self) -> Result<(), Error> {
         let _lock = crate::keylock::lock_file(
             self.path,

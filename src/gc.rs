@@ -376,7 +376,7 @@ pub struct RingInfo {
 /// # Errors
 ///
 /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::NotShmpipe`] for a foreign
-/// segment, or the header errors of [`Ring::open_id`](crate::Ring::open_id).
+/// segment, or the header errors of [`Ring::open`](crate::Ring::open).
 pub fn inspect(shmid: i32) -> Result<RingInfo, Error> {
     // The attach is made under the key's lock, shared, as in `classify_id`. Locals drop in
     // reverse order: the segment is detached before the lock is released.

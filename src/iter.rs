@@ -119,8 +119,8 @@ impl Consumer {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let sender = std::thread::spawn(move || -> Result<(), shmpipe::SendError> {
     ///     for line in ["one", "two", "three"] {
@@ -150,8 +150,8 @@ impl Consumer {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// tx.try_send(b"a")?;
     /// tx.try_send(b"b")?;
@@ -226,8 +226,8 @@ impl<T: Pod> TypedConsumer<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().message_type::<u64>())?;
+    /// use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>())?;
     /// let (mut tx, mut rx) = (ring.typed::<u64>().producer()?, ring.typed::<u64>().consumer()?);
     /// tx.send_slice(&[1, 2, 3])?;
     /// drop(tx);
@@ -266,6 +266,7 @@ impl<'a, T: Pod> IntoIterator for &'a mut TypedConsumer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::at::Heap;
     use crate::error::Corruption;
     use crate::layout::LINE;
     use crate::ring::{Ring, RingConfig};
@@ -273,7 +274,7 @@ mod tests {
 
     #[test]
     fn iter_yields_every_message_and_ends_at_disconnected() {
-        let ring = Ring::in_process(&RingConfig::new().slot_size(16).slot_count(4)).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().slot_size(16).slot_count(4)).unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         let sender = std::thread::spawn(move || {
             for i in 0..100u32 {
@@ -298,7 +299,7 @@ mod tests {
 
     #[test]
     fn try_iter_takes_what_is_there_and_ends_when_empty_or_closed() {
-        let ring = Ring::in_process(&RingConfig::new()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         assert_eq!(rx.try_iter().count(), 0);
         tx.try_send(b"a").unwrap();
@@ -349,7 +350,7 @@ mod tests {
 
     #[test]
     fn typed_iterators_yield_values_and_a_wrong_record_once() {
-        let ring = Ring::in_process(&RingConfig::new().message_type::<u32>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<u32>()).unwrap();
         let mut bytes = ring.producer().unwrap();
         let mut rx = ring.typed::<u32>().consumer().unwrap();
         for v in [1u32, 2, 3] {
@@ -375,7 +376,7 @@ mod tests {
         assert!(matches!(it.next(), Some(Err(TryRecvError::Corrupted(_)))));
         assert_eq!(it.next(), None);
         // A clean end on another ring.
-        let ring = Ring::in_process(&RingConfig::new().message_type::<u32>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<u32>()).unwrap();
         let mut tx = ring.typed::<u32>().producer().unwrap();
         let mut rx = ring.typed::<u32>().consumer().unwrap();
         tx.send_slice(&[4, 5]).unwrap();

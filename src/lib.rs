@@ -14,13 +14,14 @@
 //! reads is an `unsafe` opt-in for a peer trusted to follow the protocol.
 //!
 //! ```
-//! use shmpipe::{Key, Ring, RingConfig};
+//! use shmpipe::{Key, Ring, RingConfig, Shmid};
 //!
 //! // Process A (here: the same process, for the example) creates the ring by key...
 //! let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
 //! let mut tx = ring.producer()?;
-//! // ...process B would call Ring::open(key) or Ring::open_id(shmid), then consumer().
-//! let mut rx = Ring::open_id(ring.shmid().unwrap())?.consumer()?;
+//! // ...process B would call Ring::open(key, &cfg) or Ring::open(Shmid(shmid), &cfg), then
+//! // consumer().
+//! let mut rx = Ring::open(Shmid(ring.shmid().unwrap()), &RingConfig::new())?.consumer()?;
 //!
 //! tx.try_send(b"hello")?;
 //! let msg = rx.try_lend()?; // lent in place...
@@ -33,6 +34,8 @@
 //! The protocol is in `docs/DESIGN.md`, the byte layout in `docs/LAYOUT.md`.
 //!
 //! ## Modules
+//! - [`at`]: where a ring lives (key, shmid, memfd, file, heap) and which of [`Ring::create`],
+//!   [`Ring::open`] and [`Ring::open_or_create`] each place accepts.
 //! - [`segment`]: SysV keys and segments (shmget/shmat/shmdt/shmctl/ftok), nothing else.
 //! - `layout`: the header's byte layout and its validation.
 //! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
@@ -59,6 +62,7 @@ mod access;
 mod asynch;
 #[cfg(feature = "tokio")]
 mod asynch_typed;
+pub mod at;
 mod convert;
 pub mod error;
 mod file;
@@ -78,6 +82,7 @@ mod sync;
 mod typed;
 pub mod wait;
 
+pub use at::{Create, Heap, Memfd, Open, OpenOrCreate, Shmid};
 pub use error::{
     Corrupted, Corruption, Error, Ident, Liveness, LostMemory, OutOfBounds, RecvError, Role,
     SendError, TryRecvError, TrySendError, WrongProcess,

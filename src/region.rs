@@ -268,7 +268,7 @@ fn overlay_header<'a>(base: NonNull<u8>) -> Option<&'a Header> {
 /// Under loom the header's atomics are model handles, not bytes: segments are not modelled.
 #[cfg(loom)]
 fn overlay_header<'a>(_base: NonNull<u8>) -> Option<&'a Header> {
-    panic!("SysV segments are not modelled under loom; use Ring::in_process")
+    panic!("SysV segments are not modelled under loom; use Ring::create(Heap, ..)")
 }
 
 /// A ring's memory with its validated geometry: the only view of the slots the ring uses.

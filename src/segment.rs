@@ -26,7 +26,7 @@ const SHM_LOCKED: u32 = 0o2000;
 /// A key is how two unrelated processes find the same segment: they agree on a number
 /// (`0x2020`), or derive one from a path with [`Key::ftok`]. [`Key::Private`] (`IPC_PRIVATE`)
 /// creates a segment no other process can find by key; share it across `fork` or by handing
-/// the other process the shmid (see [`Ring::open_id`](crate::Ring::open_id)).
+/// the other process the shmid (see [`Shmid`](crate::Shmid)).
 ///
 /// # Examples
 ///

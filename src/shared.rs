@@ -316,8 +316,8 @@ pub mod strategies {
 /// # Examples
 ///
 /// ```
-/// # use shmpipe::{Ring, RingConfig};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// tx.try_send(b"\x07\x00\x00\x00hello").unwrap();
 /// let msg = rx.try_lend().unwrap();
@@ -567,8 +567,8 @@ impl ExactSizeIterator for RingChunks<'_> {}
 /// # Examples
 ///
 /// ```
-/// # use shmpipe::{Ring, RingConfig};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let mut grant = tx.try_reserve(12).unwrap();
 /// let mut view = grant.view_mut();

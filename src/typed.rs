@@ -120,8 +120,8 @@ impl RingConfig {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().slot_size(16).message_type::<u64>())?;
+    /// use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().slot_size(16).message_type::<u64>())?;
     /// assert_eq!(ring.max_message(), 8);
     /// let (mut tx, mut rx) = (ring.typed::<u64>().producer()?, ring.typed::<u64>().consumer()?);
     /// tx.try_send(42).unwrap();
@@ -139,9 +139,9 @@ impl RingConfig {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Ring, RingConfig, type_tag};
+    /// use shmpipe::{Heap, Ring, RingConfig, type_tag};
     /// const TAG: u64 = type_tag("example.Pair/v1");
-    /// let ring = Ring::in_process(&RingConfig::new().message_type_tagged::<[u32; 2]>(TAG))?;
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type_tagged::<[u32; 2]>(TAG))?;
     /// let mut tx = ring.typed::<[u32; 2]>().tagged(TAG).producer()?;
     /// tx.try_send([1, 2]).unwrap();
     /// assert!(ring.typed::<[u32; 2]>().consumer().is_err()); // default fingerprint: refused
@@ -164,7 +164,7 @@ impl Ring {
     ///
     /// ```
     /// use shmpipe::bytemuck::{Pod, Zeroable};
-    /// use shmpipe::{Key, Ring, RingConfig};
+    /// use shmpipe::{Key, Ring, RingConfig, Shmid};
     ///
     /// #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
     /// #[bytemuck(crate = "shmpipe::bytemuck")] // derive through shmpipe's re-export
@@ -175,11 +175,12 @@ impl Ring {
     /// }
     ///
     /// let ring = Ring::create(Key::Private, &RingConfig::new().message_type::<Tick>())?;
-    /// // The other process: Ring::open_id(shmid)?.typed::<Tick>().consumer()?
-    /// let mut rx = Ring::open_id(ring.shmid().unwrap())?.typed::<Tick>().consumer()?;
+    /// // The other process: Ring::open(Shmid(shmid), &cfg)?.typed::<Tick>().consumer()?
+    /// let peer = Ring::open(Shmid(ring.shmid().unwrap()), &RingConfig::new())?;
+    /// let mut rx = peer.typed::<Tick>().consumer()?;
     /// let mut tx = ring.typed::<Tick>().producer()?;
-    /// tx.send(Tick { seq: 1, price: 2.5 })?;
-    /// assert_eq!(rx.recv()?, Tick { seq: 1, price: 2.5 });
+    /// tx.send(Tick { seq: 1, price: 2.5 }).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), Tick { seq: 1, price: 2.5 });
     /// ring.remove()?;
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
@@ -299,9 +300,9 @@ impl<T: Pod> TypedClaim<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig, TrySendError};
+/// use shmpipe::{Heap, Ring, RingConfig, TrySendError};
 /// let cfg = RingConfig::new().slot_size(16).slot_count(4).message_type::<u32>();
-/// let ring = Ring::in_process(&cfg)?;
+/// let ring = Ring::create(Heap, &cfg)?;
 /// let (mut tx, mut rx) = (ring.typed::<u32>().producer()?, ring.typed::<u32>().consumer()?);
 /// assert_eq!(tx.try_send_slice(&[1, 2, 3, 4, 5, 6]), Ok(4)); // four slots: four fit
 /// assert_eq!(tx.try_send(7), Err(TrySendError::Full));
@@ -445,11 +446,11 @@ impl<T: Pod> TypedProducer<T> {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u64; 4]>())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u64; 4]>())?;
     /// let mut tx = ring.typed::<[u64; 4]>().producer()?;
     /// let mut rx = ring.typed::<[u64; 4]>().consumer()?;
-    /// let mut grant = tx.try_reserve()?;
+    /// let mut grant = tx.try_reserve().unwrap();
     /// grant.set([0; 4]);
     /// grant.view_mut().write_at(2 * 8, 7u64)?; // built in the ring, field by field
     /// grant.commit();
@@ -510,8 +511,8 @@ impl<T: Pod> TypedProducer<T> {
 /// trusted ([`TypedWriteGrant::get_mut_trusted`]).
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
 /// # let mut tx = ring.typed::<u64>().producer().unwrap();
 /// let mut grant = tx.try_reserve().unwrap();
 /// *grant = 7; // no reference into memory the peer can touch
@@ -612,8 +613,8 @@ impl<T> std::fmt::Debug for TypedWriteGrant<'_, T> {
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Corruption, Ring, RingConfig, TryRecvError};
-/// let ring = Ring::in_process(&RingConfig::new().message_type::<[u16; 4]>())?;
+/// use shmpipe::{Corruption, Heap, Ring, RingConfig, TryRecvError};
+/// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u16; 4]>())?;
 /// let mut rx = ring.typed::<[u16; 4]>().consumer()?;
 /// let mut bytes = ring.producer()?; // a byte producer may share a typed ring...
 /// bytes.try_send(&[0u8; 8]).unwrap();
@@ -775,8 +776,8 @@ impl<T: Pod> TypedConsumer<T> {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new().message_type::<[u8; 32]>())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type::<[u8; 32]>())?;
     /// let (mut tx, mut rx) = (ring.typed().producer()?, ring.typed::<[u8; 32]>().consumer()?);
     /// tx.try_send([9u8; 32]).unwrap();
     /// let value = rx.try_lend()?; // lent in place
@@ -905,8 +906,8 @@ fn read_value<T: Pod>(
 /// the full-speed `&T` for a peer trusted to follow the protocol.
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
 /// # let (mut tx, mut rx) = (ring.typed::<u64>().producer().unwrap(), ring.typed::<u64>().consumer().unwrap());
 /// # tx.try_send(7).unwrap();
 /// let guard = rx.try_lend().unwrap();
@@ -977,6 +978,7 @@ impl<T> std::fmt::Debug for TypedReadGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::at::Heap;
     use bytemuck::Zeroable;
 
     #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -1038,7 +1040,7 @@ mod tests {
             .slot_size(32)
             .slot_count(16)
             .message_type::<Tick>();
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let (mut tx, mut rx) = (
             ring.typed::<Tick>().producer().unwrap(),
             ring.typed::<Tick>().consumer().unwrap(),
@@ -1119,7 +1121,7 @@ mod tests {
 
     #[test]
     fn claims_check_the_recorded_type() {
-        let ring = Ring::in_process(&RingConfig::new().message_type::<Tick>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<Tick>()).unwrap();
         assert_eq!(ring.message_type(), Some(MessageType::of::<Tick>()));
         for e in [
             ring.typed::<Quote>().consumer().unwrap_err(),
@@ -1130,7 +1132,7 @@ mod tests {
         }
         // Refused before claiming: the role is still free.
         ring.typed::<Tick>().consumer().unwrap();
-        let bytes = Ring::in_process(&RingConfig::new()).unwrap();
+        let bytes = Ring::create(Heap, &RingConfig::new()).unwrap();
         assert_eq!(bytes.message_type(), None);
         let e = bytes.typed::<u64>().producer().unwrap_err();
         assert!(e.to_string().contains("untyped byte messages"), "{e}");
@@ -1151,7 +1153,7 @@ mod tests {
             RingConfig::new().slot_count(1).message_type::<[u8; 64]>(),
         ] {
             assert!(
-                matches!(Ring::in_process(&cfg), Err(Error::InvalidConfig { .. })),
+                matches!(Ring::create(Heap, &cfg), Err(Error::InvalidConfig { .. })),
                 "{cfg:?}"
             );
         }
@@ -1159,7 +1161,7 @@ mod tests {
 
     #[test]
     fn a_record_of_another_length_poisons_and_stays() {
-        let ring = Ring::in_process(&RingConfig::new().message_type::<u64>()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().message_type::<u64>()).unwrap();
         let mut tx = ring.producer().unwrap();
         let mut rx = ring.typed::<u64>().consumer().unwrap();
         tx.try_send(&7u64.to_ne_bytes()).unwrap();

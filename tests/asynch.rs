@@ -19,8 +19,8 @@ use common::{
 };
 use shmpipe::wait::{SLEEP_SLICE, futex_calls};
 use shmpipe::{
-    AsyncConsumer, AsyncProducer, AsyncTypedConsumer, AsyncTypedProducer, Key, RecvError, Ring,
-    RingConfig, SendError, TryRecvError,
+    AsyncConsumer, AsyncProducer, AsyncTypedConsumer, AsyncTypedProducer, Heap, Key, RecvError,
+    Ring, RingConfig, SendError, Shmid, TryRecvError,
 };
 
 /// Bound on each test's async part.
@@ -75,7 +75,8 @@ fn private_ring(cfg: &RingConfig) -> (Ring, RemoveOnDrop) {
 
 /// The ring a child was given.
 fn ring_from_env() -> Ring {
-    Ring::open_id(param(SHMID_VAR)).unwrap_or_else(|e| panic!("child: attaching the ring: {e}"))
+    Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new())
+        .unwrap_or_else(|e| panic!("child: attaching the ring: {e}"))
 }
 
 /// Waits until `child` has printed `RESULT name=...` and returns the value.
@@ -563,7 +564,7 @@ fn recv_and_send_are_cancel_safe() {
     let _serial = serial();
     block_on(async {
         // A timed-out recv with no sender, then the next message.
-        let ring = Ring::in_process(&RingConfig::new()).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
         let mut rx = ring.consumer().unwrap().into_async();
         let mut tx = ring.producer().unwrap();
         let mut buf = [0u8; 64];
@@ -613,7 +614,7 @@ fn recv_and_send_are_cancel_safe() {
         assert!(cancelled > 10, "only {cancelled} receives were cancelled");
 
         // Timed-out sends on a two-slot ring racing a bursty consumer thread.
-        let ring = Ring::in_process(&RingConfig::new().slot_size(64).slot_count(2)).unwrap();
+        let ring = Ring::create(Heap, &RingConfig::new().slot_size(64).slot_count(2)).unwrap();
         let mut tx: AsyncProducer = ring.producer().unwrap().into_async();
         let mut rx = ring.consumer().unwrap();
         let consumer = std::thread::spawn(move || {
@@ -670,7 +671,7 @@ fn parked_waits_of_many_rings_do_not_block_one_thread() {
             let mut tasks = Vec::new();
             let mut producers = Vec::new();
             for i in 0..RINGS {
-                let ring = Ring::in_process(&RingConfig::new().slot_count(64)).unwrap();
+                let ring = Ring::create(Heap, &RingConfig::new().slot_count(64)).unwrap();
                 let mut rx = ring.consumer().unwrap().into_async();
                 let mut tx = ring.producer().unwrap();
                 tasks.push(tokio::spawn(async move {
@@ -748,7 +749,7 @@ fn typed_sides_are_async_across_threads() {
             .slot_count(4)
             .message_type::<[u64; 2]>();
         // Async producer, blocking consumer.
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let mut tx: AsyncTypedProducer<[u64; 2]> =
             ring.typed::<[u64; 2]>().producer().unwrap().into_async();
         let mut rx = ring.typed::<[u64; 2]>().consumer().unwrap();
@@ -778,7 +779,7 @@ fn typed_sides_are_async_across_threads() {
         assert_eq!(consumer.join().unwrap(), VALUES);
 
         // Blocking producer, async consumer.
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let mut tx = ring.typed::<[u64; 2]>().producer().unwrap();
         let mut rx: AsyncTypedConsumer<[u64; 2]> =
             ring.typed::<[u64; 2]>().consumer().unwrap().into_async();
@@ -847,7 +848,7 @@ fn typed_recv_and_send_are_cancel_safe() {
     const STREAM: u64 = 3000;
     block_on(async {
         let cfg = RingConfig::new().slot_count(2).message_type::<u64>();
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let mut rx = ring.typed::<u64>().consumer().unwrap().into_async();
         let mut tx = ring.typed::<u64>().producer().unwrap();
         for yields in 0..3 {
@@ -901,7 +902,7 @@ fn typed_recv_and_send_are_cancel_safe() {
         eprintln!("typed recv: {cancelled} receives cancelled");
 
         // Cancelled sends on a two-slot ring racing a bursty consumer thread.
-        let ring = Ring::in_process(&cfg).unwrap();
+        let ring = Ring::create(Heap, &cfg).unwrap();
         let mut tx = ring.typed::<u64>().producer().unwrap().into_async();
         let mut rx = ring.typed::<u64>().consumer().unwrap();
         let consumer = std::thread::spawn(move || {

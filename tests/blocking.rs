@@ -36,7 +36,7 @@ use common::{
 use shmpipe::gc::{self, Class};
 use shmpipe::wait::futex_calls;
 use shmpipe::{
-    Error, HEADER_SIZE, Key, MAGIC, RecvError, Ring, RingConfig, Role, Segment, SendError,
+    Error, HEADER_SIZE, Key, MAGIC, RecvError, Ring, RingConfig, Role, Segment, SendError, Shmid,
     TryRecvError, TrySendError, WaitStrategy,
 };
 
@@ -136,8 +136,8 @@ fn var(name: &'static str, value: impl ToString) -> (&'static str, String) {
 /// The ring a child was given: by shmid if it has one, else by key.
 fn ring_from_env() -> Ring {
     match param_opt::<i32>(SHMID_VAR) {
-        Some(id) => Ring::open_id(id),
-        None => Ring::open(Key::new(param(KEY_VAR))),
+        Some(id) => Ring::open(Shmid(id), &RingConfig::new()),
+        None => Ring::open(Key::new(param(KEY_VAR)), &RingConfig::new()),
     }
     .unwrap_or_else(|e| panic!("child: attaching the ring: {e}"))
 }
@@ -460,7 +460,8 @@ fn count_consumer() {
 fn hold() {
     let ring = ring_from_env();
     let _tx = ring.producer().expect("claim the producer");
-    let other = param_opt::<i32>(SHMID2_VAR).map(|id| Ring::open_id(id).expect("open ring 2"));
+    let other = param_opt::<i32>(SHMID2_VAR)
+        .map(|id| Ring::open(Shmid(id), &RingConfig::new()).expect("open ring 2"));
     let _rx = other
         .as_ref()
         .map(|r| r.consumer().expect("claim the consumer"));
@@ -514,7 +515,7 @@ fn recv_then_close() {
 /// the end of this producer's stream before the next one claims the role).
 fn claim_send_close() {
     let ring = ring_from_env();
-    let acks = Ring::open_id(param(SHMID2_VAR)).expect("open the ack ring");
+    let acks = Ring::open(Shmid(param(SHMID2_VAR)), &RingConfig::new()).expect("open the ack ring");
     let mut ack_rx = acks.consumer().expect("claim the ack consumer");
     let rounds: u64 = param(COUNT_VAR);
     let delay = Duration::from_millis(param(DELAY_VAR));
@@ -663,13 +664,15 @@ fn other_uid() {
     assert_eq!((uid, gid), (NOBODY, NOBODY));
     let key = Key::new(param(KEY_VAR));
     let shmid: i32 = param(SHMID2_VAR);
-    match Ring::open(key) {
+    match Ring::open(key, &RingConfig::new()) {
         Err(Error::PermissionDenied { .. }) => {}
         other => panic!("Ring::open as nobody: expected PermissionDenied, got {other:?}"),
     }
-    match Ring::open_id(shmid) {
+    match Ring::open(Shmid(shmid), &RingConfig::new()) {
         Err(Error::PermissionDenied { .. }) => {}
-        other => panic!("Ring::open_id as nobody: expected PermissionDenied, got {other:?}"),
+        other => panic!(
+            "Ring::open(Shmid, &RingConfig::new()) as nobody: expected PermissionDenied, got {other:?}"
+        ),
     }
     match Ring::open_or_create(key, &cfg(8)) {
         Err(Error::PermissionDenied { .. }) => {}
@@ -1623,7 +1626,10 @@ fn non_persistent_ring_leaves_its_key_once_both_sides_claim() {
     // The first message was sent after the producer's claim returned: the key is gone by then.
     receive_stream(&mut rx, SEED, 1000, || {
         assert_key_gone(key);
-        assert!(matches!(Ring::open(key), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            Ring::open(key, &RingConfig::new()),
+            Err(Error::NotFound { .. })
+        ));
         let st = ring.segment().unwrap().stat().unwrap();
         assert!(st.marked_for_removal, "{st:?}");
     });
@@ -1658,7 +1664,8 @@ fn persistent_ring_keeps_its_key() {
     });
     child.wait_success(CHILD_TIMEOUT);
     drop(rx);
-    let again = Ring::open(key).expect("the persistent ring is still at its key");
+    let again =
+        Ring::open(key, &RingConfig::new()).expect("the persistent ring is still at its key");
     assert_eq!(again.instance_id(), ring.instance_id());
     assert!(!ring.segment().unwrap().stat().unwrap().marked_for_removal);
     again.remove().unwrap();
@@ -1691,7 +1698,7 @@ fn open_or_create_recycles_a_stale_ring() {
     let _rm_old = RemoveOnDrop::id(old_shmid);
     let pid = child.pid();
     drop(child); // SIGKILL and reap
-    match Ring::open(key).unwrap().producer() {
+    match Ring::open(key, &RingConfig::new()).unwrap().producer() {
         Err(Error::RoleTaken {
             role: Role::Producer,
             pid: p,
@@ -1818,7 +1825,11 @@ fn attacher_waits_for_a_slow_creator() {
         "late-creator",
         &[var(KEY_VAR, key.raw()), var(DELAY_VAR, 50)],
     );
-    let ring = Ring::open_timeout(key, Duration::from_secs(10)).expect("wait for the creator");
+    let ring = Ring::open(
+        key,
+        &RingConfig::new().init_timeout(Duration::from_secs(10)),
+    )
+    .expect("wait for the creator");
     let waited = t0.elapsed();
     let out = child.wait_success_output(CHILD_TIMEOUT);
     eprintln!("attacher waited {waited:?} for the creator");
@@ -1854,7 +1865,7 @@ fn creator_that_died_mid_init_is_recycled() {
     let shmid: i32 = child_result(&out, "shmid");
     let _rm_old = RemoveOnDrop::id(shmid);
     let timeout = Duration::from_millis(100);
-    match Ring::open_timeout(key, timeout) {
+    match Ring::open(key, &RingConfig::new().init_timeout(timeout)) {
         Err(Error::InitTimeout { waited, .. }) => assert!(waited >= timeout),
         other => panic!("expected InitTimeout, got {other:?}"),
     }
@@ -1953,7 +1964,10 @@ fn another_uid_is_refused() {
     );
     child.wait_success(CHILD_TIMEOUT);
     // Untouched.
-    assert_eq!(Ring::open(key).unwrap().instance_id(), ring.instance_id());
+    assert_eq!(
+        Ring::open(key, &RingConfig::new()).unwrap().instance_id(),
+        ring.instance_id()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ use common::{
 };
 use shmpipe::gc::{self, Class, Entry};
 use shmpipe::{
-    Error, HEADER_SIZE, Key, RecvError, Ring, RingConfig, Role, Segment, SendError, TryRecvError,
-    TrySendError, WaitStrategy,
+    Error, HEADER_SIZE, Key, RecvError, Ring, RingConfig, Role, Segment, SendError, Shmid,
+    TryRecvError, TrySendError, WaitStrategy,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ fn run_child_role() -> bool {
     let Some(role) = child_role() else {
         return false;
     };
-    let ring =
-        Ring::open_id(param(SHMID_VAR)).unwrap_or_else(|e| panic!("child {role}: attaching: {e}"));
+    let ring = Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new())
+        .unwrap_or_else(|e| panic!("child {role}: attaching: {e}"));
     let seed: u64 = param(SEED_VAR);
     match role.as_str() {
         "producer" => role_producer(&ring, seed),

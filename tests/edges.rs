@@ -16,7 +16,7 @@ use common::{
 };
 use shmpipe::{
     Consumer, Corrupted, Corruption, Error, HEADER_SIZE, Key, LAYOUT_VERSION, MAGIC, Producer,
-    Ring, RingConfig, Role, Segment, TryRecvError, TrySendError,
+    Ring, RingConfig, Role, Segment, Shmid, TryRecvError, TrySendError,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -811,7 +811,7 @@ fn zeroed_segment_times_out() {
     let timeout = Duration::from_millis(100);
 
     let t0 = Instant::now();
-    match Ring::open_timeout(key, timeout) {
+    match Ring::open(key, &RingConfig::new().init_timeout(timeout)) {
         Err(Error::InitTimeout { ident, waited }) => {
             assert!(waited >= timeout, "waited only {waited:?}");
             assert_eq!(ident.key, Some(key));
@@ -880,7 +880,7 @@ fn create_on_an_existing_key_is_exists() {
         Err(Error::Exists { .. })
     ));
     // Opening it is fine, and it is the same ring.
-    let same = Ring::open(key).unwrap();
+    let same = Ring::open(key, &RingConfig::new()).unwrap();
     assert_eq!(same.instance_id(), ring.instance_id());
     assert_eq!(same.shmid(), ring.shmid());
 }
@@ -895,7 +895,7 @@ fn calls_on_a_removed_shmid_are_not_found() {
     for r in [
         shmpipe::segment::remove_id(id).map(drop),
         shmpipe::segment::stat_id(id).map(drop),
-        Ring::open_id(id).map(drop),
+        Ring::open(Shmid(id), &RingConfig::new()).map(drop),
     ] {
         assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
     }
@@ -906,16 +906,19 @@ fn calls_on_a_removed_shmid_are_not_found() {
 fn open_of_a_missing_key_is_not_found() {
     let key = unique_key(); // checked to be free
     let _rm = RemoveOnDrop::key(key); // in case a bug creates it
-    match Ring::open(key) {
+    match Ring::open(key, &RingConfig::new()) {
         Err(Error::NotFound { ident }) => assert_eq!(ident.key, Some(key)),
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert!(matches!(
-        Ring::open_timeout(key, Duration::from_millis(10)),
+        Ring::open(
+            key,
+            &RingConfig::new().init_timeout(Duration::from_millis(10))
+        ),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        Ring::open(Key::Private),
+        Ring::open(Key::Private, &RingConfig::new()),
         Err(Error::NotFound { .. })
     ));
 }

@@ -68,13 +68,13 @@ fn is_shrank(c: &Corrupted) -> bool {
         }
 }
 
-/// Either side may start first: both call `open_or_create_file`; the path is gone once both
+/// Either side may start first: both call `open_or_create` at a path; the path is gone once both
 /// are in (a non-persistent ring), and the stream arrives intact.
 #[test]
 fn two_processes_meet_at_a_path_either_first() {
     if let Some(role) = child_role() {
-        let path: String = param(PATH_VAR);
-        let ring = Ring::open_or_create_file(&path, &config()).expect("open or create");
+        let path: PathBuf = param(PATH_VAR);
+        let ring = Ring::open_or_create(&path, &config()).expect("open or create");
         match role.as_str() {
             "producer" => common::send_stream(&ring, SEED, param(COUNT_VAR)),
             _ => common::recv_stream(&ring, SEED, param(COUNT_VAR)),
@@ -101,7 +101,7 @@ fn two_processes_meet_at_a_path_either_first() {
         if parent_role == "consumer" {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let ring = Ring::open_or_create_file(&path.0, &config()).unwrap();
+        let ring = Ring::open_or_create(&path.0, &config()).unwrap();
         assert_eq!(ring.path(), Some(path.0.as_path()));
         assert_eq!(ring.shmid(), None);
         if parent_role == "producer" {
@@ -123,27 +123,27 @@ fn two_processes_meet_at_a_path_either_first() {
 fn files_that_are_not_rings_are_refused() {
     let missing = ring_path("missing");
     assert!(matches!(
-        refused(Ring::open_file(&missing.0)),
+        refused(Ring::open(&missing.0, &RingConfig::new())),
         Error::FileNotFound { .. }
     ));
 
     let small = ring_path("small");
     write_private(&small.0, b"SHMPIPE1");
     assert!(matches!(
-        refused(Ring::open_file(&small.0)),
+        refused(Ring::open(&small.0, &RingConfig::new())),
         Error::SegmentTooSmall { actual: 8, .. }
     ));
 
     let foreign = ring_path("foreign");
     write_private(&foreign.0, &vec![0x5a; 64 * 1024]);
-    let e = refused(Ring::open_file(&foreign.0));
+    let e = refused(Ring::open(&foreign.0, &RingConfig::new()));
     assert!(matches!(e, Error::NotShmpipe { .. }), "{e}");
     assert!(e.to_string().contains("ring file"), "{e}");
 
     // A real ring whose file was cut short before anyone opened it: the header claims more
     // than the file holds.
     let cut = ring_path("cut");
-    let ring = Ring::create_file(&cut.0, &config().persistent(true)).unwrap();
+    let ring = Ring::create(&cut.0, &config().persistent(true)).unwrap();
     drop(ring);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -151,13 +151,13 @@ fn files_that_are_not_rings_are_refused() {
         .unwrap();
     f.set_len(HEADER_SIZE as u64 + 64).unwrap();
     assert!(matches!(
-        refused(Ring::open_file(&cut.0)),
+        refused(Ring::open(&cut.0, &RingConfig::new())),
         Error::SegmentTooSmall { .. }
     ));
 
     let dir = ring_path("dir");
     std::fs::create_dir(&dir.0).unwrap();
-    let e = refused(Ring::open_file(&dir.0));
+    let e = refused(Ring::open(&dir.0, &RingConfig::new()));
     let _ = std::fs::remove_dir(&dir.0);
     assert!(
         matches!(e, Error::File { .. } | Error::BadHeader { .. }),
@@ -165,28 +165,25 @@ fn files_that_are_not_rings_are_refused() {
     );
 }
 
-/// `create_file` never replaces a file; an existing ring of another shape is refused by
-/// `open_or_create_file`; huge pages are refused for files.
+/// `create` at a path never replaces a file; an existing ring of another shape is refused by
+/// `open_or_create` at a path; huge pages are refused for files.
 #[test]
 fn create_is_exclusive_and_shapes_must_match() {
     let path = ring_path("exclusive");
-    let ring = Ring::create_file(&path.0, &config().persistent(true)).unwrap();
+    let ring = Ring::create(&path.0, &config().persistent(true)).unwrap();
     assert!(matches!(
-        refused(Ring::create_file(&path.0, &config())),
+        refused(Ring::create(&path.0, &config())),
         Error::FileExists { .. }
     ));
     assert!(matches!(
-        refused(Ring::open_or_create_file(
-            &path.0,
-            &config().slot_count(128)
-        )),
+        refused(Ring::open_or_create(&path.0, &config().slot_count(128))),
         Error::ConfigMismatch { .. }
     ));
     assert!(ring.is_linked());
     ring.remove().unwrap();
     assert!(!path.0.exists());
     assert!(matches!(
-        refused(Ring::create_file(
+        refused(Ring::create(
             &ring_path("huge").0,
             &config().huge_pages(true)
         )),
@@ -206,7 +203,7 @@ fn create_is_exclusive_and_shapes_must_match() {
 #[test]
 fn a_persistent_file_ring_survives_a_restart() {
     if child_role().is_some() {
-        let ring = Ring::open_file(param::<String>(PATH_VAR)).unwrap();
+        let ring = Ring::open(param::<PathBuf>(PATH_VAR), &RingConfig::new()).unwrap();
         let mut tx = ring.producer().unwrap();
         for i in 0..10u8 {
             tx.send(&[i; 20]).unwrap();
@@ -215,7 +212,7 @@ fn a_persistent_file_ring_survives_a_restart() {
         std::process::abort();
     }
     let path = ring_path("persist");
-    drop(Ring::create_file(&path.0, &config().persistent(true)).unwrap());
+    drop(Ring::create(&path.0, &config().persistent(true)).unwrap());
     let mut child = ChildProcess::spawn(
         "a_persistent_file_ring_survives_a_restart",
         "producer",
@@ -223,7 +220,7 @@ fn a_persistent_file_ring_survives_a_restart() {
     );
     child.wait_status(CHILD_TIMEOUT);
     // "After the restart": a new process opens the file by its path.
-    let ring = Ring::open_file(&path.0).unwrap();
+    let ring = Ring::open(&path.0, &RingConfig::new()).unwrap();
     assert!(ring.is_persistent());
     assert!(matches!(
         ring.producer(),
@@ -250,7 +247,7 @@ fn a_persistent_file_ring_survives_a_restart() {
 #[test]
 fn a_file_that_shrinks_is_an_error_not_a_sigbus() {
     let path = ring_path("shrink");
-    let ring = Ring::create_file(&path.0, &config().persistent(true)).unwrap();
+    let ring = Ring::create(&path.0, &config().persistent(true)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     for i in 0..5u8 {
         tx.try_send(&[i; 100]).unwrap();
@@ -286,7 +283,7 @@ fn a_file_that_shrinks_is_an_error_not_a_sigbus() {
 #[test]
 fn a_blocked_peer_process_sees_the_file_shrink() {
     if child_role().is_some() {
-        let ring = Ring::open_file(param::<String>(PATH_VAR)).unwrap();
+        let ring = Ring::open(param::<PathBuf>(PATH_VAR), &RingConfig::new()).unwrap();
         let mut rx = ring.consumer().unwrap();
         let mut buf = [0u8; 500];
         assert_eq!(rx.recv(&mut buf), Ok(3));
@@ -299,7 +296,7 @@ fn a_blocked_peer_process_sees_the_file_shrink() {
         return;
     }
     let path = ring_path("shrink-peer");
-    let ring = Ring::create_file(&path.0, &config().persistent(true)).unwrap();
+    let ring = Ring::create(&path.0, &config().persistent(true)).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.send(b"abc").unwrap();
     let child = ChildProcess::spawn(
@@ -330,7 +327,7 @@ fn a_blocked_peer_process_sees_the_file_shrink() {
 fn a_sigbus_elsewhere_still_kills() {
     if child_role().is_some() {
         let ring_file = ring_path("other-ring");
-        let _ring = Ring::create_file(&ring_file.0, &config()).unwrap();
+        let _ring = Ring::create(&ring_file.0, &config()).unwrap();
         let other = ring_path("not-a-ring");
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -372,11 +369,11 @@ fn a_sigbus_elsewhere_still_kills() {
 }
 
 /// A non-persistent ring file left by a lone producer that died is recycled by the next
-/// `open_or_create_file`: the newcomer gets a fresh ring, not the dead run's messages.
+/// `open_or_create` at a path: the newcomer gets a fresh ring, not the dead run's messages.
 #[test]
 fn an_orphan_ring_file_is_recycled() {
     if child_role().is_some() {
-        let ring = Ring::open_or_create_file(param::<String>(PATH_VAR), &config()).unwrap();
+        let ring = Ring::open_or_create(param::<PathBuf>(PATH_VAR), &config()).unwrap();
         let mut tx = ring.producer().unwrap();
         tx.send(b"stale").unwrap();
         // Die holding the role (a producer that closed cleanly would leave a pending ring,
@@ -391,7 +388,7 @@ fn an_orphan_ring_file_is_recycled() {
     );
     child.wait_status(CHILD_TIMEOUT);
     assert!(path.0.exists(), "the lone side's file should be left");
-    let ring = Ring::open_or_create_file(&path.0, &config()).unwrap();
+    let ring = Ring::open_or_create(&path.0, &config()).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut tx = ring.producer().expect("a fresh ring has no dead producer");
     let mut buf = [0u8; 64];

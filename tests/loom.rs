@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use loom::thread;
 use shmpipe::{
-    Consumer, Producer, RecvError, Ring, RingConfig, SendError, TryRecvError, TrySendError,
+    Consumer, Heap, Producer, RecvError, Ring, RingConfig, SendError, TryRecvError, TrySendError,
     WaitStrategy,
 };
 
@@ -48,7 +48,8 @@ fn model<F: Fn() + Sync + Send + 'static>(name: &str, f: F) {
 
 /// A heap ring of `slots` slots of `slot_size` bytes with both sides claimed.
 fn pair(slot_size: u32, slots: u32, max: usize, strategy: WaitStrategy) -> (Producer, Consumer) {
-    let ring = Ring::in_process(
+    let ring = Ring::create(
+        Heap,
         &RingConfig::new()
             .slot_size(slot_size)
             .slot_count(slots)
@@ -95,7 +96,8 @@ fn recv_spinning(rx: &mut Consumer) -> Result<Vec<u8>, TryRecvError> {
 /// the consumer receives, on a ring of `slots` 16-byte slots whose counters start at `first`.
 fn stream_model(name: &str, slots: u32, max: usize, lens: &'static [usize], first: u64) {
     model(name, move || {
-        let ring = Ring::in_process(
+        let ring = Ring::create(
+            Heap,
             &RingConfig::new()
                 .slot_size(16)
                 .slot_count(slots)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{ChildProcess, RemoveFile, child_role, param};
 use shmpipe::memfd::{recv_fd, send_fd};
-use shmpipe::{Error, Ring, RingConfig};
+use shmpipe::{Error, Memfd, Ring, RingConfig};
 
 const FD_VAR: &str = "SHMPIPE_TEST_MEMFD";
 const SOCK_VAR: &str = "SHMPIPE_TEST_SOCK";
@@ -53,14 +53,15 @@ fn a_memfd_ring_reaches_a_process_that_inherits_the_descriptor() {
         let fd: i32 = param(FD_VAR);
         // SAFETY: the parent left this descriptor open for us across exec; nothing else in
         // this process owns it.
-        let ring = Ring::from_memfd(unsafe { OwnedFd::from_raw_fd(fd) }).expect("open memfd");
+        let ring = Ring::open(unsafe { OwnedFd::from_raw_fd(fd) }, &RingConfig::new())
+            .expect("open memfd");
         assert_eq!(ring.shmid(), None);
         common::recv_stream(&ring, SEED, param(COUNT_VAR));
         return;
     }
     let before = segment_ids();
     let count = 100_000u64;
-    let ring = Ring::create_memfd(&config()).unwrap();
+    let ring = Ring::create(Memfd, &config()).unwrap();
     assert_eq!(ring.shmid(), None);
     let memfd = ring.memfd().expect("a memfd ring has its descriptor");
     // A duplicate without close-on-exec, for the child to inherit.
@@ -89,12 +90,12 @@ fn a_memfd_ring_passed_over_a_unix_socket() {
     if child_role().is_some() {
         let sock = UnixStream::connect(param::<String>(SOCK_VAR)).expect("connect");
         let fd = recv_fd(&sock).expect("receive the memfd");
-        let ring = Ring::from_memfd(fd).expect("open memfd");
+        let ring = Ring::open(fd, &RingConfig::new()).expect("open memfd");
         common::send_stream(&ring, SEED, param(COUNT_VAR));
         return;
     }
     let count = 50_000u64;
-    let ring = Ring::create_memfd(&config()).unwrap();
+    let ring = Ring::create(Memfd, &config()).unwrap();
     let path = RemoveFile(common::temp_path("memfd.sock"));
     let listener = UnixListener::bind(&path.0).expect("bind");
     let child = ChildProcess::spawn(
@@ -118,7 +119,7 @@ fn descriptors_that_could_shrink_are_refused() {
     let path = RemoveFile(common::temp_path("not-a-memfd"));
     std::fs::write(&path.0, vec![0u8; 1 << 16]).unwrap();
     let file = std::fs::File::open(&path.0).unwrap();
-    let err = refused(Ring::from_memfd(OwnedFd::from(file)));
+    let err = refused(Ring::open(OwnedFd::from(file), &RingConfig::new()));
     assert!(matches!(err, Error::BadHeader { .. }), "{err}");
 
     // SAFETY: the name is a NUL-terminated literal.
@@ -129,7 +130,7 @@ fn descriptors_that_could_shrink_are_refused() {
     // SAFETY: ftruncate on our own descriptor.
     let rc = unsafe { libc::ftruncate(fd.as_raw_fd(), 1 << 16) };
     assert_eq!(rc, 0);
-    let err = refused(Ring::from_memfd(fd));
+    let err = refused(Ring::open(fd, &RingConfig::new()));
     assert!(matches!(err, Error::BadHeader { .. }), "{err}");
 }
 
@@ -161,7 +162,7 @@ fn a_sealed_memfd_without_a_ring_is_refused() {
     // is its content, not its mode (docs/DESIGN.md, "Whose ring is it").
     // SAFETY: fchmod on our own descriptor.
     assert_eq!(unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) }, 0);
-    let err = refused(Ring::from_memfd(fd));
+    let err = refused(Ring::open(fd, &RingConfig::new()));
     assert!(
         matches!(err, Error::NotShmpipe { .. } | Error::BadHeader { .. }),
         "{err}"
@@ -172,7 +173,7 @@ fn a_sealed_memfd_without_a_ring_is_refused() {
 /// shrink of the file fails with EPERM.
 #[test]
 fn the_ring_memfd_cannot_be_resized() {
-    let ring = Ring::create_memfd(&config()).unwrap();
+    let ring = Ring::create(Memfd, &config()).unwrap();
     let fd = ring.memfd().unwrap();
     for len in [0, 1 << 30] {
         // SAFETY: ftruncate on a descriptor the ring owns; the seals make it fail.

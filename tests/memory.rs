@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveOnDrop, child_result, child_role, param, print_result};
-use shmpipe::{Error, Key, Ring, RingConfig, Segment};
+use shmpipe::{Error, Heap, Key, Memfd, Ring, RingConfig, Segment, Shmid};
 
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
 
@@ -113,12 +113,12 @@ fn huge_pages_create_or_typed_error() {
             assert!(ipcs_lists(shmid), "ipcs -m lists shmid {shmid}");
             // The attacher validates the header against the (larger) kernel size.
             // Another process's huge pages are accepted only when asked (the config asks for
-            // huge pages, which accepts them); plain `open_id` refuses them.
+            // huge pages, which accepts them); plain `open` refuses them.
             assert!(matches!(
-                Ring::open_id(shmid),
+                Ring::open(Shmid(shmid), &RingConfig::new()),
                 Err(Error::HugePagesNotAccepted { .. })
             ));
-            let opened = Ring::open_id_with(shmid, &cfg).expect("open the huge-page ring by shmid");
+            let opened = Ring::open(Shmid(shmid), &cfg).expect("open the huge-page ring by shmid");
             assert_eq!(opened.slot_count(), 1024);
             round_trip(&ring, &opened, 1000);
         }
@@ -168,11 +168,11 @@ fn huge_pages_create_or_typed_error() {
 /// An in-process ring refuses huge pages and cannot be locked: both are typed errors.
 #[test]
 fn heap_rings_refuse_huge_pages_and_locking() {
-    match Ring::in_process(&RingConfig::new().huge_pages(true)) {
+    match Ring::create(Heap, &RingConfig::new().huge_pages(true)) {
         Err(Error::InvalidConfig { what }) => assert!(what.contains("huge pages"), "{what}"),
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
-    let ring = Ring::in_process(&RingConfig::new().slot_count(64)).expect("heap ring");
+    let ring = Ring::create(Heap, &RingConfig::new().slot_count(64)).expect("heap ring");
     match ring.lock_memory() {
         Err(Error::LockMemory { source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::Unsupported);
@@ -205,7 +205,8 @@ fn lock_memory_as_root() {
             "VmLck after the creator locked"
         );
 
-        let opened = Ring::open_id(ring.shmid().unwrap()).expect("open by shmid");
+        let opened =
+            Ring::open(Shmid(ring.shmid().unwrap()), &RingConfig::new()).expect("open by shmid");
         let t = Instant::now();
         opened.lock_memory().expect("lock as opener");
         eprintln!(
@@ -283,7 +284,7 @@ fn unprivileged_locker() {
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     assert_eq!((uid, gid), (NOBODY, NOBODY));
     // Root's ring: accepted by name (docs/DESIGN.md, "Whose ring is it").
-    let ring = Ring::open_id_with(param(SHMID_VAR), &RingConfig::new().accept_owner(0))
+    let ring = Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new().accept_owner(0))
         .expect("open the ring as nobody");
     match ring.lock_memory() {
         Err(Error::LockMemory {
@@ -315,7 +316,7 @@ fn memfd_huge_pages_create_or_typed_error() {
         huge,
         free,
     } = huge_setup();
-    match (huge, Ring::create_memfd(&cfg)) {
+    match (huge, Ring::create(Memfd, &cfg)) {
         (Some(h), Ok(ring)) => {
             assert!(
                 free >= ring_size.div_ceil(h) * h,
@@ -324,10 +325,10 @@ fn memfd_huge_pages_create_or_typed_error() {
             let fd = ring.memfd().unwrap().try_clone_to_owned().unwrap();
             let dup = fd.try_clone().unwrap();
             assert!(matches!(
-                Ring::from_memfd(dup),
+                Ring::open(dup, &RingConfig::new()),
                 Err(Error::HugePagesNotAccepted { .. })
             ));
-            let opened = Ring::from_memfd_with(fd, &cfg).expect("open the huge-page memfd");
+            let opened = Ring::open(fd, &cfg).expect("open the huge-page memfd");
             round_trip(&ring, &opened, 1000);
         }
         (_, Ok(_)) => panic!("a huge-page memfd without a huge page size"),

@@ -14,13 +14,14 @@
 mod common;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
     ChildProcess, RemoveFile, RemoveOnDrop, child_result, child_role, param, print_result,
     set_segment_owner, temp_path, unique_key,
 };
-use shmpipe::{Error, Key, Ring, RingConfig};
+use shmpipe::{Error, Key, Memfd, Ring, RingConfig, Shmid};
 
 /// The uid (and gid) a child drops to.
 const NOBODY: u32 = 65534;
@@ -163,7 +164,7 @@ fn roundtrip(a: &Ring, b: &Ring) {
 }
 
 /// Case 21: `nobody` creates a valid persistent ring at our key with mode 0666. Root's
-/// `open`, `open_id` and `open_or_create` refuse it with `ForeignOwner` naming owner 65534 and
+/// `open` (by key and by `Shmid`) and `open_or_create` refuse it with `ForeignOwner` naming owner 65534 and
 /// mode 0666; accepting uid 65534 opens it.
 #[test]
 #[cfg_attr(miri, ignore)]
@@ -176,9 +177,21 @@ fn a_squatted_key_is_refused_unless_its_owner_is_accepted() {
     let _rm = RemoveOnDrop::key(key);
     let shmid = squat(TEST, key, 0o666, true, None);
 
-    let msg = assert_foreign(Ring::open(key), NOBODY, Some(NOBODY), 0o666, 0o600);
+    let msg = assert_foreign(
+        Ring::open(key, &RingConfig::new()),
+        NOBODY,
+        Some(NOBODY),
+        0o666,
+        0o600,
+    );
     assert!(msg.contains(&key.to_string()), "{msg}");
-    assert_foreign(Ring::open_id(shmid), NOBODY, Some(NOBODY), 0o666, 0o600);
+    assert_foreign(
+        Ring::open(Shmid(shmid), &RingConfig::new()),
+        NOBODY,
+        Some(NOBODY),
+        0o666,
+        0o600,
+    );
     assert_foreign(
         Ring::open_or_create(key, &small()),
         NOBODY,
@@ -188,7 +201,7 @@ fn a_squatted_key_is_refused_unless_its_owner_is_accepted() {
     );
     // Widening the mode does not accept another owner.
     assert_foreign(
-        Ring::open_with(key, &small().mode(0o666)),
+        Ring::open(key, &small().mode(0o666)),
         NOBODY,
         Some(NOBODY),
         0o666,
@@ -198,8 +211,8 @@ fn a_squatted_key_is_refused_unless_its_owner_is_accepted() {
     assert_eq!((st.uid, st.key), (NOBODY, key));
 
     let accept = small().accept_owner(NOBODY);
-    let a = Ring::open_with(key, &accept).expect("open, accepting nobody");
-    let b = Ring::open_id_with(shmid, &accept).expect("open_id, accepting nobody");
+    let a = Ring::open(key, &accept).expect("open, accepting nobody");
+    let b = Ring::open(Shmid(shmid), &accept).expect("open by shmid, accepting nobody");
     let c = Ring::open_or_create(key, &accept).expect("open_or_create, accepting nobody");
     assert_eq!(a.shmid(), Some(shmid));
     assert_eq!(c.shmid(), Some(shmid));
@@ -251,10 +264,22 @@ fn a_segment_given_to_us_is_refused_by_its_creator() {
     let st = shmpipe::segment::stat_id(shmid).unwrap();
     assert_eq!((st.uid, st.creator_uid, st.mode), (0, NOBODY, 0o600));
 
-    let msg = assert_foreign(Ring::open(key), 0, Some(NOBODY), 0o600, 0o600);
+    let msg = assert_foreign(
+        Ring::open(key, &RingConfig::new()),
+        0,
+        Some(NOBODY),
+        0o600,
+        0o600,
+    );
     assert!(msg.contains(&format!("created by uid {NOBODY}")), "{msg}");
-    assert_foreign(Ring::open_id(shmid), 0, Some(NOBODY), 0o600, 0o600);
-    let ring = Ring::open_with(key, &small().accept_owner(NOBODY)).expect("accepting nobody");
+    assert_foreign(
+        Ring::open(Shmid(shmid), &RingConfig::new()),
+        0,
+        Some(NOBODY),
+        0o600,
+        0o600,
+    );
+    let ring = Ring::open(key, &small().accept_owner(NOBODY)).expect("accepting nobody");
     assert_eq!(ring.shmid(), Some(shmid));
 }
 
@@ -271,7 +296,13 @@ fn our_ring_with_a_wider_mode_than_asked_is_refused() {
         let _rm = RemoveOnDrop::key(key);
         let ring = Ring::create(key, &small().mode(mode).persistent(true)).unwrap();
         assert_eq!(ring.segment().unwrap().stat().unwrap().mode, mode);
-        assert_foreign(Ring::open(key), me, Some(me), mode, 0o600);
+        assert_foreign(
+            Ring::open(key, &RingConfig::new()),
+            me,
+            Some(me),
+            mode,
+            0o600,
+        );
         assert_foreign(
             Ring::open_or_create(key, &small()),
             me,
@@ -281,38 +312,44 @@ fn our_ring_with_a_wider_mode_than_asked_is_refused() {
         );
         let narrower = if mode & 0o007 != 0 { 0o660 } else { 0o606 };
         assert_foreign(
-            Ring::open_with(key, &small().mode(narrower)),
+            Ring::open(key, &small().mode(narrower)),
             me,
             Some(me),
             mode,
             narrower,
         );
-        Ring::open_with(key, &small().mode(mode)).expect("open with the same mode");
-        Ring::open_with(key, &small().mode(0o666)).expect("open with a wider mode");
+        Ring::open(key, &small().mode(mode)).expect("open with the same mode");
+        Ring::open(key, &small().mode(0o666)).expect("open with a wider mode");
         Ring::open_or_create(key, &small().mode(mode)).expect("open_or_create, same mode");
 
         // File.
         let path = RemoveFile(temp_path("wide"));
-        Ring::create_file(&path.0, &small().mode(mode).persistent(true)).unwrap();
-        assert_foreign(Ring::open_file(&path.0), me, None, mode, 0o600);
+        Ring::create(&path.0, &small().mode(mode).persistent(true)).unwrap();
         assert_foreign(
-            Ring::open_or_create_file(&path.0, &small()),
+            Ring::open(&path.0, &RingConfig::new()),
             me,
             None,
             mode,
             0o600,
         );
-        Ring::open_file_with(&path.0, &small().mode(mode)).expect("open_file, same mode");
+        assert_foreign(
+            Ring::open_or_create(&path.0, &small()),
+            me,
+            None,
+            mode,
+            0o600,
+        );
+        Ring::open(&path.0, &small().mode(mode)).expect("open a path, same mode");
 
         // Memfd.
-        let ring = Ring::create_memfd(&small().mode(mode)).unwrap();
+        let ring = Ring::create(Memfd, &small().mode(mode)).unwrap();
         let dup = || ring.memfd().unwrap().try_clone_to_owned().unwrap();
-        assert_foreign(Ring::from_memfd(dup()), me, None, mode, 0o600);
-        Ring::from_memfd_with(dup(), &small().mode(mode)).expect("from_memfd, same mode");
+        assert_foreign(Ring::open(dup(), &RingConfig::new()), me, None, mode, 0o600);
+        Ring::open(dup(), &small().mode(mode)).expect("open a memfd, same mode");
     }
 }
 
-/// A ring file owned by another user is refused by `open_file` and `open_or_create_file` (and
+/// A ring file owned by another user is refused by `open` and `open_or_create` at a path (and
 /// not removed); accepting its owner opens it.
 #[test]
 #[cfg_attr(miri, ignore)]
@@ -321,12 +358,18 @@ fn a_file_of_another_user_is_refused_unless_accepted() {
         return;
     }
     let path = RemoveFile(temp_path("foreign"));
-    Ring::create_file(&path.0, &small().persistent(true)).unwrap();
+    Ring::create(&path.0, &small().persistent(true)).unwrap();
     std::os::unix::fs::chown(&path.0, Some(NOBODY), Some(NOBODY)).unwrap();
 
-    assert_foreign(Ring::open_file(&path.0), NOBODY, None, 0o600, 0o600);
     assert_foreign(
-        Ring::open_or_create_file(&path.0, &small()),
+        Ring::open(&path.0, &RingConfig::new()),
+        NOBODY,
+        None,
+        0o600,
+        0o600,
+    );
+    assert_foreign(
+        Ring::open_or_create(&path.0, &small()),
         NOBODY,
         None,
         0o600,
@@ -334,30 +377,42 @@ fn a_file_of_another_user_is_refused_unless_accepted() {
     );
     assert!(path.0.exists(), "a foreign file was removed");
     let accept = small().accept_owner(NOBODY);
-    let a = Ring::open_file_with(&path.0, &accept).expect("accepting nobody");
-    let b = Ring::open_or_create_file(&path.0, &accept).expect("accepting nobody");
+    let a = Ring::open(&path.0, &accept).expect("accepting nobody");
+    let b = Ring::open_or_create(&path.0, &accept).expect("accepting nobody");
     roundtrip(&a, &b);
 }
 
 /// A memfd owned by another user (`fchown`), or ours with a wide mode (`fchmod`), is refused
-/// by `from_memfd`; accepting the owner (or the mode) opens it.
+/// by `open` of a memfd; accepting the owner (or the mode) opens it.
 #[test]
 #[cfg_attr(miri, ignore)]
 fn a_memfd_of_another_user_or_wide_mode_is_refused() {
-    let ring = Ring::create_memfd(&small()).unwrap();
+    let ring = Ring::create(Memfd, &small()).unwrap();
     let fd = ring.memfd().unwrap().as_raw_fd();
     let dup = || -> OwnedFd { ring.memfd().unwrap().try_clone_to_owned().unwrap() };
     // SAFETY: fchmod on a descriptor the ring holds open.
     assert_eq!(unsafe { libc::fchmod(fd, 0o666) }, 0);
-    assert_foreign(Ring::from_memfd(dup()), euid(), None, 0o666, 0o600);
-    Ring::from_memfd_with(dup(), &small().mode(0o666)).expect("accepting mode 0666");
+    assert_foreign(
+        Ring::open(dup(), &RingConfig::new()),
+        euid(),
+        None,
+        0o666,
+        0o600,
+    );
+    Ring::open(dup(), &small().mode(0o666)).expect("accepting mode 0666");
     if !root("a_memfd_of_another_user_or_wide_mode_is_refused") {
         return;
     }
     // SAFETY: fchown on a descriptor the ring holds open.
     assert_eq!(unsafe { libc::fchown(fd, NOBODY, NOBODY) }, 0);
-    assert_foreign(Ring::from_memfd(dup()), NOBODY, None, 0o666, 0o600);
-    let peer = Ring::from_memfd_with(dup(), &small().accept_owner(NOBODY)).expect("accepted");
+    assert_foreign(
+        Ring::open(dup(), &RingConfig::new()),
+        NOBODY,
+        None,
+        0o666,
+        0o600,
+    );
+    let peer = Ring::open(dup(), &small().accept_owner(NOBODY)).expect("accepted");
     roundtrip(&ring, &peer);
 }
 
@@ -372,8 +427,8 @@ fn another_user_cannot_use_our_rings() {
         return;
     }
     let path = RemoveFile(temp_path("ours"));
-    Ring::create_file(&path.0, &small().persistent(true)).unwrap();
-    let ring = Ring::create_memfd(&small()).unwrap();
+    Ring::create(&path.0, &small().persistent(true)).unwrap();
+    let ring = Ring::create(Memfd, &small()).unwrap();
     // The child inherits a duplicate without close-on-exec, closed here once it started.
     // SAFETY: dup of a descriptor the ring holds open; closed below.
     let dup = unsafe { libc::dup(ring.memfd().unwrap().as_raw_fd()) };
@@ -403,25 +458,25 @@ fn another_user_cannot_use_our_rings() {
 fn other_user() {
     use std::os::fd::FromRawFd;
     drop_to_nobody();
-    let path: String = param(PATH_VAR);
+    let path: PathBuf = param(PATH_VAR);
     let fd: i32 = param(FD_VAR);
     let root_uid: u32 = param("SHMPIPE_TEST_OWNER_ROOT");
-    match Ring::open_file_with(&path, &small().accept_owner(root_uid)) {
+    match Ring::open(&path, &small().accept_owner(root_uid)) {
         Err(Error::File { source, .. }) => {
             print_result("file_errno", source.raw_os_error().unwrap())
         }
-        other => panic!("open_file as nobody: {other:?}"),
+        other => panic!("open a path as nobody: {other:?}"),
     }
     // SAFETY: the parent left this descriptor open for us across exec; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let again = fd.try_clone().unwrap();
-    match Ring::from_memfd(fd) {
+    match Ring::open(fd, &RingConfig::new()) {
         Err(Error::ForeignOwner { owner_uid, .. }) => {
             print_result("memfd_refused_owner", owner_uid)
         }
-        other => panic!("from_memfd as nobody: {other:?}"),
+        other => panic!("open a memfd as nobody: {other:?}"),
     }
-    Ring::from_memfd_with(again, &small().accept_owner(root_uid)).expect("accepting root");
+    Ring::open(again, &small().accept_owner(root_uid)).expect("accepting root");
     print_result("memfd_accepted", 1);
 }
 
@@ -456,7 +511,7 @@ fn umask_creator() {
     // SAFETY: umask has no preconditions; this child process is ours alone.
     unsafe { libc::umask(0o077) };
     let key = Key::new(param(KEY_VAR));
-    let path: String = param(PATH_VAR);
+    let path: PathBuf = param(PATH_VAR);
     let mut checked = 0;
     for mode in [0o600, 0o666] {
         let cfg = small().mode(mode).persistent(true);
@@ -469,7 +524,7 @@ fn umask_creator() {
         ring.remove().unwrap();
         checked += 1;
 
-        let ring = Ring::create_file(&path, &cfg).unwrap();
+        let ring = Ring::create(&path, &cfg).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -478,7 +533,7 @@ fn umask_creator() {
         ring.remove().unwrap();
         checked += 1;
 
-        let ring = Ring::create_memfd(&cfg).unwrap();
+        let ring = Ring::create(Memfd, &cfg).unwrap();
         let fd = ring.memfd().unwrap().as_raw_fd();
         // SAFETY: an all-zero stat is valid for fstat to overwrite; the fd is the ring's.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };

@@ -64,7 +64,7 @@ impl Place {
     fn open_or_create(&self) -> Result<Ring, Error> {
         match self {
             Place::Key(key) => Ring::open_or_create(*key, &config()),
-            Place::File(path) => Ring::open_or_create_file(path, &config()),
+            Place::File(path) => Ring::open_or_create(path, &config()),
         }
     }
 }
@@ -431,7 +431,7 @@ fn race(
 /// rewritten through the file).
 fn crash_file(path: &std::path::Path) -> (i32, String) {
     use std::os::unix::fs::FileExt;
-    let ring = Ring::create_file(path, &config()).expect("create the ring file to crash");
+    let ring = Ring::create(path, &config()).expect("create the ring file to crash");
     let instance = format!("{:x}", ring.instance_id());
     let mut tx = ring.producer().expect("claim the producer");
     for i in 0..OLD {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveOnDrop, child_role, param, process_state, signal_process};
 use shmpipe::{
-    Error, Key, RecvError, Ring, RingConfig, Role, SendError, TryRecvError, TrySendError,
+    Error, Key, RecvError, Ring, RingConfig, Role, SendError, Shmid, TryRecvError, TrySendError,
     WrongProcess,
 };
 
@@ -321,7 +321,7 @@ fn a_holder_of_a_file_ring_that_execs_is_seen_dead() {
     let _serial = serial();
     let path = common::temp_path("exec-ring");
     let _rm = common::RemoveFile(path.clone());
-    let ring = Ring::create_file(&path, &small().persistent(true)).unwrap();
+    let ring = Ring::create(&path, &small().persistent(true)).unwrap();
     exec_case(
         &ring,
         "a_holder_of_a_file_ring_that_execs_is_seen_dead",
@@ -332,9 +332,9 @@ fn a_holder_of_a_file_ring_that_execs_is_seen_dead() {
 /// The child: opens the ring (by shmid or path), claims the consumer role, and after a while
 /// replaces itself with `sleep`.
 fn claim_then_exec() {
-    let ring = match std::env::var(PATH_VAR) {
-        Ok(path) => Ring::open_file(path).unwrap(),
-        Err(_) => Ring::open_id(param(SHMID_VAR)).unwrap(),
+    let ring = match std::env::var_os(PATH_VAR) {
+        Some(path) => Ring::open(std::path::PathBuf::from(path), &RingConfig::new()).unwrap(),
+        None => Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new()).unwrap(),
     };
     let rx = ring.consumer().unwrap();
     std::thread::sleep(Duration::from_secs(2)); // the parent checks that we count as alive
@@ -483,14 +483,14 @@ fn namespace_parent() {
         // SAFETY: prctl has no memory-safety preconditions.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
         println!("holder: pid {} in its namespace", getpid());
-        let Ok(ring) = Ring::open_id(shmid) else {
+        let Ok(ring) = Ring::open(Shmid(shmid), &RingConfig::new()) else {
             return 1;
         };
         let Ok(rx) = ring.consumer() else {
             return 2;
         };
         // The second ring: claim its consumer role, then detach it without closing.
-        let Ok(other) = Ring::open_id(param(DETACHED_VAR)) else {
+        let Ok(other) = Ring::open(Shmid(param(DETACHED_VAR)), &RingConfig::new()) else {
             return 3;
         };
         let Ok(other_rx) = other.consumer() else {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{ChildProcess, RemoveFile, RemoveOnDrop, child_role, param, print_result};
 use huge::{HostileSegment, HugePool, two_page_config};
-use shmpipe::{Consumer, Error, Producer, Ring, RingConfig, Segment, TrySendError};
+use shmpipe::{Consumer, Error, Memfd, Producer, Ring, RingConfig, Segment, Shmid, TrySendError};
 
 const DIR_VAR: &str = "SHMPIPE_TEST_SYNC_DIR";
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
@@ -122,7 +122,7 @@ fn accepting() -> RingConfig {
 fn a_noreserve_hugetlb_segment_is_refused_or_a_typed_error() {
     if child_role().is_some() {
         let shmid: i32 = param(SHMID_VAR);
-        match Ring::open_id(shmid) {
+        match Ring::open(Shmid(shmid), &RingConfig::new()) {
             Err(Error::HugePagesNotAccepted { page_size, .. }) => {
                 assert_eq!(page_size, 2 << 20);
                 print_result("refused", "HugePagesNotAccepted");
@@ -130,7 +130,7 @@ fn a_noreserve_hugetlb_segment_is_refused_or_a_typed_error() {
             Err(e) => panic!("expected HugePagesNotAccepted, got {e:?}"),
             Ok(ring) => print_result("refused", fill(&ring)),
         }
-        match Ring::open_id_with(shmid, &accepting()) {
+        match Ring::open(Shmid(shmid), &accepting()) {
             Err(e @ Error::HugePages { .. }) => {
                 assert!(e.to_string().contains("SHM_NORESERVE"), "{e}");
                 print_result("accepted", "HugePages");
@@ -229,7 +229,7 @@ fn a_hole_punched_in_a_hugetlb_memfd_is_a_typed_error() {
             .unwrap();
         // SAFETY: a descriptor we just opened and own.
         let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file)) };
-        let ring = Ring::from_memfd_with(fd, &accepting()).expect("open the memfd ring");
+        let ring = Ring::open(fd, &accepting()).expect("open the memfd ring");
         let (mut tx, _rx) = warmed_up(&ring);
         signal(&dir, "ready", "");
         wait_for(&dir, "go");
@@ -240,7 +240,7 @@ fn a_hole_punched_in_a_hugetlb_memfd_is_a_typed_error() {
     if !pool.set_extra(2) {
         return;
     }
-    let ring = Ring::create_memfd(&two_page_config().huge_pages(true)).expect("create");
+    let ring = Ring::create(Memfd, &two_page_config().huge_pages(true)).expect("create");
     let fd = ring.memfd().unwrap().as_raw_fd();
     let dir = SyncDir::new("punch");
     let child = ChildProcess::spawn(
@@ -297,16 +297,16 @@ fn block_sigbus() {
 fn a_thread_with_sigbus_blocked_is_refused_a_file_ring() {
     if child_role().is_some() {
         let path: PathBuf = param(PATH_VAR);
-        let ring = Ring::open_file(&path).expect("open on a normal thread");
+        let ring = Ring::open(&path, &RingConfig::new()).expect("open on a normal thread");
         let outcome = std::thread::scope(|s| {
             s.spawn(|| {
                 block_sigbus();
-                let opened = match Ring::open_file(&path) {
+                let opened = match Ring::open(&path, &RingConfig::new()) {
                     Err(e @ Error::SigbusBlocked { .. }) => format!("{e:?}"),
                     other => format!("opened: {:?}", other.map(|_| ())),
                 };
                 print_result("open", opened.split_whitespace().next().unwrap_or(""));
-                let created = Ring::create_file(path.with_extension("new"), &RingConfig::new());
+                let created = Ring::create(path.with_extension("new"), &RingConfig::new());
                 print_result(
                     "create",
                     matches!(created, Err(Error::SigbusBlocked { .. })),
@@ -336,8 +336,7 @@ fn a_thread_with_sigbus_blocked_is_refused_a_file_ring() {
         PathBuf::from("/dev/shm").join(common::temp_path("blocked").file_name().unwrap()),
     );
     let _new = RemoveFile(path.0.with_extension("new"));
-    let ring =
-        Ring::create_file(&path.0, &RingConfig::new().slot_count(64).persistent(true)).unwrap();
+    let ring = Ring::create(&path.0, &RingConfig::new().slot_count(64).persistent(true)).unwrap();
     let child = ChildProcess::spawn(
         "a_thread_with_sigbus_blocked_is_refused_a_file_ring",
         "victim",

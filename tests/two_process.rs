@@ -26,7 +26,9 @@ use common::{
     fill_msg, msg_len, param, param_opt, temp_path, wait_all_success,
 };
 use crossbeam_utils::Backoff;
-use shmpipe::{Consumer, Error, Key, Producer, Ring, RingConfig, TryRecvError, TrySendError};
+use shmpipe::{
+    Consumer, Error, Key, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError,
+};
 
 /// Messages of each start-order test, whatever the backing.
 const N: u64 = if cfg!(miri) { 1_000 } else { 10_000_000 };
@@ -381,7 +383,7 @@ fn run_child_role() -> bool {
     };
     let watch = &mut Watch::new(Instant::now() + TIMEOUT, None);
     let ring = if let Some(shmid) = param_opt::<i32>(SHMID_VAR) {
-        Ring::open_id(shmid)
+        Ring::open(Shmid(shmid), &RingConfig::new())
     } else if let Some(path) = param_opt::<String>(FTOK_PATH_VAR) {
         // Derived here, independently of the parent and the other child.
         let key = Key::ftok(path, param(FTOK_PROJ_VAR)).expect("ftok in the child");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::{ChildProcess, RawAttach, RemoveOnDrop, SplitMix64, child_role, param};
 use shmpipe::bytemuck::{Pod, Zeroable};
 use shmpipe::{
-    Corrupted, Corruption, Error, Key, MessageType, RecvError, Ring, RingConfig, TryRecvError,
-    TrySendError,
+    Corrupted, Corruption, Error, Key, MessageType, RecvError, Ring, RingConfig, Shmid,
+    TryRecvError, TrySendError,
 };
 
 /// The message of the tests, derived through shmpipe's re-export of bytemuck.
@@ -72,7 +72,7 @@ fn config() -> RingConfig {
 
 /// Opens the ring the parent passed by shmid.
 fn child_ring() -> Ring {
-    Ring::open_id(param(SHMID_VAR)).expect("child: open the ring by shmid")
+    Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new()).expect("child: open the ring by shmid")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,13 +333,13 @@ fn untyped_rings_and_other_configurations_are_refused() {
     let msg = mismatch("untyped", &bytes, bytes.typed::<Tick>().consumer());
     assert!(msg.contains("untyped byte messages"), "{msg}");
     mismatch("untyped", &bytes, bytes.typed::<u8>().producer());
-    let peer = Ring::open_id(bytes.shmid().unwrap()).unwrap();
+    let peer = Ring::open(Shmid(bytes.shmid().unwrap()), &RingConfig::new()).unwrap();
     mismatch("untyped, reopened", &peer, peer.typed::<Tick>().consumer());
 
     // A typed ring reopened by another handle keeps its type; the byte API still works on it.
     let typed = Ring::create(Key::Private, &config()).unwrap();
     let _rm2 = RemoveOnDrop::ring(&typed);
-    let other = Ring::open_id(typed.shmid().unwrap()).unwrap();
+    let other = Ring::open(Shmid(typed.shmid().unwrap()), &RingConfig::new()).unwrap();
     assert_eq!(other.message_type(), Some(MessageType::of::<Tick>()));
     assert_eq!(other.max_message(), 24);
 
@@ -357,14 +357,19 @@ fn untyped_rings_and_other_configurations_are_refused() {
         }
         other => panic!("open_or_create with another type: {other:?}"),
     }
+    // A configuration that sets no message type demands none (the header is the authority):
+    // it joins the typed ring, which keeps its type, and uses it through the byte API.
     let untyped = RingConfig::new()
         .slot_size(32)
         .slot_count(256)
         .max_message(24);
-    assert!(matches!(
-        Ring::open_or_create(key, &untyped),
-        Err(Error::ConfigMismatch { .. })
-    ));
+    let joined = Ring::open_or_create(key, &untyped).expect("no type demanded");
+    assert_eq!(joined.message_type(), Some(MessageType::of::<Tick>()));
+    // Its shape fields are still demanded.
+    match Ring::open_or_create(key, &untyped.max_message(16)) {
+        Err(Error::ConfigMismatch { what, .. }) => assert!(what.contains("max_message"), "{what}"),
+        other => panic!("open_or_create with another max_message: {other:?}"),
+    }
     Ring::open_or_create(key, &config()).expect("the same type");
 }
 
@@ -384,7 +389,7 @@ fn the_type_fields_are_validated_at_attach_and_never_reread() {
     for (off, bad) in [(80, 16), (80, 3), (68, 16), (68, 0)] {
         let old = raw.u32(off).load(Ordering::Relaxed);
         raw.u32(off).store(bad, Ordering::Relaxed);
-        match Ring::open_id(shmid) {
+        match Ring::open(Shmid(shmid), &RingConfig::new()) {
             Err(Error::BadHeader { .. }) => {}
             other => panic!("type field at {off} = {bad}: {other:?}"),
         }

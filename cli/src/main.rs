@@ -688,12 +688,12 @@ mod tests {
     /// refused by the library too (so the parser refuses nothing the library would make).
     #[test]
     fn shape_limits_are_the_librarys() {
-        use shmpipe::{Error, Ring, RingConfig};
+        use shmpipe::{Error, Heap, Ring, RingConfig};
         let ring = |slot: u64, count: u64| {
             let cfg = RingConfig::new()
                 .slot_size(slot as u32)
                 .slot_count(count as u32);
-            Ring::in_process(&cfg)
+            Ring::create(Heap, &cfg)
         };
         assert!(ring(MAX_SLOT_SIZE, 1).is_ok());
         assert!(ring(MIN_SLOT_SIZE, 1).is_ok());

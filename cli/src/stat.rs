@@ -127,7 +127,7 @@ pub(super) fn open_ring_file(path: &Path) -> Result<(shmpipe::Ring, u32, u32), C
         .map_err(|e| CliError::new(format!("ring file {}: {e}", path.display())))?;
     let (uid, mode) = (meta.uid(), meta.mode() & 0o777);
     let cfg = shmpipe::RingConfig::new().accept_owner(uid).mode(mode);
-    let ring = shmpipe::Ring::open_file_with(path, &cfg).map_err(|e| {
+    let ring = shmpipe::Ring::open(path, &cfg).map_err(|e| {
         let why = match e {
             shmpipe::Error::SegmentTooSmall { actual, .. } => {
                 format!("{actual} bytes, smaller than a ring header")

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use shmpipe::{
     Consumer, Error, Ident, Key, Liveness, Producer, RecvError, Ring, RingConfig, RingSlice,
-    SendError, TryRecvError,
+    SendError, Shmid, TryRecvError,
 };
 
 use super::progress::Progress;
@@ -186,13 +186,19 @@ impl ShapeArgs {
                 "--capacity {capacity} makes too many slots of {slot} bytes"
             ))
         })?;
-        Ok(RingConfig::new()
+        let cfg = RingConfig::new()
             .slot_size(slot_size)
             .slot_count(slot_count)
             .mode(self.mode)
             .persistent(persistent)
             .huge_pages(self.huge_pages)
-            .accept_huge_pages(self.accept_huge_pages))
+            .accept_huge_pages(self.accept_huge_pages);
+        // The CLI's default shape is for creating: an existing ring of any shape is joined.
+        Ok(if self.explicit() {
+            cfg
+        } else {
+            cfg.join_any_shape()
+        })
     }
 }
 
@@ -200,7 +206,7 @@ impl ShapeArgs {
 /// existing ring of any shape is used as it is.
 fn open_ring(target: Target, shape: &ShapeArgs, cfg: &RingConfig) -> Result<Ring, CliError> {
     match target {
-        Target::Id(id) => Ok(Ring::open_id_with(id, cfg)?),
+        Target::Id(id) => Ok(Ring::open(Shmid(id), cfg)?),
         Target::Key(Key::Private) => {
             let ring = Ring::create(Key::Private, cfg)?;
             let id = ring.shmid().unwrap_or(-1);
@@ -210,9 +216,7 @@ fn open_ring(target: Target, shape: &ShapeArgs, cfg: &RingConfig) -> Result<Ring
             Ok(ring)
         }
         Target::Key(key) => match Ring::open_or_create(key, cfg) {
-            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => {
-                Ok(Ring::open_with(key, cfg)?)
-            }
+            Err(Error::ConfigMismatch { .. }) if !shape.explicit() => Ok(Ring::open(key, cfg)?),
             other => Ok(other?),
         },
     }
@@ -224,10 +228,8 @@ fn open_transfer(target: &TargetArgs, opts: &TransferOpts) -> Result<Ring, CliEr
     let Some(path) = &opts.path else {
         return open_ring(target.required()?, &opts.shape, &cfg);
     };
-    match Ring::open_or_create_file(path, &cfg) {
-        Err(Error::ConfigMismatch { .. }) if !opts.shape.explicit() => {
-            Ok(Ring::open_file_with(path, &cfg)?)
-        }
+    match Ring::open_or_create(path, &cfg) {
+        Err(Error::ConfigMismatch { .. }) if !opts.shape.explicit() => Ok(Ring::open(path, &cfg)?),
         other => Ok(other?),
     }
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use shmpipe::__fuzz::{Access, Hook, Word, WordMap, attack};
 use shmpipe::{
-    Consumer, Corrupted, Corruption, Producer, RecvError, Ring, SendError, TryRecvError,
+    Consumer, Corrupted, Corruption, Heap, Producer, RecvError, Ring, SendError, TryRecvError,
     TrySendError, WaitStrategy,
 };
 use shmpipe_fuzz::{Attack, Finish, HostileInput, Len, Mode, Model, RecvFail, SendFail, Step};
@@ -322,7 +322,7 @@ struct World {
 }
 
 fn run(input: HostileInput) {
-    let ring = Ring::in_process(&input.shape.config()).expect("the shape is valid");
+    let ring = Ring::create(Heap, &input.shape.config()).expect("the shape is valid");
     let mut tx = ring.producer().expect("producer");
     let mut rx = ring.consumer().expect("consumer");
     tx.set_wait_strategy(WaitStrategy::Spin);

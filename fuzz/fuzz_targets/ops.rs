@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmpipe::{
-    Consumer, Error, Liveness, Producer, RecvError, Ring, Role, SendError, TryRecvError,
+    Consumer, Error, Heap, Liveness, Producer, RecvError, Ring, Role, SendError, TryRecvError,
     TrySendError,
 };
 use shmpipe_fuzz::{
@@ -28,7 +28,7 @@ struct World {
 }
 
 fn run(input: OpsInput) {
-    let ring = Ring::in_process(&input.shape.config()).expect("the shape is valid");
+    let ring = Ring::create(Heap, &input.shape.config()).expect("the shape is valid");
     let mut w = World {
         model: Model::new(&ring, input.shape.initial_index()),
         tx: Some(ring.producer().expect("producer")),

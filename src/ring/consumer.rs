@@ -39,8 +39,8 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig, TryRecvError};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// use shmpipe::{Heap, Ring, RingConfig, TryRecvError};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let mut buf = [0u8; 16];
 /// assert_eq!(rx.try_recv(&mut buf), Err(TryRecvError::Empty));
@@ -391,8 +391,8 @@ impl Consumer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// for m in [b"a", b"b", b"c"] {
     ///     tx.try_send(m).unwrap();
@@ -732,8 +732,8 @@ impl Consumer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig, RecvError};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, RecvError, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// tx.close()?;
     /// assert_eq!(rx.recv(&mut [0u8; 8]), Err(RecvError::Disconnected));
@@ -811,8 +811,8 @@ impl From<TryRecvError> for RecvError {
 /// full-speed `&[u8]` for a peer trusted to follow the protocol.
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
 /// let guard = rx.try_lend().unwrap();
@@ -820,8 +820,8 @@ impl From<TryRecvError> for RecvError {
 /// ```
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
 /// let guard = rx.try_lend().unwrap();
@@ -829,8 +829,8 @@ impl From<TryRecvError> for RecvError {
 /// ```
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
 /// # let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
 /// # tx.try_send(b"x").unwrap();
 /// let guard = rx.try_lend().unwrap();
@@ -840,8 +840,8 @@ impl From<TryRecvError> for RecvError {
 /// # Examples
 ///
 /// ```
-/// # use shmpipe::{Ring, RingConfig};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// tx.try_send("grüße".as_bytes()).unwrap();
 /// let msg = rx.try_lend()?;
@@ -1008,8 +1008,8 @@ impl std::fmt::Debug for RecvBatch<'_> {
 ///
 /// ```
 /// use std::io::{BufRead, Read, Write};
-/// # use shmpipe::{Ring, RingConfig};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// tx.write_all(b"hello\nworld\n")?;
 /// drop(tx); // closes the stream

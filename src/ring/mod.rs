@@ -97,7 +97,20 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The shape and permissions of a ring to create, and what an opener accepts: the mode and
 /// the other owners it trusts ([`RingConfig::mode`], [`RingConfig::accept_owner`]) and how long
-/// it waits for the creator ([`RingConfig::init_timeout`]).
+/// it waits for the creator ([`RingConfig::init_timeout`]). Every constructor takes one
+/// ([`Ring::create`], [`Ring::open`], [`Ring::open_or_create`]); `&RingConfig::new()` is the
+/// default.
+///
+/// | option | [`create`](Ring::create) | [`open`](Ring::open) (and `open_or_create` joining) |
+/// |---|---|---|
+/// | [`slot_size`](RingConfig::slot_size), [`slot_count`](RingConfig::slot_count), [`max_message`](RingConfig::max_message), [`message_type`](RingConfig::message_type) | the shape made (set or default) | demanded only if set ([the header is the authority](crate::at#the-header-is-the-authority)) |
+/// | [`mode`](RingConfig::mode) | the permission bits made | the widest mode accepted on a ring of ours |
+/// | [`accept_owner`](RingConfig::accept_owner) | — | other owners accepted |
+/// | [`init_timeout`](RingConfig::init_timeout) | — | how long to wait for the creator (and for a key's lock) |
+/// | [`initial_index`](RingConfig::initial_index) | where the counters start | — |
+/// | [`persistent`](RingConfig::persistent) | recorded in the header | — (the header says) |
+/// | [`huge_pages`](RingConfig::huge_pages) | huge pages or an error | implies `accept_huge_pages` |
+/// | [`accept_huge_pages`](RingConfig::accept_huge_pages) | — | a huge-page ring of another process accepted |
 ///
 /// A ring is an array of `slot_count` slots of `slot_size` bytes (both powers of two). A
 /// message takes `ceil((8 + len) / slot_size)` consecutive slots; the 8 bytes are its record
@@ -126,6 +139,8 @@ pub struct RingConfig {
     message_type: Option<MessageType>,
     /// Uids besides our own whose rings an opener accepts (`crate::access`).
     accepted_owners: Vec<u32>,
+    /// The shape fields the caller set, which an opener demands (`crate::at`).
+    demanded: crate::at::Demanded,
 }
 
 impl Default for RingConfig {
@@ -142,6 +157,7 @@ impl Default for RingConfig {
             accept_huge_pages: false,
             message_type: None,
             accepted_owners: Vec::new(),
+            demanded: crate::at::Demanded::default(),
         }
     }
 }
@@ -156,12 +172,14 @@ impl RingConfig {
     /// Bytes per slot: a power of two from 8 to 1 MiB.
     pub fn slot_size(mut self, bytes: u32) -> RingConfig {
         self.slot_size = bytes;
+        self.demanded.slot_size = true;
         self
     }
 
     /// Number of slots: a power of two, at most 2^30, with at most 2 GiB of slots in all.
     pub fn slot_count(mut self, count: u32) -> RingConfig {
         self.slot_count = count;
+        self.demanded.slot_count = true;
         self
     }
 
@@ -170,12 +188,13 @@ impl RingConfig {
     /// guarantees that an empty ring always has room for a maximum-size message.
     pub fn max_message(mut self, bytes: usize) -> RingConfig {
         self.max_message = Some(u32::try_from(bytes).unwrap_or(u32::MAX));
+        self.demanded.max_message = true;
         self
     }
 
     /// Permission bits of a ring this configuration creates (default `0o600`: owner only),
-    /// exactly, whatever the umask. For an opener ([`Ring::open_with`] and the other `_with`
-    /// opens, [`Ring::open_or_create`]) it is also the widest mode accepted on a ring of its
+    /// exactly, whatever the umask. For an opener ([`Ring::open`], [`Ring::open_or_create`])
+    /// it is also the widest mode accepted on a ring of its
     /// own: a ring owned by our effective uid whose mode grants group or others a permission
     /// this mode does not is refused with [`Error::ForeignOwner`] (someone may be reading it).
     /// A group that shares a ring on purpose says so on both sides, e.g. `mode(0o660)`.
@@ -196,7 +215,7 @@ impl RingConfig {
     /// ```no_run
     /// use shmpipe::{Key, Ring, RingConfig};
     /// // A ring created by the service account 990 for its group.
-    /// let ring = Ring::open_with(Key::new(0x2020), &RingConfig::new().accept_owner(990))?;
+    /// let ring = Ring::open(Key::new(0x2020), &RingConfig::new().accept_owner(990))?;
     /// # Ok::<(), shmpipe::Error>(())
     /// ```
     pub fn accept_owner(mut self, uid: u32) -> RingConfig {
@@ -248,8 +267,8 @@ impl RingConfig {
     /// (`/proc/sys/vm/nr_hugepages`).
     ///
     /// [`Ring::create`] then fails with [`Error::HugePages`] if the kernel refuses them; it
-    /// never falls back to normal pages. [`Ring::create_memfd`] honours it too
-    /// (`MFD_HUGETLB`). [`Ring::in_process`] and [`Ring::create_file`] refuse it with
+    /// never falls back to normal pages. A [`Memfd`](crate::Memfd) ring honours it too
+    /// (`MFD_HUGETLB`). [`Heap`](crate::Heap) and file rings refuse it with
     /// [`Error::InvalidConfig`]: a heap ring has no segment, and a file gets its pages from its
     /// filesystem (`MAP_HUGETLB` applies to anonymous memory only).
     ///
@@ -273,11 +292,10 @@ impl RingConfig {
     }
 
     /// Accept a ring on huge pages made by another process when opening it (default off:
-    /// refused with [`Error::HugePagesNotAccepted`]). Read by [`Ring::open_with`],
-    /// [`Ring::open_id_with`], [`Ring::from_memfd_with`] and [`Ring::open_or_create`] when
-    /// they open an existing ring; a ring this process creates with [`RingConfig::huge_pages`]
-    /// is always accepted, and a configuration that asks for [`RingConfig::huge_pages`]
-    /// accepts them too.
+    /// refused with [`Error::HugePagesNotAccepted`]). Read by [`Ring::open`] (of a segment or
+    /// memfd) and [`Ring::open_or_create`] when they open an existing ring; a ring this process
+    /// creates with [`RingConfig::huge_pages`] is always accepted, and a configuration that asks
+    /// for [`RingConfig::huge_pages`] accepts them too.
     ///
     /// Why an opt-in: huge pages can vanish under a mapping. A creator can make a segment
     /// with `SHM_NORESERVE` (no page reserved), or the peer can remove a page (`MADV_REMOVE`,
@@ -290,11 +308,11 @@ impl RingConfig {
     /// # Examples
     ///
     /// ```
-    /// use shmpipe::{Key, Ring, RingConfig};
+    /// use shmpipe::{Key, Ring, RingConfig, Shmid};
     /// let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
     /// let cfg = RingConfig::new().accept_huge_pages(true);
-    /// // The other process: Ring::open_id_with(shmid, &cfg)
-    /// let peer = Ring::open_id_with(ring.shmid().unwrap(), &cfg)?;
+    /// // The other process: Ring::open(Shmid(shmid), &cfg)
+    /// let peer = Ring::open(Shmid(ring.shmid().unwrap()), &cfg)?;
     /// assert_eq!(peer.slot_count(), 1024);
     /// ring.remove()?;
     /// # Ok::<(), shmpipe::Error>(())
@@ -333,7 +351,74 @@ impl RingConfig {
     pub(crate) fn set_message_type(mut self, t: MessageType) -> RingConfig {
         self.max_message = Some(t.size);
         self.message_type = Some(t);
+        self.demanded.message_type = true;
         self
+    }
+
+    /// Keeps the shape set so far for [`Ring::create`] only: [`Ring::open`] and
+    /// [`Ring::open_or_create`] then join an existing ring of any shape, as with the defaults.
+    /// A shape field set after this call is demanded again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Key, Ring, RingConfig};
+    /// let ring = Ring::create(Key::Private, &RingConfig::new().slot_count(1024))?;
+    /// // Create big rings, but join whatever ring is there.
+    /// let cfg = RingConfig::new().slot_count(65536).join_any_shape();
+    /// let peer = Ring::open(shmpipe::Shmid(ring.shmid().unwrap()), &cfg)?;
+    /// assert_eq!(peer.slot_count(), 1024);
+    /// ring.remove()?;
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn join_any_shape(mut self) -> RingConfig {
+        self.demanded = crate::at::Demanded::default();
+        self
+    }
+
+    /// Checks the shape fields this configuration set explicitly against `ring`, which an
+    /// opener joined: the header is the authority for every other field (`crate::at`).
+    pub(crate) fn check_demanded(&self, ring: &Ring) -> Result<(), Error> {
+        let got = ring.region.geometry();
+        let d = &self.demanded;
+        let wrong = |field: &str, asked: String, found: String| {
+            Err(Error::ConfigMismatch {
+                ident: ring.ident(),
+                what: format!(
+                    "{field}: asked for {asked}, found {found} ({})",
+                    got.describe()
+                ),
+            })
+        };
+        if d.slot_size && got.slot_size != self.slot_size {
+            return wrong(
+                "slot_size",
+                self.slot_size.to_string(),
+                got.slot_size.to_string(),
+            );
+        }
+        if d.slot_count && got.slot_count != self.slot_count {
+            return wrong(
+                "slot_count",
+                self.slot_count.to_string(),
+                got.slot_count.to_string(),
+            );
+        }
+        match self.max_message {
+            Some(m) if d.max_message && got.max_message != m => {
+                return wrong("max_message", m.to_string(), got.max_message.to_string());
+            }
+            _ => {}
+        }
+        if d.message_type && got.message_type != self.message_type {
+            let name = |t: Option<MessageType>| t.map_or("untyped".to_string(), |t| t.to_string());
+            return wrong(
+                "message_type",
+                name(self.message_type),
+                name(got.message_type),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -583,7 +668,7 @@ impl Ring {
     /// [`Error::InvalidConfig`] for an impossible shape; [`Error::Exists`] if the key is taken;
     /// [`Error::HugePages`] if [`RingConfig::huge_pages`] is set and the kernel refuses them;
     /// the other segment errors of [`Segment::create`].
-    pub fn create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+    pub(crate) fn create_segment(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
         let seg = if config.huge_pages {
@@ -601,37 +686,13 @@ impl Ring {
         Ok(fresh_ring(seg, g, config, key, ident, config.persistent))
     }
 
-    /// Creates a ring in a new anonymous memfd, sealed against shrinking and growing, instead
-    /// of a SysV segment: no key, no `ipcs` entry, nothing to remove or collect; the memory is
-    /// freed when the last descriptor and mapping of it are gone. Hand [`Ring::memfd`] to the
-    /// other process (inherited across `fork`/`exec`, or sent with
-    /// [`memfd::send_fd`](crate::memfd::send_fd)), which opens it with [`Ring::from_memfd`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] for an impossible shape; [`Error::HugePages`] if
-    /// [`RingConfig::huge_pages`] is set (`MFD_HUGETLB`) and the kernel refuses them;
-    /// [`Error::Sys`] if `memfd_create`, `ftruncate`, sealing or `mmap` fails.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::create_memfd(&RingConfig::new())?;
-    /// // The peer opens its own copy of the descriptor (here: a dup in this process).
-    /// let peer = Ring::from_memfd(ring.memfd().unwrap().try_clone_to_owned().unwrap())?;
-    /// let (mut tx, mut rx) = (ring.producer()?, peer.consumer()?);
-    /// tx.send(b"through a memfd").unwrap();
-    /// let mut buf = [0u8; 64];
-    /// let n = rx.recv(&mut buf).unwrap();
-    /// assert_eq!(&buf[..n], b"through a memfd");
-    /// # Ok::<(), shmpipe::Error>(())
-    /// ```
-    pub fn create_memfd(config: &RingConfig) -> Result<Ring, Error> {
+    /// Creates a ring in a new anonymous memfd, sealed against resizing, with the configured
+    /// mode ([`Memfd`](crate::Memfd)).
+    pub(crate) fn create_memfd(config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
         let size = ring_bytes(&g)?;
         let map = MemfdMap::create(size, config.huge_pages)?;
-        // A memfd starts as 0777: give it the configured mode, which `from_memfd` checks.
+        // A memfd starts as 0777: give it the configured mode, which `open_memfd` checks.
         crate::access::set_mode(map.fd(), config.mode, Ident::default())?;
         let backing = Backing::Memfd(map);
         check_memory(&backing, Ident::default(), true)?;
@@ -645,32 +706,17 @@ impl Ring {
         ))
     }
 
-    /// Opens a ring from a memfd that [`Ring::create_memfd`] made (received across `exec` or
-    /// with [`memfd::recv_fd`](crate::memfd::recv_fd)), validating the header exactly as
-    /// [`Ring::open`] does for a segment. The descriptor must carry the creator's seals: a
-    /// file that could shrink under the mapping is refused.
+    /// Opens a ring from a memfd that [`Memfd`](crate::Memfd) made, with the opener's options
+    /// of `config`: the owners and the mode it accepts ([`RingConfig::accept_owner`],
+    /// [`RingConfig::mode`]; a memfd another user created, its `st_uid`, is refused unless that
+    /// user is accepted), [`RingConfig::init_timeout`], and [`RingConfig::accept_huge_pages`] (a
+    /// hugetlb memfd is refused without it).
     ///
     /// # Errors
     ///
-    /// [`Error::BadHeader`] for a descriptor that is not a memfd sealed against resizing;
-    /// [`Error::ForeignOwner`] for a memfd of another user or with a mode wider than 0600, and
-    /// [`Error::HugePagesNotAccepted`] for a hugetlb memfd (see [`Ring::from_memfd_with`]);
-    /// and the header errors of [`Ring::open`].
-    pub fn from_memfd(fd: std::os::fd::OwnedFd) -> Result<Ring, Error> {
-        Ring::from_memfd_with(fd, &RingConfig::default())
-    }
-
-    /// [`Ring::from_memfd`] with the opener's options of `config`: the owners and the mode it
-    /// accepts ([`RingConfig::accept_owner`], [`RingConfig::mode`]; a memfd another user
-    /// created, its `st_uid`, is refused unless that user is accepted),
-    /// [`RingConfig::init_timeout`], and [`RingConfig::accept_huge_pages`] (a hugetlb memfd is
-    /// refused without it).
-    ///
-    /// # Errors
-    ///
-    /// As [`Ring::from_memfd`], and [`Error::HugePages`] if an accepted hugetlb memfd has pages
+    /// As [`Ring::open`], and [`Error::HugePages`] if an accepted hugetlb memfd has pages
     /// the pool cannot back.
-    pub fn from_memfd_with(fd: std::os::fd::OwnedFd, config: &RingConfig) -> Result<Ring, Error> {
+    pub(crate) fn open_memfd(fd: std::os::fd::OwnedFd, config: &RingConfig) -> Result<Ring, Error> {
         let expect = config.expect();
         let map = MemfdMap::open(fd, &|st| expect.check_stat(Ident::default(), st))?;
         let backing = Backing::Memfd(map);
@@ -684,8 +730,9 @@ impl Ring {
         })
     }
 
-    /// The memfd of a ring made by [`Ring::create_memfd`] or opened by [`Ring::from_memfd`],
-    /// to hand to the other process; `None` for a SysV or in-process ring.
+    /// The memfd of a ring made at [`Memfd`](crate::Memfd) or opened from one, to hand to the
+    /// other process (which opens its [`OwnedFd`](std::os::fd::OwnedFd) with [`Ring::open`]);
+    /// `None` for a SysV, file or heap ring.
     pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         match self.region.backing() {
             Backing::Memfd(m) => Some(m.fd()),
@@ -693,44 +740,10 @@ impl Ring {
         }
     }
 
-    /// Creates a ring in a new file at `path` (`MAP_SHARED`), e.g. in `/dev/shm` (memory, like
-    /// a segment, but named by a path) or on a disk (the ring outlives a reboot). The file is
-    /// built under a temporary name beside `path` and linked into place once its header is
-    /// complete, so [`Ring::open_file`] never sees half a ring; its blocks are allocated up
-    /// front, so a full disk fails here rather than at a later write. Its permissions are
-    /// [`RingConfig::mode`].
-    ///
-    /// A file ring is removed like a segment: unless [`RingConfig::persistent`], the path is
-    /// unlinked once both roles have been claimed (the two mappings keep the memory), so a
-    /// crash leaves no file; a persistent ring stays for [`Ring::open_file`] after a restart
-    /// (then [`Ring::take_over_producer`]/[`Ring::take_over_consumer`] reclaim roles whose
-    /// holders died). Anyone who may write the file may also truncate it: see
-    /// [`Ring::open_file`] for what that does.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::FileExists`] if something is at `path`; [`Error::InvalidConfig`] for an
-    /// impossible shape or with [`RingConfig::huge_pages`]; [`Error::File`] if a system call
-    /// on the file fails (e.g. `posix_fallocate` with `ENOSPC`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmpipe::{Ring, RingConfig};
-    /// let path = std::env::temp_dir().join(format!("doc-ring-{}", std::process::id()));
-    /// let ring = Ring::create_file(&path, &RingConfig::new().slot_count(1024))?;
-    /// // Another process: Ring::open_file(&path)?.consumer()?
-    /// let peer = Ring::open_file(&path)?;
-    /// let (mut tx, mut rx) = (ring.producer()?, peer.consumer()?);
-    /// assert!(!path.exists()); // both sides are in: the name is gone, the ring is not
-    /// tx.send(b"through a file").unwrap();
-    /// let mut buf = [0u8; 64];
-    /// let n = rx.recv(&mut buf).unwrap();
-    /// assert_eq!(&buf[..n], b"through a file");
-    /// # Ok::<(), shmpipe::Error>(())
-    /// ```
-    pub fn create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
-        let path = path.as_ref();
+    /// Creates a ring in a new file at `path` (`MAP_SHARED`), built under a temporary name
+    /// beside it and linked into place once its header is complete, its blocks allocated up
+    /// front, its permissions [`RingConfig::mode`] ([`Ring::create`] has the rest).
+    pub(crate) fn create_file(path: &Path, config: &RingConfig) -> Result<Ring, Error> {
         // A file can shrink under its mapping: a thread with SIGBUS blocked would die of it.
         if crate::sigbus::blocked() {
             return Err(Error::SigbusBlocked {
@@ -760,41 +773,12 @@ impl Ring {
         })
     }
 
-    /// Opens the ring in the file at `path`, made by [`Ring::create_file`], validating its
-    /// header exactly as [`Ring::open`] does for a segment, against the file's real size
-    /// (checked before mapping: a file too small for a header, or for the ring its header
-    /// describes, is refused and never touched past its end).
-    ///
-    /// If the file later shrinks under the mapping (someone truncates it), the access that
-    /// finds its memory gone would raise `SIGBUS`; shmpipe's handler replaces the lost mapping
-    /// with zeros instead, and each side reports [`Corruption::MemoryLost`] (sticky,
-    /// [`LostMemory::File`](crate::LostMemory::File)) once it
-    /// reads a record or index, finds the ring empty, or waits: no signal reaches the program.
-    /// (A message whose bytes vanished while being copied out may carry zeros; whoever can
-    /// truncate the file can write it too, so its payloads were never more trustworthy than
-    /// that.) A `SIGBUS` elsewhere goes to the handler that was installed before.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::FileNotFound`]; [`Error::File`] if opening or mapping fails (e.g. permission
-    /// denied); [`Error::BadHeader`] for something that is not a regular file;
-    /// [`Error::ForeignOwner`] for a file of another user or with a mode wider than 0600 (see
-    /// [`Ring::open_file_with`]); [`Error::SigbusBlocked`] on a thread with `SIGBUS` blocked;
-    /// the header errors of [`Ring::open`].
-    pub fn open_file(path: impl AsRef<Path>) -> Result<Ring, Error> {
-        Ring::open_file_with(path, &RingConfig::default())
-    }
-
-    /// [`Ring::open_file`], accepting the owners and the mode of `config`
-    /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]) and waiting its init timeout. The
-    /// file's owner and mode are checked on the descriptor opened (`fstat`), before it is
-    /// mapped; the shape fields of `config` are not used.
-    ///
-    /// # Errors
-    ///
-    /// As [`Ring::open_file`].
-    pub fn open_file_with(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
-        let path = path.as_ref();
+    /// Opens the ring in the file at `path`, validating its header against the file's real
+    /// size (checked before mapping), as [`Ring::open`] describes. Accepts the owners and the
+    /// mode of `config`, checked on the descriptor opened (`fstat`) before it is mapped, and
+    /// waits its init timeout. A later truncation becomes [`Corruption::MemoryLost`] (sticky,
+    /// [`LostMemory::File`](crate::LostMemory::File)) instead of `SIGBUS`.
+    pub(crate) fn open_file(path: &Path, config: &RingConfig) -> Result<Ring, Error> {
         let expect = config.expect();
         let map = FileMap::open(path, &|st| expect.check_stat(crate::file::ident(path), st))?;
         let ident = crate::file::ident(map.path());
@@ -809,23 +793,22 @@ impl Ring {
     }
 
     /// Opens the ring file at `path`, or creates it if there is none, so that either side may
-    /// start first. An existing ring must have the configured shape. A non-persistent ring
-    /// file left by a lone side that died before its peer came (a role held by a dead process,
-    /// none by a live one) is removed and created afresh, as [`Ring::open_or_create`] recycles
-    /// an orphan segment; a persistent one is opened as it is. An existing file is opened as
-    /// [`Ring::open_file_with`] opens it, with `config`'s mode and accepted owners, before
-    /// anything else: another user's file is refused, never removed.
+    /// start first. An existing ring must have the shape fields `config` demands (`crate::at`). A
+    /// non-persistent ring file left by a lone side that died before its peer came (a role held by
+    /// a dead process, none by a live one) is removed and created afresh, as
+    /// [`Ring::open_or_create`] recycles an orphan segment; a persistent one is opened as it is. An
+    /// existing file is opened as [`Ring::open_file`] opens it, with `config`'s mode and accepted
+    /// owners, before anything else: another user's file is refused, never removed.
     ///
     /// # Errors
     ///
     /// As [`Ring::create_file`] and [`Ring::open_file`] ([`Error::ForeignOwner`] included),
-    /// and [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
-    /// maximum message. The decision is made holding the lock file `.<name>.shmpipe-lock`
+    /// and [`Error::ConfigMismatch`] if the existing ring differs in a shape field `config` set
+    /// explicitly. The decision is made holding the lock file `.<name>.shmpipe-lock`
     /// beside `path` (docs/DESIGN.md, "Recycling a key"): [`Error::Locked`] if another process
     /// held it for 5 s.
-    pub fn open_or_create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
-        let path = path.as_ref();
-        let want = config.geometry()?;
+    pub(crate) fn open_or_create_file(path: &Path, config: &RingConfig) -> Result<Ring, Error> {
+        config.geometry()?;
         // As `open_or_create`: the decision is made holding the path's lock exclusively, so of
         // two sides restarting at once one recycles and the other opens what it created, and
         // no unlink (here or in a claim) can remove the new file by mistake.
@@ -839,7 +822,7 @@ impl Ring {
                 other => return other,
             }
             // The owner is checked before anything else, so a foreign file is never removed.
-            match Ring::open_file_with(path, config) {
+            match Ring::open_file(path, config) {
                 Ok(ring) if ring.is_orphan_file() => {
                     // Left by a lone side that died before its peer came: start afresh, as
                     // `open_or_create` recycles an orphan segment.
@@ -849,7 +832,7 @@ impl Ring {
                     continue;
                 }
                 Ok(ring) => {
-                    check_shape(&ring, &want)?;
+                    config.check_demanded(&ring)?;
                     return Ok(ring);
                 }
                 Err(e @ Error::FileNotFound { .. }) => last = Some(e),
@@ -881,8 +864,8 @@ impl Ring {
         !held.is_empty() && held.iter().all(|&l| l == Liveness::Dead)
     }
 
-    /// The path of a ring made by [`Ring::create_file`] or opened by [`Ring::open_file`] (it
-    /// may have been unlinked since); `None` for other rings.
+    /// The path of a file ring, made or opened at a path (it may have been unlinked since);
+    /// `None` for other rings.
     pub fn path(&self) -> Option<&Path> {
         match self.region.backing() {
             Backing::File(f) => Some(f.path()),
@@ -901,44 +884,19 @@ impl Ring {
         }
     }
 
-    /// Opens the ring at `key`, waiting up to [`DEFAULT_INIT_TIMEOUT`] for its creator to
-    /// finish initialising, and validates its header.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`]; [`Error::ForeignOwner`] for a segment another user owns or
-    /// created, or one of ours whose mode is wider than 0600 (see [`Ring::open_with`]);
-    /// [`Error::NotShmpipe`] for someone else's segment; [`Error::VersionMismatch`];
-    /// [`Error::SegmentTooSmall`]; [`Error::BadHeader`]; [`Error::InitTimeout`];
-    /// [`Error::HugePagesNotAccepted`] for a segment on huge pages (see [`Ring::open_with`]);
-    /// [`Error::SigbusBlocked`] for one on a thread with `SIGBUS` blocked; [`Error::Locked`] or
-    /// [`Error::File`] for the key's lock, which the attach is made under (shared) so that a
-    /// recycler of the key counts it.
-    pub fn open(key: Key) -> Result<Ring, Error> {
-        Ring::open_with(key, &RingConfig::default())
-    }
-
-    /// [`Ring::open`] with an explicit wait for initialisation.
-    ///
-    /// # Errors
-    ///
-    /// As [`Ring::open`].
-    pub fn open_timeout(key: Key, init_timeout: Duration) -> Result<Ring, Error> {
-        Ring::open_with(key, &RingConfig::new().init_timeout(init_timeout))
-    }
-
-    /// [`Ring::open`] with the opener's options of `config`: the owners and the mode it accepts
+    /// Opens the ring at `key`, waiting up to [`RingConfig::init_timeout`] for its creator to
+    /// finish initialising, and validates its header, with the opener's options of `config`:
+    /// the owners and the mode it accepts
     /// ([`RingConfig::accept_owner`], [`RingConfig::mode`]), [`RingConfig::init_timeout`], and
     /// [`RingConfig::accept_huge_pages`] (a segment on huge pages is refused without it). The
-    /// shape fields of `config` are not used (the ring has the shape it has; see
-    /// [`Ring::open_or_create`] for a check). The segment's owner, creator and mode come from
-    /// `IPC_STAT` on the segment attached, before a byte of it is read.
+    /// shape is checked by the caller ([`RingConfig::check_demanded`]). The segment's owner,
+    /// creator and mode come from `IPC_STAT` on the segment attached, before a byte of it is read.
     ///
     /// # Errors
     ///
     /// As [`Ring::open`], and [`Error::HugePages`] if an accepted huge-page segment has pages
     /// the pool cannot back.
-    pub fn open_with(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+    pub(crate) fn open_segment(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         // The attach is made under the key's lock, shared: a recycler of the key (which holds
         // it exclusively) then either sees this attach as a user, or has finished and the key
         // names the new ring. Once attached, the attach count speaks for us.
@@ -950,26 +908,18 @@ impl Ring {
         Ring::attach_segment(seg, config)
     }
 
-    /// [`Ring::open_with`] for a caller that holds the key's lock already.
+    /// [`Ring::open_segment`] for a caller that holds the key's lock already.
     fn open_locked(key: Key, config: &RingConfig) -> Result<Ring, Error> {
         Ring::attach_segment(Segment::open(key)?, config)
     }
 
-    /// Opens a ring by shmid, e.g. one created with [`Key::Private`] by another process.
+    /// Opens a ring by shmid, e.g. one created with [`Key::Private`] by another process, with
+    /// the opener's options of `config` (see [`Ring::open_segment`]).
     ///
     /// # Errors
     ///
-    /// As [`Ring::open`].
-    pub fn open_id(shmid: i32) -> Result<Ring, Error> {
-        Ring::open_id_with(shmid, &RingConfig::default())
-    }
-
-    /// [`Ring::open_id`] with the opener's options of `config` (see [`Ring::open_with`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Ring::open_with`].
-    pub fn open_id_with(shmid: i32, config: &RingConfig) -> Result<Ring, Error> {
+    /// As [`Ring::open_segment`].
+    pub(crate) fn open_shmid(shmid: i32, config: &RingConfig) -> Result<Ring, Error> {
         Ring::attach_segment(Segment::attach_id(shmid)?, config)
     }
 
@@ -988,24 +938,25 @@ impl Ring {
     }
 
     /// Creates the ring at `key`, or opens it if another process created it first, so that
-    /// either side may start first. An existing ring must have the configured shape. A stale
-    /// ring at the key (see [`gc::Class::is_stale`](crate::gc::Class::is_stale): nobody
-    /// attached, no live holder, nothing waiting to be read, or abandoned mid-initialisation)
-    /// is removed and recreated if it is ours (owner and creator our effective uid, or
-    /// accepted: [`RingConfig::accept_owner`]); a segment that is not a shmpipe ring, or is
-    /// another user's, is refused, never touched. An existing ring is opened as
-    /// [`Ring::open_with`] opens it, with `config`'s mode and accepted owners.
+    /// either side may start first. An existing ring must have the shape fields `config` demands
+    /// (`crate::at`). A stale ring at the key (see
+    /// [`gc::Class::is_stale`](crate::gc::Class::is_stale): nobody attached, no live holder,
+    /// nothing waiting to be read, or abandoned mid-initialisation) is removed and recreated if it
+    /// is ours (owner and creator our effective uid, or accepted: [`RingConfig::accept_owner`]); a
+    /// segment that is not a shmpipe ring, or is another user's, is refused, never touched. An
+    /// existing ring is opened as [`Ring::open_segment`] opens it, with `config`'s mode and
+    /// accepted owners.
     ///
     /// # Errors
     ///
     /// As [`Ring::create`] and [`Ring::open`] ([`Error::ForeignOwner`] included), and
-    /// [`Error::ConfigMismatch`] if the existing ring has another slot size, slot count or
-    /// maximum message. [`Error::Locked`] if another process held the key's lock for 5 s plus
+    /// [`Error::ConfigMismatch`] if the existing ring differs in a shape field `config` set
+    /// explicitly. [`Error::Locked`] if another process held the key's lock for 5 s plus
     /// the init timeout (docs/DESIGN.md, "Recycling a key": the whole decision is made under
     /// that lock, so two sides restarting at once, `gc` and `stat` never split them across two
     /// segments); [`Error::File`] if the lock file in `/dev/shm` cannot be opened or created.
-    pub fn open_or_create(key: Key, config: &RingConfig) -> Result<Ring, Error> {
-        let want = config.geometry()?;
+    pub(crate) fn open_or_create_segment(key: Key, config: &RingConfig) -> Result<Ring, Error> {
+        config.geometry()?;
         // The whole decision (create, or classify and recycle, or open) is made holding the
         // key's lock exclusively (docs/DESIGN.md, "Recycling a key"): no other
         // `open_or_create`, `gc` removal or observer runs meanwhile, and every attach counted
@@ -1017,7 +968,7 @@ impl Ring {
         // rounds settle any such race.
         let mut last = None;
         for _ in 0..8 {
-            match Ring::create(key, config) {
+            match Ring::create_segment(key, config) {
                 Err(Error::Exists { .. }) => {}
                 other => return other,
             }
@@ -1029,7 +980,7 @@ impl Ring {
             }
             match Ring::open_locked(key, config) {
                 Ok(ring) => {
-                    check_shape(&ring, &want)?;
+                    config.check_demanded(&ring)?;
                     return Ok(ring);
                 }
                 Err(e @ Error::NotFound { .. }) => last = Some(e),
@@ -1046,7 +997,7 @@ impl Ring {
     ///
     /// [`Error::InvalidConfig`] for an impossible shape or failed allocation, or if
     /// [`RingConfig::huge_pages`] is set (huge pages need a segment; this ring is on the heap).
-    pub fn in_process(config: &RingConfig) -> Result<Ring, Error> {
+    pub(crate) fn create_heap(config: &RingConfig) -> Result<Ring, Error> {
         let g = config.geometry()?;
         if config.huge_pages {
             return Err(Error::InvalidConfig {
@@ -1093,8 +1044,9 @@ impl Ring {
     /// Claims the producer role, taking it over from a holder that died without closing. The
     /// kernel must confirm the death (the holder's pid and start time are gone from `/proc`, or
     /// the process no longer maps the ring: it `exec`ed); a slow or stopped holder is alive,
-    /// and one in another pid namespace is never judged. The stream continues after the last message the dead
-    /// producer published; anything it had written but not published is overwritten.
+    /// and one in another pid namespace is never judged. The stream continues after the last
+    /// message the dead producer published; anything it had written but not published is
+    /// overwritten.
     ///
     /// # Errors
     ///
@@ -1350,18 +1302,6 @@ impl Ring {
             .instance_id
             .load(Ordering::Relaxed)
     }
-}
-
-/// Fails with `ConfigMismatch` unless an opened ring has the shape asked for.
-fn check_shape(ring: &Ring, want: &Geometry) -> Result<(), Error> {
-    let got = *ring.region.geometry();
-    if got == *want {
-        return Ok(());
-    }
-    Err(Error::ConfigMismatch {
-        ident: ring.ident(),
-        what: format!("found {}, asked for {}", got.describe(), want.describe()),
-    })
 }
 
 /// The ring's size in bytes as a `usize`, for `shmget`, `ftruncate` and `mmap`.

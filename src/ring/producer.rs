@@ -36,8 +36,8 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 /// # Examples
 ///
 /// ```
-/// use shmpipe::{Ring, RingConfig, TrySendError};
-/// let ring = Ring::in_process(&RingConfig::new().slot_size(64).slot_count(2))?;
+/// use shmpipe::{Heap, Ring, RingConfig, TrySendError};
+/// let ring = Ring::create(Heap, &RingConfig::new().slot_size(64).slot_count(2))?;
 /// let mut tx = ring.producer()?;
 /// tx.try_send(b"first").unwrap();
 /// tx.try_send(b"second").unwrap();
@@ -115,8 +115,8 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig, TrySendError};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig, TrySendError};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let mut tx = ring.producer()?;
     /// tx.try_send(b"").unwrap(); // empty messages are messages too
     /// let too_big = vec![0u8; tx.max_message() + 1];
@@ -142,8 +142,8 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let mut grant = tx.try_reserve(4)?;
     /// grant.copy_from_slice(&7u32.to_le_bytes());
@@ -347,8 +347,8 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let mut batch = tx.batch();
     /// batch.try_send(b"a")?;
@@ -617,8 +617,8 @@ impl Producer {
     /// # Examples
     ///
     /// ```
-    /// # use shmpipe::{Ring, RingConfig};
-    /// let ring = Ring::in_process(&RingConfig::new())?;
+    /// # use shmpipe::{Heap, Ring, RingConfig};
+    /// let ring = Ring::create(Heap, &RingConfig::new())?;
     /// let mut tx = ring.producer()?;
     /// tx.try_send(b"last words").unwrap();
     /// tx.close()?;
@@ -728,16 +728,16 @@ impl From<TrySendError> for SendError {
 /// [`WriteGrant::as_mut_slice_trusted`] is the full-speed `&mut [u8]` for a trusted peer.
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
 /// # let mut tx = ring.producer().unwrap();
 /// let mut grant = tx.try_reserve(4).unwrap();
 /// grant[0] = 1; // no reference into memory the peer can touch
 /// ```
 ///
 /// ```compile_fail
-/// # use shmpipe::{Ring, RingConfig};
-/// # let ring = Ring::in_process(&RingConfig::new()).unwrap();
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// # let ring = Ring::create(Heap, &RingConfig::new()).unwrap();
 /// # let mut tx = ring.producer().unwrap();
 /// let mut grant = tx.try_reserve(4).unwrap();
 /// let bytes: &mut [u8] = &mut grant;
@@ -938,8 +938,8 @@ impl std::fmt::Debug for SendBatch<'_> {
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// # use shmpipe::{Ring, RingConfig};
-/// let ring = Ring::in_process(&RingConfig::new())?;
+/// # use shmpipe::{Heap, Ring, RingConfig};
+/// let ring = Ring::create(Heap, &RingConfig::new())?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let t = std::thread::spawn(move || tx.write_all(&[7u8; 1 << 20]));
 /// let mut all = Vec::new();

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::at::Heap;
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 
@@ -38,7 +39,7 @@ fn small(slot_size: u32, slot_count: u32) -> RingConfig {
 
 /// Runs random operations against a `VecDeque` model; any divergence fails.
 fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
-    let ring = Ring::in_process(&cfg).unwrap();
+    let ring = Ring::create(Heap, &cfg).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let max = tx.max_message();
     let mut rng = Rng(seed);
@@ -182,7 +183,7 @@ fn two_threads_deliver_in_order() {
         (0, WaitStrategy::SpinThenSleep),
         (u64::MAX - 40, WaitStrategy::Sleep),
     ] {
-        let ring = Ring::in_process(&small(16, 16).initial_index(start)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 16).initial_index(start)).unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         tx.set_wait_strategy(strategy);
         rx.set_wait_strategy(strategy);
@@ -305,7 +306,7 @@ fn two_threads_deliver_in_order() {
 #[test]
 fn two_threads_zero_copy_reserve_commit_and_try_lend() {
     let n: u64 = if cfg!(miri) { 120 } else { 100_000 };
-    let ring = Ring::in_process(&small(16, 16)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 16)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let max = tx.max_message();
     /// Reserves `$len` bytes from `$r` (a producer or a send batch), yielding while the ring is
@@ -404,7 +405,7 @@ fn two_threads_zero_copy_reserve_commit_and_try_lend() {
 
 #[test]
 fn padding_is_written_and_skipped_at_the_wrap() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_send(&[1; 8]).unwrap(); // slot 0
     tx.try_send(&[2; 8]).unwrap(); // slot 1
@@ -424,7 +425,7 @@ fn padding_is_written_and_skipped_at_the_wrap() {
 
 #[test]
 fn role_is_exclusive_and_reusable() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     let tx = ring.producer().unwrap();
     assert!(matches!(
         ring.producer(),
@@ -460,7 +461,7 @@ fn assert_poisoned_rx(rx: &mut Consumer, check: impl Fn(&Corruption) -> bool) {
 #[test]
 fn consumer_rejects_hostile_tails() {
     for tail in [u64::MAX, 5, 100] {
-        let ring = Ring::in_process(&small(16, 4).initial_index(10)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 4).initial_index(10)).unwrap();
         let mut rx = ring.consumer().unwrap();
         ring.region.tail().store(tail, Ordering::Release);
         assert_poisoned_rx(&mut rx, |c| matches!(c, Corruption::TailOutOfRange { .. }));
@@ -469,7 +470,7 @@ fn consumer_rejects_hostile_tails() {
 
 #[test]
 fn consumer_rejects_a_tail_moving_backwards() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_send(b"a").unwrap();
     tx.try_send(b"b").unwrap();
@@ -507,7 +508,7 @@ fn consumer_rejects_hostile_records() {
         }),
     ];
     for (slot, len, kind, tail, check) in cases {
-        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 4)).unwrap();
         let mut rx = ring.consumer().unwrap();
         ring.region.write_record(slot, len, kind);
         ring.region.tail().store(tail, Ordering::Release);
@@ -518,7 +519,7 @@ fn consumer_rejects_hostile_records() {
 #[test]
 fn consumer_rejects_records_running_off_the_array() {
     // Head at slot 3 of 4; a 2-slot message there would run past the end.
-    let ring = Ring::in_process(&small(16, 4).initial_index(3)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4).initial_index(3)).unwrap();
     let mut rx = ring.consumer().unwrap();
     ring.region.write_record(3, 20, KIND_MESSAGE);
     ring.region.tail().store(5, Ordering::Release);
@@ -529,7 +530,7 @@ fn consumer_rejects_records_running_off_the_array() {
 
 #[test]
 fn consumer_rejects_bad_padding() {
-    let ring = Ring::in_process(&small(16, 4).initial_index(2)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4).initial_index(2)).unwrap();
     let mut rx = ring.consumer().unwrap();
     ring.region.write_record(2, 0, KIND_PADDING); // must be 2 * 16 - 8 = 24
     ring.region.write_record(4, 1, KIND_MESSAGE);
@@ -549,7 +550,7 @@ fn consumer_rejects_bad_padding() {
 #[test]
 fn producer_rejects_hostile_heads() {
     for head in [3u64, u64::MAX, 9] {
-        let ring = Ring::in_process(&small(16, 4).initial_index(4)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 4).initial_index(4)).unwrap();
         let mut tx = ring.producer().unwrap();
         for _ in 0..4 {
             tx.try_send(b"x").unwrap(); // tail 8, ring full
@@ -569,7 +570,7 @@ fn producer_rejects_hostile_heads() {
 
 #[test]
 fn attach_rejects_inconsistent_indices() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     ring.region.tail().store(100, Ordering::Relaxed);
     assert!(matches!(ring.consumer(), Err(Error::Corrupted(_))));
     assert!(matches!(ring.producer(), Err(Error::Corrupted(_))));
@@ -582,7 +583,7 @@ fn attach_rejects_inconsistent_indices() {
 fn blocking_threads_sleep_and_wake_without_losing_messages() {
     let n: u64 = if cfg!(miri) { 60 } else { 100_000 };
     for strategy in [WaitStrategy::Sleep, WaitStrategy::SpinThenSleep] {
-        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 4)).unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
         tx.set_wait_strategy(strategy);
         rx.set_wait_strategy(strategy);
@@ -606,7 +607,7 @@ fn blocking_threads_sleep_and_wake_without_losing_messages() {
 
 #[test]
 fn closed_consumer_fails_sends() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_send(b"a").unwrap();
     drop(rx);
@@ -621,7 +622,7 @@ fn closed_consumer_fails_sends() {
 
 #[test]
 fn timeouts_return_what_they_waited_for() {
-    let ring = Ring::in_process(&small(16, 1)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 1)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let mut buf = [0u8; 8];
     let d = std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 });
@@ -639,7 +640,7 @@ fn timeouts_return_what_they_waited_for() {
 
 #[test]
 fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
-    let ring = Ring::in_process(&small(16, 2)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 2)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let mut batch = tx.batch();
     batch.try_send(b"1").unwrap();
@@ -653,7 +654,7 @@ fn batch_publishes_when_full_so_retrying_cannot_deadlock() {
 
 #[test]
 fn a_full_ring_without_consumer_sleeps_rather_than_spins() {
-    let ring = Ring::in_process(&small(16, 1)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 1)).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.set_wait_strategy(WaitStrategy::Sleep);
     tx.try_send(b"x").unwrap();
@@ -669,7 +670,7 @@ fn byte_stream_round_trips_with_odd_sized_reads_and_writes() {
     use std::io::{BufRead, Read, Write};
     let total = if cfg!(miri) { 3_000 } else { 300_000 };
     let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
-    let ring = Ring::in_process(&small(16, 8)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 8)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let src = data.clone();
     let t = std::thread::spawn(move || {
@@ -712,7 +713,7 @@ fn byte_stream_round_trips_with_odd_sized_reads_and_writes() {
 #[test]
 fn message_api_after_a_partial_stream_read_drops_the_rest() {
     use std::io::Read;
-    let ring = Ring::in_process(&small(16, 8)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 8)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_send(b"abcdef").unwrap();
     tx.try_send(b"next").unwrap();
@@ -724,7 +725,7 @@ fn message_api_after_a_partial_stream_read_drops_the_rest() {
 
 #[test]
 fn check_consumer_says_whether_a_consumer_is_there() {
-    let ring = Ring::in_process(&small(16, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
     let tx = ring.producer().unwrap();
     assert_eq!(
         tx.check_consumer(),
@@ -744,7 +745,7 @@ fn a_producer_claiming_while_the_consumer_waits_is_not_end_of_stream() {
     // looked like a producer that had come and gone.
     let rounds = if cfg!(miri) { 20 } else { 5_000 };
     for _ in 0..rounds {
-        let ring = Ring::in_process(&small(16, 4)).unwrap();
+        let ring = Ring::create(Heap, &small(16, 4)).unwrap();
         let mut rx = ring.consumer().unwrap();
         rx.set_wait_strategy(WaitStrategy::Spin);
         let r = ring.clone();
@@ -774,7 +775,7 @@ unsafe impl Send for PeerPtr {}
 #[test]
 fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
     const LEN: usize = 40;
-    let ring = Ring::in_process(&small(64, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(64, 4)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_send(&[b'a'; LEN]).unwrap();
     let guard = rx.try_lend().unwrap();
@@ -816,7 +817,7 @@ fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
 #[test]
 fn views_copy_out_and_in_with_checked_ranges() {
     use crate::error::OutOfBounds;
-    let ring = Ring::in_process(&small(128, 4)).unwrap();
+    let ring = Ring::create(Heap, &small(128, 4)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let m = message(3, 100);
 
@@ -905,7 +906,7 @@ fn views_copy_out_and_in_with_checked_ranges() {
 #[test]
 fn buf_read_copies_unless_the_peer_is_trusted() {
     use std::io::{BufRead, Read};
-    let ring = Ring::in_process(&small(64, 8)).unwrap();
+    let ring = Ring::create(Heap, &small(64, 8)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     for m in [&b"zero"[..], b"one", b"two", b"three", b"four"] {
         tx.try_send(m).unwrap();

@@ -26,7 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use shmpipe::{Error, Ident, Key, Ring, RingConfig, Segment};
+use shmpipe::{Error, Heap, Ident, Key, Memfd, Ring, RingConfig, Segment, Shmid};
 
 use super::{ChildProcess, RawAttach, RemoveFile, RemoveOnDrop, param_opt, temp_path, unique_key};
 
@@ -130,7 +130,10 @@ impl Backing {
     /// `Ring::create_file`), removed with the returned guard.
     pub fn ring(self, config: &RingConfig) -> TestRing {
         let (ring, image) = match self {
-            Backing::Heap => (Ring::in_process(config).expect("create a heap ring"), None),
+            Backing::Heap => (
+                Ring::create(Heap, config).expect("create a heap ring"),
+                None,
+            ),
             Backing::Sysv => {
                 let ring = Ring::create(Key::Private, config).expect("create a SysV ring");
                 let id = ring.shmid().expect("a SysV ring");
@@ -141,7 +144,7 @@ impl Backing {
                 (ring, Some(image))
             }
             Backing::Memfd => {
-                let ring = Ring::create_memfd(config).expect("create a memfd ring");
+                let ring = Ring::create(Memfd, config).expect("create a memfd ring");
                 let fd = dup(ring.memfd().expect("a memfd ring has its descriptor"));
                 let image = Image {
                     raw: RawAttach::map_fd(fd.as_fd()),
@@ -151,7 +154,7 @@ impl Backing {
             }
             Backing::File => {
                 let path = RemoveFile(temp_path("ring"));
-                let ring = Ring::create_file(&path.0, config).expect("create a file ring");
+                let ring = Ring::create(&path.0, config).expect("create a file ring");
                 // Opened now: once both roles are claimed the path is gone.
                 let fd = OwnedFd::from(
                     std::fs::OpenOptions::new()
@@ -246,7 +249,7 @@ impl Backing {
                 Place::Key(key, RemoveOnDrop::key(key))
             }
             Backing::Memfd => {
-                Place::Memfd(Ring::create_memfd(config).expect("create the memfd ring"))
+                Place::Memfd(Ring::create(Memfd, config).expect("create the memfd ring"))
             }
             Backing::File => Place::Path(RemoveFile(temp_path("ring"))),
         })
@@ -332,9 +335,9 @@ impl Image {
     /// `Ring::from_memfd` of a duplicate descriptor, `Ring::open_file`).
     pub fn open(&self) -> Result<Ring, Error> {
         match &self.object {
-            Object::Segment(id, _) => Ring::open_id(*id),
-            Object::Memfd(fd) => Ring::from_memfd(dup(fd.as_fd())),
-            Object::File(_, path) => Ring::open_file(&path.0),
+            Object::Segment(id, _) => Ring::open(Shmid(*id), &RingConfig::new()),
+            Object::Memfd(fd) => Ring::open(dup(fd.as_fd()), &RingConfig::new()),
+            Object::File(_, path) => Ring::open(&path.0, &RingConfig::new()),
         }
     }
 
@@ -379,14 +382,14 @@ impl Image {
 #[allow(dead_code)]
 pub fn child_image_ring() -> Result<Ring, Error> {
     if let Some(id) = param_opt::<i32>(IMAGE_SHMID_VAR) {
-        Ring::open_id(id)
-    } else if let Some(path) = param_opt::<String>(IMAGE_PATH_VAR) {
-        Ring::open_file(path)
+        Ring::open(Shmid(id), &RingConfig::new())
+    } else if let Some(path) = param_opt::<std::path::PathBuf>(IMAGE_PATH_VAR) {
+        Ring::open(path, &RingConfig::new())
     } else {
         // SAFETY: the parent left this descriptor open for us across exec, and nothing else in
         // this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(super::param(IMAGE_FD_VAR)) };
-        Ring::from_memfd(fd)
+        Ring::open(fd, &RingConfig::new())
     }
 }
 
@@ -538,7 +541,7 @@ impl RingPlace {
         match &self.0 {
             Place::Key(key, _) => Ring::open_or_create(*key, config),
             Place::Memfd(ring) => Ok(ring.clone()),
-            Place::Path(path) => Ring::open_or_create_file(&path.0, config),
+            Place::Path(path) => Ring::open_or_create(&path.0, config),
         }
     }
 
@@ -546,12 +549,12 @@ impl RingPlace {
     /// if nobody has yet.
     pub fn open(&self) -> Result<Option<Ring>, Error> {
         match &self.0 {
-            Place::Key(key, _) => match Ring::open(*key) {
+            Place::Key(key, _) => match Ring::open(*key, &RingConfig::new()) {
                 Err(Error::NotFound { .. }) => Ok(None),
                 r => r.map(Some),
             },
             Place::Memfd(ring) => Ok(Some(ring.clone())),
-            Place::Path(path) => match Ring::open_file(&path.0) {
+            Place::Path(path) => match Ring::open(&path.0, &RingConfig::new()) {
                 Err(Error::FileNotFound { .. }) => Ok(None),
                 r => r.map(Some),
             },
@@ -606,8 +609,9 @@ pub fn child_ring(config: &RingConfig) -> Option<Result<Ring, Error>> {
         // SAFETY: the parent left this descriptor open for us across exec, and nothing else in
         // this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Some(Ring::from_memfd(fd))
+        Some(Ring::open(fd, &RingConfig::new()))
     } else {
-        param_opt::<String>(RING_PATH_VAR).map(|path| Ring::open_or_create_file(path, config))
+        param_opt::<std::path::PathBuf>(RING_PATH_VAR)
+            .map(|path| Ring::open_or_create(path, config))
     }
 }

@@ -57,7 +57,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shmpipe::{
-    Consumer, Key, Producer, Ring, RingConfig, TryRecvError, TrySendError, WaitStrategy,
+    Consumer, Heap, Key, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError,
+    WaitStrategy,
 };
 
 /// Errors: a message for the user, from any source.
@@ -1204,8 +1205,8 @@ pub fn peer_main(spec: &str) -> Res<()> {
     }
     let size = spec.size;
     let mut end = if let Some(style) = shm_style(spec.transport) {
-        let down = Ring::open_id(i32::try_from(spec.a)?)?;
-        let up = Ring::open_id(i32::try_from(spec.b)?)?;
+        let down = Ring::open(Shmid(i32::try_from(spec.a)?), &RingConfig::new())?;
+        let up = Ring::open(Shmid(i32::try_from(spec.b)?), &RingConfig::new())?;
         // Pinned, the peer has a CPU of its own. Unpinned (only with a single CPU: the
         // spinning transports are otherwise always pinned) it must yield while it spins. (Its
         // inherited affinity mask says nothing: it is the measuring side's at spawn.)
@@ -1330,8 +1331,8 @@ impl Session {
         control_w: OwnedFd,
     ) -> Res<Session> {
         let config = ring_config(size);
-        let down = Ring::in_process(&config)?;
-        let up = Ring::in_process(&config)?;
+        let down = Ring::create(Heap, &config)?;
+        let up = Ring::create(Heap, &config)?;
         let style = ShmStyle::Copy(WaitStrategy::Spin);
         let cpu = peer_cpu(placement);
         let waiting = move || Waiting {
