@@ -10,8 +10,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::owner::Liveness;
-use crate::segment::Key;
+use crate::backing::sysv::Key;
+pub use crate::channel::process::Liveness;
 
 /// Which ring an error is about: its key and shmid where it has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -10,10 +10,10 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::channel::Ring;
+use crate::channel::region::{Backing, HeapRing};
 use crate::error::{Error, Ident};
 use crate::layout::{HEADER_SIZE, Header, RECORD_HEADER};
-use crate::region::{Backing, HeapRing};
-use crate::ring::Ring;
 pub use crate::sync::hostile::{Access, Hook};
 use crate::sync::{AtomicU32, AtomicU64};
 

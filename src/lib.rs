@@ -52,35 +52,28 @@
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
-mod access;
-#[cfg(feature = "tokio")]
-mod asynch;
+mod admin;
+mod backing;
+mod channel;
 pub mod error;
-mod file;
-pub mod gc;
-mod hooks;
-mod keylock;
 mod layout;
-pub mod memfd;
-mod owner;
-mod region;
-mod ring;
-pub mod segment;
-pub mod shared;
-mod sigbus;
 mod sync;
-mod typed;
-pub mod wait;
 
+pub use admin::gc;
+pub use backing::memfd;
+pub use backing::sysv as segment;
+pub use channel::views as shared;
+pub use channel::wait;
+
+pub use channel::{
+    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
+    SendBatch, WaitStrategy, WriteGrant,
+};
 pub use error::{
     Corrupted, Corruption, Error, Ident, Liveness, LostMemory, OutOfBounds, RecvError, Role,
     SendError, TryRecvError, TrySendError, WrongProcess,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
-pub use ring::{
-    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
-    SendBatch, WaitStrategy, WriteGrant,
-};
 pub use segment::{Key, Segment, SegmentStat};
 pub use shared::{RingChunks, RingSlice, RingSliceMut};
 
@@ -88,11 +81,11 @@ pub use shared::{RingChunks, RingSlice, RingSliceMut};
 /// Derive it through this re-export with `#[bytemuck(crate = "shmpipe::bytemuck")]` (see
 /// [`Ring::typed_producer`]), or depend on `bytemuck` yourself.
 pub use bytemuck;
-pub use layout::MessageType;
-pub use typed::{
+pub use channel::typed::{
     TypedClaim, TypedConsumer, TypedProducer, TypedReadGuard, TypedWriteGrant, type_fingerprint,
     type_tag,
 };
+pub use layout::MessageType;
 
 #[cfg(feature = "tokio")]
-pub use asynch::{AsyncConsumer, AsyncProducer};
+pub use channel::asynch::{AsyncConsumer, AsyncProducer};

@@ -16,11 +16,11 @@ use std::sync::atomic::Ordering;
 use crate::sync::AtomicU32;
 use crate::sync::AtomicU64;
 
+use crate::backing::file::FileMap;
+use crate::backing::memfd::MemfdMap;
+use crate::backing::sysv::Segment;
 use crate::error::{Corruption, Ident, LostMemory};
-use crate::file::FileMap;
 use crate::layout::{Geometry, HEADER_SIZE, Header, LINE, RECORD_HEADER};
-use crate::memfd::MemfdMap;
-use crate::segment::Segment;
 
 /// A zeroed, 128-aligned heap allocation, freed on drop.
 pub(crate) struct HeapBuf {
@@ -171,7 +171,7 @@ impl Backing {
     }
 
     /// The mapping's entry in the `SIGBUS` registry; `None` on the heap.
-    pub(crate) fn protection(&self) -> Option<&'static crate::sigbus::Entry> {
+    pub(crate) fn protection(&self) -> Option<&'static crate::backing::sigbus::Entry> {
         match self {
             Backing::Segment(s) => Some(s.protection()),
             Backing::Memfd(m) => Some(m.protection()),
@@ -195,7 +195,7 @@ impl Backing {
         match self {
             Backing::Segment(s) => Some(s.page_size()),
             Backing::Memfd(m) => Some(m.page_size()),
-            Backing::File(_) => Some(crate::sigbus::base_page_size()),
+            Backing::File(_) => Some(crate::backing::sigbus::base_page_size()),
             Backing::Heap(_) => None,
         }
     }
@@ -205,7 +205,7 @@ impl Backing {
         matches!(self, Backing::Segment(_) | Backing::Memfd(_))
             && self
                 .page_size()
-                .is_some_and(|p| p > crate::sigbus::base_page_size())
+                .is_some_and(|p| p > crate::backing::sigbus::base_page_size())
     }
 
     /// Whether another process can make this memory disappear under our mapping, so that an
@@ -316,7 +316,7 @@ impl Region {
     }
 
     /// Whether the memory was lost: a page of the ring's file or huge pages vanished under the
-    /// mapping, and the `SIGBUS` handler replaced the mapping with zeros (see `crate::sigbus`).
+    /// mapping, and the `SIGBUS` handler replaced the mapping with zeros (see `crate::backing::sigbus`).
     /// Always false for the backings whose pages cannot vanish (`Backing::lost_flag`): for
     /// them it is one well-predicted branch on a word next to the geometry; for the others,
     /// one load of a process-local flag that is written at most once.

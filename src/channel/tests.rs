@@ -671,11 +671,11 @@ fn a_full_ring_without_consumer_sleeps_rather_than_spins() {
     let mut tx = ring.producer().unwrap();
     tx.set_wait_strategy(WaitStrategy::Sleep);
     tx.try_send(b"x").unwrap();
-    let before = crate::wait::futex_calls();
+    let before = crate::channel::wait::futex_calls();
     let d = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 30 });
     assert_eq!(tx.send_timeout(b"y", d), Err(SendError::Timeout(&b"y"[..])));
     // It went to sleep on the futex (a re-check that always said "ready" would spin instead).
-    assert!(crate::wait::futex_calls() > before);
+    assert!(crate::channel::wait::futex_calls() > before);
 }
 
 #[test]

@@ -17,13 +17,13 @@ use std::time::Duration;
 use super::{
     check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
 };
+use crate::channel::process::{self as owner, Identity, Liveness};
+use crate::channel::region::Region;
+use crate::channel::views::{self as shared, RingSlice};
+use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
-use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::owner::{self, Identity, Liveness};
-use crate::region::Region;
-use crate::shared::{self, RingSlice};
-use crate::wait::{self, Deadline, WaitStrategy, Waiter};
+use crate::sync::hooks;
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
 /// per ring, enforced across processes.
@@ -411,7 +411,7 @@ impl Consumer {
         };
         // SAFETY: `next` validated that the record's slots lie inside the array (mapped while
         // the region lives) and were published; no reference into them exists (guards borrow
-        // `self`). The peer may still write them: the copy is atomic (`crate::shared`). `buf`
+        // `self`). The peer may still write them: the copy is atomic (`crate::channel::views`). `buf`
         // is our own memory and at least `len` bytes; `half <= len`.
         unsafe { shared::copy_from_shared(src, &mut buf[..half]) };
         if half != r.len {
@@ -632,7 +632,7 @@ impl Consumer {
 }
 
 /// The consumer's sleep, shared by the blocking wait ([`DataWait`]) and the async consumer's
-/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
+/// park on the blocking pool (`crate::channel::asynch`): the sleeper's half of the wake-up handshake on
 /// `data_event`, for at most `slice`, unless after announcing it the producer's line shows a
 /// record beyond `head` (the consumer's read position: the ring is empty while the tail is
 /// there) or the producer's close.
@@ -814,7 +814,7 @@ pub struct ReadGuard<'a> {
 }
 
 impl ReadGuard<'_> {
-    /// The slot counter where the record starts (for error reports: `crate::typed`).
+    /// The slot counter where the record starts (for error reports: `crate::channel::typed`).
     pub(crate) fn at(&self) -> u64 {
         self.record.at
     }

@@ -14,13 +14,13 @@ use std::time::Duration;
 use super::{
     check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
 };
+use crate::channel::process::{self as owner, Identity, Liveness};
+use crate::channel::region::Region;
+use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
+use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
-use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::owner::{self, Identity, Liveness};
-use crate::region::Region;
-use crate::shared::{self, RingSlice, RingSliceMut};
-use crate::wait::{self, Deadline, WaitStrategy, Waiter};
+use crate::sync::hooks;
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
 /// exactly one producer exists per ring, enforced across processes.
@@ -426,7 +426,7 @@ impl Producer {
         // SAFETY: `claim` guaranteed the record's slots lie inside the array (mapped while the
         // region lives) and belong to the producer (free: not between the validated head and
         // our tail); no reference into them exists (grants borrow `self`), and the copy is
-        // atomic (`crate::shared`), so a consumer that writes them anyway is no data race.
+        // atomic (`crate::channel::views`), so a consumer that writes them anyway is no data race.
         // `msg` is our own memory, so the ranges cannot overlap. `half <= len`.
         unsafe { shared::copy_to_shared(&msg[..half], dst) };
         if half != msg.len() {
@@ -555,7 +555,7 @@ impl Producer {
 }
 
 /// The producer's sleep, shared by the blocking wait ([`RoomWait`]) and the async producer's
-/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
+/// park on the blocking pool (`crate::channel::asynch`): the sleeper's half of the wake-up handshake on
 /// `space_event`, for at most `slice`, unless after announcing it the consumer's line shows a
 /// release beyond `head_cache` (the head the producer last validated, with which it found no
 /// room) or the consumer's close. (A consumer that has not attached yet wakes us with its

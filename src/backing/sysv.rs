@@ -308,8 +308,8 @@ pub struct Segment {
     len: usize,
     /// The kernel's page size of the attachment (the huge page size for `SHM_HUGETLB`).
     page: usize,
-    /// The attachment's entry in the `SIGBUS` registry (`crate::sigbus`).
-    guard: &'static crate::sigbus::Entry,
+    /// The attachment's entry in the `SIGBUS` registry (`crate::backing::sigbus`).
+    guard: &'static crate::backing::sigbus::Entry,
 }
 
 // SAFETY: a Segment is an attachment (address range) owned by the process, usable from any
@@ -503,7 +503,7 @@ impl Segment {
         };
         // Whether the creator used huge pages is not in IPC_STAT: ask the mapping. The
         // registry must cover the attachment in whole pages of its real size.
-        let page = match crate::sigbus::mapping_page_size(addr as usize) {
+        let page = match crate::backing::sigbus::mapping_page_size(addr as usize) {
             Ok(p) => p,
             Err(source) => {
                 return detach(Error::Sys {
@@ -513,7 +513,7 @@ impl Segment {
                 });
             }
         };
-        let guard = match crate::sigbus::protect(ident, addr as usize, len, page) {
+        let guard = match crate::backing::sigbus::protect(ident, addr as usize, len, page) {
             Ok(g) => g,
             Err(e) => return detach(e),
         };
@@ -612,7 +612,7 @@ impl Segment {
     }
 
     /// The attachment's `SIGBUS` registry entry.
-    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+    pub(crate) fn protection(&self) -> &'static crate::backing::sigbus::Entry {
         self.guard
     }
 

@@ -10,6 +10,8 @@
 //! before this process reads it. Without that cfg the std (or loom) types are re-exported
 //! unchanged, so production code is not affected.
 
+pub(crate) mod hooks;
+
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(not(any(loom, fuzzing)))]

@@ -6,33 +6,40 @@
 //! `producer.rs` and `consumer.rs` own the hot path. Nothing here calls SysV directly (that is
 //! `segment`) or decides byte offsets (that is `layout`).
 
+#[cfg(feature = "tokio")]
+pub(crate) mod asynch;
 mod consumer;
+pub(crate) mod process;
 mod producer;
+pub(crate) mod region;
 #[cfg(test)]
 mod tests;
+pub(crate) mod typed;
+pub mod views;
+pub mod wait;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-pub use crate::wait::WaitStrategy;
+pub use crate::channel::wait::WaitStrategy;
 pub use consumer::{Consumer, ReadGuard, RecvBatch};
 pub use producer::{Producer, SendBatch, WriteGrant};
 
+use crate::backing::file::FileMap;
+use crate::backing::keylock::Mode;
+use crate::backing::memfd::MemfdMap;
+use crate::backing::sysv::{Key, Segment};
+use crate::channel::process::{self as owner, Identity, Liveness, Mapped};
+use crate::channel::region::{Backing, HeapRing, Region};
+use crate::channel::wait::futex_wake;
 use crate::error::{Corrupted, Corruption, Error, Ident, Role, WrongProcess};
-use crate::file::FileMap;
-use crate::keylock::Mode;
 use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
-use crate::memfd::MemfdMap;
-use crate::owner::{self, Identity, Liveness, Mapped};
-use crate::region::{Backing, HeapRing, Region};
-use crate::segment::{Key, Segment};
 use crate::sync::{AtomicU32, AtomicU64, Futex};
-use crate::wait::futex_wake;
 
 /// Deliberate breakage for the loom suite's negative controls: in a `--cfg loom` build only,
 /// the environment variable `SHMPIPE_BREAK` names one ordering or one half of the sleep/wake
@@ -122,9 +129,9 @@ pub struct RingConfig {
     persistent: bool,
     huge_pages: bool,
     accept_huge_pages: bool,
-    /// A typed ring's message type (`crate::typed`); `None` for a byte ring.
+    /// A typed ring's message type (`crate::channel::typed`); `None` for a byte ring.
     message_type: Option<MessageType>,
-    /// Uids besides our own whose rings an opener accepts (`crate::access`).
+    /// Uids besides our own whose rings an opener accepts (`crate::backing::access`).
     accepted_owners: Vec<u32>,
 }
 
@@ -206,9 +213,9 @@ impl RingConfig {
         self
     }
 
-    /// What an opener accepts (`crate::access`).
-    fn expect(&self) -> crate::access::Expect<'_> {
-        crate::access::Expect {
+    /// What an opener accepts (`crate::backing::access`).
+    fn expect(&self) -> crate::backing::access::Expect<'_> {
+        crate::backing::access::Expect {
             mode: self.mode,
             owners: &self.accepted_owners,
         }
@@ -242,7 +249,7 @@ impl RingConfig {
     /// large ring, and the memory is reserved up front and never swapped. Only the creator
     /// decides; [`Ring::open`] attaches whatever was created, and [`Ring::open_or_create`]
     /// uses an existing ring of the right shape whatever its pages. The segment is rounded up
-    /// to the huge page size ([`segment::huge_page_size`](crate::segment::huge_page_size));
+    /// to the huge page size ([`segment::huge_page_size`](crate::backing::sysv::huge_page_size));
     /// the header still describes the ring's own size, which an attacher checks against the
     /// (larger) segment as usual. Huge pages must have been reserved by the administrator
     /// (`/proc/sys/vm/nr_hugepages`).
@@ -329,7 +336,7 @@ impl RingConfig {
     }
 
     /// Makes the ring a typed ring of `t`, whose maximum message is the type's size (the
-    /// builders are `RingConfig::message_type*` in `crate::typed`).
+    /// builders are `RingConfig::message_type*` in `crate::channel::typed`).
     pub(crate) fn set_message_type(mut self, t: MessageType) -> RingConfig {
         self.max_message = Some(t.size);
         self.message_type = Some(t);
@@ -476,7 +483,7 @@ fn check_memory(backing: &Backing, ident: Ident, accept_huge_pages: bool) -> Res
     if !backing.can_fault() {
         return Ok(());
     }
-    if crate::sigbus::blocked() {
+    if crate::backing::sigbus::blocked() {
         return Err(Error::SigbusBlocked { ident });
     }
     if !backing.huge_pages() {
@@ -497,7 +504,7 @@ fn check_memory(backing: &Backing, ident: Ident, accept_huge_pages: bool) -> Res
     // SAFETY: `base` is the start of the backing's mapping, registered as `entry` (whose
     // length is the mapping's, in whole pages), mapped while `backing` is borrowed; SIGBUS is
     // not blocked on this thread (checked above).
-    if unsafe { crate::sigbus::prefault(base, entry.len(), page, entry) } {
+    if unsafe { crate::backing::sigbus::prefault(base, entry.len(), page, entry) } {
         return Ok(());
     }
     Err(Error::HugePages {
@@ -595,7 +602,7 @@ impl Ring {
         let seg = Backing::Segment(seg);
         if let Err(e) = check_memory(&seg, ident, true) {
             // Our own fresh segment, unusable here: do not leave it at the key.
-            let _ = crate::segment::remove_id(ident.shmid.expect("a segment has a shmid"));
+            let _ = crate::backing::sysv::remove_id(ident.shmid.expect("a segment has a shmid"));
             return Err(e);
         }
         Ok(fresh_ring(seg, g, config, key, ident, config.persistent))
@@ -605,7 +612,7 @@ impl Ring {
     /// of a SysV segment: no key, no `ipcs` entry, nothing to remove or collect; the memory is
     /// freed when the last descriptor and mapping of it are gone. Hand [`Ring::memfd`] to the
     /// other process (inherited across `fork`/`exec`, or sent with
-    /// [`memfd::send_fd`](crate::memfd::send_fd)), which opens it with [`Ring::from_memfd`].
+    /// [`memfd::send_fd`](crate::backing::memfd::send_fd)), which opens it with [`Ring::from_memfd`].
     ///
     /// # Errors
     ///
@@ -632,7 +639,7 @@ impl Ring {
         let size = ring_bytes(&g)?;
         let map = MemfdMap::create(size, config.huge_pages)?;
         // A memfd starts as 0777: give it the configured mode, which `from_memfd` checks.
-        crate::access::set_mode(map.fd(), config.mode, Ident::default())?;
+        crate::backing::access::set_mode(map.fd(), config.mode, Ident::default())?;
         let backing = Backing::Memfd(map);
         check_memory(&backing, Ident::default(), true)?;
         Ok(fresh_ring(
@@ -646,7 +653,7 @@ impl Ring {
     }
 
     /// Opens a ring from a memfd that [`Ring::create_memfd`] made (received across `exec` or
-    /// with [`memfd::recv_fd`](crate::memfd::recv_fd)), validating the header exactly as
+    /// with [`memfd::recv_fd`](crate::backing::memfd::recv_fd)), validating the header exactly as
     /// [`Ring::open`] does for a segment. The descriptor must carry the creator's seals: a
     /// file that could shrink under the mapping is refused.
     ///
@@ -732,9 +739,9 @@ impl Ring {
     pub fn create_file(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         // A file can shrink under its mapping: a thread with SIGBUS blocked would die of it.
-        if crate::sigbus::blocked() {
+        if crate::backing::sigbus::blocked() {
             return Err(Error::SigbusBlocked {
-                ident: crate::file::ident(path),
+                ident: crate::backing::file::ident(path),
             });
         }
         if config.huge_pages {
@@ -748,13 +755,13 @@ impl Ring {
         let size = ring_bytes(&g)?;
         let new = FileMap::create(path, size, config.mode)?;
         init_header(
-            crate::region::file_header(new.map()).expect("the file holds a header"),
+            crate::channel::region::file_header(new.map()).expect("the file holds a header"),
             &g,
             config,
             Key::Private,
         );
         let map = new.link()?;
-        let ident = crate::file::ident(map.path());
+        let ident = crate::backing::file::ident(map.path());
         Ok(Ring {
             region: Arc::new(Region::new(Backing::File(map), g, ident, config.persistent)),
         })
@@ -796,8 +803,10 @@ impl Ring {
     pub fn open_file_with(path: impl AsRef<Path>, config: &RingConfig) -> Result<Ring, Error> {
         let path = path.as_ref();
         let expect = config.expect();
-        let map = FileMap::open(path, &|st| expect.check_stat(crate::file::ident(path), st))?;
-        let ident = crate::file::ident(map.path());
+        let map = FileMap::open(path, &|st| {
+            expect.check_stat(crate::backing::file::ident(path), st)
+        })?;
+        let ident = crate::backing::file::ident(map.path());
         Ok(Ring {
             region: Arc::new(attach(
                 Backing::File(map),
@@ -829,7 +838,11 @@ impl Ring {
         // As `open_or_create`: the decision is made holding the path's lock exclusively, so of
         // two sides restarting at once one recycles and the other opens what it created, and
         // no unlink (here or in a claim) can remove the new file by mistake.
-        let _lock = crate::keylock::lock_file(path, Mode::Exclusive, crate::keylock::LOCK_TIMEOUT)?;
+        let _lock = crate::backing::keylock::lock_file(
+            path,
+            Mode::Exclusive,
+            crate::backing::keylock::LOCK_TIMEOUT,
+        )?;
         let mut last = None;
         // The file can vanish between a failed create and the open (both sides joined and it
         // was unlinked, or its owner removed it): then creating is right again.
@@ -943,8 +956,8 @@ impl Ring {
         // it exclusively) then either sees this attach as a user, or has finished and the key
         // names the new ring. Once attached, the attach count speaks for us.
         let seg = {
-            let wait = crate::keylock::LOCK_TIMEOUT + config.init_timeout;
-            let _lock = crate::keylock::lock_key(key, Mode::Shared, wait)?;
+            let wait = crate::backing::keylock::LOCK_TIMEOUT + config.init_timeout;
+            let _lock = crate::backing::keylock::lock_key(key, Mode::Shared, wait)?;
             Segment::open(key)?
         };
         Ring::attach_segment(seg, config)
@@ -989,7 +1002,7 @@ impl Ring {
 
     /// Creates the ring at `key`, or opens it if another process created it first, so that
     /// either side may start first. An existing ring must have the configured shape. A stale
-    /// ring at the key (see [`gc::Class::is_stale`](crate::gc::Class::is_stale): nobody
+    /// ring at the key (see [`gc::Class::is_stale`](crate::admin::gc::Class::is_stale): nobody
     /// attached, no live holder, nothing waiting to be read, or abandoned mid-initialisation)
     /// is removed and recreated if it is ours (owner and creator our effective uid, or
     /// accepted: [`RingConfig::accept_owner`]); a segment that is not a shmpipe ring, or is
@@ -1010,8 +1023,8 @@ impl Ring {
         // key's lock exclusively (docs/DESIGN.md, "Recycling a key"): no other
         // `open_or_create`, `gc` removal or observer runs meanwhile, and every attach counted
         // by the classification is a user's. A private key names nothing to race for.
-        let wait = crate::keylock::LOCK_TIMEOUT + config.init_timeout;
-        let _lock = crate::keylock::lock_key(key, Mode::Exclusive, wait)?;
+        let wait = crate::backing::keylock::LOCK_TIMEOUT + config.init_timeout;
+        let _lock = crate::backing::keylock::lock_key(key, Mode::Exclusive, wait)?;
         // The segment can vanish between a failed create and the open (its owner removed it
         // with `Ring::remove`, which takes no lock): then creating is right again. A few
         // rounds settle any such race.
@@ -1024,7 +1037,7 @@ impl Ring {
             // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
             // its creator died mid-init) of ours is removed and created afresh. Anything else
             // at the key is opened (and a foreign segment refused) below.
-            if crate::gc::recycle_if_stale_locked(key, &config.accepted_owners) {
+            if crate::admin::gc::recycle_if_stale_locked(key, &config.accepted_owners) {
                 continue;
             }
             match Ring::open_locked(key, config) {
@@ -1150,7 +1163,7 @@ impl Ring {
         // A role is where this thread starts touching the ring: refuse it on a thread that
         // would die of a fault the handler cannot catch (docs/DESIGN.md, "When memory
         // disappears: SIGBUS").
-        if self.region.backing().can_fault() && crate::sigbus::blocked() {
+        if self.region.backing().can_fault() && crate::backing::sigbus::blocked() {
             return Err(Error::SigbusBlocked {
                 ident: self.ident(),
             });
@@ -1229,11 +1242,11 @@ impl Ring {
             Backing::Segment(s) => s.lock_memory(),
             // SAFETY: the mapping lives as long as the region, which `self` holds.
             Backing::Memfd(m) => unsafe {
-                crate::segment::lock_range(self.ident(), m.as_ptr(), m.len())
+                crate::backing::sysv::lock_range(self.ident(), m.as_ptr(), m.len())
             },
             // SAFETY: as above.
             Backing::File(f) => unsafe {
-                crate::segment::lock_range(self.ident(), f.as_ptr(), f.len())
+                crate::backing::sysv::lock_range(self.ident(), f.as_ptr(), f.len())
             },
             Backing::Heap(_) => Err(Error::LockMemory {
                 ident: self.ident(),
@@ -1338,8 +1351,13 @@ impl Ring {
     /// The processes holding the producer and consumer roles, with the kernel's word on
     /// whether each lives (one small `/proc` read per holder); `None` where a role is free. For
     /// monitoring, like [`Ring::status`].
-    pub fn holders(&self) -> (Option<crate::gc::Holder>, Option<crate::gc::Holder>) {
-        crate::gc::holders(self.region.header(), mapped(&self.region))
+    pub fn holders(
+        &self,
+    ) -> (
+        Option<crate::admin::gc::Holder>,
+        Option<crate::admin::gc::Holder>,
+    ) {
+        crate::admin::gc::holders(self.region.header(), mapped(&self.region))
     }
 
     /// The random id the creator gave this ring.
@@ -1552,7 +1570,7 @@ fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn Fn
         waiting.swap(1, Ordering::AcqRel);
     }
     if !ready() {
-        crate::wait::futex_wait(event, seen, slice);
+        crate::channel::wait::futex_wait(event, seen, slice);
     }
     // Withdraw the announcement so the peer's next publish makes no system call. An RMW too:
     // a plain store here would cut the waker's release sequence, and a later W1 reading it

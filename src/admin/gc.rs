@@ -8,16 +8,16 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::backing::keylock::{self, Mode};
+use crate::backing::sysv::{self as segment, Key, Segment, SegmentStat};
+use crate::channel::process::{self as owner, Liveness, Mapped};
+use crate::channel::region::segment_header;
+use crate::channel::role_liveness;
 use crate::error::Error;
 use crate::error::Role;
-use crate::keylock::{self, Mode};
 use crate::layout::{
     FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
 };
-use crate::owner::{self, Liveness, Mapped};
-use crate::region::segment_header;
-use crate::ring::role_liveness;
-use crate::segment::{self, Key, Segment, SegmentStat};
 
 /// What a segment is, as far as shmpipe is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,7 +271,7 @@ pub fn gc_accepting(dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Error> 
 /// effective uid or one of `owners`. A segment that is not ours is never removed, not even by
 /// root, unless its owner is named.
 pub fn may_remove(stat: &SegmentStat, owners: &[u32]) -> bool {
-    crate::access::may_remove(stat, owners)
+    crate::backing::access::may_remove(stat, owners)
 }
 
 /// `gc` of one segment: removes it if it is stale (see [`Class::is_stale`]) and ours (or of an

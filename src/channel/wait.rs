@@ -90,7 +90,7 @@ pub(crate) fn wait<W: Waiter>(
 }
 
 /// The clock of one wait, shared by the blocking waits ([`wait`]) and the async ones
-/// (`crate::asynch`): when the wait started, the time last read, and when the peer is due to
+/// (`crate::channel::asynch`): when the wait started, the time last read, and when the peer is due to
 /// be checked next ([`CHECK_PEER_EVERY`]). Reading the clock costs ~25 ns, so while spinning
 /// it is read on every 64th round only.
 pub(crate) struct WaitClock {
