@@ -56,6 +56,7 @@ mod admin;
 mod backing;
 mod channel;
 pub mod error;
+mod key;
 mod layout;
 mod sync;
 

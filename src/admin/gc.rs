@@ -9,15 +9,14 @@
 use std::sync::atomic::Ordering;
 
 use crate::backing::keylock::{self, Mode};
+use crate::backing::segment_header;
 use crate::backing::sysv::{self as segment, Key, Segment, SegmentStat};
 use crate::channel::process::{self as owner, Liveness, Mapped};
-use crate::channel::region::segment_header;
-use crate::channel::role_liveness;
+pub use crate::channel::roles::Holder;
+use crate::channel::roles::{holders, role_liveness};
 use crate::error::Error;
 use crate::error::Role;
-use crate::layout::{
-    FLAG_PERSISTENT, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MessageType, READY,
-};
+use crate::layout::{FLAG_PERSISTENT, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MessageType, READY};
 
 /// What a segment is, as far as shmpipe is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,23 +314,6 @@ pub(crate) fn recycle_if_stale_locked(key: Key, owners: &[u32]) -> bool {
     seg.remove().is_ok()
 }
 
-/// A role holder as recorded in a ring, with the kernel's word on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Holder {
-    /// The pid written by the holder (in its own pid namespace).
-    pub pid: u32,
-    /// Whether that process (same pid and start time, still mapping the ring) is alive, dead,
-    /// or in another pid namespace (unknown).
-    pub liveness: Liveness,
-}
-
-impl Holder {
-    /// Whether the kernel says the holder lives ([`Liveness::Alive`]).
-    pub fn alive(&self) -> bool {
-        self.liveness == Liveness::Alive
-    }
-}
-
 /// What a ring holds, read from its header once, for monitoring (`shmpipe stat`). Values come
 /// from the segment and are not validated beyond the header check: display them, do not act
 /// on them.
@@ -432,20 +414,4 @@ fn read_info(seg: &Segment, class: Class, stat: SegmentStat) -> Result<RingInfo,
         producer,
         consumer,
     })
-}
-
-/// The producer's and consumer's role holders recorded in a header, each with the kernel's
-/// word on whether it lives (one `/proc` read per holder); `None` where a role is free.
-pub(crate) fn holders(h: &Header, mapped: Option<Mapped>) -> (Option<Holder>, Option<Holder>) {
-    let holder = |role: Role, id: u64| {
-        (id != 0).then(|| Holder {
-            pid: owner::pid_of(id),
-            liveness: role_liveness(h, mapped, role, id),
-        })
-    };
-    // Relaxed: a monitoring snapshot.
-    (
-        holder(Role::Producer, h.producer.owner.load(Ordering::Relaxed)),
-        holder(Role::Consumer, h.consumer.owner.load(Ordering::Relaxed)),
-    )
 }

@@ -18,6 +18,8 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+pub(crate) use crate::error::Liveness;
+
 /// An owner identity: pid and start time, as stored in an owner word. 0 means "no owner".
 pub(crate) type Identity = u64;
 
@@ -212,30 +214,6 @@ fn read_pidns() -> u64 {
     }
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
-}
-
-/// What the kernel says about a role holder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Liveness {
-    /// A process with this pid and start time runs (and, for a shared ring, still maps it).
-    Alive,
-    /// No such process: it exited, was killed (zombies included), its pid was reused, or it no
-    /// longer maps the ring (it called `exec`). Its role may be taken over.
-    Dead,
-    /// The holder recorded another pid namespace than ours: its pid means nothing here, so it
-    /// is never called dead (no `PeerDied`, no takeover; `gc` keeps its ring).
-    Unknown,
-}
-
-impl std::fmt::Display for Liveness {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Liveness::Alive => "alive",
-            Liveness::Dead => "dead",
-            Liveness::Unknown => "unknown: another pid namespace",
-        })
-    }
 }
 
 /// Judges the holder `id` of a role, recorded with pid namespace `pidns`, of the ring `ring`

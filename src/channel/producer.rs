@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{
-    check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
-};
+use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
+use super::{check_indices, sleep, wake};
 use crate::channel::process::{self as owner, Identity, Liveness};
 use crate::channel::region::Region;
 use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
