@@ -58,6 +58,7 @@ mod channel;
 pub mod error;
 mod key;
 mod layout;
+mod ring;
 mod sync;
 
 pub use admin::gc;

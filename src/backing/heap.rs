@@ -4,8 +4,7 @@ use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
 use crate::layout::{Geometry, Header, LINE};
-#[cfg(loom)]
-use crate::sync::AtomicU32;
+use crate::sync::SlotModel;
 
 /// A zeroed, 128-aligned heap allocation, freed on drop.
 pub(crate) struct HeapBuf {
@@ -39,46 +38,25 @@ pub(crate) struct HeapRing {
     /// is the only way to the header (Miri's Stacked Borrows reports that).
     pub(crate) header: NonNull<Header>,
     pub(crate) slots: HeapBuf,
-    #[cfg(loom)]
-    pub(crate) model: LoomSlots,
-}
-
-/// Under loom: record headers as model atomics, and one tracked cell per slot so that the model
-/// reports a data race when the protocol fails to order a slot's write before its read.
-#[cfg(loom)]
-pub(crate) struct LoomSlots {
-    pub(crate) records: Vec<[AtomicU32; 2]>,
-    pub(crate) cells: Vec<loom::cell::UnsafeCell<()>>,
+    /// Loom's model of the slots (nothing in other builds).
+    pub(crate) model: SlotModel,
 }
 
 impl HeapRing {
     /// A zeroed ring of this shape.
     pub(crate) fn new(geometry: &Geometry) -> Option<HeapRing> {
-        let bytes = usize::try_from(geometry.array_bytes()).ok()?;
-        Some(HeapRing {
-            header: NonNull::from(Box::leak(Box::<Header>::default())),
-            slots: HeapBuf::zeroed(bytes)?,
-            #[cfg(loom)]
-            model: LoomSlots {
-                records: (0..geometry.slot_count)
-                    .map(|_| Default::default())
-                    .collect(),
-                cells: (0..geometry.slot_count)
-                    .map(|_| loom::cell::UnsafeCell::new(()))
-                    .collect(),
-            },
-        })
+        let mut ring = HeapRing::with_slot_bytes(usize::try_from(geometry.array_bytes()).ok()?)?;
+        ring.model = SlotModel::new(geometry.slot_count);
+        Some(ring)
     }
-}
 
-/// Fuzzing only: a ring whose slot memory is sized to a whole segment image, not a geometry.
-#[cfg(all(fuzzing, not(loom)))]
-impl HeapRing {
-    /// A zeroed header and `bytes` of zeroed slot memory.
+    /// A zeroed header and `bytes` of zeroed slot memory (the fuzzer sizes it to a whole
+    /// segment image, not a geometry).
     pub(crate) fn with_slot_bytes(bytes: usize) -> Option<HeapRing> {
         Some(HeapRing {
             header: NonNull::from(Box::leak(Box::<Header>::default())),
             slots: HeapBuf::zeroed(bytes)?,
+            model: SlotModel::default(),
         })
     }
 }

@@ -12,7 +12,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
 
 use crate::error::LostMemory;
-use crate::layout::{HEADER_SIZE, Header, LINE};
+use crate::layout::{Geometry, HEADER_SIZE, Header};
+use crate::ring::Memory;
 use file::FileMap;
 pub(crate) use heap::HeapRing;
 use memfd::MemfdMap;
@@ -51,6 +52,25 @@ impl Backing {
             Backing::Memfd(m) => mapped_header(m.as_ptr(), m.len()),
             Backing::File(f) => mapped_header(f.as_ptr(), f.len()),
         }
+    }
+
+    /// The ring memory of `geometry` in this backing: the header, the slots, the revoked flag
+    /// of memory that can vanish, and (under loom) the heap ring's model.
+    ///
+    /// # Panics
+    ///
+    /// If the backing is smaller than `geometry.ring_size()`, which validation rules out.
+    pub(crate) fn memory(&self, geometry: Geometry) -> Memory {
+        assert!(self.len() as u64 >= geometry.ring_size());
+        let header = NonNull::from(self.header().expect("ring_size > HEADER_SIZE"));
+        let model = match self {
+            Backing::Heap(h) => h.model.handle(),
+            _ => crate::sync::Model::none(),
+        };
+        // SAFETY: the header and `array_bytes` of slots lie inside this backing (checked
+        // above), which stays mapped while the ring's `Region` holds both; shared bytes are
+        // only accessed through atomics and the shared copy.
+        unsafe { Memory::new(header, self.slots(), geometry, self.lost_flag(), model) }
     }
 
     /// Where the slot array starts (only meaningful once `len() >= ring_size`).
@@ -165,20 +185,12 @@ pub(crate) fn segment_header(seg: &Segment) -> Option<&Header> {
     overlay_header(base)
 }
 
-/// A header reference over segment memory at `base`, which must be page-aligned and at least
+/// A header reference over a mapping at `base`, which must be page-aligned and at least
 /// HEADER_SIZE bytes, mapped as long as the reference's lifetime.
-#[cfg(not(loom))]
 pub(crate) fn overlay_header<'a>(base: NonNull<u8>) -> Option<&'a Header> {
-    debug_assert!(base.as_ptr().align_offset(LINE) == 0);
-    // SAFETY: the caller passes an attached segment's address (page-aligned, so LINE-aligned)
-    // with at least HEADER_SIZE bytes, borrowed for the lifetime. Every field of Header is an
-    // atomic, so a shared reference stays sound while another process writes the same bytes;
-    // padding is never read through it.
-    Some(unsafe { &*base.as_ptr().cast::<Header>() })
-}
-
-/// Under loom the header's atomics are model handles, not bytes: segments are not modelled.
-#[cfg(loom)]
-pub(crate) fn overlay_header<'a>(_base: NonNull<u8>) -> Option<&'a Header> {
-    panic!("SysV segments are not modelled under loom; use Ring::in_process")
+    // SAFETY: the caller passes an attached mapping's address (page-aligned, so aligned for
+    // the header's lines) with at least HEADER_SIZE bytes, borrowed for the lifetime. Every
+    // field of Header is an atomic, so a shared reference stays sound while another process
+    // writes the same bytes; padding is never read through it.
+    Some(unsafe { crate::sync::overlay(base) })
 }

@@ -22,7 +22,7 @@ use crate::channel::views::{self as shared, RingSlice};
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::sync::hooks;
+use crate::sync;
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
 /// per ring, enforced across processes.
@@ -153,7 +153,7 @@ impl Consumer {
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let len = self.copy_next(buf)?;
         self.release_read();
-        hooks::hit("recv:released");
+        sync::hook("recv:released");
         Ok(len)
     }
 
@@ -317,7 +317,7 @@ impl Consumer {
         }
         // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
         // was ever sent): report the loss instead of waiting for ever.
-        if self.region.lost() {
+        if self.region.revoked() {
             return self.poison(self.region.memory_lost());
         }
         TryRecvError::Empty
@@ -327,7 +327,7 @@ impl Consumer {
     /// Also fails if our own owner word was changed (see `check_own_role`).
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(self.poison(self.region.memory_lost()).into());
         }
         if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
@@ -400,26 +400,22 @@ impl Consumer {
                 available: buf.len(),
             });
         }
-        hooks::hit("recv:found");
+        sync::hook("recv:found");
         self.touch(r);
         let src = self.region.payload(r.at, r.len);
-        let half = if cfg!(feature = "test-hooks") {
-            r.len / 2
-        } else {
-            r.len
-        };
+        let half = sync::hook_split(r.len);
         // SAFETY: `next` validated that the record's slots lie inside the array (mapped while
         // the region lives) and were published; no reference into them exists (guards borrow
         // `self`). The peer may still write them: the copy is atomic (`crate::channel::views`). `buf`
         // is our own memory and at least `len` bytes; `half <= len`.
         unsafe { shared::copy_from_shared(src, &mut buf[..half]) };
         if half != r.len {
-            hooks::hit("recv:mid-copy");
+            sync::hook("recv:mid-copy");
             // SAFETY: as above, for the rest of the payload.
             unsafe { shared::copy_from_shared(src.add(half), &mut buf[half..r.len]) };
         }
         self.advance(r);
-        hooks::hit("recv:consumed");
+        sync::hook("recv:consumed");
         Ok(r.len)
     }
 
@@ -481,7 +477,7 @@ impl Consumer {
             line.received.store(self.received, Ordering::Relaxed);
             // C2 (Release): pairs with the producer's Acquire load of the head (P3): our reads
             // of these slots happen before the producer reuses them.
-            line.head.store(self.head, super::sabotage::release());
+            line.head.store(self.head, crate::sync::sabotage::release());
             self.released = self.head;
             wake(&line.producer_waiting, &line.space_event);
         }
@@ -616,7 +612,7 @@ impl Consumer {
             return TryRecvError::Corrupted(c);
         }
         // Zeros where the ring was look like a broken protocol: name the real cause.
-        let what = if self.region.lost() {
+        let what = if self.region.revoked() {
             self.region.memory_lost()
         } else {
             what

@@ -35,72 +35,14 @@ use crate::backing::sysv::{Key, Segment};
 use crate::backing::{Backing, HeapRing};
 use crate::channel::process::{self as owner, Liveness};
 use crate::channel::region::Region;
-use crate::channel::wait::futex_wake;
 use crate::error::{Corrupted, Corruption, Error, Ident, Role};
 use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
+use crate::sync::futex_wake;
 use crate::sync::{AtomicU32, Futex};
 use roles::{holder_liveness, mapped, release_role};
-
-/// Deliberate breakage for the loom suite's negative controls: in a `--cfg loom` build only,
-/// the environment variable `SHMPIPE_BREAK` names one ordering or one half of the sleep/wake
-/// handshake to weaken, and `.ci/loom.sh` checks that a model then fails. In every other build
-/// nothing is broken and these fold to the protocol's real orderings at compile time.
-mod sabotage {
-    use std::sync::atomic::Ordering;
-
-    /// Whether `SHMPIPE_BREAK` names `what` (read once).
-    #[cfg(loom)]
-    fn broken(what: &str) -> bool {
-        static BREAK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-        BREAK
-            .get_or_init(|| std::env::var("SHMPIPE_BREAK").ok())
-            .as_deref()
-            == Some(what)
-    }
-
-    /// Nothing is broken outside loom.
-    #[cfg(not(loom))]
-    #[inline(always)]
-    const fn broken(_what: &str) -> bool {
-        false
-    }
-
-    /// P2, the producer's publish of the tail: Release (`publish-relaxed`: Relaxed).
-    #[inline(always)]
-    pub(super) fn publish() -> Ordering {
-        if broken("publish-relaxed") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        }
-    }
-
-    /// C2, the consumer's release of the head: Release (`release-relaxed`: Relaxed).
-    #[inline(always)]
-    pub(super) fn release() -> Ordering {
-        if broken("release-relaxed") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        }
-    }
-
-    /// `wake-load`: the waker reads the announcement with a plain load instead of the W2 swap
-    /// (what removing the fence was in the old fence-based handshake).
-    #[inline(always)]
-    pub(super) fn wake_loads() -> bool {
-        broken("wake-load")
-    }
-
-    /// `sleep-store`: the sleeper announces with a plain store instead of the W1 swap.
-    #[inline(always)]
-    pub(super) fn sleep_stores() -> bool {
-        broken("sleep-store")
-    }
-}
 
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -369,7 +311,7 @@ impl RingConfig {
 /// ```
 #[derive(Clone)]
 pub struct Ring {
-    region: Arc<Region>,
+    pub(crate) region: Arc<Region>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -522,7 +464,7 @@ fn check_memory(backing: &Backing, ident: Ident, accept_huge_pages: bool) -> Res
 
 /// Waits (bounded) for the creator's ready word, then validates the header against the kernel's
 /// size of the memory, and returns the ring's region.
-fn attach(
+pub(crate) fn attach(
     backing: Backing,
     ident: Ident,
     timeout: Duration,
@@ -1346,7 +1288,7 @@ fn wake(waiting: &AtomicU32, event: &Futex) {
     // the sleeper's re-check. Either the sleeper sees our store or we see it sleeps: no lost
     // wake-up. A swap costs what the SeqCst fence it replaced cost (one locked instruction),
     // and the word lives in the waker's own line, next to the index it has just written.
-    let announced = if sabotage::wake_loads() {
+    let announced = if crate::sync::sabotage::wake_loads() {
         waiting.load(Ordering::Acquire) != 0 && waiting.swap(0, Ordering::AcqRel) != 0
     } else {
         waiting.swap(0, Ordering::AcqRel) != 0
@@ -1368,13 +1310,13 @@ fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn Fn
     let seen = event.load(Ordering::Acquire);
     // W1 (AcqRel swap): pairs with W2 in `wake` (see there). An RMW, not a store, so that it
     // continues the release sequence of the waker's swap and synchronises with it.
-    if sabotage::sleep_stores() {
+    if crate::sync::sabotage::sleep_stores() {
         waiting.store(1, Ordering::Release);
     } else {
         waiting.swap(1, Ordering::AcqRel);
     }
     if !ready() {
-        crate::channel::wait::futex_wait(event, seen, slice);
+        crate::sync::futex_wait(event, seen, slice);
     }
     // Withdraw the announcement so the peer's next publish makes no system call. An RMW too:
     // a plain store here would cut the waker's release sequence, and a later W1 reading it
@@ -1397,25 +1339,4 @@ fn check_indices(region: &Region, head: u64, tail: u64) -> Result<(), Corrupted>
         });
     }
     Ok(())
-}
-
-/// Fuzzing only (`--cfg fuzzing`, see `crate::__fuzz` in `src/fuzzing.rs`): attaching to a
-/// heap ring whose memory was filled from a segment image, and the region behind a ring.
-#[cfg(all(fuzzing, not(loom)))]
-impl Ring {
-    /// Attaches to `backing` (a heap ring whose header the caller filled in) exactly as
-    /// [`Ring::open`] attaches to a segment (the same `attach`: ready word, one snapshot of the
-    /// configuration line, `ConfigSnapshot::validate` against the memory's real size), with an
-    /// init timeout of zero so an unready image fails at once with `InitTimeout`.
-    pub(crate) fn attach_image(backing: Backing) -> Result<Ring, Error> {
-        let region = attach(backing, Ident::default(), Duration::ZERO, false)?;
-        Ok(Ring {
-            region: Arc::new(region),
-        })
-    }
-
-    /// The ring's memory and validated geometry.
-    pub(crate) fn fuzz_region(&self) -> &Region {
-        &self.region
-    }
 }

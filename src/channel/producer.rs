@@ -19,7 +19,7 @@ use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::sync::hooks;
+use crate::sync;
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
 /// exactly one producer exists per ring, enforced across processes.
@@ -126,7 +126,7 @@ impl Producer {
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         self.write(msg).map_err(|e| e.map_full(msg))?;
         self.publish_written();
-        hooks::hit("send:published");
+        sync::hook("send:published");
         Ok(())
     }
 
@@ -232,7 +232,7 @@ impl Producer {
             match self.write(msg) {
                 Ok(()) => {
                     self.publish_written();
-                    hooks::hit("send:published");
+                    sync::hook("send:published");
                     return Ok(());
                 }
                 Err(TrySendError::Full(())) => {
@@ -309,7 +309,7 @@ impl Producer {
         if let Some(c) = self.poisoned {
             return Err(SendError::Corrupted(c));
         }
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(SendError::Corrupted(Corrupted {
                 ring: self.region.ident(),
                 what: self.region.memory_lost(),
@@ -404,7 +404,7 @@ impl Producer {
             line.sent.store(self.sent, Ordering::Relaxed);
             // P2 (Release): pairs with the consumer's Acquire load of the tail (C1), making
             // every record header and payload byte written before it visible there.
-            line.tail.store(self.tail, super::sabotage::publish());
+            line.tail.store(self.tail, crate::sync::sabotage::publish());
             self.published = self.tail;
             wake(&line.consumer_waiting, &line.data_event);
         }
@@ -414,14 +414,10 @@ impl Producer {
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         let at = self.claim(msg.len())?;
-        hooks::hit("send:claimed");
+        sync::hook("send:claimed");
         self.touch(at, msg.len());
         let dst = self.region.payload(at, msg.len());
-        let half = if cfg!(feature = "test-hooks") {
-            msg.len() / 2
-        } else {
-            msg.len()
-        };
+        let half = sync::hook_split(msg.len());
         // SAFETY: `claim` guaranteed the record's slots lie inside the array (mapped while the
         // region lives) and belong to the producer (free: not between the validated head and
         // our tail); no reference into them exists (grants borrow `self`), and the copy is
@@ -429,16 +425,16 @@ impl Producer {
         // `msg` is our own memory, so the ranges cannot overlap. `half <= len`.
         unsafe { shared::copy_to_shared(&msg[..half], dst) };
         if half != msg.len() {
-            hooks::hit("send:mid-payload");
+            sync::hook("send:mid-payload");
             // SAFETY: as above, for the rest of the payload.
             unsafe { shared::copy_to_shared(&msg[half..], dst.add(half)) };
         }
-        if self.region.lost() {
+        if self.region.revoked() {
             // The file shrank during the copy: the message went nowhere.
             return Err(TrySendError::Corrupted(self.lose()));
         }
         self.finish(at, msg.len() as u32);
-        hooks::hit("send:written");
+        sync::hook("send:written");
         Ok(())
     }
 
@@ -446,7 +442,7 @@ impl Producer {
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
         let at = self.claim(len)?;
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(TrySendError::Corrupted(self.lose()));
         }
         self.touch(at, len);
@@ -533,7 +529,7 @@ impl Producer {
         let advanced = head.wrapping_sub(self.head_cache);
         let allowed = self.published.wrapping_sub(self.head_cache);
         if advanced > allowed {
-            if self.region.lost() {
+            if self.region.revoked() {
                 // Zeros where the ring was look like a broken protocol: name the real cause.
                 return Err(self.lose());
             }

@@ -196,7 +196,7 @@ pub(crate) fn check_own_role(region: &Region, role: Role, me: Identity) -> Resul
     }
     // A ring whose memory was lost (a file that shrank, a huge page removed) reads zeros
     // there: name the real cause.
-    let what = if region.lost() {
+    let what = if region.revoked() {
         region.memory_lost()
     } else {
         Corruption::RoleLost { role, found }
