@@ -14,14 +14,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::check_indices;
 use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
-use super::{check_indices, sleep, wake};
 use crate::channel::process::{self as owner, Identity, Liveness};
 use crate::channel::region::Region;
 use crate::channel::views::{self as shared, RingSlice};
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::ring::{sleep_for_data, wake};
 use crate::sync;
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
@@ -624,34 +625,6 @@ impl Consumer {
         self.poisoned = Some(c);
         TryRecvError::Corrupted(c)
     }
-}
-
-/// The consumer's sleep, shared by the blocking wait ([`DataWait`]) and the async consumer's
-/// park on the blocking pool (`crate::channel::asynch`): the sleeper's half of the wake-up handshake on
-/// `data_event`, for at most `slice`, unless after announcing it the producer's line shows a
-/// record beyond `head` (the consumer's read position: the ring is empty while the tail is
-/// there) or the producer's close.
-pub(crate) fn sleep_for_data(region: &Region, head: u64, slice: Duration) {
-    let line = &region.header().producer;
-    sleep(&line.consumer_waiting, &line.data_event, slice, &mut || {
-        published_or_closed(region, head)
-    });
-}
-
-/// The re-check after announcing a sleep: whether the producer did what its wake-ups announce
-/// (a record published beyond `head`, or its close). It only reads and validates nothing:
-/// `true` sends the waiter back to [`Consumer::has_data`], which re-reads and validates the
-/// tail (and poisons on a bad one), and a hostile value can at worst make the waiter sleep one
-/// slice or not at all. The loads are those of `empty_or_closed`, in its order.
-fn published_or_closed(region: &Region, head: u64) -> bool {
-    let line = &region.header().producer;
-    // C3 (Acquire), then O1 (Acquire), as in `empty_or_closed` (see there).
-    let ever_claimed = line.claims.load(Ordering::Acquire) != 0;
-    let holder = line.owner.load(Ordering::Acquire);
-    // C1 (Acquire): pairs with the producer's Release store of the tail (P2). What makes this
-    // load see a publish the waker did not announce to us is W1/W2 (see `sleep`).
-    let tail = region.tail().load(Ordering::Acquire);
-    tail != head || (holder == 0 && ever_claimed)
 }
 
 /// The consumer waiting for a message.

@@ -40,8 +40,7 @@ use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
 };
-use crate::sync::futex_wake;
-use crate::sync::{AtomicU32, Futex};
+use crate::ring::wake;
 use roles::{holder_liveness, mapped, release_role};
 
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
@@ -1272,56 +1271,6 @@ fn ring_bytes(g: &Geometry) -> Result<usize, Error> {
             g.ring_size()
         ),
     })
-}
-
-/// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that
-/// changes what the peer waits for (an index, a closed flag, an owner word).
-///
-/// The waker's half of the handshake is one read-modify-write of the announcement word, which
-/// both sides only ever change by RMWs: W2 pairs with the sleeper's W1 in `sleep`.
-#[inline]
-fn wake(waiting: &AtomicU32, event: &Futex) {
-    // W2 (AcqRel swap): the announcement word's modification order puts this swap either after
-    // the sleeper's W1, and then it reads the announcement (or the sleeper's own later clear,
-    // which it makes only once awake), or before W1, and then W1 reads from this swap's release
-    // sequence, so our preceding Release store (the index, flag or owner word) happens before
-    // the sleeper's re-check. Either the sleeper sees our store or we see it sleeps: no lost
-    // wake-up. A swap costs what the SeqCst fence it replaced cost (one locked instruction),
-    // and the word lives in the waker's own line, next to the index it has just written.
-    let announced = if crate::sync::sabotage::wake_loads() {
-        waiting.load(Ordering::Acquire) != 0 && waiting.swap(0, Ordering::AcqRel) != 0
-    } else {
-        waiting.swap(0, Ordering::AcqRel) != 0
-    };
-    if announced {
-        // The increment changes the futex value so a sleeper that has not yet slept won't;
-        // Release pairs with the sleeper's Acquire load of `event`.
-        event.fetch_add(1, Ordering::Release);
-        futex_wake(event);
-    }
-}
-
-/// Sleeps on `event` for at most `slice` unless `ready()` already holds. The load, announce,
-/// re-check order is the sleeper's half of the protocol whose other half is `wake`.
-fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn FnMut() -> bool) {
-    // Acquire: pairs with the waker's Release increment, so if this load sees an increment the
-    // store that preceded it is visible to `ready()`; an increment it misses changes the value
-    // the futex compares, and the wait returns at once.
-    let seen = event.load(Ordering::Acquire);
-    // W1 (AcqRel swap): pairs with W2 in `wake` (see there). An RMW, not a store, so that it
-    // continues the release sequence of the waker's swap and synchronises with it.
-    if crate::sync::sabotage::sleep_stores() {
-        waiting.store(1, Ordering::Release);
-    } else {
-        waiting.swap(1, Ordering::AcqRel);
-    }
-    if !ready() {
-        crate::sync::futex_wait(event, seen, slice);
-    }
-    // Withdraw the announcement so the peer's next publish makes no system call. An RMW too:
-    // a plain store here would cut the waker's release sequence, and a later W1 reading it
-    // would not synchronise with the waker's W2.
-    waiting.swap(0, Ordering::Relaxed);
 }
 
 /// Checks `tail - head` read at attach time: the two indices must be at most a ring apart.

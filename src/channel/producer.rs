@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::check_indices;
 use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
-use super::{check_indices, sleep, wake};
 use crate::channel::process::{self as owner, Identity, Liveness};
 use crate::channel::region::Region;
 use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
+use crate::ring::{sleep_for_room, wake};
 use crate::sync;
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
@@ -547,37 +548,6 @@ impl Producer {
         self.head_cache = head;
         Ok(())
     }
-}
-
-/// The producer's sleep, shared by the blocking wait ([`RoomWait`]) and the async producer's
-/// park on the blocking pool (`crate::channel::asynch`): the sleeper's half of the wake-up handshake on
-/// `space_event`, for at most `slice`, unless after announcing it the consumer's line shows a
-/// release beyond `head_cache` (the head the producer last validated, with which it found no
-/// room) or the consumer's close. (A consumer that has not attached yet wakes us with its
-/// first release.)
-pub(crate) fn sleep_for_room(region: &Region, head_cache: u64, slice: Duration) {
-    let h = region.header();
-    sleep(
-        &h.consumer.producer_waiting,
-        &h.consumer.space_event,
-        slice,
-        &mut || released_or_closed(region, head_cache),
-    );
-}
-
-/// The re-check after announcing a sleep: whether the consumer did what its wake-ups announce
-/// (a release: the head moved, or its close). It only reads and validates nothing: `true`
-/// sends the waiter back to `Producer::room_for`, which re-reads and validates the head (and
-/// poisons on a bad one); a hostile value can at worst make the waiter sleep one slice or not
-/// at all. A release too small for the record also ends the sleep: `room_for` then finds no
-/// room with the new head cached, and the waiter sleeps again.
-fn released_or_closed(region: &Region, head_cache: u64) -> bool {
-    let h = region.header();
-    // P3 (Acquire): pairs with the consumer's Release store of the head (C2). What makes this
-    // load see a release the waker did not announce to us is W1/W2 (see `sleep`).
-    region.head().load(Ordering::Acquire) != head_cache
-        // Acquire: pairs with the consumer's Release store of the flag in its drop.
-        || h.producer.consumer_closed.load(Ordering::Acquire) != 0
 }
 
 impl Producer {

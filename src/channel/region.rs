@@ -66,12 +66,6 @@ impl Region {
     pub(crate) fn ident(&self) -> Ident {
         self.ident
     }
-
-    /// The ring memory (also reached through `Deref`).
-    #[inline]
-    pub(crate) fn memory(&self) -> &Memory {
-        &self.memory
-    }
 }
 
 impl Deref for Region {

@@ -3,5 +3,7 @@
 //! from `crate::sync`, the bytes from `crate::layout`.
 
 mod memory;
+mod wake;
 
 pub(crate) use memory::Memory;
+pub(crate) use wake::{sleep_for_data, sleep_for_room, wake};
