@@ -13,6 +13,7 @@ pub(crate) mod process;
 mod producer;
 pub(crate) mod region;
 pub(crate) mod roles;
+pub(crate) mod stale;
 #[cfg(test)]
 mod tests;
 pub(crate) mod typed;
@@ -981,7 +982,7 @@ impl Ring {
             // A stale ring (nobody attached, its holders dead or gone and nothing pending, or
             // its creator died mid-init) of ours is removed and created afresh. Anything else
             // at the key is opened (and a foreign segment refused) below.
-            if crate::admin::gc::recycle_if_stale_locked(key, &config.accepted_owners) {
+            if stale::recycle_if_stale_locked(key, &config.accepted_owners) {
                 continue;
             }
             match Ring::open_locked(key, config) {
