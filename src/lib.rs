@@ -34,15 +34,17 @@
 //!
 //! ## Modules
 //! - [`segment`]: SysV keys and segments (shmget/shmat/shmdt/shmctl/ftok), nothing else.
-//! - `layout`: the header's byte layout and its validation.
-//! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
-//! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
+//! - [`memfd`]: passing a memfd ring's descriptor to another process.
 //! - [`shared`]: the one copy to and from memory the peer can write, and the views
 //!   ([`RingSlice`], [`RingSliceMut`]) that lend ring bytes without references.
+//! - [`wait`]: wait strategies and the futex call count.
+//! - [`gc`]: finding, classifying and removing stale rings.
 //! - [`error`]: every error type.
-//! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
-//! - `asynch` (feature `tokio`): `AsyncProducer` and `AsyncConsumer`, `send().await` and
-//!   `recv().await` that park on tokio's blocking pool instead of spinning or blocking.
+//!
+//! Inside, the tree is the architecture (docs/DESIGN.md, "Where the code is"): `sync` (atomics,
+//! futex, the loom/Miri/fuzzing switches), `layout` (the bytes), `ring` (the algorithm over any
+//! memory), `backing` (one file per OS object), `channel` (`Ring`, roles, the sides, waits,
+//! typed and async), `admin` (`gc`).
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]

@@ -1,10 +1,9 @@
-//! The ring: creating and opening one, claiming the producer or consumer role, and (in the
-//! submodules) the lock-free protocol itself.
+//! The channel API: creating and opening a [`Ring`] on each backing, its roles, and the
+//! producer and consumer sides with their waits, views, typed and async forms.
 //!
 //! `mod.rs` owns the life of a ring's header: the creator's initialisation and ready
-//! publication, the attacher's bounded wait and validation, and the role claim words.
-//! `producer.rs` and `consumer.rs` own the hot path. Nothing here calls SysV directly (that is
-//! `segment`) or decides byte offsets (that is `layout`).
+//! publication, the attacher's bounded wait and validation. The protocol's memory and
+//! handshake are `crate::ring`; OS objects are `crate::backing`; byte offsets are `layout`.
 
 #[cfg(feature = "tokio")]
 pub(crate) mod asynch;
