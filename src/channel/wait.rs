@@ -1,8 +1,8 @@
-//! Waiting for the peer: shared futexes, wait strategies, deadlines.
+//! Waiting for the peer: wait strategies, deadlines.
 //!
-//! This module owns every futex system call and the spin/yield/sleep policy. It knows nothing of
-//! rings: the caller gives it a futex word in shared memory and a closure that says whether the
-//! wait is over. The announce/re-check protocol that makes sleeping safe is the caller's
+//! This module owns the spin/yield/sleep policy (the futex calls are `crate::sync`'s). It knows
+//! nothing of rings: the caller says through a `Waiter` whether the wait is over and how to
+//! sleep. The announce/re-check protocol that makes sleeping safe is the caller's
 //! (see `ring` and DESIGN.md, "Sleeping and waking").
 
 use std::time::{Duration, Instant};
