@@ -37,21 +37,26 @@ impl SlotModel {
         }
     }
 
-    /// A handle to this model for the ring's memory (zero-sized outside loom).
+    /// A handle to this model for the ring's memory (zero-sized outside loom). It points into
+    /// the model's buffers, not at the model, so the ring that owns the model may move.
     pub(crate) fn handle(&self) -> Model {
         Model {
             #[cfg(loom)]
-            model: Some(NonNull::from(self)),
+            model: Some((
+                NonNull::from(self.records.as_slice()).cast(),
+                NonNull::from(self.cells.as_slice()).cast(),
+            )),
         }
     }
 }
 
 /// The ring memory's handle on its [`SlotModel`]: zero-sized outside loom; under loom, where
-/// only heap rings exist, a pointer to the heap ring's model (which outlives the memory).
+/// only heap rings exist, pointers to the heap ring's record and cell buffers (which outlive
+/// the memory and never reallocate).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Model {
     #[cfg(loom)]
-    model: Option<NonNull<SlotModel>>,
+    model: Option<(NonNull<[AtomicU32; 2]>, NonNull<loom::cell::UnsafeCell<()>>)>,
 }
 
 impl Model {
@@ -60,12 +65,21 @@ impl Model {
         Model::default()
     }
 
+    /// The record header words of masked slot `index`.
     #[cfg(loom)]
-    fn get(&self) -> &SlotModel {
-        let model = self.model.expect("only heap rings exist under loom");
-        // SAFETY: the model belongs to the heap ring whose memory holds this handle, and the
-        // ring (with its model) outlives the memory's users.
-        unsafe { model.as_ref() }
+    fn record<'a>(&self, index: usize) -> &'a [AtomicU32; 2] {
+        let (records, _) = self.model.expect("only heap rings exist under loom");
+        // SAFETY: `index` is masked below the slot count, the length of the buffer, which the
+        // heap ring keeps allocated and unchanged while its memory is in use.
+        unsafe { records.add(index).as_ref() }
+    }
+
+    /// The tracked cell of masked slot `index`.
+    #[cfg(loom)]
+    fn cell<'a>(&self, index: usize) -> &'a loom::cell::UnsafeCell<()> {
+        let (_, cells) = self.model.expect("only heap rings exist under loom");
+        // SAFETY: as in `record`.
+        unsafe { cells.add(index).as_ref() }
     }
 }
 
@@ -76,7 +90,7 @@ impl Model {
 pub(crate) fn access(model: Model, first: u64, slots: u64, mask: u64, write: bool) {
     #[cfg(loom)]
     for i in 0..slots {
-        let cell = &model.get().cells[(first.wrapping_add(i) & mask) as usize];
+        let cell = model.cell((first.wrapping_add(i) & mask) as usize);
         if write {
             cell.with_mut(|_| ());
         } else {
@@ -136,9 +150,8 @@ unsafe fn record_words<'a>(
     index: usize,
     model: &Model,
 ) -> (&'a AtomicU32, &'a AtomicU32) {
-    let [len, kind] = &model.get().records[index];
-    // SAFETY: the model outlives the ring memory that calls this (see `Model::get`).
-    unsafe { (&*std::ptr::from_ref(len), &*std::ptr::from_ref(kind)) }
+    let [len, kind] = model.record(index);
+    (len, kind)
 }
 
 // Under Miri the record header is read and written with plain (non-atomic) accesses, at the
