@@ -56,8 +56,12 @@ impl SlotModel {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Model {
     #[cfg(loom)]
-    model: Option<(NonNull<[AtomicU32; 2]>, NonNull<loom::cell::UnsafeCell<()>>)>,
+    model: Option<Buffers>,
 }
+
+/// Under loom: where the record words and the slot cells start.
+#[cfg(loom)]
+type Buffers = (NonNull<[AtomicU32; 2]>, NonNull<loom::cell::UnsafeCell<()>>);
 
 impl Model {
     /// No model: memory that is not a heap ring (never used under loom).
