@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The loom suite (tests/loom.rs): the ring protocol model-checked, then the negative controls:
 # the same build run with one ordering or one half of the sleep/wake handshake deliberately
-# broken (SHMPIPE_BREAK, read only in loom builds: see `sabotage` in src/ring/mod.rs). Each
+# broken (SHMPIPE_BREAK, read only in loom builds: see src/sync/sabotage.rs). Each
 # control must make a model fail with a loom report; a control that passes means the models
 # have gone blind, and CI fails.
 #

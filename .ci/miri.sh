@@ -27,11 +27,11 @@
 #       w = &*p.add(16).cast::<AtomicU32>(); w.store(1, Relaxed);
 #       ptr::write_bytes(p.add(8), 7, 10);  // covers bytes 16..18 of w only
 #       w.store(2, Relaxed);                // ICE (covering all of 16..20 does not ICE)
-#     The Miri build of src/region.rs now reads and writes record headers with plain accesses
+#     The Miri build of src/sync/slots.rs now reads and writes record headers with plain accesses
 #     at the same addresses (production keeps the atomics, which the untrusted peer in another
 #     process requires); in-process both sides are our code, so Miri's race detector then also
-#     checks that the protocol orders every header access (see the comment above
-#     `Region::read_record`). Checked to pass with 8 schedules (-Zmiri-many-seeds=0..8) and
+#     checks that the protocol orders every header access (see docs/DESIGN.md, "Miri and the
+#     record header"). Checked to pass with 8 schedules (-Zmiri-many-seeds=0..8) and
 #     with -Zmiri-tree-borrows; a Relaxed publish (P2) or release (C2), a read one byte past a
 #     record, and a use-after-free of the slot array each fail it.
 #   Extra flags can be appended through the environment, e.g.

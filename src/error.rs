@@ -44,8 +44,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::owner::Liveness;
-use crate::segment::Key;
+use crate::key::Key;
 
 /// Which ring an error is about: its key and shmid where it has them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -918,4 +917,28 @@ pub struct OutOfBounds {
     pub size: usize,
     /// The view's length.
     pub len: usize,
+}
+
+/// What the kernel says about a role holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Liveness {
+    /// A process with this pid and start time runs (and, for a shared ring, still maps it).
+    Alive,
+    /// No such process: it exited, was killed (zombies included), its pid was reused, or it no
+    /// longer maps the ring (it called `exec`). Its role may be taken over.
+    Dead,
+    /// The holder recorded another pid namespace than ours: its pid means nothing here, so it
+    /// is never called dead (no `PeerDied`, no takeover; `gc` keeps its ring).
+    Unknown,
+}
+
+impl std::fmt::Display for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown: another pid namespace",
+        })
+    }
 }

@@ -10,10 +10,11 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::backing::{Backing, HeapRing};
+use crate::channel::Ring;
+use crate::channel::region::Region;
 use crate::error::{Error, Ident};
 use crate::layout::{HEADER_SIZE, Header, RECORD_HEADER};
-use crate::region::{Backing, HeapRing};
-use crate::ring::Ring;
 pub use crate::sync::hostile::{Access, Hook};
 use crate::sync::{AtomicU32, AtomicU64};
 
@@ -233,5 +234,26 @@ impl WordMap {
             4 => Some(Word::RecordKind { slot }),
             _ => None,
         }
+    }
+}
+
+/// Fuzzing only (`--cfg fuzzing`, see `crate::__fuzz` in `src/fuzzing.rs`): attaching to a
+/// heap ring whose memory was filled from a segment image, and the region behind a ring.
+impl Ring {
+    /// Attaches to `backing` (a heap ring whose header the caller filled in) exactly as
+    /// [`Ring::open`] attaches to a segment (the same `attach`: ready word, one snapshot of the
+    /// configuration line, `ConfigSnapshot::validate` against the memory's real size), with an
+    /// init timeout of zero so an unready image fails at once with `InitTimeout`.
+    pub(crate) fn attach_image(backing: Backing) -> Result<Ring, Error> {
+        let region =
+            crate::channel::attach(backing, Ident::default(), std::time::Duration::ZERO, false)?;
+        Ok(Ring {
+            region: std::sync::Arc::new(region),
+        })
+    }
+
+    /// The ring's memory and validated geometry.
+    pub(crate) fn fuzz_region(&self) -> &Region {
+        &self.region
     }
 }

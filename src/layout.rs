@@ -6,7 +6,6 @@
 //! only fixed-width integers, `AtomicU64` (8-aligned on every target), explicit alignment.
 //! This module decides what the bytes mean; it does not run the ring protocol (see `ring`).
 
-#[cfg(not(loom))]
 use std::mem::{align_of, offset_of, size_of};
 use std::sync::atomic::Ordering;
 
@@ -210,8 +209,7 @@ pub struct Header {
 
 // The layout is a contract with other processes (and other languages): pin every byte. (Under
 // loom the atomics are model handles of other sizes, and no segment is ever mapped.)
-#[cfg(not(loom))]
-const _: () = {
+const _: () = if !crate::sync::LOOM {
     assert!(size_of::<ConfigLine>() == LINE && align_of::<ConfigLine>() == LINE);
     assert!(size_of::<ProducerLine>() == LINE && align_of::<ProducerLine>() == LINE);
     assert!(size_of::<ConsumerLine>() == LINE && align_of::<ConsumerLine>() == LINE);

@@ -37,17 +37,21 @@
 //! - [`at`]: where a ring lives (key, shmid, memfd, file, heap) and which of [`Ring::create`],
 //!   [`Ring::open`] and [`Ring::open_or_create`] each place accepts.
 //! - [`segment`]: SysV keys and segments (shmget/shmat/shmdt/shmctl/ftok), nothing else.
-//! - `layout`: the header's byte layout and its validation.
-//! - `region`: the raw memory of one ring and the only pointer arithmetic into it.
-//! - `ring`: opening, roles, and the producer and consumer halves of the protocol.
+//! - [`memfd`]: passing a memfd ring's descriptor to another process.
 //! - [`shared`]: the one copy to and from memory the peer can write, and the views
 //!   ([`RingSlice`], [`RingSliceMut`]) that lend ring bytes without references.
-//! - [`error`]: every error type; `convert`: each into [`Error`] and `std::io::Error`.
-//! - `iter`: a consumer as an iterator of messages ([`Consumer::iter`], [`Consumer::try_iter`]).
-//! - `typed`: typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]).
-//! - `asynch` (feature `tokio`): `AsyncProducer` and `AsyncConsumer`, `send().await` and
-//!   `recv().await` that park on tokio's blocking pool instead of spinning or blocking;
-//!   `asynch_typed`: the same for typed rings (`AsyncTypedProducer`, `AsyncTypedConsumer`).
+//! - [`wait`]: wait strategies and the futex call count.
+//! - [`gc`]: finding, classifying and removing stale rings.
+//! - [`error`]: every error type, each converting into [`Error`] and `std::io::Error`.
+//! - Typed rings of plain-old-data values ([`TypedProducer`], [`TypedConsumer`]), a consumer as
+//!   an iterator ([`Consumer::iter`], [`Consumer::try_iter`]), and with feature `tokio` the async
+//!   sides (`AsyncProducer`, `AsyncConsumer`, `AsyncTypedProducer`, `AsyncTypedConsumer`) that
+//!   park on tokio's blocking pool instead of spinning or blocking.
+//!
+//! Inside, the tree is the architecture (docs/DESIGN.md, "Where the code is"): `sync` (atomics,
+//! futex, the loom/Miri/fuzzing switches), `layout` (the bytes), `ring` (the algorithm over any
+//! memory), `backing` (one file per OS object), `channel` (`Ring`, roles, the sides, waits,
+//! typed and async), `admin` (`gc`).
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -57,41 +61,34 @@
 #[doc(hidden)]
 #[path = "fuzzing.rs"]
 pub mod __fuzz;
-mod access;
-#[cfg(feature = "tokio")]
-mod asynch;
-#[cfg(feature = "tokio")]
-mod asynch_typed;
-pub mod at;
+mod admin;
+mod backing;
+mod channel;
 mod convert;
 pub mod error;
-mod file;
-pub mod gc;
-mod hooks;
-mod iter;
-mod keylock;
+mod key;
 mod layout;
-pub mod memfd;
-mod owner;
-mod region;
 mod ring;
-pub mod segment;
-pub mod shared;
-mod sigbus;
 mod sync;
-mod typed;
-pub mod wait;
+
+pub use admin::gc;
+pub use backing::memfd;
+pub use backing::sysv as segment;
+pub use channel::at;
+pub use channel::views as shared;
+pub use channel::wait;
 
 pub use at::{Create, Heap, Memfd, Open, OpenOrCreate, Shmid};
+pub use channel::iter::{Iter, TryIter, TypedIter, TypedTryIter};
+pub use channel::{
+    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
+    SendBatch, WaitStrategy, WriteGrant,
+};
 pub use error::{
     Corrupted, Corruption, Error, Ident, Liveness, LostMemory, OutOfBounds, RecvError, Role,
     SendError, TryRecvError, TrySendError, WrongProcess,
 };
 pub use layout::{HEADER_SIZE, LAYOUT_VERSION, MAGIC, RECORD_HEADER};
-pub use ring::{
-    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
-    SendBatch, WaitStrategy, WriteGrant,
-};
 pub use segment::{Key, Segment, SegmentStat};
 pub use shared::{RingChunks, RingSlice, RingSliceMut};
 
@@ -99,14 +96,13 @@ pub use shared::{RingChunks, RingSlice, RingSliceMut};
 /// Derive it through this re-export with `#[bytemuck(crate = "shmpipe::bytemuck")]` (see
 /// [`Ring::typed`]), or depend on `bytemuck` yourself.
 pub use bytemuck;
-pub use iter::{Iter, TryIter, TypedIter, TypedTryIter};
-pub use layout::MessageType;
-pub use typed::{
+pub use channel::typed::{
     TypedClaim, TypedConsumer, TypedProducer, TypedReadGuard, TypedWriteGrant, type_fingerprint,
     type_tag,
 };
+pub use layout::MessageType;
 
 #[cfg(feature = "tokio")]
-pub use asynch::{AsyncConsumer, AsyncProducer};
+pub use channel::asynch::{AsyncConsumer, AsyncProducer};
 #[cfg(feature = "tokio")]
-pub use asynch_typed::{AsyncTypedConsumer, AsyncTypedProducer};
+pub use channel::asynch_typed::{AsyncTypedConsumer, AsyncTypedProducer};

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The models run the crate's own ring code over a heap ring whose atomics are loom's and whose
-//! slots are loom cells (`src/region.rs`), so a payload read that the protocol does not order
+//! slots are loom cells (`src/sync/slots.rs`), so a payload read that the protocol does not order
 //! after its write is reported as a data race, a lost wake-up as a deadlock (loom's futex has
 //! no timeout), and a wrong message by the assertions here. Rings are 2 to 4 slots, so every
 //! model wraps around.

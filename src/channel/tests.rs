@@ -127,7 +127,7 @@ fn model_run(cfg: RingConfig, seed: u64, ops: usize) {
 
 #[test]
 fn matches_a_queue_model() {
-    let ops = if cfg!(miri) { 300 } else { 200_000 };
+    let ops = if crate::sync::MIRI { 300 } else { 200_000 };
     for (i, cfg) in [small(8, 16), small(16, 8), small(64, 4), small(64, 1)]
         .into_iter()
         .enumerate()
@@ -138,7 +138,7 @@ fn matches_a_queue_model() {
 
 #[test]
 fn matches_a_queue_model_across_index_wrap() {
-    let ops = if cfg!(miri) { 300 } else { 50_000 };
+    let ops = if crate::sync::MIRI { 300 } else { 50_000 };
     for start in [u64::MAX - 37, u64::from(u32::MAX) - 5] {
         model_run(small(16, 8).initial_index(start), start, ops);
     }
@@ -178,7 +178,7 @@ fn assert_stream_covered(ring: &Ring, start: u64, n: u64, max: usize) {
 /// drop closes the ring and the consumer sees end of stream after the last message.
 #[test]
 fn two_threads_deliver_in_order() {
-    let n: u64 = if cfg!(miri) { 120 } else { 100_000 };
+    let n: u64 = if crate::sync::MIRI { 120 } else { 100_000 };
     for (start, strategy) in [
         (0, WaitStrategy::SpinThenSleep),
         (u64::MAX - 40, WaitStrategy::Sleep),
@@ -305,7 +305,7 @@ fn two_threads_deliver_in_order() {
 /// consumer reads them in place (`try_lend`, in batches) while the producer writes the next ones.
 #[test]
 fn two_threads_zero_copy_reserve_commit_and_try_lend() {
-    let n: u64 = if cfg!(miri) { 120 } else { 100_000 };
+    let n: u64 = if crate::sync::MIRI { 120 } else { 100_000 };
     let ring = Ring::create(Heap, &small(16, 16)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let max = tx.max_message();
@@ -581,7 +581,7 @@ fn attach_rejects_inconsistent_indices() {
 
 #[test]
 fn blocking_threads_sleep_and_wake_without_losing_messages() {
-    let n: u64 = if cfg!(miri) { 60 } else { 100_000 };
+    let n: u64 = if crate::sync::MIRI { 60 } else { 100_000 };
     for strategy in [WaitStrategy::Sleep, WaitStrategy::SpinThenSleep] {
         let ring = Ring::create(Heap, &small(16, 4)).unwrap();
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
@@ -625,7 +625,7 @@ fn timeouts_return_what_they_waited_for() {
     let ring = Ring::create(Heap, &small(16, 1)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     let mut buf = [0u8; 8];
-    let d = std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 });
+    let d = std::time::Duration::from_millis(if crate::sync::MIRI { 1 } else { 20 });
     assert_eq!(rx.recv_timeout(&mut buf, d), Err(RecvError::Timeout));
     assert!(matches!(rx.lend_timeout(d), Err(RecvError::Timeout)));
     tx.try_send(b"x").unwrap();
@@ -658,17 +658,17 @@ fn a_full_ring_without_consumer_sleeps_rather_than_spins() {
     let mut tx = ring.producer().unwrap();
     tx.set_wait_strategy(WaitStrategy::Sleep);
     tx.try_send(b"x").unwrap();
-    let before = crate::wait::futex_calls();
-    let d = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 30 });
+    let before = crate::channel::wait::futex_calls();
+    let d = std::time::Duration::from_millis(if crate::sync::MIRI { 5 } else { 30 });
     assert_eq!(tx.send_timeout(b"y", d), Err(SendError::Timeout));
     // It went to sleep on the futex (a re-check that always said "ready" would spin instead).
-    assert!(crate::wait::futex_calls() > before);
+    assert!(crate::channel::wait::futex_calls() > before);
 }
 
 #[test]
 fn byte_stream_round_trips_with_odd_sized_reads_and_writes() {
     use std::io::{BufRead, Read, Write};
-    let total = if cfg!(miri) { 3_000 } else { 300_000 };
+    let total = if crate::sync::MIRI { 3_000 } else { 300_000 };
     let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
     let ring = Ring::create(Heap, &small(16, 8)).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
@@ -743,7 +743,7 @@ fn a_producer_claiming_while_the_consumer_waits_is_not_end_of_stream() {
     // The consumer waits for a producer that claims its role at some moment during the wait;
     // a claim landing between the consumer's reads of the owner word and the claim count once
     // looked like a producer that had come and gone.
-    let rounds = if cfg!(miri) { 20 } else { 5_000 };
+    let rounds = if crate::sync::MIRI { 20 } else { 5_000 };
     for _ in 0..rounds {
         let ring = Ring::create(Heap, &small(16, 4)).unwrap();
         let mut rx = ring.consumer().unwrap();
@@ -781,7 +781,7 @@ fn a_peer_rewriting_a_lent_message_races_with_no_copy() {
     let guard = rx.try_lend().unwrap();
     let view = guard.view();
     let peer = PeerPtr(view.as_ptr().cast_mut());
-    let rounds = if cfg!(miri) { 3 } else { 2000 };
+    let rounds = if crate::sync::MIRI { 3 } else { 2000 };
     let writer = std::thread::spawn(move || {
         let p = peer;
         for round in 0..rounds {

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::channel::wait::{SLEEP_SLICE, SPIN_FOR, WaitClock};
+use crate::channel::{Consumer, Producer};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
-use crate::ring::{Consumer, Producer};
-use crate::wait::{SLEEP_SLICE, SPIN_FOR, WaitClock};
 
 /// A sleep running on the blocking pool: kept by the side, not by the operation's future, so
 /// that an operation dropped while parked leaves it there for the next one to await instead of

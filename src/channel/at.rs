@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Ring, RingConfig};
 
-pub use crate::segment::Key;
+pub use crate::backing::sysv::Key;
 
 /// A SysV segment named by its shmid ([`Ring::shmid`]), e.g. one another process created
 /// with [`Key::Private`]: [`Ring::open`] only.

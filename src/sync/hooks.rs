@@ -34,3 +34,14 @@ pub(crate) fn hit(point: &str) {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub(crate) fn hit(_point: &str) {}
+
+/// Where a payload copy is split to pass a `mid-` point: halfway with `test-hooks`, else at
+/// the end (one copy, no second branch taken).
+#[inline(always)]
+pub(crate) const fn split(len: usize) -> usize {
+    if cfg!(feature = "test-hooks") {
+        len / 2
+    } else {
+        len
+    }
+}

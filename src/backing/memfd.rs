@@ -25,8 +25,8 @@ pub(crate) struct MemfdMap {
     len: usize,
     /// The page size of the memfd (the huge page size for a hugetlb memfd).
     page: usize,
-    /// The mapping's entry in the `SIGBUS` registry (`crate::sigbus`).
-    guard: &'static crate::sigbus::Entry,
+    /// The mapping's entry in the `SIGBUS` registry (`crate::backing::sigbus`).
+    guard: &'static crate::backing::sigbus::Entry,
 }
 
 // SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
@@ -56,7 +56,7 @@ impl MemfdMap {
         let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
         let len = if huge {
             flags |= libc::MFD_HUGETLB;
-            match crate::segment::huge_page_size() {
+            match crate::backing::sysv::huge_page_size() {
                 Some(h) => len.div_ceil(h).checked_mul(h).ok_or_else(|| {
                     huge_error(
                         len,
@@ -107,7 +107,7 @@ impl MemfdMap {
     }
 
     /// Maps a ring memfd received from its creator, after checking its seals, that `check`
-    /// accepts it (its owner and mode, `crate::access`), and its size.
+    /// accepts it (its owner and mode, `crate::backing::access`), and its size.
     pub(crate) fn open(
         fd: OwnedFd,
         check: &dyn Fn(&libc::stat) -> Result<(), Error>,
@@ -158,14 +158,19 @@ impl MemfdMap {
         // The file's size is sealed at `len` (checked or set by the caller), so it cannot shrink
         // under the mapping; its pages can still vanish (a hole punched in a hugetlb memfd
         // with the pool empty), which the SIGBUS registry covers.
-        let page = crate::sigbus::fd_page_size(fd.as_fd()).map_err(|source| Error::Sys {
-            ident: Ident::default(),
-            op: "fstatfs",
-            source,
-        })?;
+        let page =
+            crate::backing::sigbus::fd_page_size(fd.as_fd()).map_err(|source| Error::Sys {
+                ident: Ident::default(),
+                op: "fstatfs",
+                source,
+            })?;
         let ptr = map_shared(&fd, len).map_err(|_| sys("mmap"))?;
-        let guard = match crate::sigbus::protect(Ident::default(), ptr.as_ptr() as usize, len, page)
-        {
+        let guard = match crate::backing::sigbus::protect(
+            Ident::default(),
+            ptr.as_ptr() as usize,
+            len,
+            page,
+        ) {
             Ok(g) => g,
             Err(e) => {
                 // SAFETY: the mapping just made, never shared.
@@ -198,7 +203,7 @@ impl MemfdMap {
     }
 
     /// The mapping's `SIGBUS` registry entry.
-    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+    pub(crate) fn protection(&self) -> &'static crate::backing::sigbus::Entry {
         self.guard
     }
 

@@ -7,7 +7,7 @@
 //!
 //! - The size is checked before mapping (a file smaller than a header, or than the ring its
 //!   header describes, is refused with a typed error; nothing is touched).
-//! - While a file ring is mapped, it is protected by the `SIGBUS` handler of `crate::sigbus`
+//! - While a file ring is mapped, it is protected by the `SIGBUS` handler of `crate::backing::sigbus`
 //!   (as every ring mapping is): a fault inside it replaces the whole mapping with private
 //!   zero-filled memory and records the loss; the faulting access retries and reads zeros. The
 //!   ring checks the flag after each payload copy and in every error and wait path, and
@@ -40,7 +40,7 @@ pub(crate) struct FileMap {
     path: &'static Path,
     /// Device and inode of the file mapped, to unlink the path only while it names this file.
     id: (u64, u64),
-    guard: &'static crate::sigbus::Entry,
+    guard: &'static crate::backing::sigbus::Entry,
 }
 
 // SAFETY: the mapping is plain shared memory reached only through raw pointers and atomics (the
@@ -89,7 +89,7 @@ fn last(path: &Path, op: &'static str) -> Error {
 }
 
 fn fstat(path: &Path, fd: &OwnedFd) -> Result<libc::stat, Error> {
-    crate::memfd::fstat(fd).map_err(|e| sys(path, "fstat", e))
+    crate::backing::memfd::fstat(fd).map_err(|e| sys(path, "fstat", e))
 }
 
 /// Removes a file, ignoring errors: clean-up of our own temporary file.
@@ -198,7 +198,7 @@ impl FileMap {
     }
 
     /// Opens and maps an existing ring file, after checking that it is a regular file that
-    /// `check` accepts (its owner and mode, `crate::access`) and of a plausible size. The
+    /// `check` accepts (its owner and mode, `crate::backing::access`) and of a plausible size. The
     /// caller validates the header against [`FileMap::len`].
     pub(crate) fn open(
         path: &Path,
@@ -244,16 +244,18 @@ impl FileMap {
     fn map(path: &Path, fd: OwnedFd, len: usize, id: (u64, u64)) -> Result<FileMap, Error> {
         // A file on a hugetlbfs mount is mapped in whole huge pages: the protected range must
         // cover them exactly (see `sigbus::protect`).
-        let page = crate::sigbus::fd_page_size(fd.as_fd()).map_err(|e| sys(path, "fstatfs", e))?;
-        let ptr = crate::memfd::map_shared(&fd, len).map_err(|e| sys(path, "mmap", e))?;
-        let guard = match crate::sigbus::protect(ident(path), ptr.as_ptr() as usize, len, page) {
-            Ok(g) => g,
-            Err(e) => {
-                // SAFETY: the mapping just made, never shared.
-                unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-                return Err(e);
-            }
-        };
+        let page = crate::backing::sigbus::fd_page_size(fd.as_fd())
+            .map_err(|e| sys(path, "fstatfs", e))?;
+        let ptr = crate::backing::memfd::map_shared(&fd, len).map_err(|e| sys(path, "mmap", e))?;
+        let guard =
+            match crate::backing::sigbus::protect(ident(path), ptr.as_ptr() as usize, len, page) {
+                Ok(g) => g,
+                Err(e) => {
+                    // SAFETY: the mapping just made, never shared.
+                    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+                    return Err(e);
+                }
+            };
         let path = ident(path).path.expect("a file ident has a path").as_path();
         // The mapping keeps the file; the descriptor is no longer needed.
         drop(fd);
@@ -282,7 +284,7 @@ impl FileMap {
     }
 
     /// The `SIGBUS` registry entry of this mapping.
-    pub(crate) fn protection(&self) -> &'static crate::sigbus::Entry {
+    pub(crate) fn protection(&self) -> &'static crate::backing::sigbus::Entry {
         self.guard
     }
 
@@ -291,10 +293,10 @@ impl FileMap {
     /// and the unlink are made holding the path's lock exclusively, so that a recycler
     /// (`Ring::open_or_create` at a path) cannot link a new file between them.
     pub(crate) fn unlink(&self) -> Result<(), Error> {
-        let _lock = crate::keylock::lock_file(
+        let _lock = crate::backing::keylock::lock_file(
             self.path,
-            crate::keylock::Mode::Exclusive,
-            crate::keylock::LOCK_TIMEOUT,
+            crate::backing::keylock::Mode::Exclusive,
+            crate::backing::keylock::LOCK_TIMEOUT,
         )?;
         self.unlink_locked()
     }

@@ -18,8 +18,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::backing::sysv::Key;
 use crate::error::{Error, Ident};
-use crate::segment::Key;
 
 /// Where the lock files of SysV keys live: the memory file system every process sharing the
 /// IPC namespace normally shares too (it is also where POSIX shared memory lives).
@@ -90,7 +90,7 @@ pub(crate) fn lock_file(
     timeout: Duration,
 ) -> Result<Option<NameLock>, Error> {
     let lock = file_lock_path(path)?;
-    NameLock::acquire(&lock, mode, timeout, crate::file::ident(path))
+    NameLock::acquire(&lock, mode, timeout, crate::backing::file::ident(path))
 }
 
 fn file_error(path: &CString, op: &'static str, source: io::Error) -> Error {
@@ -158,7 +158,8 @@ fn open_lock_file(path: &CString) -> Result<Option<OwnedFd>, Error> {
         };
         // SAFETY: open returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let st = crate::memfd::fstat(&fd).map_err(|e| file_error(path, "fstat (lock file)", e))?;
+        let st = crate::backing::memfd::fstat(&fd)
+            .map_err(|e| file_error(path, "fstat (lock file)", e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(file_error(
                 path,
@@ -217,7 +218,8 @@ impl NameLock {
             }
             // The lock is ours; it counts only if the path still names this inode (an
             // exclusive holder may have unlinked it while we waited: then start again).
-            let st = crate::memfd::fstat(&fd).map_err(|e| file_error(&path, "fstat", e))?;
+            let st =
+                crate::backing::memfd::fstat(&fd).map_err(|e| file_error(&path, "fstat", e))?;
             let here = path_id(&path).map_err(|e| file_error(&path, "stat (lock file)", e))?;
             if here == Some((st.st_dev, st.st_ino)) {
                 return Ok(Some(NameLock { fd, path, mode }));
@@ -241,7 +243,7 @@ impl Drop for NameLock {
             || unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0;
         // Only while the path still names our inode (it always does unless someone outside
         // this protocol replaced the file).
-        let ours = crate::memfd::fstat(&self.fd)
+        let ours = crate::backing::memfd::fstat(&self.fd)
             .ok()
             .zip(path_id(&self.path).ok().flatten())
             .is_some_and(|(st, here)| here == (st.st_dev, st.st_ino));

@@ -384,7 +384,7 @@ pub(crate) unsafe fn prefault(base: *mut u8, len: usize, page: usize, entry: &En
     !entry.lost()
 }
 
-#[cfg(all(test, not(miri), not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -417,6 +417,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "mmap and SIGBUS: Miri isolates the program from them")]
     fn the_page_size_of_a_mapping_comes_from_the_kernel() {
         let m = Anon::new(3 * base_page_size());
         assert_eq!(mapping_page_size(m.0 as usize).unwrap(), base_page_size());
@@ -433,6 +434,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "mmap and SIGBUS: Miri isolates the program from them")]
     fn a_memfd_on_normal_pages_has_the_base_page_size() {
         use std::os::fd::{AsFd, FromRawFd, OwnedFd};
         // SAFETY: a NUL-terminated name and valid flags.
@@ -444,6 +446,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "mmap and SIGBUS: Miri isolates the program from them")]
     fn a_protected_range_is_whole_pages() {
         let page = base_page_size();
         let m = Anon::new(2 * page);
@@ -457,6 +460,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "mmap and SIGBUS: Miri isolates the program from them")]
     fn the_signal_mask_is_read_per_thread() {
         assert!(!blocked());
         std::thread::spawn(|| {

@@ -20,8 +20,8 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use crate::backing::sysv::SegmentStat;
 use crate::error::{Error, Ident};
-use crate::segment::SegmentStat;
 
 /// Permission bits of group and others.
 const OTHERS: u32 = 0o077;

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
+use crate::channel::views::{RingSlice, RingSliceMut};
+use crate::channel::{Consumer, Producer, ReadGuard, Ring, RingConfig, WaitStrategy, WriteGrant};
 use crate::error::{
     Corrupted, Corruption, Error, Ident, RecvError, SendError, TryRecvError, TrySendError,
 };
 use crate::layout::MessageType;
-use crate::ring::{Consumer, Producer, ReadGuard, Ring, RingConfig, WaitStrategy, WriteGrant};
-use crate::shared::{RingSlice, RingSliceMut};
 
 /// FNV-1a, 64-bit: offset basis and prime.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

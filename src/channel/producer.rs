@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{
-    check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
-};
+use super::check_indices;
+use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
+use crate::channel::process::{self as owner, Identity, Liveness};
+use crate::channel::region::Region;
+use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
+use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
-use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::owner::{self, Identity, Liveness};
-use crate::region::Region;
-use crate::shared::{self, RingSlice, RingSliceMut};
-use crate::wait::{self, Deadline, WaitStrategy, Waiter};
+use crate::ring::{sleep_for_room, wake};
+use crate::sync;
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
 /// exactly one producer exists per ring, enforced across processes.
@@ -127,7 +127,7 @@ impl Producer {
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         self.write(msg)?;
         self.publish_written();
-        hooks::hit("send:published");
+        sync::hook("send:published");
         Ok(())
     }
 
@@ -241,7 +241,7 @@ impl Producer {
             match self.write(msg) {
                 Ok(()) => {
                     self.publish_written();
-                    hooks::hit("send:published");
+                    sync::hook("send:published");
                     return Ok(());
                 }
                 Err(TrySendError::Full) => {
@@ -317,7 +317,7 @@ impl Producer {
         if let Some(c) = self.poisoned {
             return Err(SendError::Corrupted(c));
         }
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(SendError::Corrupted(Corrupted {
                 ring: self.region.ident(),
                 what: self.region.memory_lost(),
@@ -411,7 +411,7 @@ impl Producer {
             line.sent.store(self.sent, Ordering::Relaxed);
             // P2 (Release): pairs with the consumer's Acquire load of the tail (C1), making
             // every record header and payload byte written before it visible there.
-            line.tail.store(self.tail, super::sabotage::publish());
+            line.tail.store(self.tail, crate::sync::sabotage::publish());
             self.published = self.tail;
             wake(&line.consumer_waiting, &line.data_event);
         }
@@ -421,31 +421,27 @@ impl Producer {
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         let at = self.reserve_slots(msg.len())?;
-        hooks::hit("send:claimed");
+        sync::hook("send:claimed");
         self.touch(at, msg.len());
         let dst = self.region.payload(at, msg.len());
-        let half = if cfg!(feature = "test-hooks") {
-            msg.len() / 2
-        } else {
-            msg.len()
-        };
+        let half = sync::hook_split(msg.len());
         // SAFETY: `reserve_slots` guaranteed the record's slots lie inside the array (mapped while the
         // region lives) and belong to the producer (free: not between the validated head and
         // our tail); no reference into them exists (grants borrow `self`), and the copy is
-        // atomic (`crate::shared`), so a consumer that writes them anyway is no data race.
+        // atomic (`crate::channel::views`), so a consumer that writes them anyway is no data race.
         // `msg` is our own memory, so the ranges cannot overlap. `half <= len`.
         unsafe { shared::copy_to_shared(&msg[..half], dst) };
         if half != msg.len() {
-            hooks::hit("send:mid-payload");
+            sync::hook("send:mid-payload");
             // SAFETY: as above, for the rest of the payload.
             unsafe { shared::copy_to_shared(&msg[half..], dst.add(half)) };
         }
-        if self.region.lost() {
+        if self.region.revoked() {
             // The file shrank during the copy: the message went nowhere.
             return Err(TrySendError::Corrupted(self.lose()));
         }
         self.finish(at, msg.len() as u32);
-        hooks::hit("send:written");
+        sync::hook("send:written");
         Ok(())
     }
 
@@ -453,7 +449,7 @@ impl Producer {
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
         let at = self.reserve_slots(len)?;
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(TrySendError::Corrupted(self.lose()));
         }
         self.touch(at, len);
@@ -540,7 +536,7 @@ impl Producer {
         let advanced = head.wrapping_sub(self.head_cache);
         let allowed = self.published.wrapping_sub(self.head_cache);
         if advanced > allowed {
-            if self.region.lost() {
+            if self.region.revoked() {
                 // Zeros where the ring was look like a broken protocol: name the real cause.
                 return Err(self.lose());
             }
@@ -558,37 +554,6 @@ impl Producer {
         self.head_cache = head;
         Ok(())
     }
-}
-
-/// The producer's sleep, shared by the blocking wait ([`RoomWait`]) and the async producer's
-/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
-/// `space_event`, for at most `slice`, unless after announcing it the consumer's line shows a
-/// release beyond `head_cache` (the head the producer last validated, with which it found no
-/// room) or the consumer's close. (A consumer that has not attached yet wakes us with its
-/// first release.)
-pub(crate) fn sleep_for_room(region: &Region, head_cache: u64, slice: Duration) {
-    let h = region.header();
-    sleep(
-        &h.consumer.producer_waiting,
-        &h.consumer.space_event,
-        slice,
-        &mut || released_or_closed(region, head_cache),
-    );
-}
-
-/// The re-check after announcing a sleep: whether the consumer did what its wake-ups announce
-/// (a release: the head moved, or its close). It only reads and validates nothing: `true`
-/// sends the waiter back to `Producer::room_for`, which re-reads and validates the head (and
-/// poisons on a bad one); a hostile value can at worst make the waiter sleep one slice or not
-/// at all. A release too small for the record also ends the sleep: `room_for` then finds no
-/// room with the new head cached, and the waiter sleeps again.
-fn released_or_closed(region: &Region, head_cache: u64) -> bool {
-    let h = region.header();
-    // P3 (Acquire): pairs with the consumer's Release store of the head (C2). What makes this
-    // load see a release the waker did not announce to us is W1/W2 (see `sleep`).
-    region.head().load(Ordering::Acquire) != head_cache
-        // Acquire: pairs with the consumer's Release store of the flag in its drop.
-        || h.producer.consumer_closed.load(Ordering::Acquire) != 0
 }
 
 impl Producer {

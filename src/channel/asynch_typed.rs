@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::asynch::{Op, Park, wait};
+use crate::channel::asynch::{Op, Park, wait};
+use crate::channel::typed::{TypedConsumer, TypedProducer};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
-use crate::typed::{TypedConsumer, TypedProducer};
 
 /// The sending side of a typed ring of `T`, for tokio: [`AsyncTypedProducer::send`] waits for
 /// room without blocking the runtime's thread. Made with [`TypedProducer::into_async`]; costs,

@@ -12,9 +12,9 @@ use std::iter::FusedIterator;
 
 use bytemuck::Pod;
 
+use crate::channel::Consumer;
+use crate::channel::typed::TypedConsumer;
 use crate::error::{RecvError, TryRecvError};
-use crate::ring::Consumer;
-use crate::typed::TypedConsumer;
 
 /// What a receive's error means to an iterator.
 enum Step {
@@ -266,11 +266,11 @@ impl<'a, T: Pod> IntoIterator for &'a mut TypedConsumer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::at::Heap;
+    use crate::backing::sysv::{Key, Segment};
+    use crate::channel::at::Heap;
+    use crate::channel::{Ring, RingConfig};
     use crate::error::Corruption;
     use crate::layout::LINE;
-    use crate::ring::{Ring, RingConfig};
-    use crate::segment::{Key, Segment};
 
     #[test]
     fn iter_yields_every_message_and_ends_at_disconnected() {

@@ -18,6 +18,8 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+pub(crate) use crate::error::Liveness;
+
 /// An owner identity: pid and start time, as stored in an owner word. 0 means "no owner".
 pub(crate) type Identity = u64;
 
@@ -29,7 +31,7 @@ pub(crate) fn pid_of(id: Identity) -> u32 {
 /// Start time of a process in clock ticks since boot, from `/proc/PID/stat`, with its state
 /// letter. `None` if the process does not exist (or `/proc` is unreadable).
 fn proc_stat(pid: &str) -> Option<(char, u64)> {
-    if cfg!(miri) {
+    if crate::sync::MIRI {
         return None; // Miri isolates the program from the file system.
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -98,7 +100,7 @@ fn cell() -> &'static ProcessCell {
 fn set_up_cell() -> &'static ProcessCell {
     let fallback = std::ptr::from_ref(&FALLBACK).cast_mut();
     let mut fresh = fallback;
-    if !cfg!(miri) {
+    if !crate::sync::MIRI {
         // SAFETY: an anonymous private mapping of one page, no address hint; checked below.
         let page = unsafe {
             libc::mmap(
@@ -124,7 +126,7 @@ fn set_up_cell() -> &'static ProcessCell {
         Ordering::Acquire,
     ) {
         Ok(_) => {
-            if !cfg!(miri) {
+            if !crate::sync::MIRI {
                 // SAFETY: registers a child handler that only stores to atomics; done once,
                 // by the thread that published the cell.
                 unsafe { libc::pthread_atfork(None, None, Some(wipe_in_child)) };
@@ -193,7 +195,7 @@ pub(crate) fn current() -> Identity {
 
 /// The pid of the calling process, asked of the kernel (no cache).
 pub(crate) fn pid_now() -> u32 {
-    if cfg!(miri) {
+    if crate::sync::MIRI {
         return std::process::id();
     }
     // SAFETY: getpid has no preconditions.
@@ -207,35 +209,11 @@ pub(crate) fn my_pidns() -> u64 {
 }
 
 fn read_pidns() -> u64 {
-    if cfg!(miri) {
+    if crate::sync::MIRI {
         return 0;
     }
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
-}
-
-/// What the kernel says about a role holder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Liveness {
-    /// A process with this pid and start time runs (and, for a shared ring, still maps it).
-    Alive,
-    /// No such process: it exited, was killed (zombies included), its pid was reused, or it no
-    /// longer maps the ring (it called `exec`). Its role may be taken over.
-    Dead,
-    /// The holder recorded another pid namespace than ours: its pid means nothing here, so it
-    /// is never called dead (no `PeerDied`, no takeover; `gc` keeps its ring).
-    Unknown,
-}
-
-impl std::fmt::Display for Liveness {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Liveness::Alive => "alive",
-            Liveness::Dead => "dead",
-            Liveness::Unknown => "unknown: another pid namespace",
-        })
-    }
 }
 
 /// Judges the holder `id` of a role, recorded with pid namespace `pidns`, of the ring `ring`
@@ -332,7 +310,7 @@ pub(crate) enum Mapped {
 /// Whether process `pid` maps the ring `ring`. `true` whenever that cannot be decided: our own
 /// mapping not found or anonymous, or the holder's maps unreadable (permissions).
 fn maps_ring(pid: u32, ring: Mapped) -> bool {
-    if cfg!(miri) {
+    if crate::sync::MIRI {
         return true;
     }
     let (dev, inode) = match ring {
@@ -387,7 +365,7 @@ pub(crate) fn liveness(id: Identity) -> Liveness {
             }
         }
         // Miri can neither read /proc nor send signals: it sees only live processes.
-        None if cfg!(miri) => Liveness::Alive,
+        None if crate::sync::MIRI => Liveness::Alive,
         None => {
             // No /proc entry: gone, unless /proc is hidden from us; ask kill(0) then.
             // SAFETY: signal 0 only checks for existence and permission; nothing is sent.

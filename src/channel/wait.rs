@@ -1,14 +1,14 @@
-//! Waiting for the peer: shared futexes, wait strategies, deadlines.
+//! Waiting for the peer: wait strategies, deadlines.
 //!
-//! This module owns every futex system call and the spin/yield/sleep policy. It knows nothing of
-//! rings: the caller gives it a futex word in shared memory and a closure that says whether the
-//! wait is over. The announce/re-check protocol that makes sleeping safe is the caller's
+//! This module owns the spin/yield/sleep policy (the futex calls are `crate::sync`'s). It knows
+//! nothing of rings: the caller says through a `Waiter` whether the wait is over and how to
+//! sleep. The announce/re-check protocol that makes sleeping safe is the caller's
 //! (see `ring` and DESIGN.md, "Sleeping and waking").
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::sync::Futex;
 use std::time::{Duration, Instant};
+
+pub use crate::sync::futex_calls;
+use crate::sync::{LOOM, spin};
 
 /// How a blocked side waits for its peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -67,16 +67,12 @@ pub(crate) fn wait<W: Waiter>(
         }
         // Under loom the clock is not read at all: the model must run the same operations on
         // every replay, and its peers never die.
-        if !cfg!(loom) && clock.tick(strategy == WaitStrategy::Sleep) {
+        if !LOOM && clock.tick(strategy == WaitStrategy::Sleep) {
             w.check_peer()?;
         }
         // Under loom there is no clock: a non-Spin strategy sleeps at once, so every model
         // exercises the sleep/wake handshake.
-        let waited = if cfg!(loom) {
-            SLEEP_AFTER
-        } else {
-            clock.waited()
-        };
+        let waited = if LOOM { SLEEP_AFTER } else { clock.waited() };
         match strategy {
             WaitStrategy::Spin => spin(),
             WaitStrategy::SpinThenSleep if waited < SPIN_FOR => spin(),
@@ -90,7 +86,7 @@ pub(crate) fn wait<W: Waiter>(
 }
 
 /// The clock of one wait, shared by the blocking waits ([`wait`]) and the async ones
-/// (`crate::asynch`): when the wait started, the time last read, and when the peer is due to
+/// (`crate::channel::asynch`): when the wait started, the time last read, and when the peer is due to
 /// be checked next ([`CHECK_PEER_EVERY`]). Reading the clock costs ~25 ns, so while spinning
 /// it is read on every 64th round only.
 pub(crate) struct WaitClock {
@@ -141,89 +137,6 @@ impl WaitClock {
     pub(crate) fn slept(&mut self) {
         self.round = 0;
     }
-}
-
-/// One round of a spin loop. Under loom, a yield to the model's scheduler: a spin loop that
-/// never yields would be explored for ever.
-#[inline(always)]
-fn spin() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-}
-
-/// Futex system calls made by this process (waits and wakes), for tests and monitoring.
-static FUTEX_CALLS: AtomicU64 = AtomicU64::new(0);
-
-/// How many futex system calls (waits and wakes) this process has made through shmpipe. While
-/// both sides of a ring are busy, sending and receiving make none.
-pub fn futex_calls() -> u64 {
-    FUTEX_CALLS.load(Ordering::Relaxed)
-}
-
-/// Sleeps on a shared futex word while it holds `expected`, for at most `timeout`. Returns when
-/// woken, when the word no longer holds `expected`, on a signal, or on timeout; the caller
-/// re-checks its condition in every case.
-#[cfg(not(loom))]
-pub(crate) fn futex_wait(futex: &Futex, expected: u32, timeout: Duration) {
-    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: `futex.word` is a valid, aligned 32-bit word that outlives the call; FUTEX_WAIT
-    // (shared: no FUTEX_PRIVATE_FLAG, so a waker in another process reaches us) only reads it,
-    // and `ts` is a valid relative timeout. The unused arguments are ignored for FUTEX_WAIT.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            futex.word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &raw const ts,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
-    // EAGAIN (value changed), EINTR (signal) and ETIMEDOUT all mean "re-check".
-}
-
-/// Wakes every process sleeping on a shared futex word.
-#[cfg(not(loom))]
-pub(crate) fn futex_wake(futex: &Futex) {
-    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `futex.word` is a valid, aligned 32-bit word; FUTEX_WAKE does not access it
-    // beyond hashing its address. The unused arguments are ignored for FUTEX_WAKE.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            futex.word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
-}
-
-/// Loom's futex: compare, then park until woken. There is no timeout, so a wake-up the protocol
-/// loses leaves the sleeper parked for ever, which loom reports as a deadlock. A wake with no
-/// sleeper leaves a permit, a spurious wake-up that real futexes may give too.
-#[cfg(loom)]
-pub(crate) fn futex_wait(futex: &Futex, expected: u32, _timeout: Duration) {
-    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
-    if futex.word.load(Ordering::SeqCst) == expected {
-        futex.queue.wait();
-    }
-}
-
-/// Loom's futex wake.
-#[cfg(loom)]
-pub(crate) fn futex_wake(futex: &Futex) {
-    FUTEX_CALLS.fetch_add(1, Ordering::Relaxed);
-    futex.queue.notify();
 }
 
 /// An optional deadline.

@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{
-    check_indices, check_own_role, check_process, give_back_role, holder_liveness, sleep, wake,
-};
+use super::check_indices;
+use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
+use crate::channel::process::{self as owner, Identity, Liveness};
+use crate::channel::region::Region;
+use crate::channel::views::{self as shared, RingSlice};
+use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
 use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
-use crate::hooks;
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::owner::{self, Identity, Liveness};
-use crate::region::Region;
-use crate::shared::{self, RingSlice};
-use crate::wait::{self, Deadline, WaitStrategy, Waiter};
+use crate::ring::{sleep_for_data, wake};
+use crate::sync;
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
 /// per ring, enforced across processes.
@@ -154,7 +154,7 @@ impl Consumer {
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let len = self.copy_next(buf)?;
         self.release_read();
-        hooks::hit("recv:released");
+        sync::hook("recv:released");
         Ok(len)
     }
 
@@ -354,7 +354,7 @@ impl Consumer {
         }
         // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
         // was ever sent): report the loss instead of waiting for ever.
-        if self.region.lost() {
+        if self.region.revoked() {
             return self.poison(self.region.memory_lost());
         }
         TryRecvError::Empty
@@ -364,7 +364,7 @@ impl Consumer {
     /// Also fails if our own owner word was changed (see `check_own_role`).
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
-        if self.region.lost() {
+        if self.region.revoked() {
             return Err(self.poison(self.region.memory_lost()).into());
         }
         if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
@@ -437,26 +437,22 @@ impl Consumer {
                 available: buf.len(),
             });
         }
-        hooks::hit("recv:found");
+        sync::hook("recv:found");
         self.touch(r);
         let src = self.region.payload(r.at, r.len);
-        let half = if cfg!(feature = "test-hooks") {
-            r.len / 2
-        } else {
-            r.len
-        };
+        let half = sync::hook_split(r.len);
         // SAFETY: `next` validated that the record's slots lie inside the array (mapped while
         // the region lives) and were published; no reference into them exists (guards borrow
-        // `self`). The peer may still write them: the copy is atomic (`crate::shared`). `buf`
+        // `self`). The peer may still write them: the copy is atomic (`crate::channel::views`). `buf`
         // is our own memory and at least `len` bytes; `half <= len`.
         unsafe { shared::copy_from_shared(src, &mut buf[..half]) };
         if half != r.len {
-            hooks::hit("recv:mid-copy");
+            sync::hook("recv:mid-copy");
             // SAFETY: as above, for the rest of the payload.
             unsafe { shared::copy_from_shared(src.add(half), &mut buf[half..r.len]) };
         }
         self.advance(r);
-        hooks::hit("recv:consumed");
+        sync::hook("recv:consumed");
         Ok(r.len)
     }
 
@@ -518,7 +514,7 @@ impl Consumer {
             line.received.store(self.received, Ordering::Relaxed);
             // C2 (Release): pairs with the producer's Acquire load of the head (P3): our reads
             // of these slots happen before the producer reuses them.
-            line.head.store(self.head, super::sabotage::release());
+            line.head.store(self.head, crate::sync::sabotage::release());
             self.released = self.head;
             wake(&line.producer_waiting, &line.space_event);
         }
@@ -653,7 +649,7 @@ impl Consumer {
             return TryRecvError::Corrupted(c);
         }
         // Zeros where the ring was look like a broken protocol: name the real cause.
-        let what = if self.region.lost() {
+        let what = if self.region.revoked() {
             self.region.memory_lost()
         } else {
             what
@@ -665,34 +661,6 @@ impl Consumer {
         self.poisoned = Some(c);
         TryRecvError::Corrupted(c)
     }
-}
-
-/// The consumer's sleep, shared by the blocking wait ([`DataWait`]) and the async consumer's
-/// park on the blocking pool (`crate::asynch`): the sleeper's half of the wake-up handshake on
-/// `data_event`, for at most `slice`, unless after announcing it the producer's line shows a
-/// record beyond `head` (the consumer's read position: the ring is empty while the tail is
-/// there) or the producer's close.
-pub(crate) fn sleep_for_data(region: &Region, head: u64, slice: Duration) {
-    let line = &region.header().producer;
-    sleep(&line.consumer_waiting, &line.data_event, slice, &mut || {
-        published_or_closed(region, head)
-    });
-}
-
-/// The re-check after announcing a sleep: whether the producer did what its wake-ups announce
-/// (a record published beyond `head`, or its close). It only reads and validates nothing:
-/// `true` sends the waiter back to [`Consumer::has_data`], which re-reads and validates the
-/// tail (and poisons on a bad one), and a hostile value can at worst make the waiter sleep one
-/// slice or not at all. The loads are those of `empty_or_closed`, in its order.
-fn published_or_closed(region: &Region, head: u64) -> bool {
-    let line = &region.header().producer;
-    // C3 (Acquire), then O1 (Acquire), as in `empty_or_closed` (see there).
-    let ever_claimed = line.claims.load(Ordering::Acquire) != 0;
-    let holder = line.owner.load(Ordering::Acquire);
-    // C1 (Acquire): pairs with the producer's Release store of the tail (P2). What makes this
-    // load see a publish the waker did not announce to us is W1/W2 (see `sleep`).
-    let tail = region.tail().load(Ordering::Acquire);
-    tail != head || (holder == 0 && ever_claimed)
 }
 
 /// The consumer waiting for a message.
@@ -858,7 +826,7 @@ pub struct ReadGuard<'a> {
 }
 
 impl ReadGuard<'_> {
-    /// The slot counter where the record starts (for error reports: `crate::typed`).
+    /// The slot counter where the record starts (for error reports: `crate::channel::typed`).
     pub(crate) fn at(&self) -> u64 {
         self.record.at
     }

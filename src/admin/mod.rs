@@ -1,0 +1,3 @@
+//! Administration: finding, classifying and removing stale rings.
+
+pub mod gc;
