@@ -208,3 +208,42 @@ fn sync_imports_nothing_of_the_crate_but_itself() {
         offenders(&["src/sync"], &["crate::"], &["crate::sync", "](crate::"]),
     );
 }
+
+/// The library builds without the command line's dependencies: no `[dependencies]` table of its
+/// manifest (plain, target-specific or build) names clap or indicatif, so a library user
+/// compiles neither. A line scan of the manifest as written (`Cargo.toml.orig` in a published
+/// package, whose `Cargo.toml` cargo rewrote), not a TOML parser; it checks that it found
+/// `libc`, so a changed layout fails instead of passing empty.
+#[test]
+fn the_library_depends_on_neither_clap_nor_indicatif() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let orig = base.join("Cargo.toml.orig");
+    let path = if orig.is_file() {
+        orig
+    } else {
+        base.join("Cargo.toml")
+    };
+    let manifest = fs::read_to_string(&path).expect("read the library's Cargo.toml");
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            let table = line.trim_matches(['[', ']']);
+            in_deps = table.ends_with("dependencies") && !table.ends_with("dev-dependencies");
+        } else if in_deps && !line.starts_with('#') {
+            if let Some((name, _)) = line.split_once('=') {
+                deps.push(name.trim().to_string());
+            }
+        }
+    }
+    assert!(
+        deps.iter().any(|d| d == "libc"),
+        "no libc found in {deps:?}"
+    );
+    for cli_only in ["clap", "indicatif"] {
+        assert!(
+            !deps.iter().any(|d| d == cli_only),
+            "the library depends on {cli_only}: {deps:?}"
+        );
+    }
+}

@@ -6,10 +6,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-// The library's test helpers, and its huge-page fixtures.
-#[path = "../../tests/common/mod.rs"]
+// The library's test helpers, and its huge-page fixtures: `tests/common` and `tests/huge` are
+// symlinks to the library's, so the published package carries them.
 mod common;
-#[path = "../../tests/huge/mod.rs"]
 mod huge;
 
 use common::RemoveFile;
