@@ -17,6 +17,7 @@ mod producer;
 pub(crate) mod region;
 pub(crate) mod roles;
 pub(crate) mod stale;
+mod stream;
 #[cfg(test)]
 mod tests;
 pub(crate) mod typed;
@@ -39,7 +40,7 @@ use crate::backing::sysv::{Key, Segment};
 use crate::backing::{Backing, HeapRing};
 use crate::channel::process::{self as owner, Liveness};
 use crate::channel::region::Region;
-use crate::error::{Corrupted, Corruption, Error, Ident, Role};
+use crate::error::{Error, Ident, Role};
 use crate::layout::MessageType;
 use crate::layout::{
     FLAG_PERSISTENT, Geometry, HEADER_SIZE, Header, HeaderProblem, LAYOUT_VERSION, MAGIC, READY,
@@ -1215,21 +1216,4 @@ fn ring_bytes(g: &Geometry) -> Result<usize, Error> {
             g.ring_size()
         ),
     })
-}
-
-/// Checks `tail - head` read at attach time: the two indices must be at most a ring apart.
-fn check_indices(region: &Region, head: u64, tail: u64) -> Result<(), Corrupted> {
-    let cap = region.geometry().capacity();
-    if tail.wrapping_sub(head) > cap {
-        return Err(Corrupted {
-            ring: region.ident(),
-            what: Corruption::TailOutOfRange {
-                tail,
-                head,
-                last_tail: tail,
-                capacity: cap,
-            },
-        });
-    }
-    Ok(())
 }
