@@ -257,7 +257,7 @@ impl Consumer {
     }
 
     /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
-    /// Also fails if our own owner word was changed (see `check_own_role`).
+    /// Also fails if our own owner word was changed (see `Memory::check_owner`).
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
         if self.region().revoked() {
@@ -430,7 +430,7 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// [`Corruption::RoleLost`] if the consumer's owner word no longer held its identity
+    /// [`Corruption::RoleLost`](crate::Corruption::RoleLost) if the consumer's owner word no longer held its identity
     /// (another process rewrote it; then the ring is left as it was), or the error that
     /// poisoned the consumer before (the role is given back all the same).
     ///

@@ -387,7 +387,7 @@ impl Producer {
     ///
     /// # Errors
     ///
-    /// [`Corruption::RoleLost`] if the producer's owner word no longer held its identity
+    /// [`Corruption::RoleLost`](crate::Corruption::RoleLost) if the producer's owner word no longer held its identity
     /// (another process rewrote it; then nothing is published and the word is left as it
     /// was), or the error that poisoned the producer before (the role is given back all the
     /// same). A program that must not report success for a stream the consumer may not have
