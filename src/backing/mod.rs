@@ -11,7 +11,7 @@ pub mod sysv;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
 
-use crate::error::LostMemory;
+use crate::error::{Ident, LostMemory};
 use crate::layout::{Geometry, HEADER_SIZE, Header};
 use crate::ring::Memory;
 use file::FileMap;
@@ -55,12 +55,13 @@ impl Backing {
     }
 
     /// The ring memory of `geometry` in this backing: the header, the slots, the revoked flag
-    /// of memory that can vanish, and (under loom) the heap ring's model.
+    /// of memory that can vanish and what it would lose, the ring's name in errors (`ident`),
+    /// and (under loom) the heap ring's model.
     ///
     /// # Panics
     ///
     /// If the backing is smaller than `geometry.ring_size()`, which validation rules out.
-    pub(crate) fn memory(&self, geometry: Geometry) -> Memory {
+    pub(crate) fn memory(&self, geometry: Geometry, ident: Ident) -> Memory {
         assert!(self.len() as u64 >= geometry.ring_size());
         let header = NonNull::from(self.header().expect("ring_size > HEADER_SIZE"));
         let model = match self {
@@ -70,7 +71,17 @@ impl Backing {
         // SAFETY: the header and `array_bytes` of slots lie inside this backing (checked
         // above), which stays mapped while the ring's `Region` holds both; shared bytes are
         // only accessed through atomics and the shared copy.
-        unsafe { Memory::new(header, self.slots(), geometry, self.lost_flag(), model) }
+        unsafe {
+            Memory::new(
+                header,
+                self.slots(),
+                geometry,
+                self.lost_flag(),
+                self.lost_memory(),
+                ident,
+                model,
+            )
+        }
     }
 
     /// Where the slot array starts (only meaningful once `len() >= ring_size`).

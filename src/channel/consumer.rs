@@ -1,12 +1,7 @@
-//! The consumer's half of the protocol: find the next record, validate it, copy or lend it,
-//! release its slots by publishing the head.
-//!
-//! The consumer owns the slots between its released head and the last tail it validated, and
-//! the consumer line of the header. It re-reads the producer's tail only when its cached copy
-//! says the ring is empty. Every tail and record header from the segment is read once into a
-//! local and checked against private state before use: a tail that moves backwards or past a
-//! ring's worth of slots, a record that is too long, runs off the array or past the tail, of an
-//! unknown kind, or padding where padding cannot be, poisons the consumer with [`Corrupted`].
+//! The channel's consumer: the ring's consumer state machine (`crate::ring::ConsumerCore`)
+//! wrapped with what a user meets: the process check of a handle inherited across `fork`, the
+//! blocking waits and their deadlines, a dead producer, the close and the role's give-back,
+//! guards and batches.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -14,15 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::check_indices;
-use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
+use super::roles::{check_process, give_back_role, holder_liveness};
 use crate::channel::process::{self as owner, Identity, Liveness};
 use crate::channel::region::Region;
-use crate::channel::views::{self as shared, RingSlice};
+use crate::channel::views::RingSlice;
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
-use crate::error::{Corrupted, Corruption, Error, RecvError, Role, TryRecvError, WrongProcess};
-use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::ring::{sleep_for_data, wake};
+use crate::error::{Corrupted, Error, RecvError, Role, TryRecvError, WrongProcess};
+use crate::ring::{ConsumerCore, Record, sleep_for_data};
 use crate::sync;
 
 /// The receiving side of a ring. `Send` but not `Sync` or `Clone`: exactly one consumer exists
@@ -49,90 +42,48 @@ use crate::sync;
 /// # Ok::<(), shmpipe::Error>(())
 /// ```
 pub struct Consumer {
-    region: Arc<Region>,
-    /// Counter where the next record starts (read position, may be ahead of `released`).
-    head: u64,
-    /// The head last stored to the shared line.
-    released: u64,
-    /// The last tail read from the producer's line and validated.
-    tail_cache: u64,
-    /// Messages consumed.
-    received: u64,
-    /// Sticky error once the producer broke the protocol.
-    poisoned: Option<Corrupted>,
+    /// The protocol: private indices, the sticky poison, the ring's memory.
+    pub(super) core: ConsumerCore<Region>,
     /// Our identity, written into the owner word: the process that claimed the role. In any
     /// other process (a forked child) every operation fails and drop does nothing.
     me: Identity,
     /// How blocking calls wait.
     strategy: WaitStrategy,
     /// The message being read as a byte stream (`Read`/`BufRead`) and how far into it.
-    partial: Option<(Record, usize)>,
-    /// The producer's `claims` count as last read: it only grows.
-    last_claims: u32,
-    /// Whether a producer has been seen (a claim counted, a tail moved or messages recorded as
-    /// sent): from then on a claim count of 0 is a rewritten word, not "none has come yet".
-    producer_seen: bool,
+    pub(super) partial: Option<(Record, usize)>,
     /// [`Consumer::close`] ran: the drop has nothing left to do.
     closed: bool,
     /// `BufRead`'s private copy of the message in `partial`, when `buffered` says it holds it
     /// (reused from message to message; never shrunk).
-    stream_buf: Vec<u8>,
+    pub(super) stream_buf: Vec<u8>,
     /// Whether `stream_buf` holds the payload of the message in `partial`.
-    buffered: bool,
+    pub(super) buffered: bool,
     /// Whether `fill_buf` may lend the ring's bytes instead of a copy
     /// ([`Consumer::trust_peer_for_buf_read`]).
-    trust_peer: bool,
+    pub(super) trust_peer: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (head, released, tail_cache) = self.core.indices();
         f.debug_struct("Consumer")
-            .field("ring", &self.region.ident())
-            .field("head", &self.head)
-            .field("released", &self.released)
-            .field("tail_cache", &self.tail_cache)
-            .field("poisoned", &self.poisoned)
+            .field("ring", &self.region().ident())
+            .field("head", &head)
+            .field("released", &released)
+            .field("tail_cache", &tail_cache)
+            .field("poisoned", &self.core.poisoned())
             .finish()
     }
 }
 
-/// Where a validated message lies: its first slot counter, its length, and the counter just
-/// past it.
-#[derive(Clone, Copy)]
-struct Record {
-    at: u64,
-    len: usize,
-    next: u64,
-}
-
 impl Consumer {
     pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Consumer, Error> {
-        let h = region.header();
-        // Our own line, written by whoever held the role before (visible through O1).
-        let head = h.consumer.head.load(Ordering::Relaxed);
-        // C1 (Acquire): pairs with the producer's Release store of the tail (P2).
-        let tail = h.producer.tail.load(Ordering::Acquire);
-        check_indices(&region, head, tail)?;
-        let received = h.consumer.received.load(Ordering::Relaxed);
-        // After the tail (C1): a tail a producer published comes after its claim's increment,
-        // so a count read now includes that claim. Both only describe the producer's line to
-        // `check_claims`, which validates them.
-        // C3 (Acquire): pairs with the claimant's SeqCst increment in `Ring::claim`.
-        let claims = h.producer.claims.load(Ordering::Acquire);
-        let sent = h.producer.sent.load(Ordering::Relaxed);
         Ok(Consumer {
-            region,
-            head,
-            released: head,
-            tail_cache: tail,
-            received,
-            poisoned: None,
+            core: ConsumerCore::new(region, me)?,
             me,
             strategy: WaitStrategy::default(),
             partial: None,
-            last_claims: claims,
-            producer_seen: claims != 0 || tail != head || sent != 0,
             closed: false,
             stream_buf: Vec::new(),
             buffered: false,
@@ -153,7 +104,7 @@ impl Consumer {
     #[inline]
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         let len = self.copy_next(buf)?;
-        self.release_read();
+        self.core.release();
         sync::hook("recv:released");
         Ok(len)
     }
@@ -250,7 +201,7 @@ impl Consumer {
     }
 
     /// Waits for the next message and returns where it is, without consuming it.
-    fn next_until(&mut self, timeout: Option<Duration>) -> Result<Record, RecvError> {
+    pub(super) fn next_until(&mut self, timeout: Option<Duration>) -> Result<Record, RecvError> {
         // The clock is read only once the ring is found empty.
         let mut deadline = None;
         loop {
@@ -275,7 +226,7 @@ impl Consumer {
     /// Call it after `try_recv` found the ring empty.
     #[cfg(feature = "tokio")]
     pub(crate) fn data_sleeper(&self) -> impl FnOnce(Duration) + Send + 'static {
-        let (region, head) = (self.region.clone(), self.head);
+        let (region, head) = (self.region().clone(), self.core.head());
         move |slice| sleep_for_data(&region, head, slice)
     }
 
@@ -305,78 +256,28 @@ impl Consumer {
         wait::wait(&mut DataWait(self), strategy, deadline)
     }
 
-    /// Whether a record is published beyond our read position (re-reading the tail);
-    /// `Err(Disconnected)` if not and the producer closed the ring.
-    fn has_data(&mut self) -> Result<bool, TryRecvError> {
-        if let Some(c) = self.poisoned {
-            return Err(TryRecvError::Corrupted(c));
-        }
-        if self.head != self.tail_cache {
-            return Ok(true);
-        }
-        match self.empty_or_closed() {
-            // "Empty" also covers "the re-read tail shows new records": look again.
-            TryRecvError::Empty => Ok(self.head != self.tail_cache),
-            e => Err(e),
-        }
-    }
-
-    /// Called when the cached tail says empty: re-reads the tail, and if still empty tells
-    /// `Empty` from `Disconnected` (no producer attached, one was before).
-    #[cold]
-    fn empty_or_closed(&mut self) -> TryRecvError {
-        // The claim count first, then the owner: a claimant takes the owner word and only then
-        // increments the count, so once we see the count, the owner load sees its claim (or a
-        // later release). Read the other way round, a producer claiming between the two loads
-        // looked like one that had come and gone: a false end of stream before its first send.
-        // C3 (Acquire): pairs with the claimant's SeqCst increment in `Ring::claim`.
-        let claims = self.region.header().producer.claims.load(Ordering::Acquire);
-        // Against what was seen before this call (not the tail re-read below: a producer
-        // claiming and publishing after this load is not an inconsistency).
-        if let Err(e) = self.check_claims(claims) {
-            return e;
-        }
-        // O1 (Acquire): pairs with the producer's release of its role, which follows its last
-        // publish: if we see it gone, the tail load below sees its final tail.
-        let holder = self.region.header().producer.owner.load(Ordering::Acquire);
-        if let Err(e) = self.refresh_tail() {
-            return e;
-        }
-        if self.head != self.tail_cache {
-            return TryRecvError::Empty; // not empty after all: the caller looks again
-        }
-        // Before taking anything for the end of the stream: is the role still ours?
-        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
-            return self.poison(c.what);
-        }
-        if holder == 0 && claims != 0 {
-            return TryRecvError::Disconnected;
-        }
-        // A lost file ring reads as all zeros, which can look empty (a tail of 0 where nothing
-        // was ever sent): report the loss instead of waiting for ever.
-        if self.region.revoked() {
-            return self.poison(self.region.memory_lost());
-        }
-        TryRecvError::Empty
-    }
-
     /// Fails with `PeerDied` if the producer's process is dead and nothing more is published.
-    /// Also fails if our own owner word was changed (see `check_own_role`).
+    /// Also fails if our own owner word was changed (see `Memory::check_owner`).
     #[cold]
     pub(crate) fn check_producer_alive(&mut self) -> Result<(), RecvError> {
-        if self.region.revoked() {
-            return Err(self.poison(self.region.memory_lost()).into());
+        if self.region().revoked() {
+            return Err(self.core.lose().into());
         }
-        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
-            return Err(self.poison(c.what).into());
+        if let Err(c) = self.core.check_owner() {
+            return Err(self.core.poison(c.what).into());
         }
-        let holder = self.region.header().producer.owner.load(Ordering::Acquire);
+        let holder = self
+            .region()
+            .header()
+            .producer
+            .owner
+            .load(Ordering::Acquire);
         // Unknown (another pid namespace) is not dead.
-        if holder == 0 || holder_liveness(&self.region, Role::Producer, holder) != Liveness::Dead {
+        if holder == 0 || holder_liveness(self.region(), Role::Producer, holder) != Liveness::Dead {
             return Ok(());
         }
         // Dead: deliver what it published first.
-        match self.has_data() {
+        match self.core.has_data() {
             Ok(true) => Ok(()),
             Ok(false) => Err(RecvError::PeerDied {
                 pid: owner::pid_of(holder),
@@ -412,7 +313,7 @@ impl Consumer {
 
     /// Largest message this ring carries.
     pub fn max_message(&self) -> usize {
-        self.region.geometry().max_message as usize
+        self.region().geometry().max_message as usize
     }
 
     /// Whether a producer has ever claimed this ring, as far as this consumer can tell (its
@@ -420,246 +321,82 @@ impl Consumer {
     /// what a wait is for ("no producer has come yet"); informational, the peer may write it.
     pub fn peer_has_come(&self) -> bool {
         // Relaxed: a description, nothing is read on the strength of it.
-        self.producer_seen || self.region.header().producer.claims.load(Ordering::Relaxed) != 0
+        self.core.producer_seen()
+            || self
+                .region()
+                .header()
+                .producer
+                .claims
+                .load(Ordering::Relaxed)
+                != 0
     }
 
     /// Whether the producer has broken the protocol (then every call fails with this).
     pub fn poisoned(&self) -> Option<&Corrupted> {
-        self.poisoned.as_ref()
+        self.core.poisoned()
     }
 
+    /// The ring's region (its memory, backing and name).
+    #[inline(always)]
+    pub(super) fn region(&self) -> &Arc<Region> {
+        self.core.memory()
+    }
+
+    /// Fails unless this is the process that claimed the role (see `check_process`), or if
+    /// the consumer is poisoned; drops the rest of a message a byte stream read in part.
+    #[inline]
+    fn before_next(&mut self) -> Result<(), TryRecvError> {
+        self.check_process().map_err(TryRecvError::WrongProcess)?;
+        if let Some(&c) = self.core.poisoned() {
+            return Err(TryRecvError::Corrupted(c));
+        }
+        if let Some((r, _)) = self.partial.take() {
+            // A message API after a partial stream read: the rest of that message is dropped.
+            self.core.advance(r);
+        }
+        Ok(())
+    }
+
+    /// Finds the next message without consuming it (see `ConsumerCore::next`).
+    #[inline]
+    fn next(&mut self) -> Result<Record, TryRecvError> {
+        self.before_next()?;
+        self.core.next()
+    }
+
+    /// Copies the next message into `buf` and consumes it, without releasing its slots.
     #[inline]
     fn copy_next(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
-        let r = self.next()?;
-        if buf.len() < r.len {
-            return Err(TryRecvError::BufferTooSmall {
-                needed: r.len,
-                available: buf.len(),
-            });
-        }
-        sync::hook("recv:found");
-        self.touch(r);
-        let src = self.region.payload(r.at, r.len);
-        let half = sync::hook_split(r.len);
-        // SAFETY: `next` validated that the record's slots lie inside the array (mapped while
-        // the region lives) and were published; no reference into them exists (guards borrow
-        // `self`). The peer may still write them: the copy is atomic (`crate::channel::views`). `buf`
-        // is our own memory and at least `len` bytes; `half <= len`.
-        unsafe { shared::copy_from_shared(src, &mut buf[..half]) };
-        if half != r.len {
-            sync::hook("recv:mid-copy");
-            // SAFETY: as above, for the rest of the payload.
-            unsafe { shared::copy_from_shared(src.add(half), &mut buf[half..r.len]) };
-        }
-        self.advance(r);
-        sync::hook("recv:consumed");
-        Ok(r.len)
+        self.before_next()?;
+        self.core.read(buf)
     }
 
     #[inline]
     fn lend_next(&mut self, release: bool) -> Result<ReadGuard<'_>, TryRecvError> {
-        let r = self.next()?;
-        self.touch(r);
-        let ptr = self.region.payload(r.at, r.len);
+        self.before_next()?;
+        let (record, ptr) = self.core.lend()?;
         Ok(ReadGuard {
             consumer: self,
-            record: r,
+            record,
             ptr,
             release,
         })
     }
 
-    /// Tells loom that the record's slots are being read (no-op otherwise).
-    #[inline(always)]
-    fn touch(&self, r: Record) {
-        self.region.access(r.at, r.next.wrapping_sub(r.at), false);
-    }
-
-    /// Moves the read position past a record.
-    #[inline]
-    fn advance(&mut self, r: Record) {
-        self.head = r.next;
-        self.received = self.received.wrapping_add(1);
-    }
-
     /// Fails unless this is the process that claimed the role (see `check_process`).
     #[inline(always)]
     fn check_process(&self) -> Result<(), WrongProcess> {
-        check_process(&self.region, Role::Consumer, self.me)
+        check_process(self.region(), Role::Consumer, self.me)
     }
 
-    /// Hands the slots read so far back to the producer (see `release_read`), if this is the
-    /// claimer's process: a guard, batch or consumer inherited by a forked child releases
-    /// nothing.
+    /// Hands the slots read so far back to the producer (see `ConsumerCore::release`), if this
+    /// is the claimer's process: a guard, batch or consumer inherited by a forked child
+    /// releases nothing.
     #[inline]
-    fn release(&mut self) {
-        if self.head != self.released && self.check_process().is_ok() {
-            self.release_read();
+    pub(super) fn release(&mut self) {
+        if self.core.unreleased_slots() != 0 && self.check_process().is_ok() {
+            self.core.release();
         }
-    }
-
-    /// Hands the slots read so far back to the producer: one Release store of the head. Only
-    /// after a `next` of this operation checked the process.
-    #[inline]
-    fn release_read(&mut self) {
-        if self.head != self.released {
-            // Our owner word, in the line we are about to write: a hit unless someone wrote it.
-            // A role we lost is not ours to release slots in; the next call reports it.
-            if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
-                self.poison(c.what);
-                return;
-            }
-            let line = &self.region.header().consumer;
-            // Informational counter; Relaxed, ordered before the head by the Release below.
-            line.received.store(self.received, Ordering::Relaxed);
-            // C2 (Release): pairs with the producer's Acquire load of the head (P3): our reads
-            // of these slots happen before the producer reuses them.
-            line.head.store(self.head, crate::sync::sabotage::release());
-            self.released = self.head;
-            wake(&line.producer_waiting, &line.space_event);
-        }
-    }
-
-    /// Finds and validates the next message, skipping one padding record.
-    #[inline]
-    fn next(&mut self) -> Result<Record, TryRecvError> {
-        self.check_process().map_err(TryRecvError::WrongProcess)?;
-        if let Some(c) = self.poisoned {
-            return Err(TryRecvError::Corrupted(c));
-        }
-        if let Some((r, _)) = self.partial.take() {
-            // A message API after a partial stream read: the rest of that message is dropped.
-            self.advance(r);
-        }
-        let g = *self.region.geometry();
-        // At most two rounds: after a padding record the head is at slot 0, where padding is
-        // never valid (it would have to cover the whole array, and so more than is published).
-        loop {
-            if self.head == self.tail_cache {
-                let e = self.empty_or_closed();
-                if self.head == self.tail_cache || self.poisoned.is_some() {
-                    return Err(e);
-                }
-            }
-            let at = self.head;
-            let available = self.tail_cache.wrapping_sub(at);
-            let pos = at & g.mask();
-            // Read once; only the locals are used from here on.
-            let (len, kind) = self.region.read_record(at);
-            match kind {
-                KIND_MESSAGE => {
-                    if len > g.max_message {
-                        return Err(self.poison(Corruption::RecordTooLong {
-                            at,
-                            len,
-                            max: g.max_message,
-                        }));
-                    }
-                    let slots = g.record_slots(len);
-                    if pos + slots > g.capacity() {
-                        return Err(self.poison(Corruption::RecordOverrunsArray {
-                            at,
-                            slots,
-                            capacity: g.capacity(),
-                        }));
-                    }
-                    if slots > available {
-                        return Err(self.poison(Corruption::RecordBeyondTail {
-                            at,
-                            slots,
-                            available,
-                        }));
-                    }
-                    return Ok(Record {
-                        at,
-                        len: len as usize,
-                        next: at.wrapping_add(slots),
-                    });
-                }
-                KIND_PADDING => {
-                    let slots = g.capacity() - pos;
-                    if slots >= available {
-                        return Err(self.poison(Corruption::PaddingWithoutMessage { at }));
-                    }
-                    let expected = g.padding_len(pos);
-                    if len != expected {
-                        return Err(self.poison(Corruption::BadPadding { at, len, expected }));
-                    }
-                    // Padding is skipped privately; its slots are released with the message.
-                    self.head = at.wrapping_add(slots);
-                }
-                kind => return Err(self.poison(Corruption::UnknownKind { at, kind })),
-            }
-        }
-    }
-
-    /// Re-reads the producer's tail and validates it: it may only move forward, and at most a
-    /// ring's worth of slots ahead of the released head.
-    #[cold]
-    fn refresh_tail(&mut self) -> Result<(), TryRecvError> {
-        // C1 (Acquire): pairs with the producer's Release store of the tail (P2), making the
-        // records below it visible.
-        let tail = self.region.tail().load(Ordering::Acquire);
-        let ahead = tail.wrapping_sub(self.released);
-        let seen = self.tail_cache.wrapping_sub(self.released);
-        if ahead > self.region.geometry().capacity() || ahead < seen {
-            return Err(self.poison(Corruption::TailOutOfRange {
-                tail,
-                head: self.released,
-                last_tail: self.tail_cache,
-                capacity: self.region.geometry().capacity(),
-            }));
-        }
-        if tail != self.tail_cache {
-            self.producer_seen = true;
-        }
-        self.tail_cache = tail;
-        Ok(())
-    }
-
-    /// Checks the producer's claim count, read once by the caller, against what this consumer
-    /// saw before (see "A third writer" in docs/DESIGN.md): it never goes down, and it is not 0
-    /// once a producer was seen. Either would be another process's write, and taken at face
-    /// value would make the consumer wait for ever for a producer that "has not come yet".
-    #[cold]
-    fn check_claims(&mut self, claims: u32) -> Result<(), TryRecvError> {
-        if claims < self.last_claims {
-            return Err(self.poison(Corruption::ClaimsBackwards {
-                claims,
-                last_claims: self.last_claims,
-            }));
-        }
-        if claims == 0 && self.producer_seen {
-            let sent = self.region.header().producer.sent.load(Ordering::Relaxed);
-            return Err(self.poison(Corruption::PublishedWithoutClaim {
-                tail: self.tail_cache,
-                sent,
-            }));
-        }
-        self.last_claims = claims;
-        self.producer_seen |= claims != 0;
-        Ok(())
-    }
-
-    #[cold]
-    fn poison(&mut self, what: Corruption) -> TryRecvError {
-        // Sticky: the first error stays the answer (a release or close that finds the owner
-        // word changed after an earlier poisoning must not replace it).
-        if let Some(c) = self.poisoned {
-            return TryRecvError::Corrupted(c);
-        }
-        // Zeros where the ring was look like a broken protocol: name the real cause.
-        let what = if self.region.revoked() {
-            self.region.memory_lost()
-        } else {
-            what
-        };
-        let c = Corrupted {
-            ring: self.region.ident(),
-            what,
-        };
-        self.poisoned = Some(c);
-        TryRecvError::Corrupted(c)
     }
 }
 
@@ -670,11 +407,11 @@ impl Waiter for DataWait<'_> {
     type Error = RecvError;
 
     fn ready(&mut self) -> Result<bool, RecvError> {
-        self.0.has_data().map_err(RecvError::from)
+        self.0.core.has_data().map_err(RecvError::from)
     }
 
     fn sleep(&mut self, slice: Duration) {
-        sleep_for_data(&self.0.region, self.0.head, slice);
+        sleep_for_data(self.0.region(), self.0.core.head(), slice);
     }
 
     fn check_peer(&mut self) -> Result<(), RecvError> {
@@ -693,7 +430,7 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// [`Corruption::RoleLost`] if the consumer's owner word no longer held its identity
+    /// [`Corruption::RoleLost`](crate::Corruption::RoleLost) if the consumer's owner word no longer held its identity
     /// (another process rewrote it; then the ring is left as it was), or the error that
     /// poisoned the consumer before (the role is given back all the same).
     ///
@@ -720,16 +457,16 @@ impl Consumer {
             // the child's copy goes away without touching the ring.
             return Ok(());
         }
-        if let Err(c) = check_own_role(&self.region, Role::Consumer, self.me) {
-            self.poison(c.what);
+        if let Err(c) = self.core.check_owner() {
+            self.core.poison(c.what);
             return Err(c); // why nothing was released, whatever poisoned the consumer first
         }
-        self.release();
-        let h = self.region.header();
+        self.core.release();
+        let h = self.region().header();
         // Release: pairs with the producer's Acquire loads of the flag.
         h.producer.consumer_closed.store(1, Ordering::Release);
-        give_back_role(&self.region, Role::Consumer, self.me)?;
-        self.poisoned.map_or(Ok(()), Err)
+        give_back_role(self.region(), Role::Consumer, self.me)?;
+        self.core.poisoned().map_or(Ok(()), |&c| Err(c))
     }
 }
 
@@ -894,7 +631,7 @@ impl ReadGuard<'_> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
-        self.consumer.advance(self.record);
+        self.consumer.core.advance(self.record);
         if self.release {
             self.consumer.release();
         }
@@ -953,138 +690,7 @@ impl Drop for RecvBatch<'_> {
 impl std::fmt::Debug for RecvBatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvBatch")
-            .field(
-                "unreleased_slots",
-                &self.consumer.head.wrapping_sub(self.consumer.released),
-            )
+            .field("unreleased_slots", &self.consumer.core.unreleased_slots())
             .finish()
-    }
-}
-
-/// The consumer as a byte stream: messages are read back to back, empty messages are skipped,
-/// and end of stream is the producer closing the ring. A dead producer or a corrupted ring is
-/// an error, not end of stream, so a truncated transfer is never mistaken for a complete one.
-///
-/// `read` copies straight from the ring into the caller's buffer. `fill_buf` must return a
-/// `&[u8]`, so it copies the current message into a buffer the consumer owns (reused from
-/// message to message) and lends that; after [`Consumer::trust_peer_for_buf_read`] it lends
-/// the message in place instead (zero copy).
-///
-/// Switching to the message API in the middle of a message drops the rest of that message.
-///
-/// # Examples
-///
-/// ```
-/// use std::io::{BufRead, Read, Write};
-/// # use shmpipe::{Heap, Ring, RingConfig};
-/// let ring = Ring::create(Heap, &RingConfig::new())?;
-/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
-/// tx.write_all(b"hello\nworld\n")?;
-/// drop(tx); // closes the stream
-/// let lines: Vec<String> = rx.lines().collect::<Result<_, _>>()?;
-/// assert_eq!(lines, ["hello", "world"]);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-impl std::io::BufRead for Consumer {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        let Some((r, off)) = self.stream_next()? else {
-            return Ok(&[]);
-        };
-        if self.trust_peer && !self.buffered {
-            let p = self.region.payload(r.at, r.len);
-            // SAFETY: the record was validated (inside the array, below the published tail)
-            // and is ours until released, which happens only in `consume` once fully read;
-            // `off < len`, and the slice borrows `self`. That the producer does not write the
-            // slots meanwhile is the promise given to `trust_peer_for_buf_read`.
-            return Ok(unsafe { std::slice::from_raw_parts(p.add(off), r.len - off) });
-        }
-        if !self.buffered {
-            if self.stream_buf.len() < r.len {
-                self.stream_buf.resize(r.len, 0);
-            }
-            let p = self.region.payload(r.at, r.len);
-            // SAFETY: as above (validated, ours until released); the copy is atomic, so a
-            // producer that writes the slots anyway changes the copy, not our reference to it.
-            unsafe { shared::copy_from_shared(p, &mut self.stream_buf[..r.len]) };
-            self.buffered = true;
-        }
-        Ok(&self.stream_buf[off..r.len])
-    }
-
-    fn consume(&mut self, amt: usize) {
-        if let Some((r, off)) = self.partial {
-            let off = off.saturating_add(amt).min(r.len);
-            if off == r.len {
-                self.partial = None;
-                self.advance(r);
-                self.release();
-            } else {
-                self.partial = Some((r, off));
-            }
-        }
-    }
-}
-
-impl Consumer {
-    /// Lets [`BufRead::fill_buf`](std::io::BufRead::fill_buf) lend the current message in place
-    /// (zero copy) instead of copying it into the consumer's own buffer first.
-    ///
-    /// # Safety
-    ///
-    /// The producer's process must be trusted to follow the protocol: it must never write the
-    /// slots of a published message before this consumer releases them. `fill_buf` returns a
-    /// `&[u8]` into those slots, and a producer that writes them while it lives makes that
-    /// undefined behaviour in this process, not just a wrong message.
-    pub unsafe fn trust_peer_for_buf_read(&mut self) {
-        self.trust_peer = true;
-    }
-
-    /// The message the byte stream is in and the offset into it, waiting for the next message
-    /// once the current one is read; `None` at end of stream.
-    fn stream_next(&mut self) -> std::io::Result<Option<(Record, usize)>> {
-        loop {
-            if let Some((r, off)) = self.partial {
-                if off < r.len {
-                    return Ok(Some((r, off)));
-                }
-                self.partial = None;
-                self.advance(r);
-                self.release();
-            }
-            match self.next_until(None) {
-                Ok(r) => {
-                    self.touch(r);
-                    self.partial = Some((r, 0));
-                    self.buffered = false;
-                }
-                Err(RecvError::Disconnected) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-impl std::io::Read for Consumer {
-    /// Copies from the current message straight into `buf` (one copy out of the ring).
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::BufRead;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let Some((r, off)) = self.stream_next()? else {
-            return Ok(0);
-        };
-        let n = (r.len - off).min(buf.len());
-        if self.buffered {
-            // `fill_buf` copied this message already: read the copy, as it lent it.
-            buf[..n].copy_from_slice(&self.stream_buf[off..off + n]);
-        } else {
-            let p = self.region.payload(r.at, r.len);
-            // SAFETY: as in `fill_buf`: validated, ours until released, `off + n <= len`; no
-            // reference into the slots exists (the copy is atomic).
-            unsafe { shared::copy_from_shared(p.add(off), &mut buf[..n]) };
-        }
-        self.consume(n);
-        Ok(n)
     }
 }

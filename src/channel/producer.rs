@@ -1,9 +1,6 @@
-//! The producer's half of the protocol: reserve slots, write records, publish the tail.
-//!
-//! The producer owns the slots from its private tail up to the last head it validated plus the
-//! capacity, and the producer line of the header. It reads the consumer's head only when its
-//! cached copy says the ring is full, and validates it before use (it must never move backwards
-//! nor pass the published tail). It never reads or writes slots the consumer owns.
+//! The channel's producer: the ring's producer state machine (`crate::ring::ProducerCore`)
+//! wrapped with what a user meets: the process check of a handle inherited across `fork`, the
+//! blocking waits and their deadlines, the close and the role's give-back, grants and batches.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -11,15 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::check_indices;
-use super::roles::{check_own_role, check_process, give_back_role, holder_liveness};
+use super::roles::{check_process, give_back_role, holder_liveness};
 use crate::channel::process::{self as owner, Identity, Liveness};
 use crate::channel::region::Region;
-use crate::channel::views::{self as shared, RingSlice, RingSliceMut};
+use crate::channel::views::{RingSlice, RingSliceMut};
 use crate::channel::wait::{self, Deadline, WaitStrategy, Waiter};
-use crate::error::{Corrupted, Corruption, Error, Role, SendError, TrySendError, WrongProcess};
-use crate::layout::{KIND_MESSAGE, KIND_PADDING};
-use crate::ring::{sleep_for_room, wake};
+use crate::error::{Corrupted, Error, Role, SendError, TrySendError, WrongProcess};
+use crate::ring::{ProducerCore, sleep_for_room};
 use crate::sync;
 
 /// The sending side of a ring. `Send` (move it to another thread) but not `Sync` or `Clone`:
@@ -46,17 +41,8 @@ use crate::sync;
 /// # Ok::<(), shmpipe::Error>(())
 /// ```
 pub struct Producer {
-    region: Arc<Region>,
-    /// Counter one past the last record written (published or not).
-    tail: u64,
-    /// The tail last stored to the shared line.
-    published: u64,
-    /// The last head read from the consumer's line and validated.
-    head_cache: u64,
-    /// Messages written.
-    sent: u64,
-    /// Sticky error once the consumer broke the protocol.
-    poisoned: Option<Corrupted>,
+    /// The protocol: private indices, the sticky poison, the ring's memory.
+    core: ProducerCore<Region>,
     /// Our identity, written into the owner word: the process that claimed the role. In any
     /// other process (a forked child) every operation fails and drop does nothing.
     me: Identity,
@@ -69,33 +55,21 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tail, published, head_cache) = self.core.indices();
         f.debug_struct("Producer")
-            .field("ring", &self.region.ident())
-            .field("tail", &self.tail)
-            .field("published", &self.published)
-            .field("head_cache", &self.head_cache)
-            .field("poisoned", &self.poisoned)
+            .field("ring", &self.region().ident())
+            .field("tail", &tail)
+            .field("published", &published)
+            .field("head_cache", &head_cache)
+            .field("poisoned", &self.core.poisoned())
             .finish()
     }
 }
 
 impl Producer {
     pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Producer, Error> {
-        let h = region.header();
-        // Our own line, but written by whoever held the role before: untrusted too. The claim's
-        // Acquire (O1) made the previous holder's last store visible.
-        let tail = h.producer.tail.load(Ordering::Relaxed);
-        // P3 (Acquire): pairs with the consumer's Release store of the head (C2).
-        let head = h.consumer.head.load(Ordering::Acquire);
-        check_indices(&region, head, tail)?;
-        let sent = h.producer.sent.load(Ordering::Relaxed);
         Ok(Producer {
-            region,
-            tail,
-            published: tail,
-            head_cache: head,
-            sent,
-            poisoned: None,
+            core: ProducerCore::new(region, me)?,
             me,
             strategy: WaitStrategy::default(),
             closed: false,
@@ -126,7 +100,7 @@ impl Producer {
     #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         self.write(msg)?;
-        self.publish_written();
+        self.core.publish();
         sync::hook("send:published");
         Ok(())
     }
@@ -229,7 +203,7 @@ impl Producer {
     /// Call it after `try_send` found the ring full (which re-read the head).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_sleeper(&self) -> impl FnOnce(Duration) + Send + 'static {
-        let (region, head_cache) = (self.region.clone(), self.head_cache);
+        let (region, head_cache) = (self.region().clone(), self.core.head_cache());
         move |slice| sleep_for_room(&region, head_cache, slice)
     }
 
@@ -240,7 +214,7 @@ impl Producer {
         loop {
             match self.write(msg) {
                 Ok(()) => {
-                    self.publish_written();
+                    self.core.publish();
                     sync::hook("send:published");
                     return Ok(());
                 }
@@ -260,41 +234,9 @@ impl Producer {
         wait::wait(&mut RoomWait { p: self, len }, strategy, deadline)
     }
 
-    /// Whether a record of `len` bytes (and any padding before it) fits now, re-reading the
-    /// head.
-    fn room_for(&mut self, len: usize) -> Result<bool, Corrupted> {
-        if let Some(c) = self.poisoned {
-            return Err(c);
-        }
-        let (_, need) = self.placement(len);
-        self.refresh_head()?;
-        Ok(self.free_slots() >= need)
-    }
-
-    /// Where a record of `len` bytes (at most the maximum message) goes from the private tail:
-    /// the padding slots in front of it (0 unless it would straddle the end of the array), and
-    /// the slots it needs in all, padding included.
-    #[inline]
-    fn placement(&self, len: usize) -> (u64, u64) {
-        let g = self.region.geometry();
-        let slots = g.record_slots(len as u32);
-        let to_end = g.capacity() - (self.tail & g.mask());
-        let pad = if slots > to_end { to_end } else { 0 };
-        (pad, pad + slots)
-    }
-
-    /// Slots free by the cached head. `tail - head_cache <= capacity` holds for every validated
-    /// head (see `refresh_head`), so this never underflows.
-    #[inline]
-    fn free_slots(&self) -> u64 {
-        self.region.geometry().capacity() - self.tail.wrapping_sub(self.head_cache)
-    }
-
     /// Fails if the consumer closed the ring.
     fn check_closed(&self) -> Result<(), SendError> {
-        let h = self.region.header();
-        // Acquire: pairs with the consumer's Release store of the flag in its drop.
-        if h.producer.consumer_closed.load(Ordering::Acquire) != 0 {
+        if self.core.consumer_closed() {
             return Err(SendError::Disconnected);
         }
         Ok(())
@@ -314,17 +256,14 @@ impl Producer {
     #[cold]
     pub fn check_consumer(&self) -> Result<(), SendError> {
         self.check_process().map_err(SendError::WrongProcess)?;
-        if let Some(c) = self.poisoned {
+        if let Some(&c) = self.core.poisoned() {
             return Err(SendError::Corrupted(c));
         }
-        if self.region.revoked() {
-            return Err(SendError::Corrupted(Corrupted {
-                ring: self.region.ident(),
-                what: self.region.memory_lost(),
-            }));
+        if self.region().revoked() {
+            return Err(SendError::Corrupted(self.region().lost()));
         }
         self.check_closed()?;
-        let c = &self.region.header().consumer;
+        let c = &self.region().header().consumer;
         // O1 (Acquire): pairs with the consumer's release of its role.
         let holder = c.owner.load(Ordering::Acquire);
         if holder == 0 {
@@ -333,7 +272,7 @@ impl Producer {
             return Ok(());
         }
         // Unknown (another pid namespace) is not dead.
-        if holder_liveness(&self.region, Role::Consumer, holder) == Liveness::Dead {
+        if holder_liveness(self.region(), Role::Consumer, holder) == Liveness::Dead {
             return Err(SendError::PeerDied {
                 pid: owner::pid_of(holder),
             });
@@ -364,12 +303,12 @@ impl Producer {
 
     /// Largest message this ring accepts.
     pub fn max_message(&self) -> usize {
-        self.region.geometry().max_message as usize
+        self.region().geometry().max_message as usize
     }
 
     /// Slots in the ring.
     pub fn capacity_slots(&self) -> usize {
-        self.region.geometry().slot_count as usize
+        self.region().geometry().slot_count as usize
     }
 
     /// Whether a consumer has ever claimed this ring (its role's claim count is non-zero). For
@@ -377,83 +316,52 @@ impl Producer {
     /// peer may write it.
     pub fn peer_has_come(&self) -> bool {
         // Relaxed: a description, nothing is read on the strength of it.
-        self.region.header().consumer.claims.load(Ordering::Relaxed) != 0
+        self.region()
+            .header()
+            .consumer
+            .claims
+            .load(Ordering::Relaxed)
+            != 0
     }
 
     /// Whether the consumer has broken the protocol (then every call fails with this).
     pub fn poisoned(&self) -> Option<&Corrupted> {
-        self.poisoned.as_ref()
+        self.core.poisoned()
+    }
+
+    /// The ring's region (its memory, backing and name).
+    #[inline(always)]
+    pub(super) fn region(&self) -> &Arc<Region> {
+        self.core.memory()
     }
 
     /// Fails unless this is the process that claimed the role (see `check_process`).
     #[inline(always)]
     fn check_process(&self) -> Result<(), WrongProcess> {
-        check_process(&self.region, Role::Producer, self.me)
+        check_process(self.region(), Role::Producer, self.me)
     }
 
-    /// Makes everything written so far visible to the consumer (see `publish_written`), if
-    /// this is the claimer's process: a batch, grant or producer inherited by a forked child
-    /// publishes nothing.
+    /// Makes everything written so far visible to the consumer, if this is the claimer's
+    /// process: a batch, grant or producer inherited by a forked child publishes nothing.
     #[inline]
     fn publish(&mut self) {
-        if self.tail != self.published && self.check_process().is_ok() {
-            self.publish_written();
-        }
-    }
-
-    /// Makes everything written so far visible to the consumer: one Release store of the tail.
-    /// Only after a `write` or `reserve_slots` of this operation checked the process.
-    #[inline]
-    fn publish_written(&mut self) {
-        if self.tail != self.published {
-            let line = &self.region.header().producer;
-            // Informational counter; Relaxed, ordered before the tail by the Release below.
-            line.sent.store(self.sent, Ordering::Relaxed);
-            // P2 (Release): pairs with the consumer's Acquire load of the tail (C1), making
-            // every record header and payload byte written before it visible there.
-            line.tail.store(self.tail, crate::sync::sabotage::publish());
-            self.published = self.tail;
-            wake(&line.consumer_waiting, &line.data_event);
+        if self.core.unpublished_slots() != 0 && self.check_process().is_ok() {
+            self.core.publish();
         }
     }
 
     /// Copies `msg` into the ring as a record without publishing it.
     #[inline]
     fn write(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
-        let at = self.reserve_slots(msg.len())?;
-        sync::hook("send:claimed");
-        self.touch(at, msg.len());
-        let dst = self.region.payload(at, msg.len());
-        let half = sync::hook_split(msg.len());
-        // SAFETY: `reserve_slots` guaranteed the record's slots lie inside the array (mapped while the
-        // region lives) and belong to the producer (free: not between the validated head and
-        // our tail); no reference into them exists (grants borrow `self`), and the copy is
-        // atomic (`crate::channel::views`), so a consumer that writes them anyway is no data race.
-        // `msg` is our own memory, so the ranges cannot overlap. `half <= len`.
-        unsafe { shared::copy_to_shared(&msg[..half], dst) };
-        if half != msg.len() {
-            sync::hook("send:mid-payload");
-            // SAFETY: as above, for the rest of the payload.
-            unsafe { shared::copy_to_shared(&msg[half..], dst.add(half)) };
-        }
-        if self.region.revoked() {
-            // The file shrank during the copy: the message went nowhere.
-            return Err(TrySendError::Corrupted(self.lose()));
-        }
-        self.finish(at, msg.len() as u32);
-        sync::hook("send:written");
-        Ok(())
+        self.check_process().map_err(TrySendError::WrongProcess)?;
+        self.core.write(msg)
     }
 
     /// Hands out a guard over a reserved record of `len` bytes.
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
-        let at = self.reserve_slots(len)?;
-        if self.region.revoked() {
-            return Err(TrySendError::Corrupted(self.lose()));
-        }
-        self.touch(at, len);
-        let ptr = self.region.payload(at, len);
+        self.check_process().map_err(TrySendError::WrongProcess)?;
+        let (at, ptr) = self.core.grant(len)?;
         Ok(WriteGrant {
             producer: self,
             at,
@@ -463,117 +371,23 @@ impl Producer {
         })
     }
 
-    /// Tells loom that the record's slots are being written (no-op otherwise).
-    #[inline(always)]
-    fn touch(&self, at: u64, len: usize) {
-        let slots = self.region.geometry().record_slots(len as u32);
-        self.region.access(at, slots, true);
-    }
-
-    /// Finds room for a record of `len` payload bytes, writing a padding record first if it
-    /// would straddle the end of the array. Returns the counter where the record starts; the
-    /// private tail does not move until [`Producer::finish`].
+    /// Finds room for a record of `len` bytes (see `ProducerCore::reserve`), in the claimer's
+    /// process only.
     #[inline]
     fn reserve_slots(&mut self, len: usize) -> Result<u64, TrySendError> {
         self.check_process().map_err(TrySendError::WrongProcess)?;
-        if let Some(c) = self.poisoned {
-            return Err(TrySendError::Corrupted(c));
-        }
-        // Our owner word, in our own line like the flag below: a hit unless someone wrote it.
-        self.check_role().map_err(TrySendError::Corrupted)?;
-        // A word of our own line (hot in our cache): Acquire pairs with the consumer's Release
-        // store of it when it closes.
-        if self
-            .region
-            .header()
-            .producer
-            .consumer_closed
-            .load(Ordering::Acquire)
-            != 0
-        {
-            return Err(TrySendError::Disconnected);
-        }
-        let g = *self.region.geometry();
-        if len > g.max_message as usize {
-            return Err(TrySendError::TooLarge {
-                len,
-                max: g.max_message as usize,
-            });
-        }
-        let (pad, need) = self.placement(len);
-        if self.free_slots() < need {
-            self.refresh_head().map_err(TrySendError::Corrupted)?;
-            if self.free_slots() < need {
-                return Err(TrySendError::Full);
-            }
-        }
-        if pad != 0 {
-            let pos = self.tail & g.mask();
-            self.region
-                .write_record(self.tail, g.padding_len(pos), KIND_PADDING);
-        }
-        Ok(self.tail.wrapping_add(pad))
-    }
-
-    /// Completes the record reserved at `at` with `len` payload bytes: writes its header and
-    /// moves the private tail past it.
-    #[inline]
-    fn finish(&mut self, at: u64, len: u32) {
-        let g = self.region.geometry();
-        let slots = g.record_slots(len);
-        self.region.write_record(at, len, KIND_MESSAGE);
-        self.tail = at.wrapping_add(slots);
-        self.sent = self.sent.wrapping_add(1);
-    }
-
-    /// Re-reads the consumer's head and validates it: it may only move forward, and never past
-    /// what we published.
-    #[cold]
-    fn refresh_head(&mut self) -> Result<(), Corrupted> {
-        // P3 (Acquire): pairs with the consumer's Release store of the head (C2), so its reads
-        // of the slots it released happen before we overwrite them.
-        let head = self.region.head().load(Ordering::Acquire);
-        let advanced = head.wrapping_sub(self.head_cache);
-        let allowed = self.published.wrapping_sub(self.head_cache);
-        if advanced > allowed {
-            if self.region.revoked() {
-                // Zeros where the ring was look like a broken protocol: name the real cause.
-                return Err(self.lose());
-            }
-            let c = Corrupted {
-                ring: self.region.ident(),
-                what: Corruption::HeadOutOfRange {
-                    head,
-                    last_head: self.head_cache,
-                    tail: self.published,
-                },
-            };
-            self.poisoned = Some(c);
-            return Err(c);
-        }
-        self.head_cache = head;
-        Ok(())
+        self.core.reserve(len)
     }
 }
 
 impl Producer {
-    /// Poisons the producer if its owner word no longer holds its identity (another process
-    /// rewrote it: see `check_own_role`).
-    #[inline]
-    fn check_role(&mut self) -> Result<(), Corrupted> {
-        check_own_role(&self.region, Role::Producer, self.me).inspect_err(|&c| {
-            // Sticky: an earlier error stays the answer of every later call.
-            self.poisoned.get_or_insert(c);
-        })
-    }
-
     /// Closes the ring as dropping the producer does (publishes anything pending, gives the
     /// role back, wakes the consumer, which receives every message and then the end of
     /// stream), and says whether that was a clean end.
     ///
     /// # Errors
     ///
-    /// [`Corruption::RoleLost`] if the producer's owner word no longer held its identity
+    /// [`Corruption::RoleLost`](crate::Corruption::RoleLost) if the producer's owner word no longer held its identity
     /// (another process rewrote it; then nothing is published and the word is left as it
     /// was), or the error that poisoned the producer before (the role is given back all the
     /// same). A program that must not report success for a stream the consumer may not have
@@ -602,21 +416,10 @@ impl Producer {
             return Ok(());
         }
         // A role another process holds or cleared is not ours to publish into or give back.
-        self.check_role()?;
-        self.publish();
-        give_back_role(&self.region, Role::Producer, self.me)?;
-        self.poisoned.map_or(Ok(()), Err)
-    }
-
-    /// Poisons the producer because the ring's file shrank under the mapping.
-    #[cold]
-    fn lose(&mut self) -> Corrupted {
-        let c = Corrupted {
-            ring: self.region.ident(),
-            what: self.region.memory_lost(),
-        };
-        self.poisoned = Some(c);
-        c
+        self.core.check_owner()?;
+        self.core.publish();
+        give_back_role(self.region(), Role::Producer, self.me)?;
+        self.core.poisoned().map_or(Ok(()), |&c| Err(c))
     }
 }
 
@@ -630,7 +433,7 @@ impl Waiter for RoomWait<'_> {
     type Error = SendError;
 
     fn ready(&mut self) -> Result<bool, SendError> {
-        if self.p.room_for(self.len)? {
+        if self.p.core.room_for(self.len)? {
             return Ok(true);
         }
         self.p.check_closed().map(|()| false)
@@ -638,11 +441,11 @@ impl Waiter for RoomWait<'_> {
 
     fn sleep(&mut self, slice: Duration) {
         // `ready` has just re-read the head into `head_cache` (`room_for`).
-        sleep_for_room(&self.p.region, self.p.head_cache, slice);
+        sleep_for_room(self.p.region(), self.p.core.head_cache(), slice);
     }
 
     fn check_peer(&mut self) -> Result<(), SendError> {
-        self.p.check_role()?;
+        self.p.core.check_owner()?;
         self.p.check_consumer()
     }
 
@@ -737,9 +540,9 @@ impl WriteGrant<'_> {
         if self.producer.check_process().is_err() {
             return; // a grant inherited across fork: the slots are the claimer's
         }
-        self.producer.finish(self.at, len as u32);
+        self.producer.core.finish(self.at, len as u32);
         if self.publish {
-            self.producer.publish_written();
+            self.producer.core.publish();
         }
     }
 }
@@ -877,7 +680,7 @@ impl SendBatch<'_> {
 
     /// Slots written and not yet published.
     pub fn pending_slots(&self) -> u64 {
-        self.producer.tail.wrapping_sub(self.producer.published)
+        self.producer.core.unpublished_slots()
     }
 }
 
@@ -892,49 +695,5 @@ impl std::fmt::Debug for SendBatch<'_> {
         f.debug_struct("SendBatch")
             .field("pending_slots", &self.pending_slots())
             .finish()
-    }
-}
-
-/// The producer as a byte stream: each `write` sends up to [`Producer::stream_chunk`] bytes as
-/// one message, waiting for room as the [`WaitStrategy`] says. Dropping the producer ends the
-/// stream. A closed or dead consumer is `BrokenPipe`, as for a pipe.
-///
-/// # Examples
-///
-/// ```
-/// use std::io::{Read, Write};
-/// # use shmpipe::{Heap, Ring, RingConfig};
-/// let ring = Ring::create(Heap, &RingConfig::new())?;
-/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
-/// let t = std::thread::spawn(move || tx.write_all(&[7u8; 1 << 20]));
-/// let mut all = Vec::new();
-/// rx.read_to_end(&mut all)?;
-/// t.join().unwrap()?;
-/// assert_eq!(all.len(), 1 << 20);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-impl std::io::Write for Producer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = buf.len().min(self.stream_chunk());
-        self.send(&buf[..n])?;
-        Ok(n)
-    }
-
-    /// Every write is published when it returns; nothing to do.
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Producer {
-    /// The largest message a byte-stream `write` sends: the maximum message, but at most an
-    /// eighth of the ring, so the consumer can read one chunk while the next is written.
-    pub fn stream_chunk(&self) -> usize {
-        let g = self.region.geometry();
-        let eighth = (g.array_bytes() / 8).saturating_sub(crate::layout::RECORD_HEADER as u64);
-        (g.max_message as usize).min(eighth.max(1) as usize)
     }
 }

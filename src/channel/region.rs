@@ -1,10 +1,11 @@
 //! A ring's memory as the channel holds it: the backing that keeps it mapped, the ring
-//! [`Memory`] it gives, and what errors name (`ident`) and roles read (`persistent`).
+//! [`Memory`] it gives (which also names the ring in errors), and what roles read
+//! (`persistent`).
 
 use std::ops::Deref;
 
 use crate::backing::Backing;
-use crate::error::{Corruption, Ident};
+use crate::error::Ident;
 use crate::layout::Geometry;
 use crate::ring::Memory;
 
@@ -12,7 +13,6 @@ use crate::ring::Memory;
 pub(crate) struct Region {
     memory: Memory,
     backing: Backing,
-    ident: Ident,
     persistent: bool,
 }
 
@@ -36,18 +36,9 @@ impl Region {
         persistent: bool,
     ) -> Region {
         Region {
-            memory: backing.memory(geometry),
+            memory: backing.memory(geometry, ident),
             backing,
-            ident,
             persistent,
-        }
-    }
-
-    /// The loss to report once [`Memory::revoked`] is true: which memory was lost.
-    #[cold]
-    pub(crate) fn memory_lost(&self) -> Corruption {
-        Corruption::MemoryLost {
-            memory: self.backing.lost_memory(),
         }
     }
 
@@ -59,12 +50,6 @@ impl Region {
     /// The backing memory.
     pub(crate) fn backing(&self) -> &Backing {
         &self.backing
-    }
-
-    /// Which ring this is, for errors.
-    #[inline]
-    pub(crate) fn ident(&self) -> Ident {
-        self.ident
     }
 }
 

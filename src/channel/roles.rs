@@ -177,36 +177,6 @@ pub(crate) fn wrong_process(region: &Region, role: Role, me: Identity) -> WrongP
     }
 }
 
-/// Whether this side's own owner word still holds its identity (see "A third writer" in
-/// docs/DESIGN.md). Nobody but the holder writes a held role's word (a claimant only replaces
-/// 0 or a dead holder), so anything else there means another process rewrote it: the side
-/// must stop rather than go on as if it still held the role. The word sits in the side's own
-/// cache line, so the check costs a load that hits unless someone did write it.
-#[inline]
-pub(crate) fn check_own_role(region: &Region, role: Role, me: Identity) -> Result<(), Corrupted> {
-    let h = region.header();
-    let owner = match role {
-        Role::Producer => &h.producer.owner,
-        Role::Consumer => &h.consumer.owner,
-    };
-    // Relaxed: our own word; nothing is synchronised through this load, only compared.
-    let found = owner.load(Ordering::Relaxed);
-    if found == me {
-        return Ok(());
-    }
-    // A ring whose memory was lost (a file that shrank, a huge page removed) reads zeros
-    // there: name the real cause.
-    let what = if region.revoked() {
-        region.memory_lost()
-    } else {
-        Corruption::RoleLost { role, found }
-    };
-    Err(Corrupted {
-        ring: region.ident(),
-        what,
-    })
-}
-
 /// A role holder as recorded in a ring, with the kernel's word on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Holder {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::at::Heap;
-use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
+use crate::error::{Corruption, RecvError, SendError, TryRecvError, TrySendError};
 use crate::layout::{KIND_MESSAGE, KIND_PADDING};
 
 /// splitmix64: a small deterministic generator, so failures reproduce.

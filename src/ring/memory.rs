@@ -5,6 +5,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 
+use crate::error::{Corrupted, Corruption, Ident, LostMemory, Role};
 use crate::layout::{Geometry, Header, RECORD_HEADER};
 use crate::sync::{self, AtomicU64, Model};
 
@@ -15,6 +16,10 @@ pub(crate) struct Memory {
     slots: NonNull<u8>,
     geometry: Geometry,
     revoked: Option<&'static AtomicBool>,
+    /// What is lost once `revoked` is set.
+    lost: LostMemory,
+    /// Which ring this is, for errors.
+    ident: Ident,
     model: Model,
 }
 
@@ -26,7 +31,8 @@ unsafe impl Sync for Memory {}
 
 impl Memory {
     /// Ring memory: the header at `header`, `geometry.array_bytes()` of slots at `slots`.
-    /// `revoked`, if any, is set (by a signal handler) once the memory vanished under us.
+    /// `revoked`, if any, is set (by a signal handler) once the memory vanished under us, and
+    /// `lost` names that memory; `ident` names the ring in errors.
     ///
     /// # Safety
     ///
@@ -38,6 +44,8 @@ impl Memory {
         slots: NonNull<u8>,
         geometry: Geometry,
         revoked: Option<&'static AtomicBool>,
+        lost: LostMemory,
+        ident: Ident,
         model: Model,
     ) -> Memory {
         Memory {
@@ -45,8 +53,75 @@ impl Memory {
             slots,
             geometry,
             revoked,
+            lost,
+            ident,
             model,
         }
+    }
+
+    /// Which ring this is, for errors.
+    #[inline]
+    pub(crate) fn ident(&self) -> Ident {
+        self.ident
+    }
+
+    /// The error once [`Memory::revoked`] is true: which memory was lost.
+    #[cold]
+    pub(crate) fn lost(&self) -> Corrupted {
+        Corrupted {
+            ring: self.ident,
+            what: Corruption::MemoryLost { memory: self.lost },
+        }
+    }
+
+    /// The error for a broken rule, `what`, unless the memory was revoked: zeros where the ring
+    /// was look like a broken protocol, and then the loss is the real cause.
+    #[cold]
+    pub(crate) fn corrupted(&self, what: Corruption) -> Corrupted {
+        if self.revoked() {
+            return self.lost();
+        }
+        Corrupted {
+            ring: self.ident,
+            what,
+        }
+    }
+
+    /// Whether `role`'s owner word still holds `me`, the identity its holder wrote there (see
+    /// "A third writer" in docs/DESIGN.md). Nobody but the holder writes a held role's word (a
+    /// claimant only replaces 0 or a dead holder), so anything else there means another
+    /// process rewrote it: the side must stop rather than go on as if it still held the role.
+    /// The word sits in the side's own cache line: a load that hits unless someone wrote it.
+    #[inline]
+    pub(crate) fn check_owner(&self, role: Role, me: u64) -> Result<(), Corrupted> {
+        let h = self.header();
+        let owner = match role {
+            Role::Producer => &h.producer.owner,
+            Role::Consumer => &h.consumer.owner,
+        };
+        // Relaxed: our own word; nothing is synchronised through this load, only compared.
+        let found = owner.load(Ordering::Relaxed);
+        if found == me {
+            return Ok(());
+        }
+        Err(self.corrupted(Corruption::RoleLost { role, found }))
+    }
+
+    /// Checks `tail - head` read when a side starts: the indices must be at most a ring apart.
+    pub(crate) fn check_indices(&self, head: u64, tail: u64) -> Result<(), Corrupted> {
+        let capacity = self.geometry.capacity();
+        if tail.wrapping_sub(head) > capacity {
+            return Err(Corrupted {
+                ring: self.ident,
+                what: Corruption::TailOutOfRange {
+                    tail,
+                    head,
+                    last_tail: tail,
+                    capacity,
+                },
+            });
+        }
+        Ok(())
     }
 
     /// Whether the memory was revoked: a page of the ring's file or huge pages vanished under

@@ -76,7 +76,7 @@ pub(crate) fn sleep_for_room(mem: &Memory, head_cache: u64, slice: Duration) {
 
 /// The re-check after announcing a sleep: whether the consumer did what its wake-ups announce
 /// (a release: the head moved, or its close). It only reads and validates nothing: `true`
-/// sends the waiter back to the channel producer's `room_for`, which re-reads and validates the head (and
+/// sends the waiter back to `ProducerCore::room_for`, which re-reads and validates the head (and
 /// poisons on a bad one); a hostile value can at worst make the waiter sleep one slice or not
 /// at all. A release too small for the record also ends the sleep: `room_for` then finds no
 /// room with the new head cached, and the waiter sleeps again.
@@ -103,7 +103,7 @@ pub(crate) fn sleep_for_data(mem: &Memory, head: u64, slice: Duration) {
 
 /// The re-check after announcing a sleep: whether the producer did what its wake-ups announce
 /// (a record published beyond `head`, or its close). It only reads and validates nothing:
-/// `true` sends the waiter back to the channel consumer's `has_data`, which re-reads and validates the
+/// `true` sends the waiter back to `ConsumerCore::has_data`, which re-reads and validates the
 /// tail (and poisons on a bad one), and a hostile value can at worst make the waiter sleep one
 /// slice or not at all. The loads are those of `empty_or_closed`, in its order.
 fn published_or_closed(mem: &Memory, head: u64) -> bool {
