@@ -75,8 +75,10 @@ const SLOW_CALLS_PER_MILLION: u64 = 50;
 const STRESS_MIN_SHARE: u64 = 10;
 /// See [`STRESS_MIN_SHARE`].
 const STRESS_BUDGET: Duration = Duration::from_secs(15);
-/// Bound on the 99th percentile of the wake-up latency of a sleeping consumer (in the default
-/// suite while a [`SchedProbe`] run at the same time saw the machine quiet).
+/// Bound on the 99th percentile of the wake-up latency of a sleeping consumer, in the timing
+/// suite (a spinning consumer preempted by other work was seen at 58 ms, while a sleeping
+/// [`SchedProbe`] beside it stayed under 5 ms; the default suite bounds it by
+/// `timing::LOADED` and counts the futex sleeps).
 const WAKE_P99_BOUND: Duration = Duration::from_millis(10);
 /// Bound on how late a timed wait may return after its deadline (the default suite:
 /// `timing::LOADED`; never before it, in both).
@@ -988,13 +990,7 @@ fn sleeping_consumer_wakes_within_10ms_of_a_send() {
                 "the consumer slept in the futex only {slept} times"
             );
         }
-        // A lost wake-up waits out a 10 ms slice; on a machine busy enough to delay the probe
-        // for half of one, that is no longer the mark of one, and only a stall is.
-        let p99_bound = if timing_suite() || cal.quiet() {
-            WAKE_P99_BOUND
-        } else {
-            bound(WAKE_P99_BOUND)
-        };
+        let p99_bound = bound(WAKE_P99_BOUND);
         assert!(
             p99 < p99_bound,
             "{strategy:?}: p99 wake latency {p99:?} (bound {p99_bound:?}; {cal})"
