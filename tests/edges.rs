@@ -937,13 +937,16 @@ fn open_or_create_with_another_shape_is_config_mismatch() {
         ("slot count", cfg(64, 32).max_message(200)),
         ("slot size", cfg(128, 16).max_message(200)),
         ("max message", cfg(64, 16).max_message(201)),
-        ("default max message", cfg(64, 16)),
     ] {
         match Ring::open_or_create(key, &other) {
             Err(Error::ConfigMismatch { ident, .. }) => assert_eq!(ident.key, Some(key)),
             other => panic!("{what}: expected ConfigMismatch, got {other:?}"),
         }
     }
+    // A shape field the opener leaves unset is the creator's (the header is the authority).
+    let joined = Ring::open_or_create(key, &cfg(64, 16)).unwrap();
+    assert_eq!(joined.instance_id(), ring.instance_id());
+    assert_eq!(joined.max_message(), 200);
     // Non-shape settings do not matter.
     Ring::open_or_create(key, &shape.clone().init_timeout(Duration::from_millis(5))).unwrap();
 }
