@@ -25,6 +25,10 @@
 //! empty, to show the ring's own cost with no wait strategy in the way (`examples/wake.rs`
 //! measures the blocking calls); the two processes are therefore pinned to different CPUs when
 //! the machine has two or more.
+//!
+//! It prints the machine's load average and, after the run, how much of the CPUs' time other
+//! processes took meanwhile, with a warning when that was enough to make the numbers the busy
+//! machine's rather than the ring's (the same check as `shmpipe bench`, `cli/src/load.rs`).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -35,6 +39,9 @@ use std::time::{Duration, Instant};
 use shmpipe::{Consumer, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError};
 
 mod common;
+/// The machine-load check shared with `shmpipe bench`.
+#[path = "../cli/src/load.rs"]
+mod load;
 use common::{
     ChildGuard, MSG, Res, allowed_cpus, fmt_duration, is_message, message, pin_to, print_flush,
 };
@@ -186,6 +193,7 @@ fn parent_main() -> Res<()> {
 
     let mut tx = down.producer()?;
     let mut rx = up.consumer()?;
+    let load_before = load::Sample::now();
 
     // The record header is 8 bytes (docs/LAYOUT.md); the API does not export it.
     let slots_per_msg = (8 + MSG).div_ceil(down.slot_size());
@@ -218,6 +226,11 @@ fn parent_main() -> Res<()> {
              spin\n             and the shmpipe numbers measure the scheduler more than the ring"
         ),
     }
+    println!(
+        "  load       load average {} (1 min) on {} CPUs before the run",
+        load::load_average().map_or("unknown".to_string(), |l| format!("{l:.2}")),
+        load::cpus()
+    );
     println!(
         "  runs       {RTT_ROUNDS} round trips after {RTT_WARMUP} warm-up, per transport\n             \
          stream: {SHM_STREAM} messages over shmpipe (twice: one by one, then in batches of \
@@ -264,6 +277,10 @@ fn parent_main() -> Res<()> {
     if !status.success() {
         return Err(format!("the child failed ({status})").into());
     }
+    // After the child is reaped, so its CPU time counts as ours.
+    let load = load_before
+        .zip(load::Sample::now())
+        .map(|(a, b)| a.until(&b));
 
     let shm = Results {
         rtt_median: shm_rtt.0,
@@ -276,6 +293,16 @@ fn parent_main() -> Res<()> {
         msgs_per_sec: pipe_rate,
     };
     print_table(&shm, batch_rate, &pipe);
+    println!();
+    match load {
+        Some(l) => {
+            println!("machine: {}", l.summary());
+            if let Some(w) = l.warning() {
+                println!("{w}");
+            }
+        }
+        None => println!("machine: load unknown (/proc not readable)"),
+    }
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::timing::bound;
 use common::{
     ChildProcess, RemoveOnDrop, SplitMix64, check_msg, child_role, fill_msg, make_msg, msg_len,
     param, param_opt, process_state, signal_process, unique_key,
@@ -49,8 +50,8 @@ const ACK_VAR: &str = "SHMPIPE_TEST_ACK_SHMID";
 const CRASH_VAR: &str = "SHMPIPE_CRASH_AT";
 
 /// The bound asserted on every `PeerDied` detection: DESIGN.md promises 100 ms (and expects
-/// 10-20 ms); the margin keeps a loaded CI machine from failing the test. The measured times
-/// are printed.
+/// 10-20 ms); the margin keeps a loaded CI machine from failing the timing suite, and the
+/// default suite allows a starved process `timing::LOADED`. The measured times are printed.
 const BOUND: Duration = Duration::from_millis(500);
 /// No step of a test may take longer, whatever goes wrong.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -266,8 +267,9 @@ fn summarize(what: &str, times: &mut [Duration]) -> (Duration, Duration) {
 fn detected(what: &str, took: Duration) {
     eprintln!("{what}: PeerDied {took:.2?} after SIGKILL");
     assert!(
-        took < BOUND,
-        "{what}: PeerDied took {took:?}, over {BOUND:?}"
+        took < bound(BOUND),
+        "{what}: PeerDied took {took:?}, over {:?}",
+        bound(BOUND)
     );
 }
 
@@ -807,7 +809,11 @@ fn sleeping_consumer_sees_a_killed_producer() {
         let killed = child.kill_and_reap();
         let (got, done) = blocked.join();
         assert_eq!(got, Err(RecvError::PeerDied { pid }));
-        assert!(done - killed < BOUND, "PeerDied took {:?}", done - killed);
+        assert!(
+            done - killed < bound(BOUND),
+            "PeerDied took {:?}",
+            done - killed
+        );
         times.push(done - killed);
     }
     summarize(TEST, &mut times);
@@ -853,7 +859,11 @@ fn sleeping_producer_sees_a_killed_consumer() {
         let killed = child.kill_and_reap();
         let (got, done) = blocked.join();
         assert_eq!(got, Ok(pid), "send when the consumer died");
-        assert!(done - killed < BOUND, "PeerDied took {:?}", done - killed);
+        assert!(
+            done - killed < bound(BOUND),
+            "PeerDied took {:?}",
+            done - killed
+        );
         times.push(done - killed);
     }
     summarize(TEST, &mut times);
@@ -945,7 +955,7 @@ fn producer_killed_at_random_moments() {
         unacked += total - acked;
         times.push(done - killed);
         assert!(
-            done - killed < BOUND,
+            done - killed < bound(BOUND),
             "{what}: PeerDied took {:?}",
             done - killed
         );

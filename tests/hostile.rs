@@ -93,6 +93,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::timing::bound;
 use common::{
     Backing, ChildProcess, KIND_MESSAGE, KIND_PADDING, RawAttach, RemoveFile, SLOTS, SplitMix64,
     TAIL, TestRing, check_msg, child_image_raw, child_image_ring, child_result, child_role,
@@ -114,7 +115,8 @@ use shmpipe::{
 /// most 33 ms); this leaves ample room for a loaded CI machine. A correctness bound, not a
 /// speed claim.
 const BOUND: Duration = Duration::from_secs(1);
-/// "Returns immediately", for a single call (part 2, and the stickiness checks of part 1).
+/// "Returns immediately", for a single call (part 2, and the stickiness checks of part 1); the
+/// default suite allows a starved process `timing::LOADED`, still half of [`LONG`].
 const AT_ONCE: Duration = Duration::from_millis(100);
 /// The timeout of blocking calls that must not wait at all: long enough that waiting for it
 /// would fail [`AT_ONCE`] by two orders of magnitude, short enough to fail rather than hang.
@@ -426,7 +428,7 @@ fn consumer_sticky(rx: &mut Consumer) -> String {
             let took = t0.elapsed();
             if got != Err(Ok(want)) {
                 problems.push(format!("{path:?} returned {got:?} after {want}"));
-            } else if took >= AT_ONCE {
+            } else if took >= bound(AT_ONCE) {
                 problems.push(format!("{path:?} took {took:?}"));
             }
         }
@@ -506,7 +508,7 @@ fn producer_sticky(tx: &mut Producer, msg: &[u8]) -> String {
             let took = t0.elapsed();
             if got != Err(Ok(want)) {
                 problems.push(format!("{path:?} returned {got:?} after {want}"));
-            } else if took >= AT_ONCE {
+            } else if took >= bound(AT_ONCE) {
                 problems.push(format!("{path:?} took {took:?}"));
             }
         }
@@ -607,7 +609,10 @@ impl RecvPath {
         let got = self.run(rx);
         let took = t0.elapsed();
         assert_eq!(got, Err(Ok(want)), "{self:?}");
-        assert!(took < AT_ONCE, "{self:?} took {took:?} to fail with {want}");
+        assert!(
+            took < bound(AT_ONCE),
+            "{self:?} took {took:?} to fail with {want}"
+        );
     }
 }
 
@@ -662,7 +667,10 @@ impl SendPath {
         let got = self.run(tx, msg);
         let took = t0.elapsed();
         assert_eq!(got, Err(Ok(want)), "{self:?}");
-        assert!(took < AT_ONCE, "{self:?} took {took:?} to fail with {want}");
+        assert!(
+            took < bound(AT_ONCE),
+            "{self:?} took {took:?} to fail with {want}"
+        );
     }
 }
 
@@ -1375,7 +1383,7 @@ fn tail_case(b: Backing, start: u64, bad: u64, asleep: bool, first: RecvPath) {
         r.set_tail(bad);
         let t0 = Instant::now();
         first.expect(&mut rx, want);
-        assert!(t0.elapsed() < AT_ONCE, "{ctx}");
+        assert!(t0.elapsed() < bound(AT_ONCE), "{ctx}");
     }
     r.set_tail(h);
     for path in RecvPath::ALL {

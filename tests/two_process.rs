@@ -1,4 +1,4 @@
-//! Two real processes share one ring: ten million messages of random lengths (0 to the ring's
+//! Two real processes share one ring: millions of messages of random lengths (0 to the ring's
 //! maximum) go from one process to the other and each is checked in order and byte for byte,
 //! with either side starting first; a ring shared by shmid (`Key::Private`); and a ring whose
 //! key both processes derive from a file with `ftok`.
@@ -6,8 +6,9 @@
 //! The start-order tests are the core suite that every backing must pass: the same body runs
 //! over a SysV segment (`*::sysv`), a sealed memfd the child inherits (`*::memfd`) and a file
 //! in the temporary directory (`*::file`), through the conformance harness of
-//! `tests/common/conformance.rs` (a heap ring cannot reach another process), with the full ten million messages each (about 8 s
-//! per test on two cores). A memfd has no name, so this process creates it before the child
+//! `tests/common/conformance.rs` (a heap ring cannot reach another process), with ten million
+//! messages each in the timing suite (about 8 s per test on two cores) and one million in the
+//! default suite. A memfd has no name, so this process creates it before the child
 //! starts whatever the order; "producer first" then means that the producer claims its role
 //! and fills the ring before the consumer touches it. The shmid and ftok tests are about
 //! SysV keys and run over a segment only.
@@ -21,6 +22,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::timing::size;
 use common::{
     Backing, ChildProcess, RemoveFile, RemoveOnDrop, SplitMix64, check_msg, child_ring, child_role,
     fill_msg, msg_len, param, param_opt, temp_path, wait_all_success,
@@ -30,8 +32,16 @@ use shmpipe::{
     Consumer, Error, Key, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError,
 };
 
-/// Messages of each start-order test, whatever the backing.
-const N: u64 = if cfg!(miri) { 1_000 } else { 10_000_000 };
+/// Messages of each start-order test, whatever the backing: ten million in the timing suite
+/// (`common::timing`), one million (still ten thousand wraps of the ring) in the default suite,
+/// where a busy machine may run the spinning sides ten times slower.
+fn n() -> u64 {
+    if cfg!(miri) {
+        1_000
+    } else {
+        size(10_000_000, 1_000_000)
+    }
+}
 /// Messages of the tests about how the ring is found (shmid, ftok).
 const N_SMALL: u64 = if cfg!(miri) { 1_000 } else { 1_000_000 };
 /// No test may take longer, whatever goes wrong.
@@ -440,13 +450,13 @@ fn consumer_first(test: &str, backing: Backing) {
     }
     let mut rx = ring.consumer().unwrap();
 
-    let mut child = place.spawn(test, "producer", &child_vars(N, SEED));
+    let mut child = place.spawn(test, "producer", &child_vars(n(), SEED));
     let t0 = Instant::now();
     let mut watch = Watch::new(deadline, Some(&mut child));
-    consume(&mut rx, SEED, N, &mut watch);
-    report(test, N, t0.elapsed(), watch.waits);
+    consume(&mut rx, SEED, n(), &mut watch);
+    report(test, n(), t0.elapsed(), watch.waits);
     child.wait_success(deadline.saturating_duration_since(Instant::now()));
-    assert_stream_complete(&ring, &mut rx, N, &mut Watch::new(deadline, None));
+    assert_stream_complete(&ring, &mut rx, n(), &mut Watch::new(deadline, None));
     place.assert_unlinked(&ring);
 }
 
@@ -458,7 +468,7 @@ fn producer_first(test: &str, backing: Backing) {
     const SEED: u64 = 0xc0de_0002;
     let deadline = Instant::now() + TIMEOUT;
     let place = backing.place(&config());
-    let mut child = place.spawn(test, "producer", &child_vars(N, SEED));
+    let mut child = place.spawn(test, "producer", &child_vars(n(), SEED));
 
     // Wait (bounded) until the producer has created the ring and claimed its role.
     loop {
@@ -484,10 +494,10 @@ fn producer_first(test: &str, backing: Backing) {
 
     let t0 = Instant::now();
     let mut watch = Watch::new(deadline, Some(&mut child));
-    consume(&mut rx, SEED, N, &mut watch);
-    report(test, N, t0.elapsed(), watch.waits);
+    consume(&mut rx, SEED, n(), &mut watch);
+    report(test, n(), t0.elapsed(), watch.waits);
     child.wait_success(deadline.saturating_duration_since(Instant::now()));
-    assert_stream_complete(&ring, &mut rx, N, &mut Watch::new(deadline, None));
+    assert_stream_complete(&ring, &mut rx, n(), &mut Watch::new(deadline, None));
     place.assert_unlinked(&ring);
 }
 

@@ -9,6 +9,10 @@
 //! Every measurement is a warm-up of a fifth of `--duration`, then runs of growing length until
 //! `--duration` has passed; round trips go into one histogram, and the throughput is all the
 //! messages streamed over all the time the streams took.
+//!
+//! The machine's load (`crate::load`) is read before and after: the header says what it was,
+//! and warns when other processes took enough CPU to make the numbers this run's, not the
+//! machine's; the JSON carries it in every object.
 
 mod transports;
 
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::CliError;
+use crate::load::{self, Load};
 use transports::{
     DEFAULT_SIZES, Histogram, MAX_SIZE, MIN_SIZE, Placement, Row, Session, Transport,
 };
@@ -71,6 +76,7 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode, CliError> {
 pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
     transports::init_cpus();
     let started = Instant::now();
+    let load_before = load::Sample::now();
     let duration = match (a.duration, a.quick) {
         (Some(d), _) => d,
         (None, true) => QUICK_DURATION,
@@ -155,12 +161,20 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
     if progress {
         eprint!("\r\x1b[K");
     }
+    // Every peer has been reaped, so its CPU time counts as ours.
+    let load = load_before
+        .zip(load::Sample::now())
+        .map(|(a, b)| a.until(&b));
+    if let Some(w) = load.as_ref().and_then(Load::warning) {
+        // On stderr too, so a JSON consumer's user sees it.
+        eprintln!("shmpipe bench: {w}");
+    }
 
     let mut out = std::io::stdout().lock();
     let text = if a.json {
-        json(&rows)
+        json(&rows, load.as_ref())
     } else {
-        header(duration, warm_up, started.elapsed()) + &transports::table(&rows)
+        header(duration, warm_up, started.elapsed(), load.as_ref()) + &transports::table(&rows)
     };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -223,13 +237,21 @@ fn run_for(
 }
 
 /// The lines above the table.
-fn header(duration: Duration, warm_up: Duration, took: Duration) -> String {
+fn header(duration: Duration, warm_up: Duration, took: Duration, load: Option<&Load>) -> String {
     let cpus = match transports::cpu_pair() {
         Some((a, b)) => format!("measuring side on CPU {a}, peer on CPU {b} when pinned"),
         None => "one CPU: nothing pinned, spinning sides yield".to_string(),
     };
+    let load = match load {
+        Some(l) => format!(
+            "Machine: {}.\n{}",
+            l.summary(),
+            l.warning().map_or(String::new(), |w| w + "\n")
+        ),
+        None => "Machine: load unknown (/proc not readable).\n".to_string(),
+    };
     format!(
-        "shmpipe bench: {cpus}; {} per measurement after {} warm-up; took {:.1} s\n\
+        "shmpipe bench: {cpus}; {} per measurement after {} warm-up; took {:.1} s\n{load}\
          Round trip: one message there and back, each timed alone. Stream: messages one way, \
          timed to the\npeer's acknowledgement of the last. Every payload byte is written by \
          the sender and read by the receiver.\nmemcpy-2x: fill, copy into a ring-sized buffer, \
@@ -249,8 +271,10 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// The results as a JSON array: one object per transport and size (the `memcpy-2x` reference,
-/// which has no round trip, is left out).
-fn json(rows: &[Row]) -> String {
+/// which has no round trip, is left out). Each object also says how busy the machine was during
+/// the whole run (`load_1min`, `cpus`, `others_cpu_percent`, `busy`; null where `/proc` could
+/// not be read).
+fn json(rows: &[Row], load: Option<&Load>) -> String {
     use std::fmt::Write as _;
     let pipe = |size: usize| rows.iter().find(|r| r.name == "pipe" && r.size == size);
     let mut out = String::from("[");
@@ -280,6 +304,23 @@ fn json(rows: &[Row]) -> String {
             json_number(rate * row.size as f64),
             json_string(rate_at.name()),
         );
+        match load {
+            Some(l) => {
+                let _ = write!(
+                    out,
+                    ", \"load_1min\": {}, \"cpus\": {}, \"others_cpu_percent\": {}, \
+                     \"busy\": {}",
+                    json_number(l.load_1min),
+                    l.cpus,
+                    json_number(l.others_percent),
+                    l.busy()
+                );
+            }
+            None => out.push_str(
+                ", \"load_1min\": null, \"cpus\": null, \"others_cpu_percent\": null, \
+                 \"busy\": null",
+            ),
+        }
         if let Some(p) = pipe(row.size) {
             if let (Some((_, p_rtt)), Some((_, p_rate))) = (p.best_rtt(), p.best_stream()) {
                 let _ = write!(

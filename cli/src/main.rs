@@ -25,6 +25,7 @@
 
 mod admin;
 mod bench;
+mod load;
 mod progress;
 mod signals;
 mod stat;

@@ -3,6 +3,8 @@
 //! - `--json` with a tiny duration and one size prints an array with one object per transport,
 //!   every transport present, the documented fields numbers (or strings) that agree with each
 //!   other;
+//! - the output says how busy the machine was (JSON fields on every object, a line of the
+//!   table), whatever it was;
 //! - usage errors exit with status 2 and print nothing on standard output;
 //! - neither a finished run nor one interrupted by SIGINT leaves a shared-memory segment or a
 //!   peer process behind.
@@ -62,6 +64,19 @@ fn finish(mut child: Child) -> (ExitStatus, String, String) {
     let out = out.join().expect("reader").expect("stdout is UTF-8");
     let err = err.join().expect("reader").expect("stderr is UTF-8");
     (status, out, err)
+}
+
+/// Runs `shmpipe ARGS` to its end (bounded by [`TIMEOUT`]); returns its status, stdout and
+/// stderr.
+fn run_bench(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmpipe bench");
+    finish(child)
 }
 
 /// The shmids of the segments that process `pid` created (`/proc/sysvipc/shm`: cpid).
@@ -125,6 +140,54 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// `--quick --json` (two transports, one size, to stay short) carries the machine's load in
+/// every object, agreeing with `/proc`; the table says it in its header.
+#[test]
+fn output_says_how_busy_the_machine_was() {
+    let args = [
+        "bench",
+        "--quick",
+        "--sizes",
+        "64",
+        "--transports",
+        "shmpipe,pipe",
+    ];
+    let run = |json: bool| {
+        let json_arg: &[&str] = if json { &["--json"] } else { &[] };
+        let (status, out, err) = run_bench(&[&args[..], json_arg].concat());
+        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+        (out, err)
+    };
+    let (out, err) = run(true);
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array");
+    assert_eq!(items.len(), 2, "{out}");
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    for item in items {
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(json::Json::as_f64)
+                .unwrap_or_else(|| panic!("{k} is not a number in {item:?}"))
+        };
+        assert_eq!(num("cpus"), cpus);
+        assert!(num("load_1min") >= 0.0);
+        let others = num("others_cpu_percent");
+        assert!((0.0..=100.0).contains(&others), "{others}");
+        let busy = match item.get("busy") {
+            Some(json::Json::Bool(b)) => *b,
+            other => panic!("busy is {other:?}"),
+        };
+        assert_eq!(busy, others > 10.0, "{item:?}");
+        // A busy run says so on stderr as well, where a JSON consumer's user sees it.
+        assert_eq!(busy, err.contains("WARNING: the machine was busy"), "{err}");
+    }
+    let (table, _) = run(false);
+    assert!(
+        table.contains("Machine: load average") && table.contains("other processes used"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -209,14 +272,7 @@ fn usage_errors_exit_2() {
         ["bench", "--transports", "udp"],
         ["bench", "--duration", "fast"],
     ] {
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shmpipe bench");
-        let (status, out, err) = finish(child);
+        let (status, out, err) = run_bench(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?} printed {out:?}");
     }

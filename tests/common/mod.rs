@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use shmpipe::{Error, Key, Segment};
 
 mod conformance;
+#[allow(dead_code)]
+pub mod timing;
 #[allow(unused_imports)]
 pub use conformance::*;
 
