@@ -1723,9 +1723,14 @@ fn rm_path_removes_a_ring_file() {
             .stderr(Stdio::piped()),
         "send",
     );
+    // The ring exists before its creator claims the producer role: wait for the claim, which
+    // `stat` shows as a live producer pid.
+    let holding = format!("\"producer\":{{\"pid\":{}", send.pid());
     let deadline = Instant::now() + TIMEOUT;
-    while !run(&["stat", "--path", &p], b"").status.success() {
-        assert!(Instant::now() < deadline, "the sender never made its ring");
+    while !String::from_utf8_lossy(&run(&["stat", "--path", &p, "--json"], b"").stdout)
+        .contains(&holding)
+    {
+        assert!(Instant::now() < deadline, "the sender never claimed its ring");
         std::thread::sleep(Duration::from_millis(10));
     }
     let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a ring in use");
