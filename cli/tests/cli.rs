@@ -1730,7 +1730,10 @@ fn rm_path_removes_a_ring_file() {
     while !String::from_utf8_lossy(&run(&["stat", "--path", &p, "--json"], b"").stdout)
         .contains(&holding)
     {
-        assert!(Instant::now() < deadline, "the sender never claimed its ring");
+        assert!(
+            Instant::now() < deadline,
+            "the sender never claimed its ring"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let err = fails(&run(&["rm", "--path", &p], b""), 1, "rm a ring in use");
