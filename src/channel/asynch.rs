@@ -204,6 +204,7 @@ impl AsyncConsumer {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Consumer {
     /// This consumer for tokio: see [`AsyncConsumer`].
     pub fn into_async(self) -> AsyncConsumer {
@@ -322,6 +323,7 @@ impl AsyncProducer {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl Producer {
     /// This producer for tokio: see [`AsyncProducer`].
     pub fn into_async(self) -> AsyncProducer {

@@ -44,6 +44,7 @@ pub struct AsyncTypedProducer<T> {
     park: Park,
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl<T: Pod> TypedProducer<T> {
     /// This producer for tokio: see [`AsyncTypedProducer`].
     pub fn into_async(self) -> AsyncTypedProducer<T> {
@@ -172,6 +173,7 @@ pub struct AsyncTypedConsumer<T> {
     park: Park,
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl<T: Pod> TypedConsumer<T> {
     /// This consumer for tokio: see [`AsyncTypedConsumer`].
     pub fn into_async(self) -> AsyncTypedConsumer<T> {
