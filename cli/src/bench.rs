@@ -10,6 +10,9 @@
 //! `--duration` has passed; round trips go into one histogram, and the throughput is all the
 //! messages streamed over all the time the streams took.
 //!
+//! Each session is framed by two line probes (`Session::probe_line`), which say whether the
+//! two CPUs shared a cache during it, and whether that changed.
+//!
 //! The machine's load (`crate::load`) is read before and after: the header says what it was,
 //! and warns when other processes took enough CPU to make the numbers this run's, not the
 //! machine's; the JSON carries it in every object.

@@ -20,6 +20,10 @@
 //!   for the peer's acknowledgement of the last; the time runs from the first send to that
 //!   acknowledgement.
 //!
+//! - Cache placement ([`Session::probe_line`]): one cache line, in a page both sides map,
+//!   bounced between them; classified by [`Cache::over`] against [`SHARED_CACHE_NS`]. Method
+//!   and threshold: docs/BENCHMARKS.md.
+//!
 //! Before each run the measuring side sends a command (operation, count, first sequence
 //! number) down a control pipe, and the peer answers over the transport itself with a "ready"
 //! message, so the timed part starts with the peer awake and waiting on the transport.
