@@ -2059,6 +2059,29 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_is_answered_through_a_second_mapping_and_gives_up_without_one() {
+        let (line, fd) = super::Line::create().unwrap();
+        let t0 = super::Instant::now();
+        assert_eq!(line.probe(0), None, "nobody answers");
+        assert!(t0.elapsed() < super::Duration::from_secs(10));
+        // The same page mapped again, answered from another thread, each side on its CPU of
+        // the pair as in a session (only the value is checked, not the speed).
+        // With one CPU the engine never probes (each move would wait for a context switch).
+        let Some((mine, cpu)) = super::cpu_pair() else {
+            return;
+        };
+        let first = 1000;
+        let peer = std::thread::spawn(move || {
+            let theirs = super::Line::map(&fd).unwrap();
+            super::pinned_for(cpu, || theirs.answer(first, super::PROBE_COUNT)).unwrap();
+        });
+        let ns = super::pinned_for(mine, || line.probe(first)).unwrap();
+        peer.join().unwrap();
+        let ns = ns.expect("answered");
+        assert!(ns > 0.0 && ns < 1e8, "{ns}");
+    }
+
+    #[test]
     fn peer_specs_round_trip() {
         let spec = super::PeerSpec {
             transport: super::Transport::UnixSeqpacket,
