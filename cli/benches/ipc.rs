@@ -82,9 +82,33 @@ fn id(t: Transport, p: Placement) -> BenchmarkId {
     }
 }
 
-/// Starts a session, or panics saying which (criterion has no way to report an error).
-fn start(t: Transport, size: usize, p: Placement) -> Session {
-    Session::start(t, size, p).unwrap_or_else(|e| panic!("{} {size} B {}: {e}", t.name(), p.name()))
+/// Starts a session, or panics saying which (criterion has no way to report an error); also
+/// returns the line probe taken before the measurement.
+fn start(t: Transport, size: usize, p: Placement) -> (Session, Option<f64>) {
+    let mut s = Session::start(t, size, p)
+        .unwrap_or_else(|e| panic!("{} {size} B {}: {e}", t.name(), p.name()));
+    let before = probe(&mut s, t);
+    (s, before)
+}
+
+/// A line probe, or panics saying which.
+fn probe(s: &mut Session, t: Transport) -> Option<f64> {
+    s.probe_line()
+        .unwrap_or_else(|e| panic!("{} line probe: {e}", t.name()))
+}
+
+/// Probes the line after a session and records both probes.
+fn finish(
+    rows: &mut Vec<Row>,
+    session: Option<(Session, Option<f64>)>,
+    t: Transport,
+    size: usize,
+    p: Placement,
+) {
+    if let Some((mut s, before)) = session {
+        let after = probe(&mut s, t);
+        transports::record_line(rows, t.name(), size, p, before, after);
+    }
 }
 
 fn rtt_group(c: &mut Criterion, size: usize, rows: &mut Vec<Row>) {
@@ -96,13 +120,13 @@ fn rtt_group(c: &mut Criterion, size: usize, rows: &mut Vec<Row>) {
             // The closure runs once per sample (and during the warm-up): the peer is started
             // on the first run only, and only if the benchmark is not filtered out.
             group.bench_function(id(t, p), |b| {
-                let s = session.get_or_insert_with(|| start(t, size, p));
+                let (s, _) = session.get_or_insert_with(|| start(t, size, p));
                 b.iter_custom(|n| {
                     s.round_trips(n, &mut hist)
                         .unwrap_or_else(|e| panic!("{} {size} B: {e}", t.name()))
                 });
             });
-            drop(session);
+            finish(rows, session, t, size, p);
             if hist.count() > 0 {
                 let l = hist.latency();
                 println!(
@@ -140,7 +164,7 @@ fn stream_group(c: &mut Criterion, size: usize, rows: &mut Vec<Row>) {
             let mut session = None;
             let (mut msgs, mut time) = (0u64, Duration::ZERO);
             group.bench_function(id(t, p), |b| {
-                let s = session.get_or_insert_with(|| start(t, size, p));
+                let (s, _) = session.get_or_insert_with(|| start(t, size, p));
                 b.iter_custom(|n| {
                     let d = s
                         .stream(n)
@@ -150,7 +174,7 @@ fn stream_group(c: &mut Criterion, size: usize, rows: &mut Vec<Row>) {
                     d
                 });
             });
-            drop(session);
+            finish(rows, session, t, size, p);
             report(rows, t.name(), p, msgs, time);
         }
     }

@@ -10,6 +10,9 @@
 //! `--duration` has passed; round trips go into one histogram, and the throughput is all the
 //! messages streamed over all the time the streams took.
 //!
+//! Each session is framed by two line probes (`Session::probe_line`), which say whether the
+//! two CPUs shared a cache during it, and whether that changed.
+//!
 //! The machine's load (`crate::load`) is read before and after: the header says what it was,
 //! and warns when other processes took enough CPU to make the numbers this run's, not the
 //! machine's; the JSON carries it in every object.
@@ -25,7 +28,7 @@ use clap::Args;
 use super::CliError;
 use crate::load::{self, Load};
 use transports::{
-    DEFAULT_SIZES, Histogram, MAX_SIZE, MIN_SIZE, Placement, Row, Session, Transport,
+    Cache, DEFAULT_SIZES, Histogram, MAX_SIZE, MIN_SIZE, Placement, Row, Session, Transport,
 };
 
 /// The hidden subcommand that makes this binary a benchmark peer.
@@ -137,9 +140,17 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
                 placement.name()
             )
         };
-        let (rtt, rate) = measure(t, size, placement, warm_up, duration)
+        let m = measure(t, size, placement, warm_up, duration)
             .map_err(|e| CliError::new(format!("bench: {}: {e}", what())))?;
-        transports::record(&mut rows, t.name(), size, placement, Some(rtt), Some(rate));
+        transports::record(
+            &mut rows,
+            t.name(),
+            size,
+            placement,
+            Some(m.rtt),
+            Some(m.rate),
+        );
+        transports::record_line(&mut rows, t.name(), size, placement, m.before, m.after);
     }
     // The reference: two memcpy per message in one thread, on the measuring side's CPU.
     for &size in &sizes {
@@ -182,15 +193,26 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One session: round trips, then streaming. Returns the round-trip times and messages/s.
+/// What one session measured.
+struct Measurement {
+    rtt: transports::Latency,
+    /// Messages per second.
+    rate: f64,
+    /// The line probes before and after (one-way ns; `None` if not taken).
+    before: Option<f64>,
+    after: Option<f64>,
+}
+
+/// One session: a line probe, round trips, streaming, another line probe.
 fn measure(
     t: Transport,
     size: usize,
     placement: Placement,
     warm_up: Duration,
     duration: Duration,
-) -> transports::Res<(transports::Latency, f64)> {
+) -> transports::Res<Measurement> {
     let mut session = Session::start(t, size, placement)?;
+    let before = session.probe_line()?;
     // The warm-up's round trips go to a histogram that is thrown away.
     let (mut warm_hist, mut hist) = (Histogram::new(), Histogram::new());
     run_for(warm_up, duration, |n, warm| {
@@ -200,7 +222,13 @@ fn measure(
         return Err("no round trip was measured".into());
     }
     let rate = run_for(warm_up, duration, |n, _| session.stream(n))?;
-    Ok((hist.latency(), rate))
+    let after = session.probe_line()?;
+    Ok(Measurement {
+        rtt: hist.latency(),
+        rate,
+        before,
+        after,
+    })
 }
 
 /// Runs `f(n, warm)` (which does `n` things and returns the time they took) for `warm_up` with
@@ -331,6 +359,9 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
                 );
             }
         }
+        if let Some((before, after, cache)) = row.line() {
+            json_line(&mut out, before, after, cache);
+        }
         out.push_str(", \"placements\": [");
         for (i, m) in row.measured.iter().enumerate() {
             let _ = write!(
@@ -349,12 +380,28 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
             if let Some(r) = m.msgs_per_s {
                 let _ = write!(out, ", \"msgs_per_s\": {}", json_number(r));
             }
+            if let Some((before, after, cache)) =
+                transports::line_summary(m.line_ns.iter().copied())
+            {
+                json_line(&mut out, before, after, cache);
+            }
             out.push('}');
         }
         out.push_str("]}");
     }
     out.push_str(if first { "]\n" } else { "\n]\n" });
     out
+}
+
+/// The line probe fields: `cache` and the one-way ns before and after (null if not taken).
+fn json_line(out: &mut String, before: Option<f64>, after: Option<f64>, cache: Cache) {
+    let ns = |x: Option<f64>| x.map_or_else(|| "null".to_string(), json_number);
+    out.push_str(&format!(
+        ", \"cache\": {}, \"line_ns_before\": {}, \"line_ns_after\": {}",
+        json_string(cache.name()),
+        ns(before),
+        ns(after)
+    ));
 }
 
 /// A JSON number: finite, with at most 3 decimals (non-finite values, which cannot occur from

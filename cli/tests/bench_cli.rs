@@ -142,6 +142,62 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Every object, and every placement in it, carries the line probes taken around its
+/// measurement: one-way times between 0 and 1 ms (null only with one CPU, where nothing is
+/// probed) and a `cache` label from the documented set; the table has their columns.
+#[test]
+fn results_carry_the_line_probes_and_their_cache_label() {
+    let args = [
+        "bench",
+        "--quick",
+        "--json",
+        "--transports",
+        "shmpipe",
+        "--sizes",
+        "64",
+    ];
+    let (status, out, err) = run_bench(&args);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array");
+    assert_eq!(items.len(), 1, "{out}");
+    let two_cpus = std::thread::available_parallelism().unwrap().get() >= 2;
+    let check = |o: &json::Json| {
+        let cache = o.get("cache").and_then(json::Json::as_str);
+        assert!(
+            matches!(cache, Some("shared" | "split" | "changed" | "unknown")),
+            "cache = {cache:?} in {o:?}"
+        );
+        for k in ["line_ns_before", "line_ns_after"] {
+            match o.get(k) {
+                Some(json::Json::Null) if !two_cpus => {}
+                Some(x) => {
+                    let ns = x.as_f64().unwrap_or_else(|| panic!("{k} = {x:?}"));
+                    assert!(ns > 0.0 && ns < 1e6, "{k} = {ns}");
+                }
+                None => panic!("no {k} in {o:?}"),
+            }
+        }
+        if two_cpus {
+            assert_ne!(cache, Some("unknown"), "{o:?}");
+        }
+    };
+    for item in items {
+        check(item);
+        let placements = item.get("placements").and_then(json::Json::as_array);
+        for p in placements.expect("placements") {
+            check(p);
+        }
+    }
+    let table_args: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+    let (status, table, err) = run_bench(&table_args);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    assert!(
+        table.contains("line ns") && table.contains("cache: shared below"),
+        "{table}"
+    );
+}
+
 /// `--quick --json` (two transports, one size, to stay short) carries the machine's load in
 /// every object, agreeing with `/proc`; the table says it in its header.
 #[test]

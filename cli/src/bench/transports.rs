@@ -20,6 +20,10 @@
 //!   for the peer's acknowledgement of the last; the time runs from the first send to that
 //!   acknowledgement.
 //!
+//! - Cache placement ([`Session::probe_line`]): one cache line, in a page both sides map,
+//!   bounced between them; classified by [`Cache::over`] against [`SHARED_CACHE_NS`]. Method
+//!   and threshold: docs/BENCHMARKS.md.
+//!
 //! Before each run the measuring side sends a command (operation, count, first sequence
 //! number) down a control pipe, and the peer answers over the transport itself with a "ready"
 //! message, so the timed part starts with the peer awake and waiting on the transport.
@@ -53,6 +57,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -1087,9 +1092,17 @@ pub const PEER_ARG: &str = "__bench-peer";
 const OP_QUIT: u64 = 0;
 const OP_ROUND_TRIPS: u64 = 1;
 const OP_STREAM: u64 = 2;
+const OP_PROBE: u64 = 3;
 
-/// Serves commands from `control` until `OP_QUIT` or end of file.
-fn serve<E: Endpoint>(e: &mut E, control: &mut dyn Read, size: usize) -> Res<()> {
+/// Serves commands from `control` until `OP_QUIT` or end of file; answers probes on `line`
+/// pinned to `line_cpu`.
+fn serve<E: Endpoint>(
+    e: &mut E,
+    control: &mut dyn Read,
+    size: usize,
+    line: &Line,
+    line_cpu: Option<usize>,
+) -> Res<()> {
     let mut cmd = [0u8; 24];
     loop {
         match control.read_exact(&mut cmd) {
@@ -1114,6 +1127,10 @@ fn serve<E: Endpoint>(e: &mut E, control: &mut dyn Read, size: usize) -> Res<()>
                 black_box(e.recv_stream(size, first, count)?);
                 e.send(size, first + count)?;
             }
+            OP_PROBE => match line_cpu {
+                Some(cpu) => pinned_for(cpu, || line.answer(first, count))?,
+                None => line.answer(first, count),
+            },
             _ => return Err(format!("unknown command {op}").into()),
         }
     }
@@ -1127,24 +1144,31 @@ struct PeerSpec {
     parent: libc::pid_t,
     a: i64,
     b: i64,
+    /// The descriptor of the probe's line.
+    line: i64,
+    /// The CPU the peer answers probes on (the pair's second, whatever the placement).
+    line_cpu: Option<usize>,
 }
 
 impl PeerSpec {
     fn encode(&self) -> String {
         format!(
-            "transport={} size={} cpu={} parent={} a={} b={}",
+            "transport={} size={} cpu={} parent={} a={} b={} line={} line_cpu={}",
             self.transport.name(),
             self.size,
-            self.cpu.map_or_else(|| "-".to_string(), |c| c.to_string()),
+            cpu_word(self.cpu),
             self.parent,
             self.a,
-            self.b
+            self.b,
+            self.line,
+            cpu_word(self.line_cpu),
         )
     }
 
     fn decode(spec: &str) -> Res<PeerSpec> {
         let mut transport = None;
         let (mut size, mut cpu, mut parent, mut a, mut b) = (None, None, None, None, None);
+        let (mut line, mut line_cpu) = (None, None);
         for word in spec.split_whitespace() {
             let (k, v) = word
                 .split_once('=')
@@ -1155,7 +1179,9 @@ impl PeerSpec {
                         Some(Transport::from_name(v).ok_or_else(|| format!("no transport {v:?}"))?)
                 }
                 "size" => size = Some(v.parse()?),
-                "cpu" => cpu = Some(if v == "-" { None } else { Some(v.parse()?) }),
+                "cpu" => cpu = Some(parse_cpu_word(v)?),
+                "line_cpu" => line_cpu = Some(parse_cpu_word(v)?),
+                "line" => line = Some(v.parse()?),
                 "parent" => parent = Some(v.parse()?),
                 "a" => a = Some(v.parse()?),
                 "b" => b = Some(v.parse()?),
@@ -1170,8 +1196,20 @@ impl PeerSpec {
             parent: parent.ok_or_else(missing)?,
             a: a.ok_or_else(missing)?,
             b: b.ok_or_else(missing)?,
+            line: line.ok_or_else(missing)?,
+            line_cpu: line_cpu.ok_or_else(missing)?,
         })
     }
+}
+
+/// A CPU in a peer spec: its number, or `-` for none.
+fn cpu_word(cpu: Option<usize>) -> String {
+    cpu.map_or_else(|| "-".to_string(), |c| c.to_string())
+}
+
+/// The inverse of [`cpu_word`].
+fn parse_cpu_word(v: &str) -> Res<Option<usize>> {
+    Ok(if v == "-" { None } else { Some(v.parse()?) })
 }
 
 /// A descriptor the measuring side passed us.
@@ -1234,8 +1272,210 @@ pub fn peer_main(spec: &str) -> Res<()> {
             _ => unreachable!("shmpipe transports are handled above"),
         }
     };
+    let line = Line::map(&OwnedFd::from(inherited(spec.line)?))?;
     let mut control = io::stdin().lock();
-    with_end!(&mut end, e => serve(e, &mut control, size))
+    with_end!(&mut end, e => serve(e, &mut control, size, &line, spec.line_cpu))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The placement probe: one cache line between the two CPUs
+
+/// Round trips of the line per probe, after one untimed handshake: `PROBE_BATCHES` batches of
+/// `PROBE_BATCH`, each timed as a whole (so clock reads do not count).
+const PROBE_BATCHES: usize = 20;
+const PROBE_BATCH: u64 = 100;
+/// How long either side waits for the other's first move, and then for each move, before the
+/// probe gives up (and reports nothing rather than hang).
+const PROBE_FIRST_PATIENCE: Duration = Duration::from_secs(1);
+const PROBE_PATIENCE: Duration = Duration::from_millis(100);
+/// One-way time of a cache line between the two CPUs below which they share a cache: the
+/// middle of the gap between the two placements such machines show (docs/BENCHMARKS.md).
+pub const SHARED_CACHE_NS: f64 = 150.0;
+
+/// A shared page (a memfd mapped shared by both sides) whose first word is the probe's line.
+struct Line(std::ptr::NonNull<u8>);
+
+const LINE_BYTES: usize = 4096;
+
+impl Line {
+    /// A new zeroed page and the descriptor the peer maps it from (close-on-exec).
+    fn create() -> Res<(Line, OwnedFd)> {
+        // SAFETY: the name is a NUL-terminated literal; memfd_create touches no other memory.
+        let fd = unsafe { libc::memfd_create(c"shmpipe-bench-line".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", io::Error::last_os_error()).into());
+        }
+        // SAFETY: memfd_create succeeded, so `fd` is open and owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        File::from(fd.try_clone()?).set_len(LINE_BYTES as u64)?;
+        Ok((Line::map(&fd)?, fd))
+    }
+
+    /// Maps the page of `fd`, shared.
+    fn map(fd: &OwnedFd) -> Res<Line> {
+        // SAFETY: a fresh shared mapping chosen by the kernel; it aliases no Rust object.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LINE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap of the probe line: {}", io::Error::last_os_error()).into());
+        }
+        Ok(Line(
+            std::ptr::NonNull::new(p.cast()).ok_or("mmap returned null")?,
+        ))
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned, LINE_BYTES long and lives as long as `self`;
+        // both processes only ever access this word atomically, and every bit pattern is a
+        // valid u64, so whatever the peer writes is read soundly.
+        unsafe { AtomicU64::from_ptr(self.0.as_ptr().cast()) }
+    }
+
+    /// Writes `v` to the line.
+    fn put(&self, v: u64) {
+        // Relaxed: the value is the whole message, nothing else is published by it (pair: the
+        // other side's load in `wait_for`).
+        self.word().store(v, Ordering::Relaxed);
+    }
+
+    /// Spins until the line holds `want`; false if `patience` passes first.
+    fn wait_for(&self, want: u64, patience: Duration) -> bool {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        // Relaxed: pairs with the other side's store in `put`; only the value matters.
+        while self.word().load(Ordering::Relaxed) != want {
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 && start.elapsed() > patience {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
+    }
+
+    /// The value round trip `i` of a probe starting at `first` sends (odd); the answer is one
+    /// more. Each probe uses values no earlier probe used, so a late answer cannot be mistaken.
+    fn value(first: u64, i: u64) -> u64 {
+        first.wrapping_add(i).wrapping_mul(2) | 1
+    }
+
+    /// The measuring side of a probe of `1 + PROBE_BATCHES * PROBE_BATCH` round trips: the
+    /// median over the batches of the one-way time (half a round trip), in ns; `None` if the
+    /// peer stopped answering.
+    fn probe(&self, first: u64) -> Option<f64> {
+        self.put(Line::value(first, 0));
+        if !self.wait_for(Line::value(first, 0) + 1, PROBE_FIRST_PATIENCE) {
+            return None;
+        }
+        let mut one_way = [0f64; PROBE_BATCHES];
+        let mut i = 1;
+        for slot in &mut one_way {
+            let t0 = Instant::now();
+            for _ in 0..PROBE_BATCH {
+                let v = Line::value(first, i);
+                self.put(v);
+                if !self.wait_for(v + 1, PROBE_PATIENCE) {
+                    return None;
+                }
+                i += 1;
+            }
+            *slot = t0.elapsed().as_nanos() as f64 / (2 * PROBE_BATCH) as f64;
+        }
+        one_way.sort_unstable_by(f64::total_cmp);
+        Some(one_way[PROBE_BATCHES / 2])
+    }
+
+    /// The peer's side of a probe: answers `count` round trips, or stops when the measuring
+    /// side has given up.
+    fn answer(&self, first: u64, count: u64) {
+        for i in 0..count {
+            let v = Line::value(first, i);
+            let patience = if i == 0 {
+                PROBE_FIRST_PATIENCE
+            } else {
+                PROBE_PATIENCE
+            };
+            if !self.wait_for(v, patience) {
+                return;
+            }
+            self.put(v + 1);
+        }
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made; no reference to it outlives `self`.
+        unsafe { libc::munmap(self.0.as_ptr().cast(), LINE_BYTES) };
+    }
+}
+
+/// Round trips in one probe, the handshake included.
+const PROBE_COUNT: u64 = 1 + PROBE_BATCHES as u64 * PROBE_BATCH;
+
+/// Runs `f` with the calling thread pinned to `cpu`, then restores its affinity mask.
+fn pinned_for<T>(cpu: usize, f: impl FnOnce() -> T) -> Res<T> {
+    // SAFETY: as in `cpus`, all zeroes is a valid cpu_set_t.
+    let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `saved` is a writable cpu_set_t and we pass its exact size; 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut saved) } != 0 {
+        return Err(format!("sched_getaffinity: {}", io::Error::last_os_error()).into());
+    }
+    pin_to(cpu)?;
+    let out = f();
+    set_affinity(&saved)?;
+    Ok(out)
+}
+
+/// What the two CPUs share, as the probe saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    /// Every probe: a line crosses in under [`SHARED_CACHE_NS`] (the CPUs share a cache).
+    Shared,
+    /// Every probe: [`SHARED_CACHE_NS`] or more (no shared cache).
+    Split,
+    /// Some probes said shared, some split: the host moved the CPUs during the measurement.
+    Changed,
+    /// A probe could not be taken (one CPU, or the peer did not answer), and none disagreed.
+    Unknown,
+}
+
+impl Cache {
+    /// The placement that a series of probes (in ns one way; `None` for a failed one) shows.
+    pub fn over(probes: impl IntoIterator<Item = Option<f64>>) -> Cache {
+        let (mut shared, mut split, mut unknown) = (false, false, false);
+        for p in probes {
+            match p {
+                Some(ns) if ns < SHARED_CACHE_NS => shared = true,
+                Some(_) => split = true,
+                None => unknown = true,
+            }
+        }
+        match (shared, split, unknown) {
+            (true, true, _) => Cache::Changed,
+            (_, _, true) | (false, false, false) => Cache::Unknown,
+            (true, false, false) => Cache::Shared,
+            (false, true, false) => Cache::Split,
+        }
+    }
+
+    /// `shared`, `split`, `changed` or `unknown`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cache::Shared => "shared",
+            Cache::Split => "split",
+            Cache::Changed => "changed",
+            Cache::Unknown => "unknown",
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1254,7 +1494,9 @@ pub struct Session {
     end: Option<AnyEnd>,
     control: Option<File>,
     peer: Option<Peer>,
-    /// The next sequence number.
+    /// The probe's line, shared with the peer.
+    line: Line,
+    /// The next sequence number (probes take theirs from it too).
     seq: u64,
 }
 
@@ -1271,10 +1513,14 @@ impl Session {
         }
         place_self(placement)?;
         let (control_r, control_w) = pipe()?;
+        let (line, line_fd) = Line::create()?;
         if t == Transport::ThreadRing {
-            return Session::start_thread(size, placement, File::from(control_r), control_w);
+            let control = File::from(control_r);
+            return Session::start_thread(size, placement, control, control_w, line, line_fd);
         }
-        let (ours, theirs, ab) = set_up(t, size)?;
+        let (ours, mut theirs, ab) = set_up(t, size)?;
+        let line_no = i64::from(line_fd.as_raw_fd());
+        theirs.push(line_fd);
         let spec = PeerSpec {
             transport: t,
             size,
@@ -1282,6 +1528,8 @@ impl Session {
             parent: std::process::id() as libc::pid_t,
             a: ab[0],
             b: ab[1],
+            line: line_no,
+            line_cpu: peer_cpu(Placement::Pinned),
         }
         .encode();
         let mut cmd = Command::new(std::env::current_exe()?);
@@ -1290,7 +1538,7 @@ impl Session {
             .stdin(Stdio::from(control_r))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        let mut keep = [-1 as RawFd; 2];
+        let mut keep = [-1 as RawFd; 3];
         for (k, fd) in keep.iter_mut().zip(&theirs) {
             *k = fd.as_raw_fd();
         }
@@ -1319,6 +1567,7 @@ impl Session {
             end: Some(ours.into_end(size, waiting)),
             control: Some(File::from(control_w)),
             peer: Some(Peer::Process(child)),
+            line,
             seq: 0,
         })
     }
@@ -1329,6 +1578,8 @@ impl Session {
         placement: Placement,
         mut control: File,
         control_w: OwnedFd,
+        line: Line,
+        line_fd: OwnedFd,
     ) -> Res<Session> {
         let config = ring_config(size);
         let down = Ring::create(Heap, &config)?;
@@ -1341,6 +1592,7 @@ impl Session {
         };
         let ours = ShmEnd::new(down.producer()?, up.consumer()?, style, size, waiting());
         let (tx, rx) = (up.producer()?, down.consumer()?);
+        let line_cpu = peer_cpu(Placement::Pinned);
         let thread = std::thread::Builder::new()
             .name("bench-peer".into())
             .spawn(move || -> Res<()> {
@@ -1349,13 +1601,16 @@ impl Session {
                 }
                 // If the measuring side stops, its ring ends close and our waits fail.
                 let mut end = ShmEnd::new(tx, rx, style, size, waiting());
-                serve(&mut end, &mut control, size)
+                // Its own mapping of the line: as between processes, two mappings of a page.
+                let line = Line::map(&line_fd)?;
+                serve(&mut end, &mut control, size, &line, line_cpu)
             })?;
         Ok(Session {
             size,
             end: Some(AnyEnd::Shm(ours)),
             control: Some(File::from(control_w)),
             peer: Some(Peer::Thread(thread)),
+            line,
             seq: 0,
         })
     }
@@ -1373,6 +1628,23 @@ impl Session {
             .write_all(&cmd)
             .map_err(|e| format!("the peer is gone ({e})"))?;
         Ok(first)
+    }
+
+    /// Times one cache line going back and forth between the two sides, each pinned to its
+    /// CPU of the pair for the while (whatever the session's placement): the one-way time in
+    /// ns, the median of batches of round trips. `None` with one CPU, or if the peer stopped
+    /// answering for [`PROBE_PATIENCE`].
+    ///
+    /// # Errors
+    ///
+    /// If the peer is gone or the calling thread cannot be pinned.
+    pub fn probe_line(&mut self) -> Res<Option<f64>> {
+        let Some((mine, _)) = cpu_pair() else {
+            return Ok(None);
+        };
+        let first = self.command(OP_PROBE, PROBE_COUNT)?;
+        let line = &self.line;
+        pinned_for(mine, || line.probe(first))
     }
 
     /// `n` round trips, each timed alone into `hist`; returns their total time.
@@ -1490,7 +1762,7 @@ pub fn memcpy_reference(size: usize, count: u64) -> Duration {
 // Results
 
 /// What one placement of one transport and size achieved (either part may be missing).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Measured {
     /// Where the two sides ran.
     pub placement: Placement,
@@ -1498,6 +1770,9 @@ pub struct Measured {
     pub rtt: Option<Latency>,
     /// Streaming throughput, messages per second.
     pub msgs_per_s: Option<f64>,
+    /// The line probes ([`Session::probe_line`]) before and after each session of this entry,
+    /// in order (empty if it was not probed).
+    pub line_ns: Vec<Option<f64>>,
 }
 
 /// Everything measured for one transport (or reference) and size.
@@ -1527,17 +1802,25 @@ impl Row {
             .filter_map(|m| Some((m.placement, m.msgs_per_s?)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
+
+    /// The probes around the whole row (its sessions ran one after another): the first
+    /// session's before, the last one's after, and what all of them together show. `None` if
+    /// nothing was probed.
+    pub fn line(&self) -> Option<(Option<f64>, Option<f64>, Cache)> {
+        line_summary(self.measured.iter().flat_map(|m| m.line_ns.iter().copied()))
+    }
 }
 
-/// Adds a result to `rows`, into the row of `name` and `size` and the entry of `placement`.
-pub fn record(
-    rows: &mut Vec<Row>,
+/// Adds a result to `rows`, into the row of `name` and `size` and the entry of `placement`;
+/// returns that entry.
+pub fn record<'a>(
+    rows: &'a mut Vec<Row>,
     name: &'static str,
     size: usize,
     placement: Placement,
     rtt: Option<Latency>,
     msgs_per_s: Option<f64>,
-) {
+) -> &'a mut Measured {
     let i = match rows.iter().position(|r| r.name == name && r.size == size) {
         Some(i) => i,
         None => {
@@ -1557,12 +1840,36 @@ pub fn record(
                 placement,
                 rtt: None,
                 msgs_per_s: None,
+                line_ns: Vec::new(),
             });
             measured.last_mut().expect("just pushed")
         }
     };
     m.rtt = rtt.or(m.rtt);
     m.msgs_per_s = msgs_per_s.or(m.msgs_per_s);
+    m
+}
+
+/// The first probe, the last and what all of them show; `None` if there are none.
+pub fn line_summary(
+    probes: impl Iterator<Item = Option<f64>> + Clone,
+) -> Option<(Option<f64>, Option<f64>, Cache)> {
+    let first = probes.clone().next()?;
+    let last = probes.clone().last()?;
+    Some((first, last, Cache::over(probes)))
+}
+
+/// Adds the line probes taken before and after a session to its entry in `rows`.
+pub fn record_line(
+    rows: &mut Vec<Row>,
+    name: &'static str,
+    size: usize,
+    placement: Placement,
+    before: Option<f64>,
+    after: Option<f64>,
+) {
+    let m = record(rows, name, size, placement, None, None);
+    m.line_ns.extend([before, after]);
 }
 
 /// "8 B", "64 B", "1 KiB", "64 KiB", "1.5 KiB".
@@ -1585,6 +1892,11 @@ pub fn fmt_ns(ns: f64) -> String {
     } else {
         format!("{:.2} ms", ns / 1e6)
     }
+}
+
+/// A line probe's ns for the table, `?` if it failed.
+fn line_ns(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "?".to_string(), |ns| format!("{ns:.0}"))
 }
 
 /// A rate with k, M or G (powers of 1000).
@@ -1610,7 +1922,7 @@ pub fn table(rows: &[Row]) -> String {
     sizes.dedup();
     let _ = writeln!(
         out,
-        "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6}",
+        "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9} cache",
         "size",
         "transport",
         "RTT med",
@@ -1620,7 +1932,8 @@ pub fn table(rows: &[Row]) -> String {
         "bytes/s",
         "RTT/pipe",
         "msg/pipe",
-        "where"
+        "where",
+        "line ns",
     );
     let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.1}x"));
     for size in sizes {
@@ -1641,7 +1954,7 @@ pub fn table(rows: &[Row]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6}",
+                "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9} {}",
                 if first { fmt_size(size) } else { String::new() },
                 row.name,
                 t(|l| l.median_ns as f64),
@@ -1656,6 +1969,14 @@ pub fn table(rows: &[Row]) -> String {
                 ),
                 ratio(pipe_rate.zip(rate).map(|(p, (_, r))| r / p)),
                 format!("{}/{}", place(rtt.map(|x| x.0)), place(rate.map(|x| x.0))),
+                row.line().map_or_else(
+                    || "-".to_string(),
+                    |(b, a, _)| format!("{}/{}", line_ns(b), line_ns(a))
+                ),
+                row.line().map_or("-", |(_, _, c)| match c {
+                    Cache::Changed => "changed*",
+                    c => c.name(),
+                }),
             );
             first = false;
         }
@@ -1664,6 +1985,12 @@ pub fn table(rows: &[Row]) -> String {
         "RTT/pipe: the pipe's median round trip over this one's (higher is faster); msg/pipe: \
          messages/s over the pipe's.\nwhere (RTT/stream): P pinned to two CPUs, U unpinned \
          (the scheduler's choice); kernel transports show the better of the two.\n",
+    );
+    let _ = writeln!(
+        out,
+        "line ns: one-way time of a cache line between the two CPUs, probed before/after the \
+         row's measurements;\ncache: shared below {SHARED_CACHE_NS:.0} ns, split above; \
+         changed* the host moved the CPUs mid-row, so its figures mix two machines."
     );
     out
 }
@@ -1716,6 +2043,45 @@ mod tests {
     }
 
     #[test]
+    fn probes_classify_by_the_threshold_and_flag_a_change() {
+        use super::Cache;
+        let t = super::SHARED_CACHE_NS;
+        assert_eq!(Cache::over([Some(60.0), Some(90.0)]), Cache::Shared);
+        assert_eq!(Cache::over([Some(t - 1.0), Some(1.0)]), Cache::Shared);
+        assert_eq!(Cache::over([Some(t), Some(480.0)]), Cache::Split);
+        assert_eq!(Cache::over([Some(80.0), Some(400.0)]), Cache::Changed);
+        assert_eq!(Cache::over([Some(400.0), Some(80.0)]), Cache::Changed);
+        // A disagreement is a change even if another probe failed; a failure alone is unknown.
+        assert_eq!(Cache::over([Some(80.0), None, Some(400.0)]), Cache::Changed);
+        assert_eq!(Cache::over([Some(80.0), None]), Cache::Unknown);
+        assert_eq!(Cache::over([]), Cache::Unknown);
+        assert_eq!(Cache::Changed.name(), "changed");
+    }
+
+    #[test]
+    fn a_probe_is_answered_through_a_second_mapping_and_gives_up_without_one() {
+        let (line, fd) = super::Line::create().unwrap();
+        let t0 = super::Instant::now();
+        assert_eq!(line.probe(0), None, "nobody answers");
+        assert!(t0.elapsed() < super::Duration::from_secs(10));
+        // The same page mapped again, answered from another thread, each side on its CPU of
+        // the pair as in a session (only the value is checked, not the speed).
+        // With one CPU the engine never probes (each move would wait for a context switch).
+        let Some((mine, cpu)) = super::cpu_pair() else {
+            return;
+        };
+        let first = 1000;
+        let peer = std::thread::spawn(move || {
+            let theirs = super::Line::map(&fd).unwrap();
+            super::pinned_for(cpu, || theirs.answer(first, super::PROBE_COUNT)).unwrap();
+        });
+        let ns = super::pinned_for(mine, || line.probe(first)).unwrap();
+        peer.join().unwrap();
+        let ns = ns.expect("answered");
+        assert!(ns > 0.0 && ns < 1e8, "{ns}");
+    }
+
+    #[test]
     fn peer_specs_round_trip() {
         let spec = super::PeerSpec {
             transport: super::Transport::UnixSeqpacket,
@@ -1724,6 +2090,8 @@ mod tests {
             parent: 77,
             a: 5,
             b: -1,
+            line: 7,
+            line_cpu: None,
         };
         let back = super::PeerSpec::decode(&spec.encode()).unwrap();
         assert_eq!(back.transport, super::Transport::UnixSeqpacket);
@@ -1731,6 +2099,7 @@ mod tests {
             (back.size, back.cpu, back.parent, back.a, back.b),
             (65536, Some(1), 77, 5, -1)
         );
+        assert_eq!((back.line, back.line_cpu), (7, None));
         assert!(super::PeerSpec::decode("transport=nope size=1").is_err());
     }
 }
