@@ -96,84 +96,54 @@ impl From<RecvError> for Error {
     }
 }
 
-/// The kind of a closed or dead peer, seen from the side facing it (see the table above).
-fn peer_gone(peer: Role, died: bool) -> ErrorKind {
-    match (peer, died) {
-        (Role::Consumer, _) => ErrorKind::BrokenPipe,
-        (Role::Producer, false) => ErrorKind::UnexpectedEof,
-        (Role::Producer, true) => ErrorKind::ConnectionAborted,
-    }
+/// `e` as an [`io::Error`]: the kind of the [`Error`] it converts into (so every error of one
+/// meaning has one kind, decided in [`io_kind`]), and `e` itself as the payload.
+fn into_io<E>(e: E) -> io::Error
+where
+    E: Clone + Into<Error> + std::error::Error + Send + Sync + 'static,
+{
+    io::Error::new(io_kind(&e.clone().into()), e)
 }
 
 impl From<TrySendError> for io::Error {
     fn from(e: TrySendError) -> io::Error {
-        let kind = match e {
-            TrySendError::Full => ErrorKind::WouldBlock,
-            TrySendError::TooLarge { .. } => ErrorKind::InvalidInput,
-            TrySendError::Disconnected => peer_gone(Role::Consumer, false),
-            TrySendError::Corrupted(_) => ErrorKind::InvalidData,
-            TrySendError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        io::Error::new(kind, e)
+        into_io(e)
     }
 }
 
 impl From<SendError> for io::Error {
     fn from(e: SendError) -> io::Error {
-        let kind = match e {
-            SendError::Timeout => ErrorKind::TimedOut,
-            SendError::Disconnected => peer_gone(Role::Consumer, false),
-            SendError::PeerDied { .. } => peer_gone(Role::Consumer, true),
-            SendError::TooLarge { .. } => ErrorKind::InvalidInput,
-            SendError::Corrupted(_) => ErrorKind::InvalidData,
-            SendError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        io::Error::new(kind, e)
+        into_io(e)
     }
 }
 
 impl From<TryRecvError> for io::Error {
     fn from(e: TryRecvError) -> io::Error {
-        let kind = match e {
-            TryRecvError::Empty => ErrorKind::WouldBlock,
-            TryRecvError::Disconnected => peer_gone(Role::Producer, false),
-            TryRecvError::BufferTooSmall { .. } => ErrorKind::InvalidInput,
-            TryRecvError::Corrupted(_) => ErrorKind::InvalidData,
-            TryRecvError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        io::Error::new(kind, e)
+        into_io(e)
     }
 }
 
 impl From<RecvError> for io::Error {
     fn from(e: RecvError) -> io::Error {
-        let kind = match e {
-            RecvError::Timeout => ErrorKind::TimedOut,
-            RecvError::Disconnected => peer_gone(Role::Producer, false),
-            RecvError::PeerDied { .. } => peer_gone(Role::Producer, true),
-            RecvError::BufferTooSmall { .. } => ErrorKind::InvalidInput,
-            RecvError::Corrupted(_) => ErrorKind::InvalidData,
-            RecvError::WrongProcess(_) => ErrorKind::PermissionDenied,
-        };
-        io::Error::new(kind, e)
+        into_io(e)
     }
 }
 
 impl From<Corrupted> for io::Error {
     fn from(e: Corrupted) -> io::Error {
-        io::Error::new(ErrorKind::InvalidData, e)
+        into_io(e)
     }
 }
 
 impl From<WrongProcess> for io::Error {
     fn from(e: WrongProcess) -> io::Error {
-        io::Error::new(ErrorKind::PermissionDenied, e)
+        into_io(e)
     }
 }
 
 impl From<OutOfBounds> for io::Error {
     fn from(e: OutOfBounds) -> io::Error {
-        io::Error::new(ErrorKind::InvalidInput, e)
+        into_io(e)
     }
 }
 
@@ -181,40 +151,56 @@ impl From<Error> for io::Error {
     /// The kind of the error's meaning (the table above); the [`Error`] is the payload, and an
     /// OS error inside it (with its errno) is the `source()`.
     fn from(e: Error) -> io::Error {
-        let kind = match &e {
-            Error::Exists { .. } | Error::FileExists { .. } => ErrorKind::AlreadyExists,
-            Error::NotFound { .. } | Error::FileNotFound { .. } => ErrorKind::NotFound,
-            Error::PermissionDenied { .. }
-            | Error::ForeignOwner { .. }
-            | Error::HugePagesNotAccepted { .. }
-            | Error::WrongProcess(_) => ErrorKind::PermissionDenied,
-            Error::SystemLimit { source, .. }
-            | Error::Ftok { source, .. }
-            | Error::Sys { source, .. }
-            | Error::File { source, .. }
-            | Error::HugePages { source, .. }
-            | Error::LockMemory { source, .. } => source.kind(),
-            Error::InvalidConfig { .. }
-            | Error::OutOfBounds(_)
-            | Error::TooLarge { .. }
-            | Error::BufferTooSmall { .. } => ErrorKind::InvalidInput,
-            Error::NotShmpipe { .. }
-            | Error::VersionMismatch { .. }
-            | Error::SegmentTooSmall { .. }
-            | Error::BadHeader { .. }
-            | Error::ConfigMismatch { .. }
-            | Error::TypeMismatch { .. }
-            | Error::Corrupted(_) => ErrorKind::InvalidData,
-            Error::InitTimeout { .. } | Error::Locked { .. } | Error::Timeout => {
-                ErrorKind::TimedOut
-            }
-            Error::RoleTaken { .. } => ErrorKind::ResourceBusy,
-            Error::SigbusBlocked { .. } => ErrorKind::Other,
-            Error::Full | Error::Empty => ErrorKind::WouldBlock,
-            Error::Disconnected { peer } => peer_gone(*peer, false),
-            Error::PeerDied { peer, .. } => peer_gone(*peer, true),
-        };
-        io::Error::new(kind, e)
+        io::Error::new(io_kind(&e), e)
+    }
+}
+
+/// The `io::ErrorKind` of each meaning (the table above).
+fn io_kind(e: &Error) -> ErrorKind {
+    match e {
+        Error::Exists { .. } | Error::FileExists { .. } => ErrorKind::AlreadyExists,
+        Error::NotFound { .. } | Error::FileNotFound { .. } => ErrorKind::NotFound,
+        Error::PermissionDenied { .. }
+        | Error::ForeignOwner { .. }
+        | Error::HugePagesNotAccepted { .. }
+        | Error::WrongProcess(_) => ErrorKind::PermissionDenied,
+        Error::SystemLimit { source, .. }
+        | Error::Ftok { source, .. }
+        | Error::Sys { source, .. }
+        | Error::File { source, .. }
+        | Error::HugePages { source, .. }
+        | Error::LockMemory { source, .. } => source.kind(),
+        Error::InvalidConfig { .. }
+        | Error::OutOfBounds(_)
+        | Error::TooLarge { .. }
+        | Error::BufferTooSmall { .. } => ErrorKind::InvalidInput,
+        Error::NotShmpipe { .. }
+        | Error::VersionMismatch { .. }
+        | Error::SegmentTooSmall { .. }
+        | Error::BadHeader { .. }
+        | Error::ConfigMismatch { .. }
+        | Error::TypeMismatch { .. }
+        | Error::Corrupted(_) => ErrorKind::InvalidData,
+        Error::InitTimeout { .. } | Error::Locked { .. } | Error::Timeout => ErrorKind::TimedOut,
+        Error::RoleTaken { .. } => ErrorKind::ResourceBusy,
+        Error::SigbusBlocked { .. } => ErrorKind::Other,
+        Error::Full | Error::Empty => ErrorKind::WouldBlock,
+        // The side facing a closed or dead peer: a producer's writes hit a broken pipe; a
+        // consumer reads an ended stream, or one that was cut.
+        Error::Disconnected {
+            peer: Role::Consumer,
+        }
+        | Error::PeerDied {
+            peer: Role::Consumer,
+            ..
+        } => ErrorKind::BrokenPipe,
+        Error::Disconnected {
+            peer: Role::Producer,
+        } => ErrorKind::UnexpectedEof,
+        Error::PeerDied {
+            peer: Role::Producer,
+            ..
+        } => ErrorKind::ConnectionAborted,
     }
 }
 
