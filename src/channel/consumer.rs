@@ -630,6 +630,7 @@ impl ReadGuard<'_> {
 }
 
 impl Drop for ReadGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.consumer.core.advance(self.record);
         if self.release {

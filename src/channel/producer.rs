@@ -179,18 +179,23 @@ impl Producer {
     ) -> Result<WriteGrant<'_>, SendError> {
         // The clock is read only once the ring is found full.
         let mut deadline = None;
-        loop {
-            match self.reserve_slots(len) {
-                Ok(_) => break,
+        let (at, ptr) = loop {
+            match self.grant_slots(len) {
+                Ok(granted) => break granted,
                 Err(TrySendError::Full) => {
                     let d = *deadline.get_or_insert_with(|| Deadline::after(timeout));
                     self.wait_for_room(len, d)?;
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
-        // Room is there now: this reservation succeeds (reserving is idempotent until finished).
-        self.grant(len, true).map_err(SendError::from)
+        };
+        Ok(WriteGrant {
+            producer: self,
+            at,
+            ptr,
+            len,
+            publish: true,
+        })
     }
 
     /// How blocking calls wait (default [`WaitStrategy::SpinThenSleep`]).
@@ -360,8 +365,7 @@ impl Producer {
     /// Hands out a guard over a reserved record of `len` bytes.
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
-        self.check_process().map_err(TrySendError::WrongProcess)?;
-        let (at, ptr) = self.core.grant(len)?;
+        let (at, ptr) = self.grant_slots(len)?;
         Ok(WriteGrant {
             producer: self,
             at,
@@ -371,12 +375,12 @@ impl Producer {
         })
     }
 
-    /// Finds room for a record of `len` bytes (see `ProducerCore::reserve`), in the claimer's
-    /// process only.
+    /// Reserves a record of `len` bytes to be written in place (see `ProducerCore::grant`),
+    /// in the claimer's process only: where it starts and its payload pointer.
     #[inline]
-    fn reserve_slots(&mut self, len: usize) -> Result<u64, TrySendError> {
+    fn grant_slots(&mut self, len: usize) -> Result<(u64, *mut u8), TrySendError> {
         self.check_process().map_err(TrySendError::WrongProcess)?;
-        self.core.reserve(len)
+        self.core.grant(len)
     }
 }
 
@@ -520,6 +524,7 @@ pub struct WriteGrant<'a> {
 
 impl WriteGrant<'_> {
     /// Sends the message (in a batch: adds it to the batch).
+    #[inline]
     pub fn commit(self) {
         let len = self.len;
         self.commit_len(len);
@@ -531,6 +536,7 @@ impl WriteGrant<'_> {
     /// # Panics
     ///
     /// If `len` exceeds the reserved length.
+    #[inline]
     pub fn commit_len(self, len: usize) {
         assert!(
             len <= self.len,
@@ -663,13 +669,23 @@ impl SendBatch<'_> {
     /// As [`Producer::try_reserve`]; on `Full` the batch so far is published first.
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
-        if let Err(e) = self.producer.reserve_slots(len) {
-            if e == TrySendError::Full {
-                self.producer.publish();
+        // One reservation: `grant` fails without borrowing the producer, so the batch can
+        // publish what it holds before `Full` is returned.
+        match self.producer.grant_slots(len) {
+            Ok((at, ptr)) => Ok(WriteGrant {
+                producer: self.producer,
+                at,
+                ptr,
+                len,
+                publish: false,
+            }),
+            Err(e) => {
+                if e == TrySendError::Full {
+                    self.producer.publish();
+                }
+                Err(e)
             }
-            return Err(e);
         }
-        self.producer.grant(len, false)
     }
 
     /// Makes the batch so far visible to the consumer; the batch stays open for more.

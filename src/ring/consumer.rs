@@ -132,6 +132,38 @@ impl<R: Deref<Target = Memory>> ConsumerCore<R> {
     /// idempotent until [`ConsumerCore::advance`] consumes the record.
     #[inline]
     pub(crate) fn next(&mut self) -> Result<Record, TryRecvError> {
+        // The common case in one pass: a message record below the cached tail that passes
+        // every check of `next_slow`. Anything else (an error, padding, the cached tail
+        // reached) takes the slow path, with the header words already read.
+        let mut read = None;
+        if self.poisoned.is_none() && self.head != self.tail_cache {
+            let g = self.mem.geometry();
+            let at = self.head;
+            // Read once; only the locals are used from here on (and passed on below).
+            let (len, kind) = self.mem.read_record(at);
+            if kind == KIND_MESSAGE && len <= g.max_message {
+                let slots = g.record_slots(len);
+                if (at & g.mask()) + slots <= g.capacity()
+                    && slots <= self.tail_cache.wrapping_sub(at)
+                {
+                    return Ok(Record {
+                        at,
+                        len: len as usize,
+                        next: at.wrapping_add(slots),
+                    });
+                }
+            }
+            read = Some((len, kind));
+        }
+        self.next_slow(read)
+    }
+
+    /// [`ConsumerCore::next`] with every case: errors, padding, the tail re-read when the
+    /// cached one is reached. `read` is the record header at the head if the caller read it
+    /// (it is not read again).
+    #[cold]
+    #[inline(never)]
+    fn next_slow(&mut self, mut read: Option<(u32, u32)>) -> Result<Record, TryRecvError> {
         if let Some(c) = self.poisoned {
             return Err(TryRecvError::Corrupted(c));
         }
@@ -148,8 +180,9 @@ impl<R: Deref<Target = Memory>> ConsumerCore<R> {
             let at = self.head;
             let available = self.tail_cache.wrapping_sub(at);
             let pos = at & g.mask();
-            // Read once; only the locals are used from here on.
-            let (len, kind) = self.mem.read_record(at);
+            // Read once (or taken from the caller, who read it once); only the locals are used
+            // from here on.
+            let (len, kind) = read.take().unwrap_or_else(|| self.mem.read_record(at));
             match kind {
                 KIND_MESSAGE => {
                     if len > g.max_message {

@@ -94,17 +94,30 @@ impl Memory {
     /// The word sits in the side's own cache line: a load that hits unless someone wrote it.
     #[inline]
     pub(crate) fn check_owner(&self, role: Role, me: u64) -> Result<(), Corrupted> {
-        let h = self.header();
-        let owner = match role {
-            Role::Producer => &h.producer.owner,
-            Role::Consumer => &h.consumer.owner,
-        };
         // Relaxed: our own word; nothing is synchronised through this load, only compared.
-        let found = owner.load(Ordering::Relaxed);
+        let found = self.owner(role).load(Ordering::Relaxed);
         if found == me {
             return Ok(());
         }
         Err(self.corrupted(Corruption::RoleLost { role, found }))
+    }
+
+    /// [`Memory::check_owner`] as a yes or no, for the hot path (which takes the slow path,
+    /// and so `check_owner`, when it is no).
+    #[inline(always)]
+    pub(crate) fn holds(&self, role: Role, me: u64) -> bool {
+        // Relaxed: as in `check_owner`.
+        self.owner(role).load(Ordering::Relaxed) == me
+    }
+
+    /// `role`'s owner word.
+    #[inline(always)]
+    fn owner(&self, role: Role) -> &AtomicU64 {
+        let h = self.header();
+        match role {
+            Role::Producer => &h.producer.owner,
+            Role::Consumer => &h.consumer.owner,
+        }
     }
 
     /// Checks `tail - head` read when a side starts: the indices must be at most a ring apart.

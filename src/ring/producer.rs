@@ -112,6 +112,29 @@ impl<R: Deref<Target = Memory>> ProducerCore<R> {
     /// same place.
     #[inline]
     pub(crate) fn reserve(&mut self, len: usize) -> Result<u64, TrySendError> {
+        // The common case in one pass: nothing wrong, the record fits before the end of the
+        // array and within the cached head. Every check of `reserve_slow` is here, in one
+        // branch; anything else (an error, padding, a head to re-read) takes the slow path.
+        let g = self.mem.geometry();
+        if self.poisoned.is_none() && len <= g.max_message as usize {
+            let slots = g.record_slots(len as u32);
+            let room = g.capacity() - self.tail.wrapping_sub(self.head_cache);
+            if (self.tail & g.mask()) + slots <= g.capacity()
+                && slots <= room
+                && self.mem.holds(Role::Producer, self.me)
+                && !self.consumer_closed()
+            {
+                return Ok(self.tail);
+            }
+        }
+        self.reserve_slow(len)
+    }
+
+    /// [`ProducerCore::reserve`] with every case: the checks in their order of precedence,
+    /// the head re-read when the cached one says full, the padding record written.
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize) -> Result<u64, TrySendError> {
         if let Some(c) = self.poisoned {
             return Err(TrySendError::Corrupted(c));
         }
