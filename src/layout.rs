@@ -14,7 +14,7 @@ use crate::sync::{AtomicU32, AtomicU64, Futex};
 /// "SHMPIPE1" read as a little-endian u64: the first 8 bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPIPE1");
 /// The layout version this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Value of the ready word once the creator has written the whole header ("RDY!").
 pub const READY: u32 = u32::from_le_bytes(*b"RDY!");
 /// Bytes of the header: configuration, producer and consumer lines.

@@ -80,7 +80,7 @@ impl std::fmt::Debug for Consumer {
 impl Consumer {
     pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Consumer, Error> {
         Ok(Consumer {
-            core: ConsumerCore::new(region, me)?,
+            core: ConsumerCore::new(region, me, super::process::light_wake())?,
             me,
             strategy: WaitStrategy::default(),
             partial: None,

@@ -67,6 +67,9 @@ fn any_live_thread(pid: u32) -> bool {
 struct ProcessCell {
     identity: AtomicU64,
     pidns: AtomicU64,
+    /// 1 once this process registered for other processes' expedited barriers (its wakes may
+    /// be light: `crate::sync::barrier`), 0 otherwise. Zeroed in a forked child with the rest.
+    light_wake: AtomicU64,
 }
 
 /// Bytes of the page the cell lives in (the smallest page size; `mmap` rounds up).
@@ -79,6 +82,7 @@ static CELL: AtomicPtr<ProcessCell> = AtomicPtr::new(std::ptr::null_mut());
 static FALLBACK: ProcessCell = ProcessCell {
     identity: AtomicU64::new(0),
     pidns: AtomicU64::new(0),
+    light_wake: AtomicU64::new(0),
 };
 
 /// This process's cell, set up on first use.
@@ -174,8 +178,21 @@ fn compute(c: &ProcessCell) -> Identity {
     let start = proc_stat("self").map_or(0, |(_, s)| s);
     let id = ((start & 0xffff_ffff) << 32) | u64::from(pid);
     c.pidns.store(read_pidns(), Ordering::Relaxed);
+    // Before any role is claimed under this identity: a handle wakes light only once its
+    // process is a target of the sleeper's barrier.
+    c.light_wake.store(
+        u64::from(crate::sync::barrier::register()),
+        Ordering::Relaxed,
+    );
     c.identity.store(id, Ordering::Release);
     id
+}
+
+/// Whether this process registered for the sleeper's barrier, so the handles it claims may wake
+/// the light way. Call after [`me`] (which registers).
+pub(crate) fn light_wake() -> bool {
+    // Relaxed: stored before the identity's Release store, which `me` loaded with Acquire.
+    cell().light_wake.load(Ordering::Relaxed) != 0
 }
 
 /// The identity this process has computed, or 0 if none yet (in particular in a forked child

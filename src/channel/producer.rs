@@ -69,7 +69,7 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     pub(super) fn new(region: Arc<Region>, me: Identity) -> Result<Producer, Error> {
         Ok(Producer {
-            core: ProducerCore::new(region, me)?,
+            core: ProducerCore::new(region, me, super::process::light_wake())?,
             me,
             strategy: WaitStrategy::default(),
             closed: false,

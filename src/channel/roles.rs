@@ -138,12 +138,12 @@ pub(crate) fn give_back_role(region: &Region, role: Role, me: Identity) -> Resul
     let released = match role {
         Role::Producer => {
             let released = release_role(&h.producer.owner, me);
-            wake(&h.producer.consumer_waiting, &h.producer.data_event);
+            wake(&h.producer.consumer_waiting, &h.producer.data_event, false);
             released
         }
         Role::Consumer => {
             let released = release_role(&h.consumer.owner, me);
-            wake(&h.consumer.producer_waiting, &h.consumer.space_event);
+            wake(&h.consumer.producer_waiting, &h.consumer.space_event, false);
             released
         }
     };

@@ -33,6 +33,9 @@ pub(crate) struct ConsumerCore<R> {
     mem: Arc<R>,
     /// The identity our owner word holds while we hold the role.
     me: u64,
+    /// Whether our process registered for the sleeper's barrier: our wakes may be light
+    /// (`crate::sync::barrier`).
+    light: bool,
     /// Counter where the next record starts (read position, may be ahead of `released`).
     head: u64,
     /// The head last stored to the shared line.
@@ -51,12 +54,13 @@ pub(crate) struct ConsumerCore<R> {
 }
 
 impl<R: Deref<Target = Memory>> ConsumerCore<R> {
-    /// Starts consuming at the head the line holds, as `me` (the identity in our owner word).
+    /// Starts consuming at the head the line holds, as `me` (the identity in our owner word), waking
+    /// the light way if `light` (our process registered for the sleeper's barrier).
     ///
     /// # Errors
     ///
     /// [`Corruption::TailOutOfRange`] if the head and tail are more than a ring apart.
-    pub(crate) fn new(mem: Arc<R>, me: u64) -> Result<ConsumerCore<R>, Corrupted> {
+    pub(crate) fn new(mem: Arc<R>, me: u64, light: bool) -> Result<ConsumerCore<R>, Corrupted> {
         let h = mem.header();
         // Our own line, written by whoever held the role before (visible through O1).
         let head = h.consumer.head.load(Ordering::Relaxed);
@@ -73,6 +77,7 @@ impl<R: Deref<Target = Memory>> ConsumerCore<R> {
         Ok(ConsumerCore {
             mem,
             me,
+            light,
             head,
             released: head,
             tail_cache: tail,
@@ -261,7 +266,7 @@ impl<R: Deref<Target = Memory>> ConsumerCore<R> {
             // of these slots happen before the producer reuses them.
             line.head.store(self.head, sync::sabotage::release());
             self.released = self.head;
-            wake(&line.producer_waiting, &line.space_event);
+            wake(&line.producer_waiting, &line.space_event, self.light);
         }
     }
 

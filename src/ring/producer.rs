@@ -21,6 +21,9 @@ pub(crate) struct ProducerCore<R> {
     mem: Arc<R>,
     /// The identity our owner word holds while we hold the role.
     me: u64,
+    /// Whether our process registered for the sleeper's barrier: our wakes may be light
+    /// (`crate::sync::barrier`).
+    light: bool,
     /// Counter one past the last record written (published or not).
     tail: u64,
     /// The tail last stored to the shared line.
@@ -34,12 +37,13 @@ pub(crate) struct ProducerCore<R> {
 }
 
 impl<R: Deref<Target = Memory>> ProducerCore<R> {
-    /// Starts producing at the tail the line holds, as `me` (the identity in our owner word).
+    /// Starts producing at the tail the line holds, as `me` (the identity in our owner word), waking
+    /// the light way if `light` (our process registered for the sleeper's barrier).
     ///
     /// # Errors
     ///
     /// [`Corruption::TailOutOfRange`] if the head and tail are more than a ring apart.
-    pub(crate) fn new(mem: Arc<R>, me: u64) -> Result<ProducerCore<R>, Corrupted> {
+    pub(crate) fn new(mem: Arc<R>, me: u64, light: bool) -> Result<ProducerCore<R>, Corrupted> {
         let h = mem.header();
         // Our own line, but written by whoever held the role before: untrusted too. The claim's
         // Acquire (O1) made the previous holder's last store visible.
@@ -51,6 +55,7 @@ impl<R: Deref<Target = Memory>> ProducerCore<R> {
         Ok(ProducerCore {
             mem,
             me,
+            light,
             tail,
             published: tail,
             head_cache: head,
@@ -213,7 +218,7 @@ impl<R: Deref<Target = Memory>> ProducerCore<R> {
             // every record header and payload byte written before it visible there.
             line.tail.store(self.tail, sync::sabotage::publish());
             self.published = self.tail;
-            wake(&line.consumer_waiting, &line.data_event);
+            wake(&line.consumer_waiting, &line.data_event, self.light);
         }
     }
 

@@ -67,8 +67,8 @@ type Sides = (ProducerCore<HeapMemory>, ConsumerCore<HeapMemory>);
 
 fn sides(mem: &Arc<HeapMemory>) -> Sides {
     (
-        ProducerCore::new(mem.clone(), PRODUCER).unwrap(),
-        ConsumerCore::new(mem.clone(), CONSUMER).unwrap(),
+        ProducerCore::new(mem.clone(), PRODUCER, true).unwrap(),
+        ConsumerCore::new(mem.clone(), CONSUMER, true).unwrap(),
     )
 }
 
@@ -239,8 +239,8 @@ fn hostile_tails_poison_the_consumer() {
     // Inconsistent from the start: no side is made at all.
     let mem = heap(16, 8, 0);
     mem.tail().store(9, Ordering::Relaxed);
-    assert!(ConsumerCore::new(mem.clone(), CONSUMER).is_err());
-    assert!(ProducerCore::new(mem.clone(), PRODUCER).is_err());
+    assert!(ConsumerCore::new(mem.clone(), CONSUMER, true).is_err());
+    assert!(ProducerCore::new(mem.clone(), PRODUCER, true).is_err());
 }
 
 #[test]

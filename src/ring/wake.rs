@@ -6,25 +6,34 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Memory;
-use crate::sync::{AtomicU32, Futex, futex_wait, futex_wake, sabotage};
+use crate::sync::{AtomicU32, Futex, barrier, futex_wait, futex_wake, sabotage};
+
+/// The longest sleep when the sleeper's barrier is refused (docs/LAYOUT.md, "Futexes").
+const UNBARRIERED_SLICE: Duration = Duration::from_millis(1);
 
 /// Wakes the peer if it announced that it sleeps on `event`. Call after a Release store that
-/// changes what the peer waits for (an index, a closed flag, an owner word).
-///
-/// The waker's half of the handshake is one read-modify-write of the announcement word, which
-/// both sides only ever change by RMWs: W2 pairs with the sleeper's W1 in `sleep`.
+/// changes what the peer waits for (an index, a closed flag, an owner word). `light`: this
+/// process registered for the sleeper's barrier (`sync::barrier`), so the common case, nobody
+/// asleep, is a compiler fence and a load of a word in our own line; otherwise the swap.
 #[inline]
-pub(crate) fn wake(waiting: &AtomicU32, event: &Futex) {
-    // W2 (AcqRel swap): the announcement word's modification order puts this swap either after
-    // the sleeper's W1, and then it reads the announcement (or the sleeper's own later clear,
-    // which it makes only once awake), or before W1, and then W1 reads from this swap's release
-    // sequence, so our preceding Release store (the index, flag or owner word) happens before
-    // the sleeper's re-check. Either the sleeper sees our store or we see it sleeps: no lost
-    // wake-up. A swap costs what the SeqCst fence it replaced cost (one locked instruction),
-    // and the word lives in the waker's own line, next to the index it has just written.
-    let announced = if sabotage::wake_loads() {
+pub(crate) fn wake(waiting: &AtomicU32, event: &Futex, light: bool) {
+    let announced = if barrier::light(light) {
+        // W2 (light): a store-buffering pattern with the sleeper's W1 and its barrier (see
+        // `sleep`): the sleeper's `membarrier` puts a full barrier in this thread between the
+        // Release store before this call and the load below, or lets it run wholly before or
+        // after, so either this load sees the announcement or the sleeper's re-check sees our
+        // store. The swap that clears the announcement then synchronises as in the heavy case.
+        barrier::waker_fence();
+        waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::AcqRel) != 0
+    } else if sabotage::wake_loads() {
         waiting.load(Ordering::Acquire) != 0 && waiting.swap(0, Ordering::AcqRel) != 0
     } else {
+        // W2 (heavy, AcqRel swap): the announcement word's modification order puts this swap
+        // either after the sleeper's W1, and then it reads the announcement (or the sleeper's
+        // own later clear, which it makes only once awake), or before W1, and then W1 reads
+        // from this swap's release sequence, so our preceding Release store (the index, flag
+        // or owner word) happens before the sleeper's re-check. Either the sleeper sees our
+        // store or we see it sleeps: no lost wake-up. One locked instruction.
         waiting.swap(0, Ordering::AcqRel) != 0
     };
     if announced {
@@ -49,6 +58,14 @@ fn sleep(waiting: &AtomicU32, event: &Futex, slice: Duration, ready: &mut dyn Fn
     } else {
         waiting.swap(1, Ordering::AcqRel);
     }
+    // The other half of a light waker's W2: a barrier in every registered process between the
+    // announcement and the re-check. Refused by the kernel, a light waker may miss us: then
+    // sleep only a short slice.
+    let slice = if barrier::sleeper_barrier() {
+        slice
+    } else {
+        slice.min(UNBARRIERED_SLICE)
+    };
     if !ready() {
         futex_wait(event, seen, slice);
     }

@@ -10,6 +10,7 @@
 //! before this process reads it. Without that cfg the std (or loom) types are re-exported
 //! unchanged, so production code is not affected.
 
+pub(crate) mod barrier;
 pub(crate) mod copy;
 mod futex;
 pub(crate) mod hooks;

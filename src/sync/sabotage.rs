@@ -42,15 +42,28 @@ pub(crate) fn release() -> Ordering {
     }
 }
 
-/// `wake-load`: the waker reads the announcement with a plain load instead of the W2 swap
-/// (what removing the fence was in the old fence-based handshake).
+/// `wake-load`: the heavy waker reads the announcement with a plain load instead of the W2
+/// swap (run with `SHMPIPE_WAKE=heavy`).
 #[inline(always)]
 pub(crate) fn wake_loads() -> bool {
     broken("wake-load")
 }
 
-/// `sleep-store`: the sleeper announces with a plain store instead of the W1 swap.
+/// `sleep-store`: the sleeper announces with a plain store instead of the W1 swap (run with
+/// `SHMPIPE_WAKE=heavy`).
 #[inline(always)]
 pub(crate) fn sleep_stores() -> bool {
     broken("sleep-store")
+}
+
+/// `wake-no-fence`: the light waker drops its fence between the index and the announcement.
+#[inline(always)]
+pub(crate) fn waker_fence_dropped() -> bool {
+    broken("wake-no-fence")
+}
+
+/// `sleep-no-barrier`: the sleeper drops its barrier between announcing and re-checking.
+#[inline(always)]
+pub(crate) fn sleeper_barrier_dropped() -> bool {
+    broken("sleep-no-barrier")
 }

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -39,7 +40,7 @@
 /* ---- The layout (LAYOUT.md, tables) ---------------------------------------------------- */
 
 #define MAGIC 0x31455049504D4853ULL /* "SHMPIPE1" little-endian */
-#define VERSION 5u
+#define VERSION 6u
 #define HEADER 384u
 #define READY 0x21594452u /* "RDY!" */
 #define FLAG_PERSISTENT 1u
@@ -243,8 +244,19 @@ static int holder_dead(uint64_t id, size_t owner_off, size_t pidns_off) {
 
 /* ---- Futexes (LAYOUT.md, "Futexes", "Sleeping") ------------------------------------------ */
 
+/* The sleeper's barrier (LAYOUT.md, "Futexes"): the Rust side wakes the light way (a load of
+ * the announcement word, no locked instruction), which is sound only because this call makes
+ * every registered process pass a full barrier between our announcement and our re-check.
+ * Refused, we may sleep at most 1 ms at a time. */
+static int barrier_refused;
+static void sleeper_barrier(void) {
+    atomic_thread_fence(memory_order_seq_cst);
+    barrier_refused = syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0;
+}
+
 static void futex_wait(a32 *word, uint32_t seen) {
-    struct timespec ts = {0, 10 * 1000 * 1000}; /* at most 10 ms */
+    /* at most 10 ms, or 1 ms if the barrier was refused */
+    struct timespec ts = {0, (barrier_refused ? 1 : 10) * 1000 * 1000};
     syscall(SYS_futex, (uint32_t *)(void *)word, FUTEX_WAIT, seen, &ts, NULL, 0);
 }
 
@@ -541,6 +553,7 @@ static void send_one(uint64_t i, uint32_t len) {
         publish();
         uint32_t seen = atomic_load_explicit(W32(K_SPACE_EVENT), ACQ);
         atomic_exchange_explicit(W32(K_PRODUCER_WAITING), 1, AR);
+        sleeper_barrier();
         if (atomic_load_explicit(W64(K_HEAD), ACQ) == p_head_cache &&
             atomic_load_explicit(W32(P_CONSUMER_CLOSED), ACQ) == 0) {
             futex_wait(W32(K_SPACE_EVENT), seen);
@@ -640,6 +653,7 @@ static void release(void) {
 static void sleep_for_data(void) {
     uint32_t seen = atomic_load_explicit(W32(P_DATA_EVENT), ACQ);
     atomic_exchange_explicit(W32(P_CONSUMER_WAITING), 1, AR);
+    sleeper_barrier();
     int ever = atomic_load_explicit(W32(P_CLAIMS), ACQ) != 0;
     uint64_t holder = atomic_load_explicit(W64(P_OWNER), ACQ);
     uint64_t tail = atomic_load_explicit(W64(P_TAIL), ACQ);
