@@ -11,7 +11,8 @@
 //!   bytes/s; messages/s are printed after the benchmark. `memcpy-2x` is the reference of two
 //!   memcpy per message in one thread.
 //!
-//! Transports: `thread-ring` (in-process ring between two threads: the upper bound),
+//! Transports: `reference` (a hand-written batched ring between the two processes: the
+//! machine's bound), `thread-ring` (in-process ring between two threads: the upper bound),
 //! `shmpipe-spin`, `shmpipe-batch` (zero copy and batches), `shmpipe` (spin, then sleep),
 //! `pipe`, `unix-stream`, `unix-seqpacket`, `tcp`; the kernel ones twice, `/pinned` to two
 //! CPUs and `/unpinned` (the scheduler's choice). The peer is this binary re-executed (its

@@ -230,6 +230,9 @@ impl Tx {
         let off = self.head as usize & self.ring.mask;
         let skip = if off + rec > cap { cap - off } else { 0 };
         let need = (skip + rec) as u64;
+        if need > cap as u64 {
+            return Err(format!("a {len}-byte message does not fit a {cap}-byte ring").into());
+        }
         if self.head + need - self.tail_cache > cap as u64 {
             let mut spin = Spin::new(waiting);
             loop {
@@ -322,6 +325,9 @@ impl Rx {
             let len = unsafe { self.ring.data(off).cast::<u64>().read() };
             if len == WRAP {
                 self.tail += (cap - off) as u64;
+                if self.tail > self.head_cache {
+                    return Err(format!("reference ring: a skip at {off} passes the head").into());
+                }
                 continue;
             }
             let rec = record_len(len as usize) as u64;
