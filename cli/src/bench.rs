@@ -62,10 +62,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_transport)]
     pub transports: Vec<Transport>,
     /// How long each measurement runs, after a warm-up of a fifth of it (e.g. 150ms, 1s).
-    /// The whole run takes about 130 times this with the default sizes. [default: 150ms]
+    /// The whole run takes about 140 times this with the default sizes. [default: 150ms]
     #[arg(long, value_name = "TIME", value_parser = parse_duration, conflicts_with = "quick")]
     pub duration: Option<Duration>,
-    /// A quicker, noisier run: 40 ms per measurement (about 9 s in all).
+    /// A quicker, noisier run: 40 ms per measurement (about 10 s in all).
     #[arg(long)]
     pub quick: bool,
     /// Print a JSON array, one object per transport and size, instead of the table.
