@@ -16,7 +16,16 @@
 //! The machine's load (`crate::load`) is read before and after: the header says what it was,
 //! and warns when other processes took enough CPU to make the numbers this run's, not the
 //! machine's; the JSON carries it in every object.
+//!
+//! `--runs N` repeats each session N times (`transports::runs`); `--latency` measures one-way
+//! latency at fixed send rates instead (`latency_mode`, engine in `transports::latency`).
 
+mod latency_mode;
+/// The JSON reader of `examples/plot_bench`, to check what the tests print.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../examples/plot_bench/json.rs"]
+mod tests_json;
 mod transports;
 
 use std::io::{IsTerminal, Write};
@@ -27,6 +36,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::load::{self, Load};
+use transports::runs::{self, Run};
 use transports::{
     Cache, DEFAULT_SIZES, Histogram, MAX_SIZE, MIN_SIZE, Placement, Row, Session, Transport,
 };
@@ -46,20 +56,39 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_msg_size,
           default_value = "8,64,1K,64K")]
     pub sizes: Vec<usize>,
-    /// Only these transports, comma-separated: thread-ring, shmpipe-spin, shmpipe-batch,
-    /// shmpipe, pipe, unix-stream, unix-seqpacket, tcp. [default: all]
+    /// Only these transports, comma-separated: reference, thread-ring, shmpipe-spin,
+    /// shmpipe-batch, shmpipe, pipe, unix-stream, unix-seqpacket, tcp. [default: all; with
+    /// --latency: shmpipe-spin, shmpipe, reference]
     #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_transport)]
     pub transports: Vec<Transport>,
     /// How long each measurement runs, after a warm-up of a fifth of it (e.g. 150ms, 1s).
-    /// The whole run takes about 130 times this with the default sizes. [default: 150ms]
+    /// The whole run takes about 140 times this with the default sizes. [default: 150ms]
     #[arg(long, value_name = "TIME", value_parser = parse_duration, conflicts_with = "quick")]
     pub duration: Option<Duration>,
-    /// A quicker, noisier run: 40 ms per measurement (about 9 s in all).
+    /// A quicker, noisier run: 40 ms per measurement (about 10 s in all).
     #[arg(long)]
     pub quick: bool,
     /// Print a JSON array, one object per transport and size, instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Bytes of each ring of the shmpipe transports and of `reference`: a power of two, with
+    /// an optional K, M or G suffix (e.g. 4M). [default: room for 8 messages, at least 256K]
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_bytes)]
+    pub ring_bytes: Option<usize>,
+    /// Repeat every measurement this many times, each in a session of its own: the table
+    /// shows the median run and the spread within one cache placement, the JSON every run.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Measure one-way latency at fixed send rates (see --rates) instead of round trips and
+    /// streams; the round-trip median of each session is shown beside it.
+    #[arg(long)]
+    pub latency: bool,
+    /// Send rates for --latency, messages per second, comma-separated, with an optional k or
+    /// M suffix.
+    #[arg(long, value_name = "RATES", value_delimiter = ',', value_parser = parse_rate,
+          default_value = "100k,1M", requires = "latency")]
+    pub rates: Vec<u64>,
 }
 
 /// `shmpipe __bench-peer`.
@@ -87,7 +116,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
     };
     let warm_up = duration / 5;
     let chosen: Vec<Transport> = if a.transports.is_empty() {
-        Transport::ALL.to_vec()
+        if a.latency {
+            latency_mode::default_transports()
+        } else {
+            Transport::ALL.to_vec()
+        }
     } else {
         Transport::ALL
             .into_iter()
@@ -100,6 +133,32 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
     if sizes.is_empty() {
         sizes = DEFAULT_SIZES.to_vec();
     }
+    if a.latency {
+        let plan = latency_mode::Plan {
+            sizes,
+            transports: chosen,
+            rates: a.rates.clone(),
+            runs: a.runs,
+            warm_up,
+            duration,
+            ring: a.ring_bytes,
+        };
+        let results = plan.run()?;
+        let _ = transports::place_self(Placement::Unpinned);
+        let load = load_before
+            .zip(load::Sample::now())
+            .map(|(a, b)| a.until(&b));
+        if let Some(w) = load.as_ref().and_then(Load::warning) {
+            eprintln!("shmpipe bench: {w}");
+        }
+        let text = if a.json {
+            latency_mode::json(&results, load.as_ref())
+        } else {
+            header(duration, warm_up, started.elapsed(), load.as_ref(), true)
+                + &latency_mode::table(&results)
+        };
+        return print(&text);
+    }
     let units: Vec<(usize, Transport, Placement)> = sizes
         .iter()
         .flat_map(|&s| {
@@ -110,10 +169,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
         .collect();
     let progress = std::io::stderr().is_terminal();
     if progress {
-        let estimate = (warm_up + duration) * 2 * units.len() as u32;
+        let estimate = (warm_up + duration) * 2 * units.len() as u32 * a.runs;
         eprintln!(
             "shmpipe bench: {} measurements of {} after {} warm-up, about {:.0} s",
-            units.len() * 2,
+            units.len() * 2 * a.runs as usize,
             fmt_duration(duration),
             fmt_duration(warm_up),
             estimate.as_secs_f64() * 1.1 + 0.5
@@ -140,17 +199,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
                 placement.name()
             )
         };
-        let m = measure(t, size, placement, warm_up, duration)
-            .map_err(|e| CliError::new(format!("bench: {}: {e}", what())))?;
-        transports::record(
-            &mut rows,
-            t.name(),
-            size,
-            placement,
-            Some(m.rtt),
-            Some(m.rate),
-        );
-        transports::record_line(&mut rows, t.name(), size, placement, m.before, m.after);
+        for _ in 0..a.runs {
+            let run = measure(t, size, placement, warm_up, duration, a.ring_bytes)
+                .map_err(|e| CliError::new(format!("bench: {}: {e}", what())))?;
+            runs::record_run(&mut rows, t.name(), size, placement, run);
+        }
     }
     // The reference: two memcpy per message in one thread, on the measuring side's CPU.
     for &size in &sizes {
@@ -181,26 +234,22 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
         eprintln!("shmpipe bench: {w}");
     }
 
-    let mut out = std::io::stdout().lock();
     let text = if a.json {
         json(&rows, load.as_ref())
     } else {
-        header(duration, warm_up, started.elapsed(), load.as_ref()) + &transports::table(&rows)
+        header(duration, warm_up, started.elapsed(), load.as_ref(), false)
+            + &transports::table(&rows)
     };
+    print(&text)
+}
+
+/// Writes the results to standard output.
+fn print(text: &str) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| CliError::new(format!("writing the results: {e}")))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// What one session measured.
-struct Measurement {
-    rtt: transports::Latency,
-    /// Messages per second.
-    rate: f64,
-    /// The line probes before and after (one-way ns; `None` if not taken).
-    before: Option<f64>,
-    after: Option<f64>,
 }
 
 /// One session: a line probe, round trips, streaming, another line probe.
@@ -210,10 +259,27 @@ fn measure(
     placement: Placement,
     warm_up: Duration,
     duration: Duration,
-) -> transports::Res<Measurement> {
-    let mut session = Session::start(t, size, placement)?;
+    ring: Option<usize>,
+) -> transports::Res<Run> {
+    let mut session = Session::start(t, size, placement, ring)?;
     let before = session.probe_line()?;
-    // The warm-up's round trips go to a histogram that is thrown away.
+    let rtt = measure_rtt(&mut session, warm_up, duration)?;
+    let rate = run_for(warm_up, duration, |n, _| session.stream(n))?;
+    let after = session.probe_line()?;
+    Ok(Run {
+        rtt: Some(rtt),
+        msgs_per_s: Some(rate),
+        before,
+        after,
+    })
+}
+
+/// Round trips for `duration` after `warm_up`, whose round trips are thrown away.
+fn measure_rtt(
+    session: &mut Session,
+    warm_up: Duration,
+    duration: Duration,
+) -> transports::Res<transports::Latency> {
     let (mut warm_hist, mut hist) = (Histogram::new(), Histogram::new());
     run_for(warm_up, duration, |n, warm| {
         session.round_trips(n, if warm { &mut warm_hist } else { &mut hist })
@@ -221,14 +287,7 @@ fn measure(
     if hist.count() == 0 {
         return Err("no round trip was measured".into());
     }
-    let rate = run_for(warm_up, duration, |n, _| session.stream(n))?;
-    let after = session.probe_line()?;
-    Ok(Measurement {
-        rtt: hist.latency(),
-        rate,
-        before,
-        after,
-    })
+    Ok(hist.latency())
 }
 
 /// Runs `f(n, warm)` (which does `n` things and returns the time they took) for `warm_up` with
@@ -264,8 +323,14 @@ fn run_for(
     Ok(rate)
 }
 
-/// The lines above the table.
-fn header(duration: Duration, warm_up: Duration, took: Duration, load: Option<&Load>) -> String {
+/// The lines above the table (of round trips and streams, or of `latency`).
+fn header(
+    duration: Duration,
+    warm_up: Duration,
+    took: Duration,
+    load: Option<&Load>,
+    latency: bool,
+) -> String {
     let cpus = match transports::cpu_pair() {
         Some((a, b)) => format!("measuring side on CPU {a}, peer on CPU {b} when pinned"),
         None => "one CPU: nothing pinned, spinning sides yield".to_string(),
@@ -278,12 +343,17 @@ fn header(duration: Duration, warm_up: Duration, took: Duration, load: Option<&L
         ),
         None => "Machine: load unknown (/proc not readable).\n".to_string(),
     };
-    format!(
-        "shmpipe bench: {cpus}; {} per measurement after {} warm-up; took {:.1} s\n{load}\
-         Round trip: one message there and back, each timed alone. Stream: messages one way, \
+    let what = if latency {
+        latency_mode::EXPLANATION
+    } else {
+        "Round trip: one message there and back, each timed alone. Stream: messages one way, \
          timed to the\npeer's acknowledgement of the last. Every payload byte is written by \
          the sender and read by the receiver.\nmemcpy-2x: fill, copy into a ring-sized buffer, \
-         copy out, check, in one thread (a bound for copying APIs).\n\n",
+         copy out, check, in one thread (a bound for copying APIs).\n"
+    };
+    format!(
+        "shmpipe bench: {cpus}; {} per measurement after {} warm-up; took {:.1} s\n{load}\
+         {what}\n",
         fmt_duration(duration),
         fmt_duration(warm_up),
         took.as_secs_f64()
@@ -332,23 +402,7 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
             json_number(rate * row.size as f64),
             json_string(rate_at.name()),
         );
-        match load {
-            Some(l) => {
-                let _ = write!(
-                    out,
-                    ", \"load_1min\": {}, \"cpus\": {}, \"others_cpu_percent\": {}, \
-                     \"busy\": {}",
-                    json_number(l.load_1min),
-                    l.cpus,
-                    json_number(l.others_percent),
-                    l.busy()
-                );
-            }
-            None => out.push_str(
-                ", \"load_1min\": null, \"cpus\": null, \"others_cpu_percent\": null, \
-                 \"busy\": null",
-            ),
-        }
+        json_load(&mut out, load);
         if let Some(p) = pipe(row.size) {
             if let (Some((_, p_rtt)), Some((_, p_rate))) = (p.best_rtt(), p.best_stream()) {
                 let _ = write!(
@@ -385,22 +439,90 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
             {
                 json_line(&mut out, before, after, cache);
             }
-            out.push('}');
+            out.push_str(", \"rtt_spread\": ");
+            json_spread(&mut out, &m.rtt_spread());
+            out.push_str(", \"stream_spread\": ");
+            json_spread(&mut out, &m.stream_spread());
+            out.push_str(", \"runs\": [");
+            for (j, r) in m.runs.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "{}{{\"run\": {}",
+                    if j == 0 { "" } else { ", " },
+                    j + 1
+                );
+                if let Some(l) = r.rtt {
+                    let _ = write!(
+                        out,
+                        ", \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}",
+                        l.median_ns, l.p99_ns
+                    );
+                }
+                if let Some(x) = r.msgs_per_s {
+                    let _ = write!(out, ", \"msgs_per_s\": {}", json_number(x));
+                }
+                json_line(&mut out, r.before, r.after, r.cache());
+                out.push('}');
+            }
+            out.push_str("]}");
         }
-        out.push_str("]}");
+        let (rtt_spread, stream_spread) = row.spreads();
+        let _ = write!(
+            out,
+            "], \"run_count\": {}, \"rtt_spread\": {}, \"stream_spread\": {}}}",
+            row.measured.iter().map(|m| m.runs.len()).max().unwrap_or(0),
+            json_opt(rtt_spread),
+            json_opt(stream_spread)
+        );
     }
     out.push_str(if first { "]\n" } else { "\n]\n" });
     out
 }
 
+/// The machine's load fields (null where `/proc` could not be read).
+fn json_load(out: &mut String, load: Option<&Load>) {
+    match load {
+        Some(l) => out.push_str(&format!(
+            ", \"load_1min\": {}, \"cpus\": {}, \"others_cpu_percent\": {}, \"busy\": {}",
+            json_number(l.load_1min),
+            l.cpus,
+            json_number(l.others_percent),
+            l.busy()
+        )),
+        None => out.push_str(
+            ", \"load_1min\": null, \"cpus\": null, \"others_cpu_percent\": null, \
+             \"busy\": null",
+        ),
+    }
+}
+
+/// A number, or null.
+fn json_opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "null".to_string(), json_number)
+}
+
+/// The spreads of runs, per cache placement: `[{"cache": .., "runs": .., "ratio": ..}]`.
+fn json_spread(out: &mut String, spreads: &[runs::Spread]) {
+    out.push('[');
+    for (i, s) in spreads.iter().enumerate() {
+        out.push_str(&format!(
+            "{}{{\"cache\": {}, \"runs\": {}, \"ratio\": {}}}",
+            if i == 0 { "" } else { ", " },
+            json_string(s.cache.name()),
+            s.runs,
+            json_number(s.ratio)
+        ));
+    }
+    out.push(']');
+}
+
 /// The line probe fields: `cache` and the one-way ns before and after (null if not taken).
 fn json_line(out: &mut String, before: Option<f64>, after: Option<f64>, cache: Cache) {
-    let ns = |x: Option<f64>| x.map_or_else(|| "null".to_string(), json_number);
     out.push_str(&format!(
         ", \"cache\": {}, \"line_ns_before\": {}, \"line_ns_after\": {}",
         json_string(cache.name()),
-        ns(before),
-        ns(after)
+        json_opt(before),
+        json_opt(after)
     ));
 }
 
@@ -459,6 +581,51 @@ fn parse_msg_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// Parses a ring size: a power of two from 4 KiB to 1 GiB, with an optional K, M or G suffix
+/// ("4M", "262144", "256KiB").
+fn parse_ring_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256K, 4M)"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {suffix:?} (use K, M or G)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .filter(|b| b.is_power_of_two() && (4 << 10..=1 << 30).contains(b))
+        .ok_or_else(|| format!("{s:?}: ring sizes are powers of two from 4K to 1G"))?;
+    Ok(bytes)
+}
+
+/// Parses a send rate: messages per second, with an optional k or M suffix ("100k", "1M").
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let x: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate (e.g. 100k, 1M)"))?;
+    let rate = x * scale;
+    if !(1.0..=1e9).contains(&rate) {
+        return Err(format!("{s:?}: rates go from 1 to 1G messages/s"));
+    }
+    Ok(rate.round() as u64)
+}
+
 /// Parses a transport name.
 fn parse_transport(s: &str) -> Result<Transport, String> {
     Transport::from_name(s.trim()).ok_or_else(|| {
@@ -505,6 +672,20 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_millis(5)));
         assert!(parse_duration("0s").is_err());
         assert_eq!(parse_transport("tcp"), Ok(Transport::Tcp));
+        assert_eq!(parse_transport("reference"), Ok(Transport::Reference));
+        assert_eq!(parse_ring_bytes("4M"), Ok(4 << 20));
+        assert_eq!(parse_ring_bytes("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_ring_bytes("65536"), Ok(65536));
+        assert!(parse_ring_bytes("3M").is_err(), "not a power of two");
+        assert!(parse_ring_bytes("1K").is_err(), "too small");
+        assert!(parse_ring_bytes("2G").is_err(), "too large");
+        assert!(parse_ring_bytes("99999999999999999999G").is_err());
+        assert_eq!(parse_rate("100k"), Ok(100_000));
+        assert_eq!(parse_rate("1M"), Ok(1_000_000));
+        assert_eq!(parse_rate("2.5M"), Ok(2_500_000));
+        assert_eq!(parse_rate("750"), Ok(750));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
         assert!(parse_transport("udp").is_err());
     }
 

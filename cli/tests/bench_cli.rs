@@ -7,7 +7,9 @@
 //!   table), whatever it was;
 //! - usage errors exit with status 2 and print nothing on standard output;
 //! - neither a finished run nor one interrupted by SIGINT leaves a shared-memory segment or a
-//!   peer process behind.
+//!   peer process behind;
+//! - `--latency` gives one object per transport and rate with ordered percentiles, as many
+//!   messages as the rate and duration say, and its runs; `--runs` gives every run.
 //!
 //! Nothing about speed is asserted: the machine may be busy.
 
@@ -27,7 +29,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shmpipe");
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The transports `--json` must name.
-const TRANSPORTS: [&str; 7] = [
+const TRANSPORTS: [&str; 8] = [
+    "reference",
     "shmpipe-spin",
     "shmpipe-batch",
     "shmpipe",
@@ -327,6 +330,9 @@ fn usage_errors_exit_2() {
         ["bench", "--sizes", "1M"],
         ["bench", "--transports", "udp"],
         ["bench", "--duration", "fast"],
+        ["bench", "--ring-bytes", "3M"],
+        ["bench", "--rates", "1M"],
+        ["bench", "--runs", "0"],
     ] {
         let (status, out, err) = run_bench(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {err}");
@@ -382,4 +388,155 @@ fn an_interrupted_run_leaves_no_segment_and_no_peer() {
     for peer in peers {
         assert!(eventually(|| !is_live_peer(peer)), "peer {peer} still runs");
     }
+}
+
+/// The cache label of an object or run, and its line probes (null only with one CPU).
+fn check_probes(o: &json::Json) {
+    let cache = o.get("cache").and_then(json::Json::as_str);
+    assert!(
+        matches!(cache, Some("shared" | "split" | "changed" | "unknown")),
+        "cache = {cache:?} in {o:?}"
+    );
+    let two_cpus = std::thread::available_parallelism().unwrap().get() >= 2;
+    for k in ["line_ns_before", "line_ns_after"] {
+        match o.get(k) {
+            Some(json::Json::Null) if !two_cpus => {}
+            Some(x) => assert!(x.as_f64().is_some_and(|ns| ns > 0.0), "{k} = {x:?}"),
+            None => panic!("no {k} in {o:?}"),
+        }
+    }
+}
+
+/// `--latency --json`: one object per transport and rate; the percentiles in order; the count
+/// what the rate and the duration (40 ms with `--quick`) make; the ratio to the round trip
+/// what the two figures give; one run, itself with the same figures and probes.
+#[test]
+fn latency_json_has_every_transport_and_rate() {
+    let args = [
+        "bench",
+        "--quick",
+        "--latency",
+        "--transports",
+        "reference,shmpipe-spin",
+        "--sizes",
+        "64",
+        "--json",
+    ];
+    let (status, out, err) = run_bench(&args);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array");
+    let mut seen = HashSet::new();
+    for item in items {
+        let name = item.get("transport").and_then(json::Json::as_str).unwrap();
+        let num = |o: &json::Json, k: &str| {
+            o.get(k)
+                .and_then(json::Json::as_f64)
+                .unwrap_or_else(|| panic!("{name}: {k} is not a number in {o:?}"))
+        };
+        let rate = num(item, "rate");
+        assert!(
+            seen.insert((name.to_string(), rate as u64)),
+            "{name} {rate} twice"
+        );
+        assert_eq!(num(item, "size"), 64.0);
+        let figures = |o: &json::Json| {
+            let p: Vec<f64> = [
+                "latency_ns_p50",
+                "latency_ns_p99",
+                "latency_ns_p999",
+                "latency_ns_max",
+            ]
+            .iter()
+            .map(|k| num(o, k))
+            .collect();
+            assert!(p.windows(2).all(|w| w[0] <= w[1]), "{name}: {p:?}");
+            assert_eq!(num(o, "count"), rate * 0.04, "{name} at {rate}/s");
+            let rtt = num(o, "rtt_ns_median");
+            assert!(rtt > 0.0);
+            let ratio = num(o, "p50_over_rtt_median");
+            assert!(
+                (ratio - p[0] / rtt).abs() <= 1e-3 + 1e-6 * ratio,
+                "{ratio} {p:?} {rtt}"
+            );
+            check_probes(o);
+        };
+        figures(item);
+        let runs = item
+            .get("runs")
+            .and_then(json::Json::as_array)
+            .expect("runs");
+        assert_eq!(runs.len(), 1, "{item:?}");
+        figures(&runs[0]);
+        assert!(
+            item.get("p50_spread")
+                .and_then(json::Json::as_array)
+                .is_some()
+        );
+        assert!(item.get("others_cpu_percent").is_some(), "load fields");
+    }
+    let want: HashSet<(String, u64)> = ["reference", "shmpipe-spin"]
+        .iter()
+        .flat_map(|t| [(t.to_string(), 100_000), (t.to_string(), 1_000_000)])
+        .collect();
+    assert_eq!(seen, want, "{out}");
+}
+
+/// `--runs 2` with `--ring-bytes`: the JSON carries both runs of each placement, each with its
+/// own probes, and the spread per cache placement; the table has its spread column.
+#[test]
+fn runs_are_each_reported_with_their_placement() {
+    let args = [
+        "bench",
+        "--quick",
+        "--runs",
+        "2",
+        "--ring-bytes",
+        "4M",
+        "--transports",
+        "reference,shmpipe-batch",
+        "--sizes",
+        "64",
+    ];
+    let (status, out, err) = run_bench(&[&args[..], &["--json"]].concat());
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array");
+    assert_eq!(items.len(), 2, "{out}");
+    for item in items {
+        assert_eq!(
+            item.get("run_count").and_then(json::Json::as_f64),
+            Some(2.0)
+        );
+        for p in item
+            .get("placements")
+            .and_then(json::Json::as_array)
+            .unwrap()
+        {
+            let runs = p.get("runs").and_then(json::Json::as_array).expect("runs");
+            assert_eq!(runs.len(), 2, "{p:?}");
+            for r in runs {
+                check_probes(r);
+                for k in ["rtt_ns_median", "msgs_per_s"] {
+                    assert!(
+                        r.get(k)
+                            .and_then(json::Json::as_f64)
+                            .is_some_and(|x| x > 0.0)
+                    );
+                }
+            }
+            for k in ["rtt_spread", "stream_spread"] {
+                for s in p.get(k).and_then(json::Json::as_array).expect(k) {
+                    let ratio = s.get("ratio").and_then(json::Json::as_f64).unwrap();
+                    assert!(ratio >= 1.0, "{s:?}");
+                }
+            }
+        }
+    }
+    let (status, table, err) = run_bench(&args);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    assert!(
+        table.contains("spread") && table.contains("median run"),
+        "{table}"
+    );
 }

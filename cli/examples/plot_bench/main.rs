@@ -1,7 +1,8 @@
 //! Turns the output of `shmpipe bench --json` into an SVG chart: two panels of grouped bars, one
 //! group per message size and one bar per transport, on log scales: the median round trip (with
 //! a tick at the 99th percentile; lower is better) and the streaming throughput in bytes/s
-//! (higher is better).
+//! (higher is better). The `reference` ring (the machine's bound) and `iceoryx2` get colours of
+//! their own when present; JSON from before they existed draws as before.
 //!
 //! ```sh
 //! cargo run --release -- bench --json > bench.json
@@ -64,6 +65,13 @@ fn read_points(v: &Json) -> Res<Vec<Point>> {
     let items = v.as_array().ok_or("expected a JSON array")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        if item.get("latency_ns_p50").is_some() {
+            return Err(
+                "this is `shmpipe bench --latency` output; plot_bench draws the round \
+                        trips and streams of `shmpipe bench --json`"
+                    .into(),
+            );
+        }
         let num = |k: &str| {
             item.get(k)
                 .and_then(Json::as_f64)
@@ -98,9 +106,12 @@ fn distinct<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
-/// A colour per transport: shmpipe in blues and greens, the kernel's in warm colours.
+/// A colour per transport: shmpipe in blues and greens, the kernel's in warm colours, the
+/// reference ring near black, iceoryx2 in magenta.
 fn colour(transport: &str, i: usize) -> &'static str {
     match transport {
+        "reference" => "#252525",
+        "iceoryx2" => "#c51b8a",
         "thread-ring" => "#9ecae1",
         "shmpipe-spin" => "#2171b5",
         "shmpipe-batch" => "#08306b",

@@ -43,6 +43,10 @@
 //!   `TCP_NODELAY`): byte streams, so each message is framed: a 4-byte length, then the
 //!   payload, sent with one `write`; read through a 64 KiB `BufReader` with `read_exact`.
 //! - `unix-seqpacket` (`socketpair`): one `write` and one `read` per message, no framing.
+//! - `reference`: a hand-written batched ring in a memfd (`reference.rs`): the machine's bound.
+//!
+//! Fixed-rate one-way latency (`shmpipe bench --latency`) is in `latency.rs`; runs repeated
+//! with `--runs` are summarised in `runs.rs`.
 //!
 //! Rings are created with [`Key::Private`] and marked for removal at once (with SIGINT, SIGTERM,
 //! SIGHUP and SIGQUIT blocked in between), so the kernel frees them when the two processes are
@@ -98,11 +102,14 @@ pub enum Transport {
     UnixSeqpacket,
     /// TCP over loopback with `TCP_NODELAY`.
     Tcp,
+    /// A hand-written batched ring in shared memory (`reference.rs`): the machine's bound.
+    Reference,
 }
 
 impl Transport {
     /// Every transport, in table order.
-    pub const ALL: [Transport; 8] = [
+    pub const ALL: [Transport; 9] = [
+        Transport::Reference,
         Transport::ThreadRing,
         Transport::ShmpipeSpin,
         Transport::ShmpipeBatch,
@@ -124,6 +131,7 @@ impl Transport {
             Transport::UnixStream => "unix-stream",
             Transport::UnixSeqpacket => "unix-seqpacket",
             Transport::Tcp => "tcp",
+            Transport::Reference => "reference",
         }
     }
 
@@ -884,6 +892,7 @@ enum AnyEnd {
     Shm(ShmEnd),
     Stream(StreamEnd),
     Packet(PacketEnd),
+    Reference(reference::RefEnd),
 }
 
 /// Runs `$body` with `$e` bound to the concrete endpoint inside `$end`.
@@ -893,9 +902,18 @@ macro_rules! with_end {
             AnyEnd::Shm($e) => $body,
             AnyEnd::Stream($e) => $body,
             AnyEnd::Packet($e) => $body,
+            AnyEnd::Reference($e) => $body,
         }
     };
 }
+
+// After `with_end!`, which they use.
+#[path = "latency.rs"]
+pub mod latency;
+#[path = "reference.rs"]
+mod reference;
+#[path = "runs.rs"]
+pub mod runs;
 
 // ---------------------------------------------------------------------------------------------
 // Ring shapes
@@ -906,10 +924,11 @@ pub fn ring_bytes(size: usize) -> usize {
     (8 * (size + 8)).next_power_of_two().max(256 << 10)
 }
 
-fn ring_config(size: usize) -> RingConfig {
+/// A ring of `ring` bytes (a power of two) in 64-byte slots.
+fn ring_config(ring: usize) -> RingConfig {
     RingConfig::new()
         .slot_size(64)
-        .slot_count((ring_bytes(size) / 64) as u32)
+        .slot_count(u32::try_from(ring / 64).unwrap_or(u32::MAX))
 }
 
 /// Messages per batch in `shmpipe-batch` streams: a quarter of the ring, at most 32.
@@ -1008,6 +1027,7 @@ enum Ours {
     Shm(Producer, Consumer, ShmStyle),
     Stream(File, File),
     Packet(File),
+    Reference(std::sync::Arc<reference::Map>),
 }
 
 impl Ours {
@@ -1016,6 +1036,9 @@ impl Ours {
             Ours::Shm(tx, rx, style) => AnyEnd::Shm(ShmEnd::new(tx, rx, style, size, waiting)),
             Ours::Stream(r, w) => AnyEnd::Stream(StreamEnd::new(r, w, size)),
             Ours::Packet(sock) => AnyEnd::Packet(PacketEnd::new(sock, size)),
+            Ours::Reference(map) => {
+                AnyEnd::Reference(reference::RefEnd::new(&map, 0, size, waiting))
+            }
         }
     }
 }
@@ -1031,10 +1054,16 @@ fn shm_style(t: Transport) -> Option<ShmStyle> {
 }
 
 /// Sets up `t` for a peer process: what we keep, the descriptors the peer inherits, and the
-/// two values (`a`, `b`) that tell it where its ends are (shmids or descriptor numbers).
-fn set_up(t: Transport, size: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
+/// two values (`a`, `b`) that tell it where its ends are (shmids or descriptor numbers; for
+/// `reference`, the memfd's number and the ring's bytes). `ring`: bytes of each ring.
+fn set_up(t: Transport, ring: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
+    if t == Transport::Reference {
+        let (map, fd) = reference::Map::create(ring)?;
+        let ab = [i64::from(fd.as_raw_fd()), i64::try_from(ring)?];
+        return Ok((Ours::Reference(std::sync::Arc::new(map)), vec![fd], ab));
+    }
     if let Some(style) = shm_style(t) {
-        let config = ring_config(size);
+        let config = ring_config(ring);
         // Down: we produce, the peer consumes. Up: the other way.
         let down = private_ring(&config)?;
         let up = private_ring(&config)?;
@@ -1131,6 +1160,7 @@ fn serve<E: Endpoint>(
                 Some(cpu) => pinned_for(cpu, || line.answer(first, count))?,
                 None => line.answer(first, count),
             },
+            latency::OP_FIXED_RATE => latency::serve(e, control, size, first, count)?,
             _ => return Err(format!("unknown command {op}").into()),
         }
     }
@@ -1269,6 +1299,16 @@ pub fn peer_main(spec: &str) -> Res<()> {
                 AnyEnd::Stream(StreamEnd::new(sock.try_clone()?, sock, size))
             }
             Transport::UnixSeqpacket => AnyEnd::Packet(PacketEnd::new(inherited(spec.a)?, size)),
+            Transport::Reference => {
+                let fd = OwnedFd::from(inherited(spec.a)?);
+                let map = reference::Map::open(&fd, usize::try_from(spec.b)?)?;
+                let waiting = Waiting {
+                    watch: Watch::Parent(spec.parent),
+                    yields: spec.cpu.is_none(),
+                };
+                let map = std::sync::Arc::new(map);
+                AnyEnd::Reference(reference::RefEnd::new(&map, 1, size, waiting))
+            }
             _ => unreachable!("shmpipe transports are handled above"),
         }
     };
@@ -1502,23 +1542,35 @@ pub struct Session {
 
 impl Session {
     /// Places the calling thread as `placement` says, sets up `t` for messages of `size` bytes
-    /// and starts the peer: the current executable, run with [`PEER_ARG`].
+    /// and starts the peer: the current executable, run with [`PEER_ARG`]. The shmpipe
+    /// transports' and `reference`'s rings have `ring` bytes each (a power of two), or
+    /// [`ring_bytes`] of `size` if `None`.
     ///
     /// # Errors
     ///
-    /// If the transport cannot be set up or the peer cannot be started.
-    pub fn start(t: Transport, size: usize, placement: Placement) -> Res<Session> {
+    /// If the transport cannot be set up, its rings cannot carry messages of `size` bytes, or
+    /// the peer cannot be started.
+    pub fn start(
+        t: Transport,
+        size: usize,
+        placement: Placement,
+        ring: Option<usize>,
+    ) -> Res<Session> {
         if !(MIN_SIZE..=MAX_SIZE).contains(&size) {
             return Err(format!("messages must be {MIN_SIZE} to {MAX_SIZE} bytes").into());
+        }
+        let ring = ring.unwrap_or_else(|| ring_bytes(size));
+        if t == Transport::Reference || shm_style(t).is_some() {
+            reference::check_ring(ring, size)?;
         }
         place_self(placement)?;
         let (control_r, control_w) = pipe()?;
         let (line, line_fd) = Line::create()?;
         if t == Transport::ThreadRing {
             let control = File::from(control_r);
-            return Session::start_thread(size, placement, control, control_w, line, line_fd);
+            return Session::start_thread(size, ring, placement, control, control_w, line, line_fd);
         }
-        let (ours, mut theirs, ab) = set_up(t, size)?;
+        let (ours, mut theirs, ab) = set_up(t, ring)?;
         let line_no = i64::from(line_fd.as_raw_fd());
         theirs.push(line_fd);
         let spec = PeerSpec {
@@ -1575,13 +1627,14 @@ impl Session {
     /// `thread-ring`: two in-process rings, the peer a thread pinned to the other CPU.
     fn start_thread(
         size: usize,
+        ring: usize,
         placement: Placement,
         mut control: File,
         control_w: OwnedFd,
         line: Line,
         line_fd: OwnedFd,
     ) -> Res<Session> {
-        let config = ring_config(size);
+        let config = ring_config(ring);
         let down = Ring::create(Heap, &config)?;
         let up = Ring::create(Heap, &config)?;
         let style = ShmStyle::Copy(WaitStrategy::Spin);
@@ -1617,12 +1670,14 @@ impl Session {
 
     /// Sends a command to the peer; returns the first sequence number of its messages.
     fn command(&mut self, op: u64, count: u64) -> Res<u64> {
+        self.command_with(op, count, &[])
+    }
+
+    /// [`Session::command`] followed by `extra` words (which `op` tells the peer to read).
+    fn command_with(&mut self, op: u64, count: u64, extra: &[u64]) -> Res<u64> {
         let first = self.seq;
         self.seq += count;
-        let mut cmd = [0u8; 24];
-        cmd[..8].copy_from_slice(&op.to_le_bytes());
-        cmd[8..16].copy_from_slice(&count.to_le_bytes());
-        cmd[16..].copy_from_slice(&first.to_le_bytes());
+        let cmd = command_bytes(op, count, first, extra);
         let control = self.control.as_mut().ok_or("session closed")?;
         control
             .write_all(&cmd)
@@ -1671,6 +1726,16 @@ impl Session {
         let end = self.end.as_mut().ok_or("session closed")?;
         with_end!(end, e => stream(e, size, first, n))
     }
+}
+
+/// A control command: operation, count, first sequence number, then `extra`, each word
+/// little-endian.
+fn command_bytes(op: u64, count: u64, first: u64, extra: &[u64]) -> Vec<u8> {
+    [op, count, first]
+        .iter()
+        .chain(extra)
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
 }
 
 fn round_trips<E: Endpoint>(
@@ -1773,6 +1838,9 @@ pub struct Measured {
     /// The line probes ([`Session::probe_line`]) before and after each session of this entry,
     /// in order (empty if it was not probed).
     pub line_ns: Vec<Option<f64>>,
+    /// Each run's figures, when it was measured in runs (`shmpipe bench --runs`); then `rtt`
+    /// and `msgs_per_s` are their medians ([`runs::record_run`]).
+    pub runs: Vec<runs::Run>,
 }
 
 /// Everything measured for one transport (or reference) and size.
@@ -1841,6 +1909,7 @@ pub fn record<'a>(
                 rtt: None,
                 msgs_per_s: None,
                 line_ns: Vec::new(),
+                runs: Vec::new(),
             });
             measured.last_mut().expect("just pushed")
         }
@@ -1913,16 +1982,27 @@ pub fn fmt_rate(r: f64, unit: &str) -> String {
 }
 
 /// The results as a table, one block per size, with the ratios to the pipe (at its best
-/// placement) when the pipe was measured.
+/// placement) when the pipe was measured, and the spread of the runs if there were several.
 pub fn table(rows: &[Row]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
     sizes.sort_unstable();
     sizes.dedup();
+    let in_runs = rows
+        .iter()
+        .any(|r| r.measured.iter().any(|m| m.runs.len() > 1));
+    let spread = |row: &Row| {
+        if !in_runs {
+            return String::new();
+        }
+        let x = |r: Option<f64>| r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+        let (rtt, stream) = row.spreads();
+        format!(" {:>11}", format!("{}/{}", x(rtt), x(stream)))
+    };
     let _ = writeln!(
         out,
-        "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9} cache",
+        "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9}{} cache",
         "size",
         "transport",
         "RTT med",
@@ -1934,6 +2014,11 @@ pub fn table(rows: &[Row]) -> String {
         "msg/pipe",
         "where",
         "line ns",
+        if in_runs {
+            format!(" {:>11}", "spread")
+        } else {
+            String::new()
+        },
     );
     let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.1}x"));
     for size in sizes {
@@ -1954,7 +2039,7 @@ pub fn table(rows: &[Row]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9} {}",
+                "{:<8} {:<15} {:>10} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9} {:>6} {:>9}{} {}",
                 if first { fmt_size(size) } else { String::new() },
                 row.name,
                 t(|l| l.median_ns as f64),
@@ -1973,6 +2058,7 @@ pub fn table(rows: &[Row]) -> String {
                     || "-".to_string(),
                     |(b, a, _)| format!("{}/{}", line_ns(b), line_ns(a))
                 ),
+                spread(row),
                 row.line().map_or("-", |(_, _, c)| match c {
                     Cache::Changed => "changed*",
                     c => c.name(),
@@ -1992,6 +2078,13 @@ pub fn table(rows: &[Row]) -> String {
          row's measurements;\ncache: shared below {SHARED_CACHE_NS:.0} ns, split above; \
          changed* the host moved the CPUs mid-row, so its figures mix two machines."
     );
+    if in_runs {
+        out.push_str(
+            "Several runs: each figure is the median run; spread (RTT/stream): the slowest run \
+             over the fastest within one\ncache placement (runs whose placement changed left \
+             out; - with fewer than two runs in any placement).\n",
+        );
+    }
     out
 }
 
@@ -2101,5 +2194,15 @@ mod tests {
         );
         assert_eq!((back.line, back.line_cpu), (7, None));
         assert!(super::PeerSpec::decode("transport=nope size=1").is_err());
+        // `reference`: the memfd's descriptor and the ring's bytes.
+        let spec = super::PeerSpec {
+            transport: super::Transport::Reference,
+            a: 9,
+            b: 4 << 20,
+            ..spec
+        };
+        let back = super::PeerSpec::decode(&spec.encode()).unwrap();
+        assert_eq!(back.transport, super::Transport::Reference);
+        assert_eq!((back.a, back.b), (9, 4 << 20));
     }
 }
