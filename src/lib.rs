@@ -364,8 +364,8 @@ pub use channel::wait;
 pub use at::{Create, Heap, Memfd, Open, OpenOrCreate, Shmid};
 pub use channel::iter::{Iter, TryIter, TypedIter, TypedTryIter};
 pub use channel::{
-    Consumer, DEFAULT_INIT_TIMEOUT, Producer, ReadGuard, RecvBatch, Ring, RingConfig, RingStatus,
-    SendBatch, WaitStrategy, WriteGrant,
+    Consumer, DEFAULT_INIT_TIMEOUT, DEFAULT_SLOT_COUNT, DEFAULT_SLOT_SIZE, Producer, ReadGuard,
+    RecvBatch, Ring, RingConfig, RingStatus, SendBatch, WaitStrategy, WriteGrant,
 };
 pub use error::{
     Corrupted, Corruption, Error, Ident, Liveness, LostMemory, OutOfBounds, RecvError, Role,

@@ -856,7 +856,10 @@ fn typed_recv_and_send_are_cancel_safe() {
     let _serial = serial();
     const STREAM: u64 = 3000;
     block_on(async {
-        let cfg = RingConfig::new().slot_count(2).message_type::<u64>();
+        let cfg = RingConfig::new()
+            .slot_size(64)
+            .slot_count(2)
+            .message_type::<u64>();
         let ring = Ring::create(Heap, &cfg).unwrap();
         let mut rx = ring.typed::<u64>().consumer().unwrap().into_async();
         let mut tx = ring.typed::<u64>().producer().unwrap();

@@ -390,20 +390,28 @@ fn an_interrupted_run_leaves_no_segment_and_no_peer() {
     }
 }
 
-/// The cache label of an object or run, and its line probes (null only with one CPU).
+/// The cache label of an object or run, and its line probes: each a positive time, or null
+/// when the probe gave up (one CPU, or a machine too busy to answer within its patience), and
+/// then the label must not claim a placement unless the other probe saw both.
 fn check_probes(o: &json::Json) {
     let cache = o.get("cache").and_then(json::Json::as_str);
     assert!(
         matches!(cache, Some("shared" | "split" | "changed" | "unknown")),
         "cache = {cache:?} in {o:?}"
     );
-    let two_cpus = std::thread::available_parallelism().unwrap().get() >= 2;
+    let mut gave_up = false;
     for k in ["line_ns_before", "line_ns_after"] {
         match o.get(k) {
-            Some(json::Json::Null) if !two_cpus => {}
+            Some(json::Json::Null) => gave_up = true,
             Some(x) => assert!(x.as_f64().is_some_and(|ns| ns > 0.0), "{k} = {x:?}"),
             None => panic!("no {k} in {o:?}"),
         }
+    }
+    if gave_up {
+        assert!(
+            matches!(cache, Some("unknown" | "changed")),
+            "a probe gave up, yet cache = {cache:?} in {o:?}"
+        );
     }
 }
 

@@ -25,8 +25,9 @@ use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
 /// rt.block_on(async {
-///     // Two slots: the producer parks until the consumer thread frees room.
-///     let ring = Ring::create(Heap, &RingConfig::new().slot_count(2).message_type::<u64>())?;
+///     // Two 64-byte slots, one value each: the producer parks until the consumer thread
+///     // frees room.
+///     let ring = Ring::create(Heap, &RingConfig::new().slot_size(64).slot_count(2).message_type::<u64>())?;
 ///     let mut tx = ring.typed::<u64>().producer()?.into_async();
 ///     let mut rx = ring.typed::<u64>().consumer()?;
 ///     let consumer = std::thread::spawn(move || rx.iter().sum::<Result<u64, _>>());

@@ -10,6 +10,16 @@ use crate::layout::{Geometry, MessageType};
 /// How long [`Ring::open`] waits for a creator to finish initialising by default.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Bytes per slot unless [`RingConfig::slot_size`] says otherwise: 8, so a record takes its
+/// header and payload rounded up to 8 bytes (a 64-byte message, 72), and consecutive messages
+/// share cache lines instead of each starting a line of its own (docs/BENCHMARKS.md, "Choosing
+/// a ring": more messages per line crossing between the CPUs).
+pub const DEFAULT_SLOT_SIZE: u32 = 8;
+
+/// Slots unless [`RingConfig::slot_count`] says otherwise: 131 072 of [`DEFAULT_SLOT_SIZE`], a
+/// 1 MiB ring, the size that streamed fastest in docs/BENCHMARKS.md ("Choosing a ring").
+pub const DEFAULT_SLOT_COUNT: u32 = 1 << 17;
+
 /// The shape and permissions of a ring to create, and what an opener accepts: the mode and
 /// the other owners it trusts ([`RingConfig::mode`], [`RingConfig::accept_owner`]) and how long
 /// it waits for the creator ([`RingConfig::init_timeout`]). Every constructor takes one
@@ -61,8 +71,8 @@ pub struct RingConfig {
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
-            slot_size: 64,
-            slot_count: 4096,
+            slot_size: DEFAULT_SLOT_SIZE,
+            slot_count: DEFAULT_SLOT_COUNT,
             max_message: None,
             mode: 0o600,
             init_timeout: DEFAULT_INIT_TIMEOUT,
@@ -78,8 +88,8 @@ impl Default for RingConfig {
 }
 
 impl RingConfig {
-    /// The defaults: 4096 slots of 64 bytes (256 KiB), the largest maximum message the shape
-    /// allows, mode `0o600`, a 1 s init timeout.
+    /// The defaults: [`DEFAULT_SLOT_COUNT`] slots of [`DEFAULT_SLOT_SIZE`] bytes (1 MiB), the
+    /// largest maximum message the shape allows (512 KiB − 8), mode `0o600`, a 1 s init timeout.
     pub fn new() -> RingConfig {
         RingConfig::default()
     }

@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub use crate::channel::wait::WaitStrategy;
-pub use config::{DEFAULT_INIT_TIMEOUT, RingConfig};
+pub use config::{DEFAULT_INIT_TIMEOUT, DEFAULT_SLOT_COUNT, DEFAULT_SLOT_SIZE, RingConfig};
 pub use consumer::{Consumer, ReadGuard, RecvBatch};
 pub use producer::{Producer, SendBatch, WriteGrant};
 

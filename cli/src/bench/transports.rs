@@ -593,11 +593,14 @@ impl ShmEnd {
             tx.set_wait_strategy(strategy);
             rx.set_wait_strategy(strategy);
         }
+        // The bench's rings are in slots of the default size (`ring_config`).
+        let slot = shmpipe::DEFAULT_SLOT_SIZE as usize;
+        let batch = batch_len(tx.capacity_slots() * slot, slot, size);
         ShmEnd {
             tx,
             rx,
             style,
-            batch: batch_len(size),
+            batch,
             buf: vec![0; size],
             waiting,
         }
@@ -918,23 +921,27 @@ pub mod runs;
 // ---------------------------------------------------------------------------------------------
 // Ring shapes
 
-/// Bytes of each ring for messages of `size` bytes: room for at least 8 messages, and at least
-/// the default 256 KiB (64-byte slots).
+/// Bytes of each ring for messages of `size` bytes unless `--ring-bytes` says otherwise: room
+/// for at least 8 messages, and at least the library's default ring (1 MiB), the shape a user
+/// who sets nothing gets.
 pub fn ring_bytes(size: usize) -> usize {
-    (8 * (size + 8)).next_power_of_two().max(256 << 10)
+    let default = shmpipe::DEFAULT_SLOT_SIZE as usize * shmpipe::DEFAULT_SLOT_COUNT as usize;
+    (8 * (size + 8)).next_power_of_two().max(default)
 }
 
-/// A ring of `ring` bytes (a power of two) in 64-byte slots.
+/// A ring of `ring` bytes (a power of two) in slots of the library's default size.
 fn ring_config(ring: usize) -> RingConfig {
+    let slot = shmpipe::DEFAULT_SLOT_SIZE;
     RingConfig::new()
-        .slot_size(64)
-        .slot_count(u32::try_from(ring / 64).unwrap_or(u32::MAX))
+        .slot_size(slot)
+        .slot_count(u32::try_from(ring / slot as usize).unwrap_or(u32::MAX))
 }
 
-/// Messages per batch in `shmpipe-batch` streams: a quarter of the ring, at most 32.
-pub fn batch_len(size: usize) -> u64 {
-    let record = (size + 8).div_ceil(64) * 64;
-    (ring_bytes(size) / 4 / record).clamp(1, 32) as u64
+/// Messages per batch in `shmpipe-batch` streams through a ring of `ring` bytes in `slot`-byte
+/// slots: a quarter of the ring, at most 32.
+pub fn batch_len(ring: usize, slot: usize, size: usize) -> u64 {
+    let record = (size + 8).div_ceil(slot) * slot;
+    (ring / 4 / record).clamp(1, 32) as u64
 }
 
 /// Blocks the signals that end a process from the terminal while alive, so that a ring cannot
@@ -1803,7 +1810,7 @@ impl Drop for Session {
 /// calling thread: what the copying API would cost if moving the bytes between cores were
 /// free. Returns the time taken.
 pub fn memcpy_reference(size: usize, count: u64) -> Duration {
-    let stride = (size + 8).div_ceil(64) * 64;
+    let stride = (size + 8).next_multiple_of(shmpipe::DEFAULT_SLOT_SIZE as usize);
     let slots = (ring_bytes(size) / stride).max(1);
     let mut src = vec![0u8; size];
     let mut ring = vec![0u8; slots * stride];
