@@ -98,7 +98,8 @@ fn distinct<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
-/// A colour per transport: shmpipe in blues and greens, the kernel's in warm colours.
+/// A colour per transport: shmpipe in blues and greens, the kernel's in warm colours,
+/// iceoryx2 in purple.
 fn colour(transport: &str, i: usize) -> &'static str {
     match transport {
         "thread-ring" => "#9ecae1",
@@ -109,6 +110,7 @@ fn colour(transport: &str, i: usize) -> &'static str {
         "unix-stream" => "#fd8d3c",
         "unix-seqpacket" => "#fdae6b",
         "tcp" => "#a63603",
+        "iceoryx2" => "#6a51a3",
         _ => ["#756bb1", "#636363", "#bcbddc", "#969696"][i % 4],
     }
 }

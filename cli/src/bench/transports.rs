@@ -43,6 +43,8 @@
 //!   `TCP_NODELAY`): byte streams, so each message is framed: a 4-byte length, then the
 //!   payload, sent with one `write`; read through a 64 KiB `BufReader` with `read_exact`.
 //! - `unix-seqpacket` (`socketpair`): one `write` and one `read` per message, no framing.
+//! - `iceoryx2` (cargo feature `iceoryx2`): its publish-subscribe over shared memory, one
+//!   service each way, loaned samples, spinning; in `iceoryx2.rs`.
 //!
 //! Rings are created with [`Key::Private`] and marked for removal at once (with SIGINT, SIGTERM,
 //! SIGHUP and SIGQUIT blocked in between), so the kernel frees them when the two processes are
@@ -65,6 +67,11 @@ use shmpipe::{
     Consumer, Heap, Key, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError,
     WaitStrategy,
 };
+
+/// The `iceoryx2` transport (a file of its own: only the feature compiles it).
+#[cfg(feature = "iceoryx2")]
+#[path = "iceoryx2.rs"]
+mod iceoryx2;
 
 /// Errors: a message for the user, from any source.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -98,11 +105,14 @@ pub enum Transport {
     UnixSeqpacket,
     /// TCP over loopback with `TCP_NODELAY`.
     Tcp,
+    /// iceoryx2 publish-subscribe, loaned samples, spinning (`iceoryx2.rs`).
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2,
 }
 
 impl Transport {
     /// Every transport, in table order.
-    pub const ALL: [Transport; 8] = [
+    pub const ALL: [Transport; 8 + cfg!(feature = "iceoryx2") as usize] = [
         Transport::ThreadRing,
         Transport::ShmpipeSpin,
         Transport::ShmpipeBatch,
@@ -111,6 +121,8 @@ impl Transport {
         Transport::UnixStream,
         Transport::UnixSeqpacket,
         Transport::Tcp,
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2,
     ];
 
     /// The name in tables, JSON and benchmark ids.
@@ -124,6 +136,8 @@ impl Transport {
             Transport::UnixStream => "unix-stream",
             Transport::UnixSeqpacket => "unix-seqpacket",
             Transport::Tcp => "tcp",
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -265,6 +279,13 @@ fn peer_cpu(placement: Placement) -> Option<usize> {
 #[inline]
 pub fn fill(msg: &mut [u8], seq: u64) {
     msg.fill(seq as u8);
+    stamp(msg, seq);
+}
+
+/// Writes `seq` in the first 8 bytes of `msg` and, from 16 bytes on, in the last 8: [`fill`]
+/// without its first pass, for a sender that writes every byte otherwise.
+#[inline]
+pub fn stamp(msg: &mut [u8], seq: u64) {
     let stamp = seq.to_le_bytes();
     let n = msg.len();
     msg[..8].copy_from_slice(&stamp);
@@ -884,6 +905,8 @@ enum AnyEnd {
     Shm(ShmEnd),
     Stream(StreamEnd),
     Packet(PacketEnd),
+    #[cfg(feature = "iceoryx2")]
+    Ice(iceoryx2::IceEnd),
 }
 
 /// Runs `$body` with `$e` bound to the concrete endpoint inside `$end`.
@@ -893,6 +916,8 @@ macro_rules! with_end {
             AnyEnd::Shm($e) => $body,
             AnyEnd::Stream($e) => $body,
             AnyEnd::Packet($e) => $body,
+            #[cfg(feature = "iceoryx2")]
+            AnyEnd::Ice($e) => $body,
         }
     };
 }
@@ -1008,15 +1033,19 @@ enum Ours {
     Shm(Producer, Consumer, ShmStyle),
     Stream(File, File),
     Packet(File),
+    #[cfg(feature = "iceoryx2")]
+    Ice(iceoryx2::Services),
 }
 
 impl Ours {
-    fn into_end(self, size: usize, waiting: Waiting) -> AnyEnd {
-        match self {
+    fn into_end(self, size: usize, waiting: Waiting) -> Res<AnyEnd> {
+        Ok(match self {
             Ours::Shm(tx, rx, style) => AnyEnd::Shm(ShmEnd::new(tx, rx, style, size, waiting)),
             Ours::Stream(r, w) => AnyEnd::Stream(StreamEnd::new(r, w, size)),
             Ours::Packet(sock) => AnyEnd::Packet(PacketEnd::new(sock, size)),
-        }
+            #[cfg(feature = "iceoryx2")]
+            Ours::Ice(services) => AnyEnd::Ice(services.into_end(size, waiting)?),
+        })
     }
 }
 
@@ -1047,6 +1076,11 @@ fn set_up(t: Transport, size: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
             Vec::new(),
             ids,
         ));
+    }
+    #[cfg(feature = "iceoryx2")]
+    if t == Transport::Iceoryx2 {
+        let (services, session) = iceoryx2::set_up(size)?;
+        return Ok((Ours::Ice(services), Vec::new(), [session, -1]));
     }
     let (ours, theirs) = match t {
         Transport::Pipe => {
@@ -1269,6 +1303,14 @@ pub fn peer_main(spec: &str) -> Res<()> {
                 AnyEnd::Stream(StreamEnd::new(sock.try_clone()?, sock, size))
             }
             Transport::UnixSeqpacket => AnyEnd::Packet(PacketEnd::new(inherited(spec.a)?, size)),
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => {
+                let waiting = Waiting {
+                    watch: Watch::Parent(spec.parent),
+                    yields: spec.cpu.is_none(),
+                };
+                AnyEnd::Ice(iceoryx2::open(spec.parent, spec.a, size, waiting)?)
+            }
             _ => unreachable!("shmpipe transports are handled above"),
         }
     };
@@ -1498,6 +1540,10 @@ pub struct Session {
     line: Line,
     /// The next sequence number (probes take theirs from it too).
     seq: u64,
+    /// The iceoryx2 session's files, removed when this is dropped: after `drop` has stopped
+    /// the peer.
+    #[cfg(feature = "iceoryx2")]
+    _ice_files: Option<iceoryx2::Files>,
 }
 
 impl Session {
@@ -1519,6 +1565,11 @@ impl Session {
             return Session::start_thread(size, placement, control, control_w, line, line_fd);
         }
         let (ours, mut theirs, ab) = set_up(t, size)?;
+        #[cfg(feature = "iceoryx2")]
+        let ice_files = match &ours {
+            Ours::Ice(services) => Some(services.files()),
+            _ => None,
+        };
         let line_no = i64::from(line_fd.as_raw_fd());
         theirs.push(line_fd);
         let spec = PeerSpec {
@@ -1564,11 +1615,13 @@ impl Session {
         drop(theirs); // the peer has its copies
         Ok(Session {
             size,
-            end: Some(ours.into_end(size, waiting)),
+            end: Some(ours.into_end(size, waiting)?),
             control: Some(File::from(control_w)),
             peer: Some(Peer::Process(child)),
             line,
             seq: 0,
+            #[cfg(feature = "iceoryx2")]
+            _ice_files: ice_files,
         })
     }
 
@@ -1612,6 +1665,8 @@ impl Session {
             peer: Some(Peer::Thread(thread)),
             line,
             seq: 0,
+            #[cfg(feature = "iceoryx2")]
+            _ice_files: None,
         })
     }
 
