@@ -17,8 +17,9 @@
 //!
 //! Each session has its own iceoryx2 root directory and shared-memory prefix, named by the
 //! measuring process and the session ([`Files`]), so it meets no other iceoryx2 user, and
-//! whatever is left there (by a peer killed mid-session) is removed by name when the session
-//! ends; what an interrupted run left is removed by the next run.
+//! whatever is left there is removed by name when the session ends (iceoryx2 itself leaves each
+//! node's `global_mgmt` object and the empty directories; a killed peer, more); what an
+//! interrupted run left is removed by the next run.
 
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
