@@ -15,7 +15,8 @@
 //! machine's bound), `thread-ring` (in-process ring between two threads: the upper bound),
 //! `shmpipe-spin`, `shmpipe-batch` (zero copy and batches), `shmpipe` (spin, then sleep),
 //! `pipe`, `unix-stream`, `unix-seqpacket`, `tcp`; the kernel ones twice, `/pinned` to two
-//! CPUs and `/unpinned` (the scheduler's choice). The peer is this binary re-executed (its
+//! CPUs and `/unpinned` (the scheduler's choice). With `--features iceoryx2`, also `iceoryx2`
+//! (its publish-subscribe, loaned samples, spinning: docs/BENCHMARKS.md). The peer is this binary re-executed (its
 //! `main` recognises the peer argument before criterion sees the command line), started once
 //! per benchmark and pinned to the other CPU. After all groups, a table gives each transport
 //! at its best placement with the ratios to the pipe.

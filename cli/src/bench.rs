@@ -57,8 +57,9 @@ pub struct BenchArgs {
           default_value = "8,64,1K,64K")]
     pub sizes: Vec<usize>,
     /// Only these transports, comma-separated: reference, thread-ring, shmpipe-spin,
-    /// shmpipe-batch, shmpipe, pipe, unix-stream, unix-seqpacket, tcp. [default: all; with
-    /// --latency: shmpipe-spin, shmpipe, reference]
+    /// shmpipe-batch, shmpipe, pipe, unix-stream, unix-seqpacket, tcp, and iceoryx2 in a build
+    /// with the cargo feature `iceoryx2`. [default: all; with --latency: shmpipe-spin, shmpipe,
+    /// reference (and iceoryx2)]
     #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = parse_transport)]
     pub transports: Vec<Transport>,
     /// How long each measurement runs, after a warm-up of a fifth of it (e.g. 150ms, 1s).

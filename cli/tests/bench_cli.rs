@@ -10,6 +10,8 @@
 //!   peer process behind;
 //! - `--latency` gives one object per transport and rate with ordered percentiles, as many
 //!   messages as the rate and duration say, and its runs; `--runs` gives every run.
+//! - with the `iceoryx2` feature, its rows are measured, and neither a finished run nor the
+//!   next run after an interrupted one leaves an iceoryx2 file behind.
 //!
 //! Nothing about speed is asserted: the machine may be busy.
 
@@ -310,10 +312,13 @@ fn json_names_every_transport_with_numbers() {
     for t in TRANSPORTS {
         assert!(names.contains(t), "{t} missing from:\n{out}");
     }
+    // Built with the feature, iceoryx2 is one of "all" (the tests below look at it closer).
+    let iceoryx2 = cfg!(feature = "iceoryx2");
+    assert_eq!(names.contains("iceoryx2"), iceoryx2, "{names:?}");
     assert!(
-        names
-            .iter()
-            .all(|n| TRANSPORTS.contains(&n.as_str()) || n == "thread-ring"),
+        names.iter().all(|n| TRANSPORTS.contains(&n.as_str())
+            || n == "thread-ring"
+            || (iceoryx2 && n == "iceoryx2")),
         "unknown transports in {names:?}"
     );
     assert!(
@@ -547,4 +552,109 @@ fn runs_are_each_reported_with_their_placement() {
         table.contains("spread") && table.contains("median run"),
         "{table}"
     );
+/// The `iceoryx2` transport (cargo feature `iceoryx2`, docs/BENCHMARKS.md).
+#[cfg(feature = "iceoryx2")]
+mod iceoryx2 {
+    use super::*;
+
+    /// The files a measuring process `pid`'s iceoryx2 sessions made: its root directories
+    /// (in the temporary directory) and its objects in `/dev/shm`, by their documented names.
+    fn files_of(pid: u32) -> Vec<String> {
+        let root = format!("shmpipe-bench-iceoryx2-{pid}-");
+        let shm = format!("shmpipe_bench_{pid}_");
+        let mut out = Vec::new();
+        for (dir, start) in [(std::env::temp_dir(), root), ("/dev/shm".into(), shm)] {
+            for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&start) {
+                    out.push(format!("{}/{name}", dir.display()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `--quick --json` of iceoryx2 alone: its row, with numbers, and no file left.
+    #[test]
+    fn iceoryx2_is_measured_and_leaves_no_file() {
+        let child = Command::new(BIN)
+            .args(["bench", "--quick", "--json", "--transports", "iceoryx2"])
+            .args(["--sizes", "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shmpipe bench");
+        let pid = child.id();
+        let (status, out, err) = finish(child);
+        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+        let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+        let items = v.as_array().expect("a JSON array");
+        assert_eq!(items.len(), 1, "{out}");
+        let item = &items[0];
+        assert_eq!(
+            item.get("transport").and_then(json::Json::as_str),
+            Some("iceoryx2")
+        );
+        let num = |k: &str| {
+            item.get(k)
+                .and_then(json::Json::as_f64)
+                .unwrap_or_else(|| panic!("{k} is not a number in {item:?}"))
+        };
+        assert_eq!(num("size"), 64.0);
+        for k in ["rtt_ns_median", "rtt_ns_p99", "msgs_per_s", "bytes_per_s"] {
+            assert!(num(k) > 0.0, "{k} in {item:?}");
+        }
+        assert!(num("rtt_samples") >= 16.0, "{item:?}");
+        assert_eq!(files_of(pid), Vec::<String>::new());
+    }
+
+    /// An iceoryx2 session interrupted by SIGINT leaves its files (nothing runs to remove
+    /// them), and the next iceoryx2 run removes them; no peer is left either.
+    #[test]
+    fn the_next_run_removes_what_an_interrupted_one_left() {
+        let mut child = Command::new(BIN)
+            .args(["bench", "--duration", "2s", "--sizes", "64K"])
+            .args(["--transports", "iceoryx2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shmpipe bench");
+        let pid = child.id();
+        let mut peers = Vec::new();
+        let found = eventually(|| {
+            peers = peers_of(pid);
+            !peers.is_empty() && !files_of(pid).is_empty()
+        });
+        // SAFETY: kill with a valid signal number has no memory-safety preconditions.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        let start = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if start.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("shmpipe bench ignored SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            found,
+            "no peer or iceoryx2 file seen while shmpipe bench ran"
+        );
+        for peer in peers {
+            assert!(eventually(|| !is_live_peer(peer)), "peer {peer} still runs");
+        }
+        assert!(!files_of(pid).is_empty(), "SIGINT left nothing to clean up");
+        let (status, _, err) = run_bench(&[
+            "bench",
+            "--quick",
+            "--transports",
+            "iceoryx2",
+            "--sizes",
+            "8",
+        ]);
+        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+        assert_eq!(files_of(pid), Vec::<String>::new());
+    }
 }

@@ -44,6 +44,8 @@
 //!   payload, sent with one `write`; read through a 64 KiB `BufReader` with `read_exact`.
 //! - `unix-seqpacket` (`socketpair`): one `write` and one `read` per message, no framing.
 //! - `reference`: a hand-written batched ring in a memfd (`reference.rs`): the machine's bound.
+//! - `iceoryx2` (cargo feature `iceoryx2`): its publish-subscribe over shared memory, one
+//!   service each way, loaned samples, spinning; in `iceoryx2.rs`.
 //!
 //! Fixed-rate one-way latency (`shmpipe bench --latency`) is in `latency.rs`; runs repeated
 //! with `--runs` are summarised in `runs.rs`.
@@ -69,6 +71,11 @@ use shmpipe::{
     Consumer, Heap, Key, Producer, Ring, RingConfig, Shmid, TryRecvError, TrySendError,
     WaitStrategy,
 };
+
+/// The `iceoryx2` transport (a file of its own: only the feature compiles it).
+#[cfg(feature = "iceoryx2")]
+#[path = "iceoryx2.rs"]
+mod iceoryx2;
 
 /// Errors: a message for the user, from any source.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -104,11 +111,14 @@ pub enum Transport {
     Tcp,
     /// A hand-written batched ring in shared memory (`reference.rs`): the machine's bound.
     Reference,
+    /// iceoryx2 publish-subscribe, loaned samples, spinning (`iceoryx2.rs`).
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx2,
 }
 
 impl Transport {
     /// Every transport, in table order.
-    pub const ALL: [Transport; 9] = [
+    pub const ALL: [Transport; 9 + cfg!(feature = "iceoryx2") as usize] = [
         Transport::Reference,
         Transport::ThreadRing,
         Transport::ShmpipeSpin,
@@ -118,6 +128,8 @@ impl Transport {
         Transport::UnixStream,
         Transport::UnixSeqpacket,
         Transport::Tcp,
+        #[cfg(feature = "iceoryx2")]
+        Transport::Iceoryx2,
     ];
 
     /// The name in tables, JSON and benchmark ids.
@@ -132,6 +144,8 @@ impl Transport {
             Transport::UnixSeqpacket => "unix-seqpacket",
             Transport::Tcp => "tcp",
             Transport::Reference => "reference",
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -273,6 +287,13 @@ fn peer_cpu(placement: Placement) -> Option<usize> {
 #[inline]
 pub fn fill(msg: &mut [u8], seq: u64) {
     msg.fill(seq as u8);
+    stamp(msg, seq);
+}
+
+/// Writes `seq` in the first 8 bytes of `msg` and, from 16 bytes on, in the last 8: [`fill`]
+/// without its first pass, for a sender that writes every byte otherwise.
+#[inline]
+pub fn stamp(msg: &mut [u8], seq: u64) {
     let stamp = seq.to_le_bytes();
     let n = msg.len();
     msg[..8].copy_from_slice(&stamp);
@@ -896,6 +917,8 @@ enum AnyEnd {
     Stream(StreamEnd),
     Packet(PacketEnd),
     Reference(reference::RefEnd),
+    #[cfg(feature = "iceoryx2")]
+    Ice(iceoryx2::IceEnd),
 }
 
 /// Runs `$body` with `$e` bound to the concrete endpoint inside `$end`.
@@ -906,6 +929,8 @@ macro_rules! with_end {
             AnyEnd::Stream($e) => $body,
             AnyEnd::Packet($e) => $body,
             AnyEnd::Reference($e) => $body,
+            #[cfg(feature = "iceoryx2")]
+            AnyEnd::Ice($e) => $body,
         }
     };
 }
@@ -1035,18 +1060,22 @@ enum Ours {
     Stream(File, File),
     Packet(File),
     Reference(std::sync::Arc<reference::Map>),
+    #[cfg(feature = "iceoryx2")]
+    Ice(iceoryx2::Services),
 }
 
 impl Ours {
-    fn into_end(self, size: usize, waiting: Waiting) -> AnyEnd {
-        match self {
+    fn into_end(self, size: usize, waiting: Waiting) -> Res<AnyEnd> {
+        Ok(match self {
             Ours::Shm(tx, rx, style) => AnyEnd::Shm(ShmEnd::new(tx, rx, style, size, waiting)),
             Ours::Stream(r, w) => AnyEnd::Stream(StreamEnd::new(r, w, size)),
             Ours::Packet(sock) => AnyEnd::Packet(PacketEnd::new(sock, size)),
             Ours::Reference(map) => {
                 AnyEnd::Reference(reference::RefEnd::new(&map, 0, size, waiting))
             }
-        }
+            #[cfg(feature = "iceoryx2")]
+            Ours::Ice(services) => AnyEnd::Ice(services.into_end(size, waiting)?),
+        })
     }
 }
 
@@ -1062,8 +1091,9 @@ fn shm_style(t: Transport) -> Option<ShmStyle> {
 
 /// Sets up `t` for a peer process: what we keep, the descriptors the peer inherits, and the
 /// two values (`a`, `b`) that tell it where its ends are (shmids or descriptor numbers; for
-/// `reference`, the memfd's number and the ring's bytes). `ring`: bytes of each ring.
-fn set_up(t: Transport, ring: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
+/// `reference`, the memfd's number and the ring's bytes). `size`: bytes per message; `ring`:
+/// bytes of each ring.
+fn set_up(t: Transport, size: usize, ring: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
     if t == Transport::Reference {
         let (map, fd) = reference::Map::create(ring)?;
         let ab = [i64::from(fd.as_raw_fd()), i64::try_from(ring)?];
@@ -1083,6 +1113,11 @@ fn set_up(t: Transport, ring: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
             Vec::new(),
             ids,
         ));
+    }
+    #[cfg(feature = "iceoryx2")]
+    if t == Transport::Iceoryx2 {
+        let (services, session) = iceoryx2::set_up(size)?;
+        return Ok((Ours::Ice(services), Vec::new(), [session, -1]));
     }
     let (ours, theirs) = match t {
         Transport::Pipe => {
@@ -1316,6 +1351,14 @@ pub fn peer_main(spec: &str) -> Res<()> {
                 let map = std::sync::Arc::new(map);
                 AnyEnd::Reference(reference::RefEnd::new(&map, 1, size, waiting))
             }
+            #[cfg(feature = "iceoryx2")]
+            Transport::Iceoryx2 => {
+                let waiting = Waiting {
+                    watch: Watch::Parent(spec.parent),
+                    yields: spec.cpu.is_none(),
+                };
+                AnyEnd::Ice(iceoryx2::open(spec.parent, spec.a, size, waiting)?)
+            }
             _ => unreachable!("shmpipe transports are handled above"),
         }
     };
@@ -1545,6 +1588,10 @@ pub struct Session {
     line: Line,
     /// The next sequence number (probes take theirs from it too).
     seq: u64,
+    /// The iceoryx2 session's files, removed when this is dropped: after `drop` has stopped
+    /// the peer.
+    #[cfg(feature = "iceoryx2")]
+    _ice_files: Option<iceoryx2::Files>,
 }
 
 impl Session {
@@ -1577,7 +1624,12 @@ impl Session {
             let control = File::from(control_r);
             return Session::start_thread(size, ring, placement, control, control_w, line, line_fd);
         }
-        let (ours, mut theirs, ab) = set_up(t, ring)?;
+        let (ours, mut theirs, ab) = set_up(t, size, ring)?;
+        #[cfg(feature = "iceoryx2")]
+        let ice_files = match &ours {
+            Ours::Ice(services) => Some(services.files()),
+            _ => None,
+        };
         let line_no = i64::from(line_fd.as_raw_fd());
         theirs.push(line_fd);
         let spec = PeerSpec {
@@ -1623,11 +1675,13 @@ impl Session {
         drop(theirs); // the peer has its copies
         Ok(Session {
             size,
-            end: Some(ours.into_end(size, waiting)),
+            end: Some(ours.into_end(size, waiting)?),
             control: Some(File::from(control_w)),
             peer: Some(Peer::Process(child)),
             line,
             seq: 0,
+            #[cfg(feature = "iceoryx2")]
+            _ice_files: ice_files,
         })
     }
 
@@ -1672,6 +1726,8 @@ impl Session {
             peer: Some(Peer::Thread(thread)),
             line,
             seq: 0,
+            #[cfg(feature = "iceoryx2")]
+            _ice_files: None,
         })
     }
 
