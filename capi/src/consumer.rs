@@ -115,10 +115,10 @@ unsafe fn recv_args<'a>(
 }
 
 /// Receives the next message now, if one is waiting, by copying it into `buf` (`capacity`
-/// bytes); `*len` is its length. `SHMPIPE_EMPTY` if none waits, `SHMPIPE_DISCONNECTED` if none
-/// waits and the producer closed (end of stream), `SHMPIPE_BUFFER_TOO_SMALL` if it does not
+/// bytes); `*len` is its length. `SHMPIPE_STATUS_EMPTY` if none waits, `SHMPIPE_STATUS_DISCONNECTED` if none
+/// waits and the producer closed (end of stream), `SHMPIPE_STATUS_BUFFER_TOO_SMALL` if it does not
 /// fit: it stays in the ring and `*len` is the capacity needed (a buffer of
-/// `shmpipe_consumer_max_message` bytes always fits); `SHMPIPE_CORRUPTED` if the producer broke
+/// `shmpipe_consumer_max_message` bytes always fits); `SHMPIPE_STATUS_CORRUPTED` if the producer broke
 /// the protocol. Never writes past `buf + capacity`, whatever the peer wrote into the ring.
 /// In an open batch the message's slots are freed at the batch's release.
 ///
@@ -147,8 +147,8 @@ pub unsafe extern "C" fn shmpipe_consumer_try_recv(
 }
 
 /// Receives the next message, waiting for one as the wait strategy says. As
-/// `shmpipe_consumer_try_recv`, and `SHMPIPE_PEER_DIED` once the producer's process died and
-/// every message it published was received. Not in a batch (`SHMPIPE_BAD_STATE`).
+/// `shmpipe_consumer_try_recv`, and `SHMPIPE_STATUS_PEER_DIED` once the producer's process died and
+/// every message it published was received. Not in a batch (`SHMPIPE_STATUS_BAD_STATE`).
 ///
 /// # Safety
 ///
@@ -169,7 +169,7 @@ pub unsafe extern "C" fn shmpipe_consumer_recv(
     })
 }
 
-/// `shmpipe_consumer_recv`, giving up with `SHMPIPE_TIMEOUT` after `timeout_ns` nanoseconds
+/// `shmpipe_consumer_recv`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds
 /// without a message.
 ///
 /// # Safety
@@ -284,7 +284,7 @@ pub unsafe extern "C" fn shmpipe_consumer_lend(
     unsafe { lend_until(consumer, None, data, len) }
 }
 
-/// `shmpipe_consumer_lend`, giving up with `SHMPIPE_TIMEOUT` after `timeout_ns` nanoseconds.
+/// `shmpipe_consumer_lend`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds.
 ///
 /// # Safety
 ///
@@ -326,7 +326,7 @@ unsafe fn lend_until(
 }
 
 /// Ends the lend: the message's slots go back to the producer (in a batch: at the batch's
-/// release). The pointer the lend gave must not be used afterwards. `SHMPIPE_BAD_STATE` if
+/// release). The pointer the lend gave must not be used afterwards. `SHMPIPE_STATUS_BAD_STATE` if
 /// nothing is lent.
 ///
 /// # Safety
@@ -368,7 +368,7 @@ pub unsafe extern "C" fn shmpipe_consumer_batch_begin(
     })
 }
 
-/// Frees the slots of every message of the batch so far; it stays open. `SHMPIPE_BAD_STATE`
+/// Frees the slots of every message of the batch so far; it stays open. `SHMPIPE_STATUS_BAD_STATE`
 /// without an open batch, or with a message lent.
 ///
 /// # Safety
@@ -391,7 +391,7 @@ pub unsafe extern "C" fn shmpipe_consumer_batch_release(
     })
 }
 
-/// Frees the batch's slots and closes it. `SHMPIPE_BAD_STATE` without an open batch, or with
+/// Frees the batch's slots and closes it. `SHMPIPE_STATUS_BAD_STATE` without an open batch, or with
 /// a message lent.
 ///
 /// # Safety
@@ -415,7 +415,7 @@ pub unsafe extern "C" fn shmpipe_consumer_batch_end(
 }
 
 /// How blocking calls wait: `SHMPIPE_WAIT_SPIN`, `SHMPIPE_WAIT_SPIN_THEN_SLEEP` (the default)
-/// or `SHMPIPE_WAIT_SLEEP`; anything else is `SHMPIPE_INVALID_ARGUMENT`.
+/// or `SHMPIPE_WAIT_SLEEP`; anything else is `SHMPIPE_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -447,7 +447,7 @@ pub unsafe extern "C" fn shmpipe_consumer_max_message(consumer: *const ShmpipeCo
 
 /// Closes the consumer and frees the handle, whatever the result: a lent message and an open
 /// batch are released, then the role is given back (sends then fail with
-/// `SHMPIPE_DISCONNECTED`). Returns `SHMPIPE_OK` for a clean end, or `SHMPIPE_CORRUPTED` if
+/// `SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a clean end, or `SHMPIPE_STATUS_CORRUPTED` if
 /// the role could not be given back or the consumer was poisoned before. NULL is ignored.
 ///
 /// # Safety

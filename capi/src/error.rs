@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use shmpipe_rs::{Corruption, Error};
 
-/// What a call did. `SHMPIPE_OK` (0) is success; every other value is a failure, and
+/// What a call did. `SHMPIPE_STATUS_OK` (0) is success; every other value is a failure, and
 /// `shmpipe_last_error_message` then describes it. The codes mirror the kinds of the Rust
 /// library's errors (`shmpipe::Error`), plus a few of the C boundary (`NULL_POINTER`,
 /// `INVALID_ARGUMENT`, `BAD_STATE`, `PANIC`). Values are stable; new ones may be added.
@@ -102,12 +102,12 @@ pub enum ShmpipeStatus {
     Other = 64,
 }
 
-/// What a peer got wrong, for `SHMPIPE_CORRUPTED` (`shmpipe_last_corruption`). Mirrors the
+/// What a peer got wrong, for `SHMPIPE_STATUS_CORRUPTED` (`shmpipe_last_corruption`). Mirrors the
 /// Rust library's `shmpipe::Corruption`.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShmpipeCorruption {
-    /// The last error was not `SHMPIPE_CORRUPTED`.
+    /// The last error was not `SHMPIPE_STATUS_CORRUPTED`.
     None = 0,
     /// The producer's tail is behind the head, behind a tail seen before, or too far ahead.
     TailOutOfRange = 1,
@@ -270,7 +270,7 @@ fn record(f: Fail) -> ShmpipeStatus {
 
 /// Runs an entry point's body: its result as a status, every failure recorded as the
 /// thread's last error, and a panic caught (it must not unwind into C) and reported as
-/// `SHMPIPE_PANIC`.
+/// `SHMPIPE_STATUS_PANIC`.
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Fail>) -> ShmpipeStatus {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => ShmpipeStatus::Ok,
@@ -367,14 +367,14 @@ pub extern "C" fn shmpipe_last_error_message() -> *const c_char {
         .unwrap_or(c"".as_ptr())
 }
 
-/// The status of the last call on this thread that failed (`SHMPIPE_OK` before any failure).
+/// The status of the last call on this thread that failed (`SHMPIPE_STATUS_OK` before any failure).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmpipe_last_error() -> ShmpipeStatus {
     LAST.try_with(|last| last.borrow().status)
         .unwrap_or(ShmpipeStatus::Ok)
 }
 
-/// What was wrong, if the last call on this thread that failed returned `SHMPIPE_CORRUPTED`;
+/// What was wrong, if the last call on this thread that failed returned `SHMPIPE_STATUS_CORRUPTED`;
 /// `SHMPIPE_CORRUPTION_NONE` otherwise.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmpipe_last_corruption() -> ShmpipeCorruption {

@@ -3,11 +3,11 @@
 //! when the checked-in header is stale) and the header-only C++ wrapper `include/shmpipe.hpp`.
 //!
 //! Every entry point returns a status (or a value that cannot fail), runs in
-//! [`error::guard`] (a panic never unwinds into C; it becomes `SHMPIPE_PANIC`), checks its
+//! [`error::guard`] (a panic never unwinds into C; it becomes `SHMPIPE_STATUS_PANIC`), checks its
 //! pointers for NULL and its lengths, and records the message of a failure for
 //! `shmpipe_last_error_message`. The Rust library's borrows (a grant, a lent message, a batch
 //! borrows its side) become states of the side's handle, checked on every call
-//! (`SHMPIPE_BAD_STATE`). The header's opening comment is the reference: the trust model and
+//! (`SHMPIPE_STATUS_BAD_STATE`). The header's opening comment is the reference: the trust model and
 //! the zero-copy contract are there.
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]

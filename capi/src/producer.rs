@@ -88,10 +88,10 @@ impl Drop for ShmpipeProducer {
     }
 }
 
-/// Sends a message of `len` bytes now if there is room (one copy into the ring): `SHMPIPE_OK`,
-/// or `SHMPIPE_FULL` (nothing sent), `SHMPIPE_TOO_LARGE`, `SHMPIPE_DISCONNECTED` (the consumer
-/// closed), `SHMPIPE_CORRUPTED`, ... In an open batch the message joins the batch, visible at
-/// its publish; on `SHMPIPE_FULL` the batch so far is published first. `data` may be NULL when
+/// Sends a message of `len` bytes now if there is room (one copy into the ring): `SHMPIPE_STATUS_OK`,
+/// or `SHMPIPE_STATUS_FULL` (nothing sent), `SHMPIPE_STATUS_TOO_LARGE`, `SHMPIPE_STATUS_DISCONNECTED` (the consumer
+/// closed), `SHMPIPE_STATUS_CORRUPTED`, ... In an open batch the message joins the batch, visible at
+/// its publish; on `SHMPIPE_STATUS_FULL` the batch so far is published first. `data` may be NULL when
 /// `len` is 0 (an empty message is a message).
 ///
 /// # Safety
@@ -114,8 +114,8 @@ pub unsafe extern "C" fn shmpipe_producer_try_send(
     })
 }
 
-/// Sends a message, waiting for room as the wait strategy says (`SHMPIPE_PEER_DIED` if the
-/// consumer's process dies meanwhile). Not in a batch (`SHMPIPE_BAD_STATE`).
+/// Sends a message, waiting for room as the wait strategy says (`SHMPIPE_STATUS_PEER_DIED` if the
+/// consumer's process dies meanwhile). Not in a batch (`SHMPIPE_STATUS_BAD_STATE`).
 ///
 /// # Safety
 ///
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn shmpipe_producer_send(
     })
 }
 
-/// `shmpipe_producer_send`, giving up with `SHMPIPE_TIMEOUT` after `timeout_ns` nanoseconds
+/// `shmpipe_producer_send`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds
 /// without room.
 ///
 /// # Safety
@@ -209,7 +209,7 @@ pub unsafe extern "C" fn shmpipe_producer_reserve(
     unsafe { reserve_until(producer, len, None, data) }
 }
 
-/// `shmpipe_producer_reserve`, giving up with `SHMPIPE_TIMEOUT` after `timeout_ns`
+/// `shmpipe_producer_reserve`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns`
 /// nanoseconds.
 ///
 /// # Safety
@@ -256,8 +256,8 @@ unsafe fn reserve_until(
 }
 
 /// Sends the reserved message, its first `len` bytes only (at most the length reserved, else
-/// `SHMPIPE_INVALID_ARGUMENT` and the grant stays open): for a message whose length is known
-/// once written. In a batch it joins the batch. `SHMPIPE_BAD_STATE` without an open grant.
+/// `SHMPIPE_STATUS_INVALID_ARGUMENT` and the grant stays open): for a message whose length is known
+/// once written. In a batch it joins the batch. `SHMPIPE_STATUS_BAD_STATE` without an open grant.
 /// The pointer the reserve gave is not to be used afterwards.
 ///
 /// # Safety
@@ -288,7 +288,7 @@ pub unsafe extern "C" fn shmpipe_producer_commit(
 }
 
 /// Discards the reserved message: nothing is sent, the ring is as before.
-/// `SHMPIPE_BAD_STATE` without an open grant.
+/// `SHMPIPE_STATUS_BAD_STATE` without an open grant.
 ///
 /// # Safety
 ///
@@ -327,7 +327,7 @@ pub unsafe extern "C" fn shmpipe_producer_batch_begin(
     })
 }
 
-/// Publishes the batch so far; it stays open. `SHMPIPE_BAD_STATE` without an open batch, or
+/// Publishes the batch so far; it stays open. `SHMPIPE_STATUS_BAD_STATE` without an open batch, or
 /// with a grant open.
 ///
 /// # Safety
@@ -350,7 +350,7 @@ pub unsafe extern "C" fn shmpipe_producer_batch_publish(
     })
 }
 
-/// Publishes the batch and closes it. `SHMPIPE_BAD_STATE` without an open batch, or with a
+/// Publishes the batch and closes it. `SHMPIPE_STATUS_BAD_STATE` without an open batch, or with a
 /// grant open.
 ///
 /// # Safety
@@ -374,7 +374,7 @@ pub unsafe extern "C" fn shmpipe_producer_batch_end(
 }
 
 /// How blocking calls wait: `SHMPIPE_WAIT_SPIN`, `SHMPIPE_WAIT_SPIN_THEN_SLEEP` (the default)
-/// or `SHMPIPE_WAIT_SLEEP`; anything else is `SHMPIPE_INVALID_ARGUMENT`.
+/// or `SHMPIPE_WAIT_SLEEP`; anything else is `SHMPIPE_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -393,8 +393,8 @@ pub unsafe extern "C" fn shmpipe_producer_set_wait_strategy(
     })
 }
 
-/// Whether the consumer is still there, without sending: `SHMPIPE_OK` if it holds the role and
-/// lives, or has not come yet; `SHMPIPE_DISCONNECTED` if it closed; `SHMPIPE_PEER_DIED` if
+/// Whether the consumer is still there, without sending: `SHMPIPE_STATUS_OK` if it holds the role and
+/// lives, or has not come yet; `SHMPIPE_STATUS_DISCONNECTED` if it closed; `SHMPIPE_STATUS_PEER_DIED` if
 /// its process died. A send notices a dead consumer only when it has to wait for room.
 ///
 /// # Safety
@@ -424,9 +424,9 @@ pub unsafe extern "C" fn shmpipe_producer_max_message(producer: *const ShmpipePr
 
 /// Closes the producer and frees the handle, whatever the result: an open grant is discarded,
 /// an open batch published, then the role is given back and the consumer, after receiving
-/// every message, sees the end of stream (`SHMPIPE_DISCONNECTED`). Returns `SHMPIPE_OK` for a
-/// clean end, or `SHMPIPE_CORRUPTED` if the role could not be given back (another process
-/// rewrote it) or the producer was poisoned before. NULL is ignored (`SHMPIPE_OK`).
+/// every message, sees the end of stream (`SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a
+/// clean end, or `SHMPIPE_STATUS_CORRUPTED` if the role could not be given back (another process
+/// rewrote it) or the producer was poisoned before. NULL is ignored (`SHMPIPE_STATUS_OK`).
 ///
 /// # Safety
 ///

@@ -18,7 +18,7 @@ use crate::put;
 /// `shmpipe_config.flags`: the ring stays until removed (`shmpipe_ring_remove`), instead of
 /// going once both roles were claimed and both sides are gone.
 pub const SHMPIPE_PERSISTENT: u32 = 1;
-/// `shmpipe_config.flags`: create the ring on huge pages (or fail with `SHMPIPE_HUGE_PAGES`).
+/// `shmpipe_config.flags`: create the ring on huge pages (or fail with `SHMPIPE_STATUS_HUGE_PAGES`).
 pub const SHMPIPE_HUGE_PAGES: u32 = 2;
 /// `shmpipe_config.flags`: an opener accepts a ring on huge pages made by another process.
 pub const SHMPIPE_ACCEPT_HUGE_PAGES: u32 = 4;
@@ -32,7 +32,7 @@ const ALL_FLAGS: u32 =
 /// is the default: 4096 slots of 64 bytes, the largest maximum message the shape allows,
 /// mode 0600, a 1 s init timeout. A zero field keeps its default; a shape field that is set
 /// (`slot_size`, `slot_count`, `max_message`) is also demanded of an existing ring an opener
-/// joins (`SHMPIPE_CONFIG_MISMATCH` if it differs), unless `SHMPIPE_JOIN_ANY_SHAPE`.
+/// joins (`SHMPIPE_STATUS_CONFIG_MISMATCH` if it differs), unless `SHMPIPE_JOIN_ANY_SHAPE`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ShmpipeConfig {
@@ -50,12 +50,12 @@ pub struct ShmpipeConfig {
     /// Where the free-running counters start (0: 0).
     pub initial_index: u64,
     /// `SHMPIPE_PERSISTENT`, `SHMPIPE_HUGE_PAGES`, `SHMPIPE_ACCEPT_HUGE_PAGES`,
-    /// `SHMPIPE_JOIN_ANY_SHAPE`, or'ed; other bits are `SHMPIPE_INVALID_ARGUMENT`.
+    /// `SHMPIPE_JOIN_ANY_SHAPE`, or'ed; other bits are `SHMPIPE_STATUS_INVALID_ARGUMENT`.
     pub flags: u32,
     /// Number of uids in `accept_owners`.
     pub accept_owners_len: u32,
     /// Users besides ourselves whose rings an opener accepts (NULL if `accept_owners_len` is
-    /// 0): by default a ring another user owns or created is refused (`SHMPIPE_FOREIGN_OWNER`).
+    /// 0): by default a ring another user owns or created is refused (`SHMPIPE_STATUS_FOREIGN_OWNER`).
     pub accept_owners: *const u32,
 }
 
@@ -214,7 +214,7 @@ unsafe fn ring_at(
     })
 }
 
-/// Creates a new ring in a SysV segment at `key` (exclusively: `SHMPIPE_EXISTS` if the key
+/// Creates a new ring in a SysV segment at `key` (exclusively: `SHMPIPE_STATUS_EXISTS` if the key
 /// is taken); key 0 (`IPC_PRIVATE`) makes a segment only reachable by its shmid
 /// (`shmpipe_ring_info`). `config` may be NULL for the defaults. On success `*out` is the new
 /// ring; on failure it is untouched.
@@ -239,7 +239,7 @@ pub unsafe extern "C" fn shmpipe_ring_create_key(
 /// Opens the existing ring at `key`, waiting up to the init timeout for its creator to
 /// finish. Its shape is the header's, unless `config` sets a shape field (demanded). A ring
 /// another user owns, or ours with a mode wider than `config->mode`, is refused
-/// (`SHMPIPE_FOREIGN_OWNER`) unless accepted.
+/// (`SHMPIPE_STATUS_FOREIGN_OWNER`) unless accepted.
 ///
 /// # Safety
 ///
@@ -336,12 +336,12 @@ pub unsafe extern "C" fn shmpipe_ring_create_memfd(
 
 /// Opens the ring in the memfd `fd` (inherited, or received with `shmpipe_memfd_recv`). The
 /// library duplicates `fd`: the caller still owns it and may close it at once. A descriptor
-/// that is not a memfd sealed against resizing is refused (`SHMPIPE_BAD_HEADER`), as is one of
-/// another user (`SHMPIPE_FOREIGN_OWNER`).
+/// that is not a memfd sealed against resizing is refused (`SHMPIPE_STATUS_BAD_HEADER`), as is one of
+/// another user (`SHMPIPE_STATUS_FOREIGN_OWNER`).
 ///
 /// # Safety
 ///
-/// As `shmpipe_ring_create_key`. (`fd` may be any number: a closed one is `SHMPIPE_SYS`.)
+/// As `shmpipe_ring_create_key`. (`fd` may be any number: a closed one is `SHMPIPE_STATUS_SYS`.)
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmpipe_ring_open_memfd(
     fd: c_int,
@@ -430,9 +430,9 @@ impl AsFdBorrowed for OwnedFd {
     }
 }
 
-/// Creates a new ring in a file at `path` (`SHMPIPE_FILE_EXISTS` if something is there),
+/// Creates a new ring in a file at `path` (`SHMPIPE_STATUS_FILE_EXISTS` if something is there),
 /// e.g. in `/dev/shm` or on a disk; built under a temporary name and linked into place
-/// complete. A file truncated under the ring is `SHMPIPE_CORRUPTED` (memory lost), never a
+/// complete. A file truncated under the ring is `SHMPIPE_STATUS_CORRUPTED` (memory lost), never a
 /// `SIGBUS`.
 ///
 /// # Safety
@@ -621,7 +621,7 @@ unsafe fn claim<T>(
     })
 }
 
-/// Claims the producer role (`SHMPIPE_ROLE_TAKEN` if another side holds it). Free the handle
+/// Claims the producer role (`SHMPIPE_STATUS_ROLE_TAKEN` if another side holds it). Free the handle
 /// with `shmpipe_producer_close`.
 ///
 /// # Safety
@@ -640,7 +640,7 @@ pub unsafe extern "C" fn shmpipe_ring_producer(
     }
 }
 
-/// Claims the consumer role (`SHMPIPE_ROLE_TAKEN` if another side holds it). Free the handle
+/// Claims the consumer role (`SHMPIPE_STATUS_ROLE_TAKEN` if another side holds it). Free the handle
 /// with `shmpipe_consumer_close`.
 ///
 /// # Safety
