@@ -1,0 +1,471 @@
+//! The consumer handle: receives into the caller's buffer, zero-copy lends and batches.
+//!
+//! As in `producer.rs`: the Rust `ReadGuard` and `RecvBatch` borrow the `Consumer` mutably, so
+//! the consumer lives in a box the handle owns, an open lend or batch is kept in the handle
+//! with its borrow stretched to `'static`, and every call checks what is open before it
+//! touches the consumer.
+
+use std::ptr::NonNull;
+
+use shmpipe_rs::{Consumer, Error, ReadGuard, RecvBatch};
+
+use crate::error::{Fail, ShmpipeStatus, fail, guard, null};
+use crate::{bad_state, buffer, handle, nanos, put};
+
+/// The receiving side of a ring, claimed with `shmpipe_ring_consumer`, freed with
+/// `shmpipe_consumer_close`. Exactly one exists per ring, across processes. Not thread-safe:
+/// one thread at a time may use it (it may move between threads).
+pub struct ShmpipeConsumer {
+    /// The lent message; borrows `consumer` (or, through `batch`, the same consumer).
+    lent: Option<ReadGuard<'static>>,
+    /// The open batch; borrows `consumer`.
+    batch: Option<RecvBatch<'static>>,
+    /// Owned (`Box::leak`), freed in `Drop` after the borrows; `None` once closed.
+    consumer: Option<NonNull<Consumer>>,
+    /// The ring's largest message.
+    max_message: usize,
+}
+
+impl ShmpipeConsumer {
+    pub(crate) fn new(consumer: Consumer) -> ShmpipeConsumer {
+        let max_message = consumer.max_message();
+        ShmpipeConsumer {
+            lent: None,
+            batch: None,
+            consumer: Some(NonNull::from(Box::leak(Box::new(consumer)))),
+            max_message,
+        }
+    }
+
+    /// The consumer, for as long as the caller likes: only when nothing borrows it.
+    fn idle(&mut self) -> Result<&'static mut Consumer, Fail> {
+        self.not_lent()?;
+        if self.batch.is_some() {
+            return Err(bad_state(
+                "a batch is open: only try_recv and try_lend go into it; end it first",
+            ));
+        }
+        let mut c = self.consumer.expect("a live handle has its consumer");
+        // SAFETY: the box is ours and lives until the handle is dropped or closed; no lend or
+        // batch borrows it (checked above), and each caller keeps the reference only for its
+        // call or hands it to a lend or batch stored in this handle, which the checks above
+        // then see.
+        Ok(unsafe { c.as_mut() })
+    }
+
+    /// Fails if a message is lent.
+    fn not_lent(&self) -> Result<(), Fail> {
+        if self.lent.is_some() {
+            return Err(bad_state(
+                "a lent message is open: release it first (shmpipe_consumer_release)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ShmpipeConsumer {
+    fn drop(&mut self) {
+        // The borrows first (they release their slots), then the consumer (gives the role
+        // back).
+        self.lent = None;
+        self.batch = None;
+        if let Some(c) = self.consumer.take() {
+            // SAFETY: made by `Box::leak` in `new`, borrowed by nothing now.
+            drop(unsafe { Box::from_raw(c.as_ptr()) });
+        }
+    }
+}
+
+/// A receive's result for C: the length at `len`, also when the buffer was too small (then
+/// the length needed).
+///
+/// # Safety
+///
+/// `len` is valid for a write (checked non-NULL by the caller).
+unsafe fn received<E: Into<Error>>(got: Result<usize, E>, len: *mut usize) -> Result<(), Fail> {
+    let e: Error = match got {
+        // SAFETY: as the caller promises.
+        Ok(n) => return unsafe { put(len, n, "len") },
+        Err(e) => e.into(),
+    };
+    if let Error::BufferTooSmall { needed, .. } = e {
+        // SAFETY: as the caller promises.
+        unsafe { put(len, needed, "len") }?;
+    }
+    Err(fail(e))
+}
+
+/// The arguments of a receive: the handle and the caller's buffer.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_recv`.
+unsafe fn recv_args<'a>(
+    consumer: *mut ShmpipeConsumer,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+) -> Result<(&'a mut ShmpipeConsumer, &'a mut [u8]), Fail> {
+    if len.is_null() {
+        return Err(null("len"));
+    }
+    // SAFETY: as the caller promises.
+    unsafe { Ok((handle(consumer, "consumer")?, buffer(buf, capacity, "buf")?)) }
+}
+
+/// Receives the next message now, if one is waiting, by copying it into `buf` (`capacity`
+/// bytes); `*len` is its length. `SHMPIPE_STATUS_EMPTY` if none waits, `SHMPIPE_STATUS_DISCONNECTED` if none
+/// waits and the producer closed (end of stream), `SHMPIPE_STATUS_BUFFER_TOO_SMALL` if it does not
+/// fit: it stays in the ring and `*len` is the capacity needed (a buffer of
+/// `shmpipe_consumer_max_message` bytes always fits); `SHMPIPE_STATUS_CORRUPTED` if the producer broke
+/// the protocol. Never writes past `buf + capacity`, whatever the peer wrote into the ring.
+/// In an open batch the message's slots are freed at the batch's release.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle; `buf` is NULL (then `capacity` is 0) or valid for
+/// `capacity` writes; `len` is valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_try_recv(
+    consumer: *mut ShmpipeConsumer,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
+        h.not_lent()?;
+        let got = match &mut h.batch {
+            Some(batch) => batch.try_recv(buf),
+            None => h.idle()?.try_recv(buf),
+        };
+        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
+        unsafe { received(got, len) }
+    })
+}
+
+/// Receives the next message, waiting for one as the wait strategy says. As
+/// `shmpipe_consumer_try_recv`, and `SHMPIPE_STATUS_PEER_DIED` once the producer's process died and
+/// every message it published was received. Not in a batch (`SHMPIPE_STATUS_BAD_STATE`).
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_recv(
+    consumer: *mut ShmpipeConsumer,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
+        let got = h.idle()?.recv(buf);
+        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
+        unsafe { received(got, len) }
+    })
+}
+
+/// `shmpipe_consumer_recv`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds
+/// without a message.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_recv_timeout(
+    consumer: *mut ShmpipeConsumer,
+    buf: *mut u8,
+    capacity: usize,
+    len: *mut usize,
+    timeout_ns: u64,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
+        let got = h.idle()?.recv_timeout(buf, nanos(timeout_ns));
+        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
+        unsafe { received(got, len) }
+    })
+}
+
+/// Keeps `lent` open and tells the caller where its bytes are.
+///
+/// # Safety
+///
+/// `data` and `len` are valid for writes (checked non-NULL by the caller).
+unsafe fn open_lent(
+    h: &mut ShmpipeConsumer,
+    lent: ReadGuard<'static>,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> Result<(), Fail> {
+    let lent = h.lent.insert(lent);
+    let view = lent.view();
+    // SAFETY: as the caller promises.
+    unsafe {
+        put(data, view.as_ptr(), "data")?;
+        put(len, view.len(), "len")
+    }
+}
+
+/// Lends the next message in place (zero copy), if one is waiting: `*data` and `*len` say
+/// where its bytes are, until `shmpipe_consumer_release` (until then only that call, and
+/// `shmpipe_consumer_close`, are allowed on the consumer). The library validated the record,
+/// so `*data .. *data + *len` lies inside the ring's mapping and stays there until the
+/// release; but the bytes are memory the producer's process can write at any time (see "Zero
+/// copy" in the header's opening comment): read each byte once, or copy out what you check.
+/// Errors as `shmpipe_consumer_try_recv` (a buffer is never too small).
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle; `data` and `len` are valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_try_lend(
+    consumer: *mut ShmpipeConsumer,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { lend_args(consumer, data, len) }?;
+        h.not_lent()?;
+        let lent = match &mut h.batch {
+            Some(batch) => {
+                let batch: *mut RecvBatch<'static> = batch;
+                // SAFETY: the batch stays where it is, in this boxed handle, until the lent
+                // message is released: every call checks `lent` before it touches the batch,
+                // and drop and close drop the lent message first.
+                unsafe { &mut *batch }.try_lend().map_err(fail)?
+            }
+            None => h.idle()?.try_lend().map_err(fail)?,
+        };
+        // SAFETY: `data` and `len` are non-NULL (`lend_args`) and writable (the caller).
+        unsafe { open_lent(h, lent, data, len) }
+    })
+}
+
+/// The arguments of a lend.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_lend`.
+unsafe fn lend_args<'a>(
+    consumer: *mut ShmpipeConsumer,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> Result<&'a mut ShmpipeConsumer, Fail> {
+    if data.is_null() {
+        return Err(null("data"));
+    }
+    if len.is_null() {
+        return Err(null("len"));
+    }
+    // SAFETY: as the caller promises.
+    unsafe { handle(consumer, "consumer") }
+}
+
+/// Waits for a message as the wait strategy says, then lends it as
+/// `shmpipe_consumer_try_lend`. Not in a batch. Errors as `shmpipe_consumer_recv`.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_lend`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_lend(
+    consumer: *mut ShmpipeConsumer,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    // SAFETY: as the caller promises.
+    unsafe { lend_until(consumer, None, data, len) }
+}
+
+/// `shmpipe_consumer_lend`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_lend`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_lend_timeout(
+    consumer: *mut ShmpipeConsumer,
+    timeout_ns: u64,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    // SAFETY: as the caller promises.
+    unsafe { lend_until(consumer, Some(timeout_ns), data, len) }
+}
+
+/// A blocking lend.
+///
+/// # Safety
+///
+/// As `shmpipe_consumer_try_lend`.
+unsafe fn lend_until(
+    consumer: *mut ShmpipeConsumer,
+    timeout_ns: Option<u64>,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { lend_args(consumer, data, len) }?;
+        let c = h.idle()?;
+        let lent = match timeout_ns {
+            Some(ns) => c.lend_timeout(nanos(ns)),
+            None => c.lend(),
+        }
+        .map_err(fail)?;
+        // SAFETY: `data` and `len` are non-NULL (`lend_args`) and writable (the caller).
+        unsafe { open_lent(h, lent, data, len) }
+    })
+}
+
+/// Ends the lend: the message's slots go back to the producer (in a batch: at the batch's
+/// release). The pointer the lend gave must not be used afterwards. `SHMPIPE_STATUS_BAD_STATE` if
+/// nothing is lent.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_release(consumer: *mut ShmpipeConsumer) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        match h.lent.take() {
+            Some(lent) => {
+                drop(lent);
+                Ok(())
+            }
+            None => Err(bad_state("no message is lent")),
+        }
+    })
+}
+
+/// Opens a batch: the slots of messages received (`shmpipe_consumer_try_recv`) or lent and
+/// released (`shmpipe_consumer_try_lend`, `shmpipe_consumer_release`) until it ends go back
+/// to the producer together, with one store, at `shmpipe_consumer_batch_release` or
+/// `shmpipe_consumer_batch_end`. Blocking calls are refused while it is open.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_batch_begin(
+    consumer: *mut ShmpipeConsumer,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        let batch = h.idle()?.batch();
+        h.batch = Some(batch);
+        Ok(())
+    })
+}
+
+/// Frees the slots of every message of the batch so far; it stays open. `SHMPIPE_STATUS_BAD_STATE`
+/// without an open batch, or with a message lent.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_batch_release(
+    consumer: *mut ShmpipeConsumer,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        h.not_lent()?;
+        let batch = h
+            .batch
+            .as_mut()
+            .ok_or_else(|| bad_state("no batch is open"))?;
+        batch.release();
+        Ok(())
+    })
+}
+
+/// Frees the batch's slots and closes it. `SHMPIPE_STATUS_BAD_STATE` without an open batch, or with
+/// a message lent.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_batch_end(
+    consumer: *mut ShmpipeConsumer,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        h.not_lent()?;
+        let batch = h
+            .batch
+            .take()
+            .ok_or_else(|| bad_state("no batch is open"))?;
+        drop(batch); // releases
+        Ok(())
+    })
+}
+
+/// How blocking calls wait: `SHMPIPE_WAIT_SPIN`, `SHMPIPE_WAIT_SPIN_THEN_SLEEP` (the default)
+/// or `SHMPIPE_WAIT_SLEEP`; anything else is `SHMPIPE_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_set_wait_strategy(
+    consumer: *mut ShmpipeConsumer,
+    strategy: i32,
+) -> ShmpipeStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        let s = crate::strategy(strategy)?;
+        h.idle()?.set_wait_strategy(s);
+        Ok(())
+    })
+}
+
+/// The ring's largest message in bytes (0 for NULL): a receive buffer this large always fits.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_max_message(consumer: *const ShmpipeConsumer) -> usize {
+    // SAFETY: NULL or a live handle (the caller); a plain field, no borrow of the consumer.
+    unsafe { consumer.as_ref() }.map_or(0, |h| h.max_message)
+}
+
+/// Closes the consumer and frees the handle, whatever the result: a lent message and an open
+/// batch are released, then the role is given back (sends then fail with
+/// `SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a clean end, or `SHMPIPE_STATUS_CORRUPTED` if
+/// the role could not be given back or the consumer was poisoned before. NULL is ignored.
+///
+/// # Safety
+///
+/// `consumer` is NULL or a live handle, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmpipe_consumer_close(consumer: *mut ShmpipeConsumer) -> ShmpipeStatus {
+    if consumer.is_null() {
+        return ShmpipeStatus::Ok;
+    }
+    guard(|| {
+        // SAFETY: a live handle made by `Box::into_raw`, given back (the caller).
+        let mut h = unsafe { Box::from_raw(consumer) };
+        h.lent = None;
+        h.batch = None;
+        let c = h.consumer.take().expect("a live handle has its consumer");
+        // SAFETY: made by `Box::leak` in `new`, borrowed by nothing now.
+        let c = unsafe { Box::from_raw(c.as_ptr()) };
+        c.close().map_err(fail)
+    })
+}

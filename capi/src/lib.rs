@@ -1,0 +1,123 @@
+//! The C API of shmpipe: `libshmpipe.so` and `libshmpipe.a`, with the header
+//! `include/shmpipe.h` generated from these definitions by cbindgen (`tests/header.rs` fails
+//! when the checked-in header is stale) and the header-only C++ wrapper `include/shmpipe.hpp`.
+//!
+//! Every entry point returns a status (or a value that cannot fail), runs in
+//! [`error::guard`] (a panic never unwinds into C; it becomes `SHMPIPE_STATUS_PANIC`), checks its
+//! pointers for NULL and its lengths, and records the message of a failure for
+//! `shmpipe_last_error_message`. The Rust library's borrows (a grant, a lent message, a batch
+//! borrows its side) become states of the side's handle, checked on every call
+//! (`SHMPIPE_STATUS_BAD_STATE`). The header's opening comment is the reference: the trust model and
+//! the zero-copy contract are there.
+
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod consumer;
+pub mod error;
+pub mod producer;
+pub mod ring;
+
+use std::time::Duration;
+
+use error::{Fail, ShmpipeStatus, null};
+
+/// The caller's `len` bytes at `data` (NULL is allowed for 0 bytes).
+///
+/// # Safety
+///
+/// Unless NULL, `data` points to `len` readable bytes that stay unchanged for `'a`.
+unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> Result<&'a [u8], Fail> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(null(what));
+    }
+    check_len(len, what)?;
+    // SAFETY: non-NULL, `len <= isize::MAX` bytes, readable and unchanged (the caller).
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// The caller's buffer of `cap` bytes at `buf` (NULL is allowed for 0 bytes).
+///
+/// # Safety
+///
+/// Unless NULL, `buf` points to `cap` writable bytes that nothing else uses for `'a`.
+unsafe fn buffer<'a>(buf: *mut u8, cap: usize, what: &str) -> Result<&'a mut [u8], Fail> {
+    if cap == 0 {
+        return Ok(&mut []);
+    }
+    if buf.is_null() {
+        return Err(null(what));
+    }
+    check_len(cap, what)?;
+    // SAFETY: non-NULL, `cap <= isize::MAX` writable bytes used by nothing else (the caller).
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf, cap) })
+}
+
+/// A length no object can have (over `isize::MAX`): a negative number cast to `size_t`.
+fn check_len(len: usize, what: &str) -> Result<(), Fail> {
+    if len > isize::MAX as usize {
+        return Err(Fail::new(
+            ShmpipeStatus::InvalidArgument,
+            format!("{what}: length {len} is larger than any object (a negative value?)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores `value` at the caller's out-pointer.
+///
+/// # Safety
+///
+/// Unless NULL, `out` is valid for a write of a `T`.
+unsafe fn put<T>(out: *mut T, value: T, what: &str) -> Result<(), Fail> {
+    if out.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: non-NULL and writable (the caller); `write` drops nothing old.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// A timeout in nanoseconds.
+fn nanos(timeout_ns: u64) -> Duration {
+    Duration::from_nanos(timeout_ns)
+}
+
+/// The caller's handle.
+///
+/// # Safety
+///
+/// `h` is NULL or a live handle of this library that no other thread uses during the call.
+unsafe fn handle<'a, T>(h: *mut T, what: &str) -> Result<&'a mut T, Fail> {
+    // SAFETY: NULL or live, and ours alone for the call (the caller).
+    unsafe { h.as_mut() }.ok_or_else(|| null(what))
+}
+
+/// `shmpipe_*_set_wait_strategy`: spin until the peer acts (lowest latency, a CPU busy).
+pub const SHMPIPE_WAIT_SPIN: i32 = 0;
+/// `shmpipe_*_set_wait_strategy`: spin briefly, then sleep on the futex (the default).
+pub const SHMPIPE_WAIT_SPIN_THEN_SLEEP: i32 = 1;
+/// `shmpipe_*_set_wait_strategy`: sleep on the futex at once.
+pub const SHMPIPE_WAIT_SLEEP: i32 = 2;
+
+/// The wait strategy a C caller named.
+fn strategy(code: i32) -> Result<shmpipe_rs::WaitStrategy, Fail> {
+    use shmpipe_rs::WaitStrategy as W;
+    match code {
+        SHMPIPE_WAIT_SPIN => Ok(W::Spin),
+        SHMPIPE_WAIT_SPIN_THEN_SLEEP => Ok(W::SpinThenSleep),
+        SHMPIPE_WAIT_SLEEP => Ok(W::Sleep),
+        _ => Err(Fail::new(
+            ShmpipeStatus::InvalidArgument,
+            format!("wait strategy {code} is not SHMPIPE_WAIT_SPIN, _SPIN_THEN_SLEEP or _SLEEP"),
+        )),
+    }
+}
+
+/// A call made in a state that does not allow it.
+fn bad_state(what: &str) -> Fail {
+    Fail::new(ShmpipeStatus::BadState, what)
+}
