@@ -2,7 +2,7 @@
 //!
 //! Every object wraps its Rust counterpart behind a `Mutex` (a side is used by one thread at a
 //! time; a second thread gets `RuntimeError`, never a wait while holding the GIL). Blocking
-//! calls release the GIL in slices of [`wait::SLICE`] and check for signals between them. Bytes
+//! calls release the GIL in slices of `wait::SLICE` and check for signals between them. Bytes
 //! the peer can write reach Python only as copies, except through `Consumer.lend_unsafe`
 //! (sides.rs), whose contract is in its docstring.
 
@@ -14,6 +14,48 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 use shmpipe::{Key, RingConfig, Shmid};
+
+/// A side's `#[pymethods]`: the methods given, plus `close` and the context manager, which are
+/// the same for the four sides (`Producer`, `Consumer` and the typed ones). Each has a field
+/// `side: Held<_>` of a Rust side implementing [`Closing`].
+macro_rules! side_methods {
+    (impl $ty:ident { $($methods:tt)* }) => {
+        #[pyo3::pymethods]
+        impl $ty {
+            $($methods)*
+
+            /// Closes the side cleanly (the peer sees the end of the stream); idempotent.
+            fn close(&self, py: Python<'_>) -> PyResult<()> {
+                crate::Closing::may_close(self)?;
+                match self.side.take()? {
+                    Some(s) => s.close().map_err(|e| crate::errors::from_error(py, e.into())),
+                    None => Ok(()),
+                }
+            }
+
+            fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+                slf
+            }
+
+            #[pyo3(signature = (*_exc))]
+            fn __exit__(
+                &self,
+                py: Python<'_>,
+                _exc: &Bound<'_, pyo3::types::PyTuple>,
+            ) -> PyResult<bool> {
+                self.close(py).map(|()| false)
+            }
+        }
+    };
+}
+
+/// Whether a side may close now (`side_methods!`): a consumer may not while a view it lent
+/// is alive.
+pub(crate) trait Closing {
+    fn may_close(&self) -> PyResult<()> {
+        Ok(())
+    }
+}
 
 mod errors;
 mod sides;

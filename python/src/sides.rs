@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyMemoryView};
 use pyo3::{ffi, intern};
 use shmpipe::{ReadGuard, RecvError, SendError, TryRecvError, TrySendError};
 
-use crate::{Held, errors, seconds, wait};
+use crate::{Closing, Held, errors, seconds, wait};
 
 /// A caller's buffer (`bytes`, `bytearray`, `memoryview`, NumPy array, ...), C-contiguous,
 /// held (exported) for as long as this lives, so its memory cannot move or be freed.
@@ -130,7 +130,9 @@ impl Producer {
     }
 }
 
-#[pymethods]
+impl Closing for Producer {}
+
+side_methods! {
 impl Producer {
     /// Sends one message (any bytes-like object), waiting for room at most `timeout` seconds.
     #[pyo3(signature = (data, timeout=None))]
@@ -161,30 +163,7 @@ impl Producer {
     fn peer_has_come(&self) -> PyResult<bool> {
         self.side.with(|p| Ok(p.peer_has_come()))
     }
-
-    /// Ends the stream cleanly: the consumer receives what was sent, then `Disconnected`.
-    /// Raises `Corrupted` if another process took the role meanwhile. Idempotent.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        match self.side.take()? {
-            Some(p) => p.close().map_err(|e| errors::from_error(py, e.into())),
-            None => Ok(()),
-        }
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
+}
 }
 
 /// The receiving side of a byte ring: `Ring.consumer()`.
@@ -224,7 +203,20 @@ impl Consumer {
     }
 }
 
-#[pymethods]
+impl Closing for Consumer {
+    /// Not while a view from `lend_unsafe` is exported: it must not outlive the mapping.
+    fn may_close(&self) -> PyResult<()> {
+        // Relaxed: the count is only changed and read with the GIL held (`gil_used`).
+        if self.exports.load(Ordering::Relaxed) > 0 {
+            return Err(PyBufferError::new_err(
+                "cannot close the consumer: a view from lend_unsafe is still alive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+side_methods! {
 impl Consumer {
     /// Receives the next message as `bytes` (a copy), waiting at most `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
@@ -302,6 +294,8 @@ impl Consumer {
                 )?;
                 let mv = PyMemoryView::from(view.bind(py).as_any())?;
                 let r = callback.call1(py, (&mv,));
+                // Relaxed here and below: `live` and `exports` are only touched with the GIL
+                // held (`gil_used`), which orders them; no data is published through them.
                 view.get().live.store(false, Ordering::Relaxed);
                 // Our own memoryview goes; one the callback kept (or an array on it) stays.
                 mv.call_method0(intern!(py, "release"))?;
@@ -344,36 +338,7 @@ impl Consumer {
             Err(e) => Err(e),
         }
     }
-
-    /// Closes the consumer: the producer's next send fails with `Disconnected`. Raises
-    /// `Corrupted` if another process took the role meanwhile, `BufferError` while a view
-    /// from `lend_unsafe` is still alive. Idempotent.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        if self.exports.load(Ordering::Relaxed) > 0 {
-            return Err(PyBufferError::new_err(
-                "cannot close the consumer: a view from lend_unsafe is still alive",
-            ));
-        }
-        match self.side.take()? {
-            Some(c) => c.close().map_err(|e| errors::from_error(py, e.into())),
-            None => Ok(()),
-        }
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
+}
 }
 
 /// A message lent in place by `Consumer.lend_unsafe`, exported as a read-only buffer while
@@ -399,6 +364,7 @@ impl UnsafeView {
         flags: c_int,
     ) -> PyResult<()> {
         let me = slf.get();
+        // Relaxed: GIL held, as in `lend_unsafe`.
         if !me.live.load(Ordering::Relaxed) {
             return Err(PyBufferError::new_err("the lent message was released"));
         }
@@ -420,6 +386,7 @@ impl UnsafeView {
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        // Relaxed: GIL held, as in `lend_unsafe`.
         self.exports.fetch_sub(1, Ordering::Relaxed);
     }
 

@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use shmpipe::{MessageType, TryRecvError, TrySendError};
 
 use crate::sides::{Buffer, next_message, send_bytes};
-use crate::{Held, Ring, errors, seconds};
+use crate::{Closing, Held, Ring, errors, seconds};
 
 /// The fingerprint keywords: `tag=`, `fingerprint=` or `rust_type=`, with `dtype=` when the
 /// ring is made or opened (`Ring.create(..., dtype=..., tag=...)`).
@@ -193,7 +193,9 @@ impl TypedProducer {
     }
 }
 
-#[pymethods]
+impl Closing for TypedProducer {}
+
+side_methods! {
 impl TypedProducer {
     /// Sends every value of `values` (an array of the dtype, or one value), as many per publish
     /// as fit; waits for room at most `timeout` seconds each time the ring is full.
@@ -241,29 +243,7 @@ impl TypedProducer {
     fn dtype(&self, py: Python<'_>) -> Py<PyAny> {
         self.dtype.obj.clone_ref(py)
     }
-
-    /// Ends the stream cleanly (as `Producer.close`). Idempotent.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        match self.side.take()? {
-            Some(p) => p.close().map_err(|e| errors::from_error(py, e.into())),
-            None => Ok(()),
-        }
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
+}
 }
 
 /// Sends the values of `bytes` (`size` each) that fit now, published with one store; returns
@@ -388,7 +368,9 @@ impl TypedConsumer {
     }
 }
 
-#[pymethods]
+impl Closing for TypedConsumer {}
+
+side_methods! {
 impl TypedConsumer {
     /// Receives at least one value and at most `max_count` as a new array of the dtype,
     /// waiting for the first at most `timeout` seconds.
@@ -441,27 +423,5 @@ impl TypedConsumer {
     fn dtype(&self, py: Python<'_>) -> Py<PyAny> {
         self.dtype.obj.clone_ref(py)
     }
-
-    /// Closes the consumer (as `Consumer.close`). Idempotent.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        match self.side.take()? {
-            Some(c) => c.close().map_err(|e| errors::from_error(py, e.into())),
-            None => Ok(()),
-        }
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
+}
 }
