@@ -157,6 +157,23 @@ fn check_claim(
     ))
 }
 
+/// Claims a side of `ring` with `take` once the ring's message type is checked against the dtype
+/// `spec` and the fingerprint keywords (`check_claim`).
+fn claim<S>(
+    ring: &Ring,
+    spec: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    take: impl FnOnce(&shmpipe::Ring) -> Result<S, shmpipe::Error>,
+) -> PyResult<(S, Dtype)> {
+    let py = spec.py();
+    let dtype = Dtype::of(spec)?;
+    let side = ring.with(|r| {
+        check_claim(r, py, &dtype, kwargs)?;
+        take(r).map_err(|e| errors::from_error(py, e))
+    })?;
+    Ok((side, dtype))
+}
+
 /// The sending side of a typed ring: `Ring.typed_producer(dtype, tag=...)`.
 #[pyclass(module = "shmpipe", name = "TypedProducer", frozen)]
 pub struct TypedProducer {
@@ -170,12 +187,7 @@ impl TypedProducer {
         spec: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<TypedProducer> {
-        let py = spec.py();
-        let dtype = Dtype::of(spec)?;
-        let p = ring.with(|r| {
-            check_claim(r, py, &dtype, kwargs)?;
-            r.producer().map_err(|e| errors::from_error(py, e))
-        })?;
+        let (p, dtype) = claim(ring, spec, kwargs, shmpipe::Ring::producer)?;
         Ok(TypedProducer {
             side: Held::new(p, "producer"),
             dtype,
@@ -277,12 +289,7 @@ impl TypedConsumer {
         spec: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<TypedConsumer> {
-        let py = spec.py();
-        let dtype = Dtype::of(spec)?;
-        let c = ring.with(|r| {
-            check_claim(r, py, &dtype, kwargs)?;
-            r.consumer().map_err(|e| errors::from_error(py, e))
-        })?;
+        let (c, dtype) = claim(ring, spec, kwargs, shmpipe::Ring::consumer)?;
         Ok(TypedConsumer {
             side: Held::new(c, "consumer"),
             dtype,
