@@ -150,6 +150,26 @@ impl RingConfig {
     pub fn message_type_tagged<T: Pod>(self, fingerprint: u64) -> RingConfig {
         self.set_message_type(MessageType::tagged::<T>(fingerprint))
     }
+
+    /// [`RingConfig::message_type`] for a type known only at run time, given as its size,
+    /// alignment and fingerprint: for bindings to other languages (the Python module's NumPy
+    /// dtypes), whose sides claim roles with [`Ring::producer`]/[`Ring::consumer`] after
+    /// comparing [`Ring::message_type`] themselves. The fields are checked when the ring is
+    /// made, as for a Rust type ([`Error::InvalidConfig`](crate::Error::InvalidConfig)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Heap, MessageType, Ring, RingConfig, type_tag};
+    /// let t = MessageType { size: 16, align: 8, fingerprint: type_tag("example.Pair/v1") };
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type_raw(t))?;
+    /// assert_eq!(ring.message_type(), Some(t));
+    /// assert_eq!(ring.max_message(), 16);
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn message_type_raw(self, message_type: MessageType) -> RingConfig {
+        self.set_message_type(message_type)
+    }
 }
 
 impl Ring {
