@@ -150,6 +150,24 @@ impl RingConfig {
     pub fn message_type_tagged<T: Pod>(self, fingerprint: u64) -> RingConfig {
         self.set_message_type(MessageType::tagged::<T>(fingerprint))
     }
+
+    /// Makes the ring a typed ring of the type `t` describes, for a program that reproduces
+    /// another ring's type without the Rust type itself (the zenoh bridge copies the remote
+    /// ring's [`Ring::message_type`]). The type is checked when the ring is created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmpipe::{Heap, MessageType, Ring, RingConfig};
+    /// let t = MessageType::of::<u64>();
+    /// let ring = Ring::create(Heap, &RingConfig::new().message_type_of(t))?;
+    /// assert_eq!(ring.message_type(), Some(t));
+    /// assert!(ring.typed::<u64>().producer().is_ok());
+    /// # Ok::<(), shmpipe::Error>(())
+    /// ```
+    pub fn message_type_of(self, t: MessageType) -> RingConfig {
+        self.set_message_type(t)
+    }
 }
 
 impl Ring {
