@@ -282,57 +282,60 @@ fn key_expr(key: &str) -> Result<KeyExpr<'static>, BridgeError> {
         .map_err(|e| BridgeError::zenoh(format!("key expression {key:?}"), e))
 }
 
-/// How many remote bridges' tokens are alive, with a way to wait for one.
+/// What a sending bridge hears of the receiving bridges, with a way to wait for a change.
 #[derive(Default)]
 struct Presence {
-    alive: Mutex<usize>,
+    seen: Mutex<Seen>,
     changed: Condvar,
-    /// The end-of-stream acknowledgements received, by stream id.
-    acks: Mutex<Vec<u64>>,
+}
+
+/// See [`Presence`].
+#[derive(Default)]
+struct Seen {
+    /// Receiving bridges whose liveliness token is there.
+    alive: usize,
+    /// The stream ids of the end-of-stream acknowledgements received.
+    acks: Vec<u64>,
+}
+
+impl Seen {
+    fn acks_of(&self, stream: u64) -> usize {
+        self.acks.iter().filter(|&&a| a == stream).count()
+    }
 }
 
 impl Presence {
-    fn update(&self, sample: &Sample) {
-        let mut n = self.alive.lock().unwrap_or_else(|p| p.into_inner());
-        match sample.kind() {
-            SampleKind::Put => *n += 1,
-            SampleKind::Delete => *n = n.saturating_sub(1),
-        }
+    fn change(&self, f: impl FnOnce(&mut Seen)) {
+        f(&mut self.seen.lock().unwrap_or_else(|p| p.into_inner()));
         self.changed.notify_all();
     }
 
+    /// A receiving bridge's token came or went.
+    fn token(&self, sample: &Sample) {
+        self.change(|s| match sample.kind() {
+            SampleKind::Put => s.alive += 1,
+            SampleKind::Delete => s.alive = s.alive.saturating_sub(1),
+        });
+    }
+
+    /// A receiving bridge acknowledged the end of a stream.
     fn ack(&self, sample: &Sample) {
         if let Ok(id) = <[u8; 8]>::try_from(&*sample.payload().to_bytes()) {
-            self.acks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(u64::from_le_bytes(id));
-            self.changed.notify_all();
+            self.change(|s| s.acks.push(u64::from_le_bytes(id)));
         }
     }
 
-    /// Acknowledgements of `stream` so far.
-    fn acks(&self, stream: u64) -> usize {
-        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        acks.iter().filter(|&&a| a == stream).count()
-    }
-
-    fn count(&self) -> usize {
-        *self.alive.lock().unwrap_or_else(|p| p.into_inner())
+    fn look<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Waits until `done` says so, looking again at every change (and every [`POLL`]).
-    fn wait_until(&self, mut done: impl FnMut(&Presence) -> bool) {
-        let mut n = self.alive.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            drop(n);
-            if done(self) {
-                return;
-            }
-            n = self.alive.lock().unwrap_or_else(|p| p.into_inner());
-            n = self
+    fn wait_until(&self, mut done: impl FnMut(&Seen) -> bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while !done(&seen) {
+            seen = self
                 .changed
-                .wait_timeout(n, POLL)
+                .wait_timeout(seen, POLL)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -368,7 +371,7 @@ pub async fn bridge_out(session: &Session, ring: &Ring, key: &str) -> Result<Sum
         .liveliness()
         .declare_subscriber(in_token(key))
         .history(true)
-        .callback(move |s| watch.update(&s))
+        .callback(move |s| watch.token(&s))
         .await
         .map_err(|e| BridgeError::zenoh("liveliness subscriber", e))?;
     let acks = ins.clone();
@@ -410,9 +413,9 @@ fn pump_out(
             .wait()
             .map_err(|e| BridgeError::zenoh(format!("publishing on {key}"), e))
     };
-    ins.wait_until(|p| p.count() > 0);
+    ins.wait_until(|s| s.alive > 0);
     // Every receiving bridge there now must acknowledge the end.
-    let receivers = ins.count();
+    let receivers = ins.look(|s| s.alive);
     put(Kind::Header, seq, header.encode().to_vec().into())?;
     let mut sum = Summary::default();
     let gone = |sum: &Summary| BridgeError::PeerDied {
@@ -428,12 +431,12 @@ fn pump_out(
                 sum.messages += 1;
                 sum.bytes += n as u64;
                 put(Kind::Data, seq, msg.into())?;
-                if ins.count() == 0 {
+                if ins.look(|s| s.alive == 0) {
                     return Err(gone(&sum));
                 }
             }
             Err(RecvError::Timeout) => {
-                if ins.count() == 0 {
+                if ins.look(|s| s.alive == 0) {
                     return Err(gone(&sum));
                 }
             }
@@ -445,14 +448,14 @@ fn pump_out(
                 )?;
                 // Each receiving bridge acknowledges once it has delivered the end; one that
                 // leaves without doing so failed.
-                ins.wait_until(|p| p.acks(stream) >= receivers || p.count() < receivers);
+                ins.wait_until(|s| s.acks_of(stream) >= receivers || s.alive < receivers);
                 // zenoh may deliver a token's withdrawal before a sample sent just ahead of it
                 // (declarations travel at another priority): give a late acknowledgement time.
                 let grace = std::time::Instant::now() + ACK_GRACE;
-                ins.wait_until(|p| {
-                    p.acks(stream) >= receivers || std::time::Instant::now() > grace
+                ins.wait_until(|s| {
+                    s.acks_of(stream) >= receivers || std::time::Instant::now() > grace
                 });
-                if ins.acks(stream) < receivers {
+                if ins.look(|s| s.acks_of(stream)) < receivers {
                     return Err(gone(&sum));
                 }
                 return Ok(sum);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{ChildProcess, RemoveOnDrop, check_msg, fill_msg, msg_len, unique_key};
+use common::{ChildProcess, RemoveFile, RemoveOnDrop, check_msg, fill_msg, msg_len, unique_key};
 use shmpipe::{Error, Key, RecvError, Ring, RingConfig, SendError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmpipe-bridge");
@@ -48,10 +48,17 @@ fn link() -> Link {
 
 /// Starts `shmpipe-bridge <dir>` on ring `ring`; the side that starts first listens.
 fn bridge(dir: &str, ring: Key, link: &Link, listen: bool) -> ChildProcess {
+    bridge_at(dir, ["--key", &ring.to_string()], link, listen)
+}
+
+/// [`bridge`] with the ring given by `ring_args` (`--key K` or `--path P`).
+fn bridge_at(dir: &str, ring_args: [&str; 2], link: &Link, listen: bool) -> ChildProcess {
     let mut cmd = Command::new(BIN);
     let endpoint = format!("tcp/127.0.0.1:{}", link.port);
     let key_flag = if dir == "out" { "--to" } else { "--from" };
-    cmd.args([dir, "--key", &ring.to_string(), key_flag, &link.key])
+    cmd.arg(dir)
+        .args(ring_args)
+        .args([key_flag, &link.key])
         .args(["--no-multicast-scouting"])
         .args([if listen { "--listen" } else { "--connect" }, &endpoint]);
     ChildProcess::start(cmd, &format!("bridge-{dir}"), format!("bridge {dir}"))
@@ -243,6 +250,43 @@ fn boundaries_and_end_of_stream() {
         assert!(b.wait_status(SLOW).success(), "{}", b.output());
     }
     assert!(inb.output().contains("end of stream after 7 messages"));
+}
+
+/// Rings in files (`--path`) at both ends: the `in` bridge creates the file ring.
+#[test]
+fn ring_files_at_both_ends() {
+    let (src, dst) = (common::temp_path("src.ring"), common::temp_path("dst.ring"));
+    let _files = (RemoveFile(src.clone()), RemoveFile(dst.clone()));
+    let link = link();
+    let ring = Ring::create(src.as_path(), &RingConfig::new()).expect("source");
+    let mut out = bridge_at("out", ["--path", src.to_str().unwrap()], &link, true);
+    let mut inb = bridge_at("in", ["--path", dst.to_str().unwrap()], &link, false);
+    let mut tx = ring.producer().expect("producer");
+    for i in 0..1000u32 {
+        tx.send(&i.to_le_bytes()).expect("send");
+    }
+    tx.close().expect("close");
+    let deadline = Instant::now() + SLOW;
+    let peer = loop {
+        match Ring::open(dst.as_path(), &RingConfig::new()) {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut rx = peer.consumer().expect("consumer");
+    let mut buf = [0u8; 4];
+    for i in 0..1000u32 {
+        assert_eq!(rx.recv_timeout(&mut buf, SLOW), Ok(4));
+        assert_eq!(u32::from_le_bytes(buf), i);
+    }
+    assert_eq!(
+        rx.recv_timeout(&mut buf, SLOW),
+        Err(RecvError::Disconnected)
+    );
+    for b in [&mut out, &mut inb] {
+        assert!(b.wait_status(SLOW).success(), "{}", b.output());
+    }
 }
 
 /// A typed ring's type crosses: a destination ring of another type is refused by the `in`
