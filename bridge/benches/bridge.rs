@@ -107,10 +107,11 @@ fn bridge_rate(size: usize, base: u32) -> f64 {
     let (a, b) = (key(base), key(base + 1));
     let _r = (Remove(a), Remove(b));
     let p = port();
+    // Before the out bridge, which would make one of the default shape.
+    let ring = Ring::create(a, &shape()).expect("source");
     let _o = bridge("out", a, "bench/rate", p, true);
     let _i = bridge("in", b, "bench/rate", p, false);
     let n = count(size);
-    let ring = Ring::open_or_create(a, &shape()).expect("source");
     let producer = std::thread::spawn(move || {
         let mut tx = ring.producer().expect("producer");
         let msg = vec![7u8; size];
@@ -135,14 +136,14 @@ fn bridge_rtt(size: usize, base: u32) -> f64 {
     let k: [Key; 4] = std::array::from_fn(|i| key(base + i as u32));
     let _r: Vec<Remove> = k.iter().map(|&k| Remove(k)).collect();
     let (p1, p2) = (port(), port());
+    let ping = Ring::create(k[0], &shape()).expect("ping");
+    let pong = Ring::create(k[2], &shape()).expect("pong");
     let _b = [
         bridge("out", k[0], "bench/ping", p1, true),
         bridge("in", k[1], "bench/ping", p1, false),
         bridge("out", k[2], "bench/pong", p2, true),
         bridge("in", k[3], "bench/pong", p2, false),
     ];
-    let ping = Ring::open_or_create(k[0], &shape()).expect("ping");
-    let pong = Ring::open_or_create(k[2], &shape()).expect("pong");
     let mut tx = ping.producer().expect("producer");
     let echo = std::thread::spawn(move || {
         let mut rx = open_when_there(k[1]).consumer().expect("consumer");

@@ -19,7 +19,7 @@
 //! ```no_run
 //! use shmpipe::{Key, Ring, RingConfig};
 //! use shmpipe_bridge::{InTarget, ZenohOptions, bridge_in, bridge_out};
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), zenoh::Error> {
 //! let opts = ZenohOptions { listen: vec!["tcp/127.0.0.1:7447".into()], ..Default::default() };
 //! let session = zenoh::open(opts.to_config()?).await?;
 //! // This machine: publish ring 0x2020 on demo/ticks.
