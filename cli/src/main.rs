@@ -128,6 +128,10 @@ pub enum Command {
     /// Install it with `shmpipe man > ~/.local/share/man/man1/shmpipe.1`, or read it at once
     /// with `shmpipe man | man -l -`.
     Man,
+    /// Carry a ring's stream to another machine over zenoh: `bridge out` publishes a local
+    /// ring, `bridge in` delivers into one (built with the feature `bridge`).
+    #[cfg(feature = "bridge")]
+    Bridge(shmpipe_bridge::cli::BridgeArgs),
     /// The other process of `shmpipe bench` (internal).
     #[command(name = bench::PEER_SUBCOMMAND, hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -469,6 +473,8 @@ fn main() -> ExitCode {
         Command::Stat(a) => stat::stat(a),
         Command::Bench(a) => bench::bench(a),
         Command::BenchPeer(a) => bench::peer(a),
+        #[cfg(feature = "bridge")]
+        Command::Bridge(a) => Ok(shmpipe_bridge::cli::run(a)),
         Command::Completions { shell } => generated(|out| {
             clap_complete::generate(shell, &mut Cli::command(), "shmpipe", out);
             Ok(())

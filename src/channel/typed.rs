@@ -153,9 +153,11 @@ impl RingConfig {
 
     /// [`RingConfig::message_type`] for a type known only at run time, given as its size,
     /// alignment and fingerprint: for bindings to other languages (the Python module's NumPy
-    /// dtypes), whose sides claim roles with [`Ring::producer`]/[`Ring::consumer`] after
-    /// comparing [`Ring::message_type`] themselves. The fields are checked when the ring is
-    /// made, as for a Rust type ([`Error::InvalidConfig`](crate::Error::InvalidConfig)).
+    /// dtypes) and for programs that reproduce another ring's type without the Rust type (the
+    /// zenoh bridge copies the remote ring's [`Ring::message_type`]). Their sides claim roles
+    /// with [`Ring::producer`]/[`Ring::consumer`] after comparing [`Ring::message_type`]
+    /// themselves. The fields are checked when the ring is made, as for a Rust type
+    /// ([`Error::InvalidConfig`](crate::Error::InvalidConfig)).
     ///
     /// # Examples
     ///

@@ -104,19 +104,23 @@ impl ChildProcess {
     /// log file that is shown if it fails.
     pub fn spawn(test: &str, role: &str, vars: &[(&str, String)]) -> ChildProcess {
         let exe = std::env::current_exe().expect("path of the test binary");
-        let log = RemoveFile(temp_path(&format!("{role}.log")));
-        let out = File::create(&log.0).expect("create child log");
-        let err = out.try_clone().expect("dup child log");
         let mut cmd = Command::new(exe);
         cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(ROLE_VAR, role)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+            .env("RUST_BACKTRACE", "1");
         for (k, v) in vars {
             cmd.env(k, v);
         }
+        ChildProcess::start(cmd, role, format!("child {role} ({test})"))
+    }
+
+    /// Starts `cmd` (any program) as a child guarded like [`ChildProcess::spawn`]'s: output to
+    /// a log named after `name`, killed with the test.
+    pub fn start(mut cmd: Command, name: &str, what: String) -> ChildProcess {
+        let log = RemoveFile(temp_path(&format!("{name}.log")));
+        let out = File::create(&log.0).expect("create child log");
+        let err = out.try_clone().expect("dup child log");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
@@ -133,10 +137,10 @@ impl ChildProcess {
                 });
             }
         }
-        let child = cmd.spawn().expect("spawn child test process");
+        let child = cmd.spawn().expect("spawn child process");
         ChildProcess {
             child,
-            what: format!("child {role} ({test})"),
+            what,
             log,
             status: None,
         }
