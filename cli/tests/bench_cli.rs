@@ -552,6 +552,8 @@ fn runs_are_each_reported_with_their_placement() {
         table.contains("spread") && table.contains("median run"),
         "{table}"
     );
+}
+
 /// The `iceoryx2` transport (cargo feature `iceoryx2`, docs/BENCHMARKS.md).
 #[cfg(feature = "iceoryx2")]
 mod iceoryx2 {
