@@ -43,7 +43,8 @@ static shmpipe_status open_place(const char *place, shmpipe_ring **ring) {
     }
     arg++;
     shmpipe_config cfg = {0}; /* the defaults; a joiner takes the creator's shape */
-    cfg.slot_count = 64;      /* small, so that the ring is full and empty often */
+    cfg.slot_size = 64;       /* 64 slots of 64 bytes: small, so that the ring is */
+    cfg.slot_count = 64;      /* full and empty often */
     cfg.flags = SHMPIPE_JOIN_ANY_SHAPE;
     if (strncmp(place, "key:", 4) == 0) {
         return shmpipe_ring_open_or_create_key((int32_t)strtoll(arg, NULL, 0), &cfg, ring);

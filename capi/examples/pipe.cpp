@@ -23,7 +23,8 @@ static std::string message(unsigned long i) {
 
 static int run(const char *mode, int32_t key, unsigned long count) {
     shmpipe_config cfg{};
-    cfg.slot_count = 64; // small: full and empty often
+    cfg.slot_size = 64;  // 64 slots of 64 bytes:
+    cfg.slot_count = 64; // small, full and empty often
     cfg.flags = SHMPIPE_JOIN_ANY_SHAPE;
     auto ring = shmpipe::Ring::open_or_create_key(key, &cfg);
     if (std::strcmp(mode, "send") == 0) {

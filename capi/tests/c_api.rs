@@ -243,7 +243,10 @@ fn rust_sends(ring: &Ring, n: u64, make: fn(u64) -> Vec<u8>) {
 }
 
 fn config() -> RingConfig {
-    RingConfig::new().slot_count(64).join_any_shape()
+    RingConfig::new()
+        .slot_size(64)
+        .slot_count(64)
+        .join_any_shape()
 }
 
 /// Opens the ring at `key` once the other side created it.

@@ -39,7 +39,7 @@ def shmpipe_producer(shmid, n, size):
 
 
 def run_shmpipe(n, size, into):
-    ring = shmpipe.Ring.create(private=True, slot_count=4096)
+    ring = shmpipe.Ring.create(private=True, slot_size=64, slot_count=4096)
     try:
         rx = ring.consumer()
         p = CTX.Process(target=shmpipe_producer, args=(ring.shmid, n, size))

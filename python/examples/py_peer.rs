@@ -89,7 +89,7 @@ fn run(args: &[String]) -> Res<u64> {
     let tagged = rest.first().map(String::as_str) == Some("tag");
     match cmd.as_str() {
         "send" => {
-            let ring = Ring::open_or_create(key, &RingConfig::new().slot_count(256))?;
+            let ring = Ring::open_or_create(key, &RingConfig::new().slot_size(64).slot_count(256))?;
             let mut tx = ring.producer()?;
             for i in 0..n {
                 tx.send(&msg(i))?;
@@ -97,7 +97,7 @@ fn run(args: &[String]) -> Res<u64> {
             tx.close()?;
         }
         "recv" => {
-            let ring = Ring::open_or_create(key, &RingConfig::new().slot_count(256))?;
+            let ring = Ring::open_or_create(key, &RingConfig::new().slot_size(64).slot_count(256))?;
             let mut rx = ring.consumer()?;
             let mut buf = vec![0u8; rx.max_message()];
             for i in 0..n {

@@ -17,7 +17,7 @@ TICK = np.dtype(
 @pytest.fixture
 def ring():
     """A small ring reachable only by shmid, removed after the test."""
-    r = shmpipe.Ring.create(private=True, slot_count=64)
+    r = shmpipe.Ring.create(private=True, slot_size=64, slot_count=64)
     yield r
     r.remove()
     r.close()
@@ -75,7 +75,7 @@ def test_errors_are_named_like_the_rust_errors(ring):
 
 def test_exists_and_a_file_ring(tmp_path):
     path = tmp_path / "ring"
-    with shmpipe.Ring.create(path=path, slot_count=64) as ring:
+    with shmpipe.Ring.create(path=path, slot_size=64, slot_count=64) as ring:
         assert str(ring.path) == str(path)
         assert ring.shmid is None
         with pytest.raises(shmpipe.Exists):

@@ -46,7 +46,7 @@ ORDERS = ["python_first", "rust_first"]
 @pytest.mark.parametrize("order", ORDERS)
 def test_python_sends_rust_receives(order, key, spawn):
     later = start(order, key, spawn, "recv", hex(key), N)
-    with shmpipe.Ring.open_or_create(key, slot_count=256) as ring, ring.producer() as tx:
+    with shmpipe.Ring.open_or_create(key, slot_size=64, slot_count=256) as ring, ring.producer() as tx:
         peer = later()
         for i in range(N):
             tx.send(msg(i), timeout=30)
@@ -56,7 +56,7 @@ def test_python_sends_rust_receives(order, key, spawn):
 @pytest.mark.parametrize("order", ORDERS)
 def test_rust_sends_python_receives(order, key, spawn):
     later = start(order, key, spawn, "send", hex(key), N)
-    with shmpipe.Ring.open_or_create(key, slot_count=256) as ring, ring.consumer() as rx:
+    with shmpipe.Ring.open_or_create(key, slot_size=64, slot_count=256) as ring, ring.consumer() as rx:
         peer = later()
         got = list(rx)  # ends at the peer's clean close
     assert len(got) == N
@@ -68,7 +68,7 @@ def test_rust_sends_python_receives(order, key, spawn):
 def test_rust_sends_python_receives_into_a_buffer(order, key, spawn):
     later = start(order, key, spawn, "send", hex(key), N)
     buf = np.zeros(4096, dtype=np.uint8)
-    with shmpipe.Ring.open_or_create(key, slot_count=256) as ring, ring.consumer() as rx:
+    with shmpipe.Ring.open_or_create(key, slot_size=64, slot_count=256) as ring, ring.consumer() as rx:
         peer = later()
         for i in range(N):
             n = rx.recv_into(buf, timeout=30)
