@@ -102,14 +102,6 @@ impl Memory {
         Err(self.corrupted(Corruption::RoleLost { role, found }))
     }
 
-    /// [`Memory::check_owner`] as a yes or no, for the hot path (which takes the slow path,
-    /// and so `check_owner`, when it is no).
-    #[inline(always)]
-    pub(crate) fn holds(&self, role: Role, me: u64) -> bool {
-        // Relaxed: as in `check_owner`.
-        self.owner(role).load(Ordering::Relaxed) == me
-    }
-
     /// `role`'s owner word.
     #[inline(always)]
     fn owner(&self, role: Role) -> &AtomicU64 {

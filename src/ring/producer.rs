@@ -120,33 +120,42 @@ impl<R: Deref<Target = Memory>> ProducerCore<R> {
         // The common case in one pass: nothing wrong, the record fits before the end of the
         // array and within the cached head. Every check of `reserve_slow` is here, in one
         // branch; anything else (an error, padding, a head to re-read) takes the slow path.
-        let g = self.mem.geometry();
-        if self.poisoned.is_none() && len <= g.max_message as usize {
-            let slots = g.record_slots(len as u32);
-            let room = g.capacity() - self.tail.wrapping_sub(self.head_cache);
-            if (self.tail & g.mask()) + slots <= g.capacity()
-                && slots <= room
-                && self.mem.holds(Role::Producer, self.me)
-                && !self.consumer_closed()
-            {
-                return Ok(self.tail);
-            }
+        // The owner word and the closed flag are read once here, in the slow path's order,
+        // and their answer stands: a hostile writer may change them between two reads.
+        if self.poisoned.is_some() {
+            return self.reserve_slow(len, false);
         }
-        self.reserve_slow(len)
-    }
-
-    /// [`ProducerCore::reserve`] with every case: the checks in their order of precedence,
-    /// the head re-read when the cached one says full, the padding record written.
-    #[cold]
-    #[inline(never)]
-    fn reserve_slow(&mut self, len: usize) -> Result<u64, TrySendError> {
-        if let Some(c) = self.poisoned {
-            return Err(TrySendError::Corrupted(c));
-        }
-        // Our owner word, in our own line like the flag below: a hit unless someone wrote it.
         self.check_owner().map_err(TrySendError::Corrupted)?;
         if self.consumer_closed() {
             return Err(TrySendError::Disconnected);
+        }
+        let g = self.mem.geometry();
+        if len <= g.max_message as usize {
+            let slots = g.record_slots(len as u32);
+            let room = g.capacity() - self.tail.wrapping_sub(self.head_cache);
+            if (self.tail & g.mask()) + slots <= g.capacity() && slots <= room {
+                return Ok(self.tail);
+            }
+        }
+        self.reserve_slow(len, true)
+    }
+
+    /// [`ProducerCore::reserve`] with every case: the checks in their order of precedence,
+    /// the head re-read when the cached one says full, the padding record written. `checked`:
+    /// the caller has read the owner word and the closed flag already (they are not read
+    /// again).
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, checked: bool) -> Result<u64, TrySendError> {
+        if let Some(c) = self.poisoned {
+            return Err(TrySendError::Corrupted(c));
+        }
+        if !checked {
+            // Our owner word, in our own line like the flag below: a hit unless someone wrote it.
+            self.check_owner().map_err(TrySendError::Corrupted)?;
+            if self.consumer_closed() {
+                return Err(TrySendError::Disconnected);
+            }
         }
         let g = *self.mem.geometry();
         if len > g.max_message as usize {

@@ -1094,6 +1094,9 @@ fn shm_style(t: Transport) -> Option<ShmStyle> {
 /// `reference`, the memfd's number and the ring's bytes). `size`: bytes per message; `ring`:
 /// bytes of each ring.
 fn set_up(t: Transport, size: usize, ring: usize) -> Res<(Ours, Vec<OwnedFd>, [i64; 2])> {
+    // Only iceoryx2 sizes its buffers by the message size.
+    #[cfg(not(feature = "iceoryx2"))]
+    let _ = size;
     if t == Transport::Reference {
         let (map, fd) = reference::Map::create(ring)?;
         let ab = [i64::from(fd.as_raw_fd()), i64::try_from(ring)?];
