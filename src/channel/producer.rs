@@ -179,7 +179,7 @@ impl Producer {
     ) -> Result<WriteGrant<'_>, SendError> {
         // The clock is read only once the ring is found full.
         let mut deadline = None;
-        let (at, ptr) = loop {
+        let granted = loop {
             match self.grant_slots(len) {
                 Ok(granted) => break granted,
                 Err(TrySendError::Full) => {
@@ -189,13 +189,7 @@ impl Producer {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(WriteGrant {
-            producer: self,
-            at,
-            ptr,
-            len,
-            publish: true,
-        })
+        Ok(WriteGrant::new(self, granted, len, true))
     }
 
     /// How blocking calls wait (default [`WaitStrategy::SpinThenSleep`]).
@@ -365,14 +359,8 @@ impl Producer {
     /// Hands out a guard over a reserved record of `len` bytes.
     #[inline]
     fn grant(&mut self, len: usize, publish: bool) -> Result<WriteGrant<'_>, TrySendError> {
-        let (at, ptr) = self.grant_slots(len)?;
-        Ok(WriteGrant {
-            producer: self,
-            at,
-            ptr,
-            len,
-            publish,
-        })
+        let granted = self.grant_slots(len)?;
+        Ok(WriteGrant::new(self, granted, len, publish))
     }
 
     /// Reserves a record of `len` bytes to be written in place (see `ProducerCore::grant`),
@@ -522,7 +510,25 @@ pub struct WriteGrant<'a> {
     publish: bool,
 }
 
-impl WriteGrant<'_> {
+impl<'a> WriteGrant<'a> {
+    /// The guard over the record `grant_slots` reserved for `len` bytes: where it starts and
+    /// its payload pointer. `publish` says whether its commit publishes (false in a batch).
+    #[inline(always)]
+    fn new(
+        producer: &'a mut Producer,
+        (at, ptr): (u64, *mut u8),
+        len: usize,
+        publish: bool,
+    ) -> Self {
+        WriteGrant {
+            producer,
+            at,
+            ptr,
+            len,
+            publish,
+        }
+    }
+
     /// Sends the message (in a batch: adds it to the batch).
     #[inline]
     pub fn commit(self) {
@@ -672,13 +678,7 @@ impl SendBatch<'_> {
         // One reservation: `grant` fails without borrowing the producer, so the batch can
         // publish what it holds before `Full` is returned.
         match self.producer.grant_slots(len) {
-            Ok((at, ptr)) => Ok(WriteGrant {
-                producer: self.producer,
-                at,
-                ptr,
-                len,
-                publish: false,
-            }),
+            Ok(granted) => Ok(WriteGrant::new(self.producer, granted, len, false)),
             Err(e) => {
                 if e == TrySendError::Full {
                     self.producer.publish();
