@@ -81,9 +81,46 @@ unsafe fn put<T>(out: *mut T, value: T, what: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A timeout in nanoseconds.
-fn nanos(timeout_ns: u64) -> Duration {
-    Duration::from_nanos(timeout_ns)
+/// Runs an entry point whose result goes to the caller's out-pointer `out` (named `what`), as
+/// [`error::guard`] does: NULL is refused before `body` runs, so nothing is made (a ring, a
+/// side, a grant) that could not be handed over, and `out` is written only on success.
+///
+/// # Safety
+///
+/// Unless NULL, `out` is valid for a write of a `T`.
+unsafe fn guard_out<T>(
+    out: *mut T,
+    what: &str,
+    body: impl FnOnce() -> Result<T, Fail>,
+) -> ShmpipeStatus {
+    error::guard(|| {
+        if out.is_null() {
+            return Err(null(what));
+        }
+        let value = body()?;
+        // SAFETY: non-NULL and writable (the caller); `write` drops nothing old.
+        unsafe { out.write(value) };
+        Ok(())
+    })
+}
+
+/// How long a call waits for room or a message: its `try_` form, its plain form (as the wait
+/// strategy says) and its `_timeout` form.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Not at all (`try_`): full or empty is an error at once.
+    No,
+    /// Until the peer acts, closes or dies.
+    Forever,
+    /// At most this long (`SHMPIPE_STATUS_TIMEOUT`).
+    For(Duration),
+}
+
+impl Wait {
+    /// The `_timeout` form's wait, from the caller's nanoseconds.
+    fn nanos(timeout_ns: u64) -> Wait {
+        Wait::For(Duration::from_nanos(timeout_ns))
+    }
 }
 
 /// The caller's handle.
