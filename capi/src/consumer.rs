@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use shmpipe_rs::{Consumer, Error, ReadGuard, RecvBatch};
 
 use crate::error::{Fail, ShmpipeStatus, fail, guard, null};
-use crate::{Wait, bad_state, buffer, handle, put};
+use crate::{Claimed, Wait, bad_state, buffer, handle, put};
 
 /// The receiving side of a ring, claimed with `shmpipe_ring_consumer`, freed with
 /// `shmpipe_consumer_close`. Exactly one exists per ring, across processes. Not thread-safe:
@@ -24,6 +24,14 @@ pub struct ShmpipeConsumer {
     consumer: Option<NonNull<Consumer>>,
     /// The ring's largest message.
     max_message: usize,
+    /// The fork count of the process that claimed the side (`crate::forks`).
+    claimed_at: u64,
+}
+
+impl Claimed for ShmpipeConsumer {
+    fn claimed_at(&self) -> u64 {
+        self.claimed_at
+    }
 }
 
 impl ShmpipeConsumer {
@@ -34,6 +42,7 @@ impl ShmpipeConsumer {
             batch: None,
             consumer: Some(NonNull::from(Box::leak(Box::new(consumer)))),
             max_message,
+            claimed_at: crate::forks(),
         }
     }
 
@@ -421,7 +430,9 @@ pub unsafe extern "C" fn shmpipe_consumer_max_message(consumer: *const ShmpipeCo
 /// Closes the consumer and frees the handle, whatever the result: a lent message and an open
 /// batch are released, then the role is given back (sends then fail with
 /// `SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a clean end, or `SHMPIPE_STATUS_CORRUPTED` if
-/// the role could not be given back or the consumer was poisoned before. NULL is ignored.
+/// the role could not be given back or the consumer was poisoned before; in a forked child that
+/// inherited the handle, `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's consumer
+/// untouched). NULL is ignored.
 ///
 /// # Safety
 ///
@@ -434,6 +445,8 @@ pub unsafe extern "C" fn shmpipe_consumer_close(consumer: *mut ShmpipeConsumer) 
     guard(|| {
         // SAFETY: a live handle made by `Box::into_raw`, given back (the caller).
         let mut h = unsafe { Box::from_raw(consumer) };
+        // In a forked child the handle is freed (dropping `h`) and the parent's side untouched.
+        h.check_process("consumer")?;
         h.lent = None;
         h.batch = None;
         let c = h.consumer.take().expect("a live handle has its consumer");

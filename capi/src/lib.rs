@@ -18,6 +18,8 @@ pub mod error;
 pub mod producer;
 pub mod ring;
 
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use error::{Fail, ShmpipeStatus, null};
@@ -123,14 +125,56 @@ impl Wait {
     }
 }
 
-/// The caller's handle.
+/// Forks in this process's ancestry: every child adds one as `fork` returns in it (a
+/// `pthread_atfork` handler), so a side's handle, which keeps the count of the process that
+/// claimed it, knows when it was inherited by a child. One load per call, no system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's fork count, the handler installed first (so before any side is claimed).
+fn forks() -> u64 {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: `forked` only adds to an atomic (async-signal-safe) and lives as long as this
+        // library (glibc drops a library's handlers when it is unloaded).
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+    });
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// A side's handle: the fork count of the process that claimed it ([`forks`] then).
+trait Claimed {
+    fn claimed_at(&self) -> u64;
+
+    /// Fails in a forked child: the role is the parent's (the Rust side publishes, releases
+    /// and gives back nothing there, so every call says so rather than seeming to succeed).
+    fn check_process(&self, what: &str) -> Result<(), Fail> {
+        if self.claimed_at() != FORKS.load(Ordering::Relaxed) {
+            return Err(Fail::new(
+                ShmpipeStatus::WrongProcess,
+                format!(
+                    "the {what} was claimed in another process (this one is a forked child \
+                     of it): claim a side of this process's own"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The caller's side handle, in the process that claimed it.
 ///
 /// # Safety
 ///
 /// `h` is NULL or a live handle of this library that no other thread uses during the call.
-unsafe fn handle<'a, T>(h: *mut T, what: &str) -> Result<&'a mut T, Fail> {
+unsafe fn handle<'a, T: Claimed>(h: *mut T, what: &str) -> Result<&'a mut T, Fail> {
     // SAFETY: NULL or live, and ours alone for the call (the caller).
-    unsafe { h.as_mut() }.ok_or_else(|| null(what))
+    let h = unsafe { h.as_mut() }.ok_or_else(|| null(what))?;
+    h.check_process(what)?;
+    Ok(h)
 }
 
 /// `shmpipe_*_set_wait_strategy`: spin until the peer acts (lowest latency, a CPU busy).

@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use shmpipe_rs::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Fail, ShmpipeStatus, fail, guard};
-use crate::{Wait, bad_state, bytes, guard_out, handle};
+use crate::{Claimed, Wait, bad_state, bytes, guard_out, handle};
 
 /// The sending side of a ring, claimed with `shmpipe_ring_producer`, freed with
 /// `shmpipe_producer_close`. Exactly one exists per ring, across processes. Not thread-safe:
@@ -26,6 +26,14 @@ pub struct ShmpipeProducer {
     producer: Option<NonNull<Producer>>,
     /// The ring's largest message.
     max_message: usize,
+    /// The fork count of the process that claimed the side (`crate::forks`).
+    claimed_at: u64,
+}
+
+impl Claimed for ShmpipeProducer {
+    fn claimed_at(&self) -> u64 {
+        self.claimed_at
+    }
 }
 
 impl ShmpipeProducer {
@@ -36,6 +44,7 @@ impl ShmpipeProducer {
             batch: None,
             producer: Some(NonNull::from(Box::leak(Box::new(producer)))),
             max_message,
+            claimed_at: crate::forks(),
         }
     }
 
@@ -424,7 +433,9 @@ pub unsafe extern "C" fn shmpipe_producer_max_message(producer: *const ShmpipePr
 /// an open batch published, then the role is given back and the consumer, after receiving
 /// every message, sees the end of stream (`SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a
 /// clean end, or `SHMPIPE_STATUS_CORRUPTED` if the role could not be given back (another process
-/// rewrote it) or the producer was poisoned before. NULL is ignored (`SHMPIPE_STATUS_OK`).
+/// rewrote it) or the producer was poisoned before; in a forked child that inherited the handle,
+/// `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's producer untouched). NULL is
+/// ignored (`SHMPIPE_STATUS_OK`).
 ///
 /// # Safety
 ///
@@ -437,6 +448,8 @@ pub unsafe extern "C" fn shmpipe_producer_close(producer: *mut ShmpipeProducer) 
     guard(|| {
         // SAFETY: a live handle made by `Box::into_raw`, given back (the caller).
         let mut h = unsafe { Box::from_raw(producer) };
+        // In a forked child the handle is freed (dropping `h`) and the parent's side untouched.
+        h.check_process("producer")?;
         h.grant = None;
         h.batch = None;
         let p = h.producer.take().expect("a live handle has its producer");
