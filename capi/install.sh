@@ -16,7 +16,15 @@ if [ -z "${SHMPIPE_LIB_DIR:-}" ]; then
   SHMPIPE_LIB_DIR=${CARGO_TARGET_DIR:-$here/../target}/release
 fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -n 1)
+major=$(echo "$version" | cut -d. -f1)
 minor=$(echo "$version" | cut -d. -f2)
+# The library's pointer size, from its ELF class (byte 4: 1 is 32-bit, 2 is 64-bit), for the
+# CMake version file's check against the project's.
+elf_class=$(od -An -tu1 -j4 -N1 "$SHMPIPE_LIB_DIR/libshmpipe.so" | tr -d ' ')
+case $elf_class in
+  1 | 2) sizeof_void_p=$((elf_class * 4)) ;;
+  *) echo "$0: $SHMPIPE_LIB_DIR/libshmpipe.so is not an ELF library" >&2; exit 1 ;;
+esac
 # What the static library needs besides itself (rustc --print native-static-libs, Linux).
 native="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 cmake_native=$(echo "$native" | sed 's/-l//g; s/ /;/g')
@@ -29,6 +37,7 @@ sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" -e "s|@NATIVE_STATIC_LIB
   "$here/shmpipe.pc.in" > "$prefix/lib/pkgconfig/shmpipe.pc"
 sed -e "s|@CMAKE_STATIC_LIBS@|$cmake_native|" \
   "$here/cmake/shmpipeConfig.cmake.in" > "$prefix/lib/cmake/shmpipe/shmpipeConfig.cmake"
-sed -e "s|@VERSION@|$version|" -e "s|@MINOR@|$minor|" \
+sed -e "s|@VERSION@|$version|" -e "s|@MAJOR@|$major|" -e "s|@MINOR@|$minor|" \
+  -e "s|@SIZEOF_VOID_P@|$sizeof_void_p|" \
   "$here/cmake/shmpipeConfigVersion.cmake.in" > "$prefix/lib/cmake/shmpipe/shmpipeConfigVersion.cmake"
 echo "installed shmpipe $version under $prefix"

@@ -688,7 +688,9 @@ size_t shmpipe_consumer_max_message(const struct shmpipe_consumer *consumer);
  * Closes the consumer and frees the handle, whatever the result: a lent message and an open
  * batch are released, then the role is given back (sends then fail with
  * `SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a clean end, or `SHMPIPE_STATUS_CORRUPTED` if
- * the role could not be given back or the consumer was poisoned before. NULL is ignored.
+ * the role could not be given back or the consumer was poisoned before; in a forked child that
+ * inherited the handle, `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's consumer
+ * untouched). NULL is ignored.
  *
  * # Safety
  *
@@ -893,7 +895,9 @@ size_t shmpipe_producer_max_message(const struct shmpipe_producer *producer);
  * an open batch published, then the role is given back and the consumer, after receiving
  * every message, sees the end of stream (`SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a
  * clean end, or `SHMPIPE_STATUS_CORRUPTED` if the role could not be given back (another process
- * rewrote it) or the producer was poisoned before. NULL is ignored (`SHMPIPE_STATUS_OK`).
+ * rewrote it) or the producer was poisoned before; in a forked child that inherited the handle,
+ * `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's producer untouched). NULL is
+ * ignored (`SHMPIPE_STATUS_OK`).
  *
  * # Safety
  *

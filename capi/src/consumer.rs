@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use shmpipe_rs::{Consumer, Error, ReadGuard, RecvBatch};
 
 use crate::error::{Fail, ShmpipeStatus, fail, guard, null};
-use crate::{bad_state, buffer, handle, nanos, put};
+use crate::{Claimed, Wait, bad_state, buffer, handle, put};
 
 /// The receiving side of a ring, claimed with `shmpipe_ring_consumer`, freed with
 /// `shmpipe_consumer_close`. Exactly one exists per ring, across processes. Not thread-safe:
@@ -24,6 +24,14 @@ pub struct ShmpipeConsumer {
     consumer: Option<NonNull<Consumer>>,
     /// The ring's largest message.
     max_message: usize,
+    /// The fork count of the process that claimed the side (`crate::forks`).
+    claimed_at: u64,
+}
+
+impl Claimed for ShmpipeConsumer {
+    fn claimed_at(&self) -> u64 {
+        self.claimed_at
+    }
 }
 
 impl ShmpipeConsumer {
@@ -34,6 +42,7 @@ impl ShmpipeConsumer {
             batch: None,
             consumer: Some(NonNull::from(Box::leak(Box::new(consumer)))),
             max_message,
+            claimed_at: crate::forks(),
         }
     }
 
@@ -51,6 +60,14 @@ impl ShmpipeConsumer {
         // call or hands it to a lend or batch stored in this handle, which the checks above
         // then see.
         Ok(unsafe { c.as_mut() })
+    }
+
+    /// The open batch, when no message is lent.
+    fn open_batch(&mut self) -> Result<&mut RecvBatch<'static>, Fail> {
+        self.not_lent()?;
+        self.batch
+            .as_mut()
+            .ok_or_else(|| bad_state("no batch is open"))
     }
 
     /// Fails if a message is lent.
@@ -83,11 +100,11 @@ impl Drop for ShmpipeConsumer {
 /// # Safety
 ///
 /// `len` is valid for a write (checked non-NULL by the caller).
-unsafe fn received<E: Into<Error>>(got: Result<usize, E>, len: *mut usize) -> Result<(), Fail> {
-    let e: Error = match got {
+unsafe fn received(got: Result<usize, Error>, len: *mut usize) -> Result<(), Fail> {
+    let e = match got {
         // SAFETY: as the caller promises.
         Ok(n) => return unsafe { put(len, n, "len") },
-        Err(e) => e.into(),
+        Err(e) => e,
     };
     if let Error::BufferTooSmall { needed, .. } = e {
         // SAFETY: as the caller promises.
@@ -96,22 +113,35 @@ unsafe fn received<E: Into<Error>>(got: Result<usize, E>, len: *mut usize) -> Re
     Err(fail(e))
 }
 
-/// The arguments of a receive: the handle and the caller's buffer.
+/// A receive into the caller's buffer, waiting as `wait` says; a `try_` receive in an open
+/// batch joins it, a waiting one is refused there.
 ///
 /// # Safety
 ///
 /// As `shmpipe_consumer_try_recv`.
-unsafe fn recv_args<'a>(
+unsafe fn recv(
     consumer: *mut ShmpipeConsumer,
     buf: *mut u8,
     capacity: usize,
     len: *mut usize,
-) -> Result<(&'a mut ShmpipeConsumer, &'a mut [u8]), Fail> {
-    if len.is_null() {
-        return Err(null("len"));
-    }
-    // SAFETY: as the caller promises.
-    unsafe { Ok((handle(consumer, "consumer")?, buffer(buf, capacity, "buf")?)) }
+    wait: Wait,
+) -> ShmpipeStatus {
+    guard(|| {
+        if len.is_null() {
+            return Err(null("len"));
+        }
+        // SAFETY: as the caller promises.
+        let (h, buf) = unsafe { (handle(consumer, "consumer")?, buffer(buf, capacity, "buf")?) };
+        h.not_lent()?;
+        let got = match (wait, &mut h.batch) {
+            (Wait::No, Some(batch)) => batch.try_recv(buf).map_err(Error::from),
+            (Wait::No, None) => h.idle()?.try_recv(buf).map_err(Error::from),
+            (Wait::Forever, _) => h.idle()?.recv(buf).map_err(Error::from),
+            (Wait::For(d), _) => h.idle()?.recv_timeout(buf, d).map_err(Error::from),
+        };
+        // SAFETY: `len` is non-NULL (checked) and writable (the caller).
+        unsafe { received(got, len) }
+    })
 }
 
 /// Receives the next message now, if one is waiting, by copying it into `buf` (`capacity`
@@ -133,17 +163,8 @@ pub unsafe extern "C" fn shmpipe_consumer_try_recv(
     capacity: usize,
     len: *mut usize,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
-        h.not_lent()?;
-        let got = match &mut h.batch {
-            Some(batch) => batch.try_recv(buf),
-            None => h.idle()?.try_recv(buf),
-        };
-        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
-        unsafe { received(got, len) }
-    })
+    // SAFETY: as the caller promises.
+    unsafe { recv(consumer, buf, capacity, len, Wait::No) }
 }
 
 /// Receives the next message, waiting for one as the wait strategy says. As
@@ -160,13 +181,8 @@ pub unsafe extern "C" fn shmpipe_consumer_recv(
     capacity: usize,
     len: *mut usize,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
-        let got = h.idle()?.recv(buf);
-        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
-        unsafe { received(got, len) }
-    })
+    // SAFETY: as the caller promises.
+    unsafe { recv(consumer, buf, capacity, len, Wait::Forever) }
 }
 
 /// `shmpipe_consumer_recv`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds
@@ -183,13 +199,8 @@ pub unsafe extern "C" fn shmpipe_consumer_recv_timeout(
     len: *mut usize,
     timeout_ns: u64,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let (h, buf) = unsafe { recv_args(consumer, buf, capacity, len) }?;
-        let got = h.idle()?.recv_timeout(buf, nanos(timeout_ns));
-        // SAFETY: `len` is non-NULL (`recv_args`) and writable (the caller).
-        unsafe { received(got, len) }
-    })
+    // SAFETY: as the caller promises.
+    unsafe { recv(consumer, buf, capacity, len, Wait::nanos(timeout_ns)) }
 }
 
 /// Keeps `lent` open and tells the caller where its bytes are.
@@ -229,43 +240,8 @@ pub unsafe extern "C" fn shmpipe_consumer_try_lend(
     data: *mut *const u8,
     len: *mut usize,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let h = unsafe { lend_args(consumer, data, len) }?;
-        h.not_lent()?;
-        let lent = match &mut h.batch {
-            Some(batch) => {
-                let batch: *mut RecvBatch<'static> = batch;
-                // SAFETY: the batch stays where it is, in this boxed handle, until the lent
-                // message is released: every call checks `lent` before it touches the batch,
-                // and drop and close drop the lent message first.
-                unsafe { &mut *batch }.try_lend().map_err(fail)?
-            }
-            None => h.idle()?.try_lend().map_err(fail)?,
-        };
-        // SAFETY: `data` and `len` are non-NULL (`lend_args`) and writable (the caller).
-        unsafe { open_lent(h, lent, data, len) }
-    })
-}
-
-/// The arguments of a lend.
-///
-/// # Safety
-///
-/// As `shmpipe_consumer_try_lend`.
-unsafe fn lend_args<'a>(
-    consumer: *mut ShmpipeConsumer,
-    data: *mut *const u8,
-    len: *mut usize,
-) -> Result<&'a mut ShmpipeConsumer, Fail> {
-    if data.is_null() {
-        return Err(null("data"));
-    }
-    if len.is_null() {
-        return Err(null("len"));
-    }
     // SAFETY: as the caller promises.
-    unsafe { handle(consumer, "consumer") }
+    unsafe { lend(consumer, Wait::No, data, len) }
 }
 
 /// Waits for a message as the wait strategy says, then lends it as
@@ -281,7 +257,7 @@ pub unsafe extern "C" fn shmpipe_consumer_lend(
     len: *mut usize,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe { lend_until(consumer, None, data, len) }
+    unsafe { lend(consumer, Wait::Forever, data, len) }
 }
 
 /// `shmpipe_consumer_lend`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds.
@@ -297,30 +273,44 @@ pub unsafe extern "C" fn shmpipe_consumer_lend_timeout(
     len: *mut usize,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe { lend_until(consumer, Some(timeout_ns), data, len) }
+    unsafe { lend(consumer, Wait::nanos(timeout_ns), data, len) }
 }
 
-/// A blocking lend.
+/// A lend, waiting as `wait` says; a `try_` lend in an open batch joins it, a waiting one is
+/// refused there.
 ///
 /// # Safety
 ///
 /// As `shmpipe_consumer_try_lend`.
-unsafe fn lend_until(
+unsafe fn lend(
     consumer: *mut ShmpipeConsumer,
-    timeout_ns: Option<u64>,
+    wait: Wait,
     data: *mut *const u8,
     len: *mut usize,
 ) -> ShmpipeStatus {
     guard(|| {
-        // SAFETY: as the caller promises.
-        let h = unsafe { lend_args(consumer, data, len) }?;
-        let c = h.idle()?;
-        let lent = match timeout_ns {
-            Some(ns) => c.lend_timeout(nanos(ns)),
-            None => c.lend(),
+        if data.is_null() {
+            return Err(null("data"));
         }
-        .map_err(fail)?;
-        // SAFETY: `data` and `len` are non-NULL (`lend_args`) and writable (the caller).
+        if len.is_null() {
+            return Err(null("len"));
+        }
+        // SAFETY: as the caller promises.
+        let h = unsafe { handle(consumer, "consumer") }?;
+        h.not_lent()?;
+        let lent = match (wait, &mut h.batch) {
+            (Wait::No, Some(batch)) => {
+                let batch: *mut RecvBatch<'static> = batch;
+                // SAFETY: the batch stays where it is, in this boxed handle, until the lent
+                // message is released: every call checks `lent` before it touches the batch,
+                // and drop and close drop the lent message first.
+                unsafe { &mut *batch }.try_lend().map_err(fail)?
+            }
+            (Wait::No, None) => h.idle()?.try_lend().map_err(fail)?,
+            (Wait::Forever, _) => h.idle()?.lend().map_err(fail)?,
+            (Wait::For(d), _) => h.idle()?.lend_timeout(d).map_err(fail)?,
+        };
+        // SAFETY: `data` and `len` are non-NULL (checked) and writable (the caller).
         unsafe { open_lent(h, lent, data, len) }
     })
 }
@@ -380,13 +370,9 @@ pub unsafe extern "C" fn shmpipe_consumer_batch_release(
 ) -> ShmpipeStatus {
     guard(|| {
         // SAFETY: as the caller promises.
-        let h = unsafe { handle(consumer, "consumer") }?;
-        h.not_lent()?;
-        let batch = h
-            .batch
-            .as_mut()
-            .ok_or_else(|| bad_state("no batch is open"))?;
-        batch.release();
+        unsafe { handle(consumer, "consumer") }?
+            .open_batch()?
+            .release();
         Ok(())
     })
 }
@@ -404,12 +390,8 @@ pub unsafe extern "C" fn shmpipe_consumer_batch_end(
     guard(|| {
         // SAFETY: as the caller promises.
         let h = unsafe { handle(consumer, "consumer") }?;
-        h.not_lent()?;
-        let batch = h
-            .batch
-            .take()
-            .ok_or_else(|| bad_state("no batch is open"))?;
-        drop(batch); // releases
+        h.open_batch()?;
+        h.batch = None; // releases
         Ok(())
     })
 }
@@ -448,7 +430,9 @@ pub unsafe extern "C" fn shmpipe_consumer_max_message(consumer: *const ShmpipeCo
 /// Closes the consumer and frees the handle, whatever the result: a lent message and an open
 /// batch are released, then the role is given back (sends then fail with
 /// `SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a clean end, or `SHMPIPE_STATUS_CORRUPTED` if
-/// the role could not be given back or the consumer was poisoned before. NULL is ignored.
+/// the role could not be given back or the consumer was poisoned before; in a forked child that
+/// inherited the handle, `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's consumer
+/// untouched). NULL is ignored.
 ///
 /// # Safety
 ///
@@ -461,6 +445,8 @@ pub unsafe extern "C" fn shmpipe_consumer_close(consumer: *mut ShmpipeConsumer) 
     guard(|| {
         // SAFETY: a live handle made by `Box::into_raw`, given back (the caller).
         let mut h = unsafe { Box::from_raw(consumer) };
+        // In a forked child the handle is freed (dropping `h`) and the parent's side untouched.
+        h.check_process("consumer")?;
         h.lent = None;
         h.batch = None;
         let c = h.consumer.take().expect("a live handle has its consumer");

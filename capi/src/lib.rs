@@ -18,6 +18,8 @@ pub mod error;
 pub mod producer;
 pub mod ring;
 
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use error::{Fail, ShmpipeStatus, null};
@@ -81,19 +83,98 @@ unsafe fn put<T>(out: *mut T, value: T, what: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A timeout in nanoseconds.
-fn nanos(timeout_ns: u64) -> Duration {
-    Duration::from_nanos(timeout_ns)
+/// Runs an entry point whose result goes to the caller's out-pointer `out` (named `what`), as
+/// [`error::guard`] does: NULL is refused before `body` runs, so nothing is made (a ring, a
+/// side, a grant) that could not be handed over, and `out` is written only on success.
+///
+/// # Safety
+///
+/// Unless NULL, `out` is valid for a write of a `T`.
+unsafe fn guard_out<T>(
+    out: *mut T,
+    what: &str,
+    body: impl FnOnce() -> Result<T, Fail>,
+) -> ShmpipeStatus {
+    error::guard(|| {
+        if out.is_null() {
+            return Err(null(what));
+        }
+        let value = body()?;
+        // SAFETY: non-NULL and writable (the caller); `write` drops nothing old.
+        unsafe { out.write(value) };
+        Ok(())
+    })
 }
 
-/// The caller's handle.
+/// How long a call waits for room or a message: its `try_` form, its plain form (as the wait
+/// strategy says) and its `_timeout` form.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Not at all (`try_`): full or empty is an error at once.
+    No,
+    /// Until the peer acts, closes or dies.
+    Forever,
+    /// At most this long (`SHMPIPE_STATUS_TIMEOUT`).
+    For(Duration),
+}
+
+impl Wait {
+    /// The `_timeout` form's wait, from the caller's nanoseconds.
+    fn nanos(timeout_ns: u64) -> Wait {
+        Wait::For(Duration::from_nanos(timeout_ns))
+    }
+}
+
+/// Forks in this process's ancestry: every child adds one as `fork` returns in it (a
+/// `pthread_atfork` handler), so a side's handle, which keeps the count of the process that
+/// claimed it, knows when it was inherited by a child. One load per call, no system call.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's fork count, the handler installed first (so before any side is claimed).
+fn forks() -> u64 {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: `forked` only adds to an atomic (async-signal-safe) and lives as long as this
+        // library (glibc drops a library's handlers when it is unloaded).
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+    });
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// A side's handle: the fork count of the process that claimed it ([`forks`] then).
+trait Claimed {
+    fn claimed_at(&self) -> u64;
+
+    /// Fails in a forked child: the role is the parent's (the Rust side publishes, releases
+    /// and gives back nothing there, so every call says so rather than seeming to succeed).
+    fn check_process(&self, what: &str) -> Result<(), Fail> {
+        if self.claimed_at() != FORKS.load(Ordering::Relaxed) {
+            return Err(Fail::new(
+                ShmpipeStatus::WrongProcess,
+                format!(
+                    "the {what} was claimed in another process (this one is a forked child \
+                     of it): claim a side of this process's own"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The caller's side handle, in the process that claimed it.
 ///
 /// # Safety
 ///
 /// `h` is NULL or a live handle of this library that no other thread uses during the call.
-unsafe fn handle<'a, T>(h: *mut T, what: &str) -> Result<&'a mut T, Fail> {
+unsafe fn handle<'a, T: Claimed>(h: *mut T, what: &str) -> Result<&'a mut T, Fail> {
     // SAFETY: NULL or live, and ours alone for the call (the caller).
-    unsafe { h.as_mut() }.ok_or_else(|| null(what))
+    let h = unsafe { h.as_mut() }.ok_or_else(|| null(what))?;
+    h.check_process(what)?;
+    Ok(h)
 }
 
 /// `shmpipe_*_set_wait_strategy`: spin until the peer acts (lowest latency, a CPU busy).

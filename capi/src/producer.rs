@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use shmpipe_rs::{Producer, SendBatch, WriteGrant};
 
 use crate::error::{Fail, ShmpipeStatus, fail, guard};
-use crate::{bad_state, bytes, handle, nanos, put};
+use crate::{Claimed, Wait, bad_state, bytes, guard_out, handle};
 
 /// The sending side of a ring, claimed with `shmpipe_ring_producer`, freed with
 /// `shmpipe_producer_close`. Exactly one exists per ring, across processes. Not thread-safe:
@@ -26,6 +26,14 @@ pub struct ShmpipeProducer {
     producer: Option<NonNull<Producer>>,
     /// The ring's largest message.
     max_message: usize,
+    /// The fork count of the process that claimed the side (`crate::forks`).
+    claimed_at: u64,
+}
+
+impl Claimed for ShmpipeProducer {
+    fn claimed_at(&self) -> u64 {
+        self.claimed_at
+    }
 }
 
 impl ShmpipeProducer {
@@ -36,6 +44,7 @@ impl ShmpipeProducer {
             batch: None,
             producer: Some(NonNull::from(Box::leak(Box::new(producer)))),
             max_message,
+            claimed_at: crate::forks(),
         }
     }
 
@@ -67,6 +76,14 @@ impl ShmpipeProducer {
             ));
         }
         Ok(())
+    }
+
+    /// The open batch, when no grant is open.
+    fn open_batch(&mut self) -> Result<&mut SendBatch<'static>, Fail> {
+        self.no_grant()?;
+        self.batch
+            .as_mut()
+            .ok_or_else(|| bad_state("no batch is open"))
     }
 
     /// Keeps `grant` open and returns where its bytes are.
@@ -103,13 +120,31 @@ pub unsafe extern "C" fn shmpipe_producer_try_send(
     data: *const u8,
     len: usize,
 ) -> ShmpipeStatus {
+    // SAFETY: as the caller promises.
+    unsafe { send(producer, data, len, Wait::No) }
+}
+
+/// A send of the caller's message, waiting as `wait` says; a `try_` send in an open batch
+/// joins it, a waiting one is refused there.
+///
+/// # Safety
+///
+/// As `shmpipe_producer_try_send`.
+unsafe fn send(
+    producer: *mut ShmpipeProducer,
+    data: *const u8,
+    len: usize,
+    wait: Wait,
+) -> ShmpipeStatus {
     guard(|| {
         // SAFETY: as the caller promises.
         let (h, msg) = unsafe { (handle(producer, "producer")?, bytes(data, len, "data")?) };
         h.no_grant()?;
-        match &mut h.batch {
-            Some(batch) => batch.try_send(msg).map_err(fail),
-            None => h.idle()?.try_send(msg).map_err(fail),
+        match (wait, &mut h.batch) {
+            (Wait::No, Some(batch)) => batch.try_send(msg).map_err(fail),
+            (Wait::No, None) => h.idle()?.try_send(msg).map_err(fail),
+            (Wait::Forever, _) => h.idle()?.send(msg).map_err(fail),
+            (Wait::For(d), _) => h.idle()?.send_timeout(msg, d).map_err(fail),
         }
     })
 }
@@ -126,11 +161,8 @@ pub unsafe extern "C" fn shmpipe_producer_send(
     data: *const u8,
     len: usize,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let (h, msg) = unsafe { (handle(producer, "producer")?, bytes(data, len, "data")?) };
-        h.idle()?.send(msg).map_err(fail)
-    })
+    // SAFETY: as the caller promises.
+    unsafe { send(producer, data, len, Wait::Forever) }
 }
 
 /// `shmpipe_producer_send`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns` nanoseconds
@@ -146,11 +178,8 @@ pub unsafe extern "C" fn shmpipe_producer_send_timeout(
     len: usize,
     timeout_ns: u64,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let (h, msg) = unsafe { (handle(producer, "producer")?, bytes(data, len, "data")?) };
-        h.idle()?.send_timeout(msg, nanos(timeout_ns)).map_err(fail)
-    })
+    // SAFETY: as the caller promises.
+    unsafe { send(producer, data, len, Wait::nanos(timeout_ns)) }
 }
 
 /// Reserves room for a message of exactly `len` bytes now, if there is room, to build it in
@@ -170,27 +199,8 @@ pub unsafe extern "C" fn shmpipe_producer_try_reserve(
     len: usize,
     data: *mut *mut u8,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let h = unsafe { handle(producer, "producer") }?;
-        if data.is_null() {
-            return Err(crate::error::null("data"));
-        }
-        h.no_grant()?;
-        let grant = match &mut h.batch {
-            Some(batch) => {
-                let batch: *mut SendBatch<'static> = batch;
-                // SAFETY: the batch stays where it is, in this boxed handle, until the grant
-                // is gone: every call checks the grant before it touches the batch, and drop
-                // and close drop the grant first.
-                unsafe { &mut *batch }.try_reserve(len).map_err(fail)?
-            }
-            None => h.idle()?.try_reserve(len).map_err(fail)?,
-        };
-        let ptr = h.open_grant(grant);
-        // SAFETY: as the caller promises.
-        unsafe { put(data, ptr, "data") }
-    })
+    // SAFETY: as the caller promises.
+    unsafe { reserve(producer, len, Wait::No, data) }
 }
 
 /// Waits for room as the wait strategy says, then reserves as `shmpipe_producer_try_reserve`.
@@ -206,7 +216,7 @@ pub unsafe extern "C" fn shmpipe_producer_reserve(
     data: *mut *mut u8,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe { reserve_until(producer, len, None, data) }
+    unsafe { reserve(producer, len, Wait::Forever, data) }
 }
 
 /// `shmpipe_producer_reserve`, giving up with `SHMPIPE_STATUS_TIMEOUT` after `timeout_ns`
@@ -223,36 +233,41 @@ pub unsafe extern "C" fn shmpipe_producer_reserve_timeout(
     data: *mut *mut u8,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe { reserve_until(producer, len, Some(timeout_ns), data) }
+    unsafe { reserve(producer, len, Wait::nanos(timeout_ns), data) }
 }
 
-/// A blocking reserve.
+/// A reserve, waiting as `wait` says; a `try_` reserve in an open batch joins it, a waiting
+/// one is refused there.
 ///
 /// # Safety
 ///
 /// As `shmpipe_producer_try_reserve`.
-unsafe fn reserve_until(
+unsafe fn reserve(
     producer: *mut ShmpipeProducer,
     len: usize,
-    timeout_ns: Option<u64>,
+    wait: Wait,
     data: *mut *mut u8,
 ) -> ShmpipeStatus {
-    guard(|| {
+    let body = || {
         // SAFETY: as the caller promises.
         let h = unsafe { handle(producer, "producer") }?;
-        if data.is_null() {
-            return Err(crate::error::null("data"));
-        }
-        let p = h.idle()?;
-        let grant = match timeout_ns {
-            Some(ns) => p.reserve_timeout(len, nanos(ns)),
-            None => p.reserve(len),
-        }
-        .map_err(fail)?;
-        let ptr = h.open_grant(grant);
-        // SAFETY: as the caller promises.
-        unsafe { put(data, ptr, "data") }
-    })
+        h.no_grant()?;
+        let grant = match (wait, &mut h.batch) {
+            (Wait::No, Some(batch)) => {
+                let batch: *mut SendBatch<'static> = batch;
+                // SAFETY: the batch stays where it is, in this boxed handle, until the grant is
+                // gone: every call checks the grant before it touches the batch, and drop and
+                // close drop the grant first.
+                unsafe { &mut *batch }.try_reserve(len).map_err(fail)?
+            }
+            (Wait::No, None) => h.idle()?.try_reserve(len).map_err(fail)?,
+            (Wait::Forever, _) => h.idle()?.reserve(len).map_err(fail)?,
+            (Wait::For(d), _) => h.idle()?.reserve_timeout(len, d).map_err(fail)?,
+        };
+        Ok(h.open_grant(grant))
+    };
+    // SAFETY: `data` as the caller promises.
+    unsafe { guard_out(data, "data", body) }
 }
 
 /// Sends the reserved message, its first `len` bytes only (at most the length reserved, else
@@ -339,13 +354,9 @@ pub unsafe extern "C" fn shmpipe_producer_batch_publish(
 ) -> ShmpipeStatus {
     guard(|| {
         // SAFETY: as the caller promises.
-        let h = unsafe { handle(producer, "producer") }?;
-        h.no_grant()?;
-        let batch = h
-            .batch
-            .as_mut()
-            .ok_or_else(|| bad_state("no batch is open"))?;
-        batch.publish();
+        unsafe { handle(producer, "producer") }?
+            .open_batch()?
+            .publish();
         Ok(())
     })
 }
@@ -363,12 +374,8 @@ pub unsafe extern "C" fn shmpipe_producer_batch_end(
     guard(|| {
         // SAFETY: as the caller promises.
         let h = unsafe { handle(producer, "producer") }?;
-        h.no_grant()?;
-        let batch = h
-            .batch
-            .take()
-            .ok_or_else(|| bad_state("no batch is open"))?;
-        drop(batch); // publishes
+        h.open_batch()?;
+        h.batch = None; // publishes
         Ok(())
     })
 }
@@ -426,7 +433,9 @@ pub unsafe extern "C" fn shmpipe_producer_max_message(producer: *const ShmpipePr
 /// an open batch published, then the role is given back and the consumer, after receiving
 /// every message, sees the end of stream (`SHMPIPE_STATUS_DISCONNECTED`). Returns `SHMPIPE_STATUS_OK` for a
 /// clean end, or `SHMPIPE_STATUS_CORRUPTED` if the role could not be given back (another process
-/// rewrote it) or the producer was poisoned before. NULL is ignored (`SHMPIPE_STATUS_OK`).
+/// rewrote it) or the producer was poisoned before; in a forked child that inherited the handle,
+/// `SHMPIPE_STATUS_WRONG_PROCESS` (the handle is freed, the parent's producer untouched). NULL is
+/// ignored (`SHMPIPE_STATUS_OK`).
 ///
 /// # Safety
 ///
@@ -439,6 +448,8 @@ pub unsafe extern "C" fn shmpipe_producer_close(producer: *mut ShmpipeProducer) 
     guard(|| {
         // SAFETY: a live handle made by `Box::into_raw`, given back (the caller).
         let mut h = unsafe { Box::from_raw(producer) };
+        // In a forked child the handle is freed (dropping `h`) and the parent's side untouched.
+        h.check_process("producer")?;
         h.grant = None;
         h.batch = None;
         let p = h.producer.take().expect("a live handle has its producer");

@@ -8,12 +8,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use shmpipe_rs::{Heap, Key, Memfd, Ring, RingConfig, Shmid, gc, memfd};
+use shmpipe_rs::{Create, Error, Heap, Key, Memfd, Open, OpenOrCreate, Ring, RingConfig, Shmid};
+use shmpipe_rs::{gc, memfd};
 
 use crate::consumer::ShmpipeConsumer;
 use crate::error::{Fail, ShmpipeStatus, fail, guard, null};
+use crate::guard_out;
 use crate::producer::ShmpipeProducer;
-use crate::put;
 
 /// `shmpipe_config.flags`: the ring stays until removed (`shmpipe_ring_remove`), instead of
 /// going once both roles were claimed and both sides are gone.
@@ -202,16 +203,64 @@ unsafe fn ring_at(
     out: *mut *mut ShmpipeRing,
     make: impl FnOnce(&RingConfig) -> Result<Ring, Fail>,
 ) -> ShmpipeStatus {
-    guard(|| {
-        if out.is_null() {
-            return Err(null("out"));
+    // SAFETY: `out` and `cfg` as the caller promises.
+    unsafe {
+        guard_out(out, "out", || {
+            let cfg = config(cfg)?;
+            let ring = make(&cfg)?;
+            Ok(Box::into_raw(Box::new(ShmpipeRing { ring })))
+        })
+    }
+}
+
+/// Which of the three calls makes or joins a ring, at a place that takes all three (a key, a
+/// path).
+#[derive(Clone, Copy, Debug)]
+enum Make {
+    Create,
+    Open,
+    OpenOrCreate,
+}
+
+impl Make {
+    fn at(self, at: impl Create + Open + OpenOrCreate, cfg: &RingConfig) -> Result<Ring, Fail> {
+        match self {
+            Make::Create => Ring::create(at, cfg),
+            Make::Open => Ring::open(at, cfg),
+            Make::OpenOrCreate => Ring::open_or_create(at, cfg),
         }
-        // SAFETY: as the caller promises.
-        let cfg = unsafe { config(cfg) }?;
-        let ring = Box::new(ShmpipeRing { ring: make(&cfg)? });
-        // SAFETY: `out` is non-NULL and writable (the caller).
-        unsafe { put(out, Box::into_raw(ring), "out") }
-    })
+        .map_err(fail)
+    }
+}
+
+/// The ring at `key`, made or joined as `how` says.
+///
+/// # Safety
+///
+/// As `shmpipe_ring_create_key`.
+unsafe fn at_key(
+    how: Make,
+    key: i32,
+    cfg: *const ShmpipeConfig,
+    out: *mut *mut ShmpipeRing,
+) -> ShmpipeStatus {
+    // SAFETY: as the caller promises.
+    unsafe { ring_at(cfg, out, |c| how.at(Key::new(key), c)) }
+}
+
+/// The ring file at `path`, made or joined as `how` says.
+///
+/// # Safety
+///
+/// As `shmpipe_ring_create_path`.
+unsafe fn at_path(
+    how: Make,
+    path: *const c_char,
+    cfg: *const ShmpipeConfig,
+    out: *mut *mut ShmpipeRing,
+) -> ShmpipeStatus {
+    // SAFETY: as the caller promises.
+    unsafe { ring_at(cfg, out, |c| how.at(self::path(path)?, c)) }
 }
 
 /// Creates a new ring in a SysV segment at `key` (exclusively: `SHMPIPE_STATUS_EXISTS` if the key
@@ -229,11 +278,7 @@ pub unsafe extern "C" fn shmpipe_ring_create_key(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        ring_at(config, out, |c| {
-            Ring::create(Key::new(key), c).map_err(fail)
-        })
-    }
+    unsafe { at_key(Make::Create, key, config, out) }
 }
 
 /// Opens the existing ring at `key`, waiting up to the init timeout for its creator to
@@ -251,7 +296,7 @@ pub unsafe extern "C" fn shmpipe_ring_open_key(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe { ring_at(config, out, |c| Ring::open(Key::new(key), c).map_err(fail)) }
+    unsafe { at_key(Make::Open, key, config, out) }
 }
 
 /// Creates the ring at `key`, or opens it if another process created it first, so either side
@@ -267,11 +312,7 @@ pub unsafe extern "C" fn shmpipe_ring_open_or_create_key(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        ring_at(config, out, |c| {
-            Ring::open_or_create(Key::new(key), c).map_err(fail)
-        })
-    }
+    unsafe { at_key(Make::OpenOrCreate, key, config, out) }
 }
 
 /// Opens the ring in the SysV segment `shmid` (e.g. one another process created at key 0 and
@@ -302,19 +343,19 @@ pub unsafe extern "C" fn shmpipe_ftok(
     id: c_int,
     key: *mut i32,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let path = unsafe { self::path(path) }?;
-        let id = u8::try_from(id).map_err(|_| {
-            Fail::new(
-                ShmpipeStatus::InvalidArgument,
-                format!("ftok id {id} is not in 1..=255"),
-            )
-        })?;
-        let k = Key::ftok(path, id).map_err(fail)?;
-        // SAFETY: as the caller promises.
-        unsafe { put(key, k.raw(), "key") }
-    })
+    // SAFETY: `key` and `path` as the caller promises.
+    unsafe {
+        guard_out(key, "key", || {
+            let path = self::path(path)?;
+            let id = u8::try_from(id).map_err(|_| {
+                Fail::new(
+                    ShmpipeStatus::InvalidArgument,
+                    format!("ftok id {id} is not in 1..=255"),
+                )
+            })?;
+            Ok(Key::ftok(path, id).map_err(fail)?.raw())
+        })
+    }
 }
 
 /// Creates a ring in a new anonymous memfd, sealed against resizing. No key, nothing in
@@ -408,14 +449,13 @@ pub extern "C" fn shmpipe_memfd_send(socket: c_int, fd: c_int) -> ShmpipeStatus 
 /// `fd` is valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmpipe_memfd_recv(socket: c_int, fd: *mut c_int) -> ShmpipeStatus {
-    guard(|| {
-        if fd.is_null() {
-            return Err(null("fd"));
-        }
-        let got = with_socket(socket, memfd::recv_fd)?;
-        // SAFETY: non-NULL and writable (the caller); the descriptor becomes the caller's.
-        unsafe { put(fd, std::os::fd::IntoRawFd::into_raw_fd(got), "fd") }
-    })
+    // SAFETY: `fd` as the caller promises; the descriptor becomes the caller's.
+    unsafe {
+        guard_out(fd, "fd", || {
+            let got = with_socket(socket, memfd::recv_fd)?;
+            Ok(std::os::fd::IntoRawFd::into_raw_fd(got))
+        })
+    }
 }
 
 /// A descriptor as a borrowed one, for one call.
@@ -445,11 +485,7 @@ pub unsafe extern "C" fn shmpipe_ring_create_path(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        ring_at(config, out, |c| {
-            Ring::create(self::path(path)?, c).map_err(fail)
-        })
-    }
+    unsafe { at_path(Make::Create, path, config, out) }
 }
 
 /// Opens the ring file at `path`.
@@ -464,11 +500,7 @@ pub unsafe extern "C" fn shmpipe_ring_open_path(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        ring_at(config, out, |c| {
-            Ring::open(self::path(path)?, c).map_err(fail)
-        })
-    }
+    unsafe { at_path(Make::Open, path, config, out) }
 }
 
 /// Creates the ring file at `path`, or opens it if another process created it first.
@@ -483,11 +515,7 @@ pub unsafe extern "C" fn shmpipe_ring_open_or_create_path(
     out: *mut *mut ShmpipeRing,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        ring_at(config, out, |c| {
-            Ring::open_or_create(self::path(path)?, c).map_err(fail)
-        })
-    }
+    unsafe { at_path(Make::OpenOrCreate, path, config, out) }
 }
 
 /// Creates a ring on this process's heap, for two threads.
@@ -557,20 +585,20 @@ pub unsafe extern "C" fn shmpipe_ring_info(
     ring: *const ShmpipeRing,
     info: *mut ShmpipeRingInfo,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let r = unsafe { ring_ref(ring) }?;
-        let value = ShmpipeRingInfo {
-            slot_size: r.slot_size() as u64,
-            slot_count: r.slot_count() as u64,
-            max_message: r.max_message() as u64,
-            shmid: r.shmid().unwrap_or(-1),
-            memfd: r.memfd().map_or(-1, |fd| fd.as_raw_fd()),
-            persistent: r.is_persistent().into(),
-        };
-        // SAFETY: as the caller promises.
-        unsafe { put(info, value, "info") }
-    })
+    // SAFETY: `info` and `ring` as the caller promises.
+    unsafe {
+        guard_out(info, "info", || {
+            let r = ring_ref(ring)?;
+            Ok(ShmpipeRingInfo {
+                slot_size: r.slot_size() as u64,
+                slot_count: r.slot_count() as u64,
+                max_message: r.max_message() as u64,
+                shmid: r.shmid().unwrap_or(-1),
+                memfd: r.memfd().map_or(-1, |fd| fd.as_raw_fd()),
+                persistent: r.is_persistent().into(),
+            })
+        })
+    }
 }
 
 /// The ring's shared counters now: messages sent and received, slots used, role holders.
@@ -583,21 +611,21 @@ pub unsafe extern "C" fn shmpipe_ring_stats(
     ring: *const ShmpipeRing,
     stats: *mut ShmpipeStats,
 ) -> ShmpipeStatus {
-    guard(|| {
-        // SAFETY: as the caller promises.
-        let s = unsafe { ring_ref(ring) }?.status();
-        let value = ShmpipeStats {
-            tail: s.tail,
-            head: s.head,
-            used_slots: s.used_slots,
-            sent: s.sent,
-            received: s.received,
-            producer_pid: s.producer_pid,
-            consumer_pid: s.consumer_pid,
-        };
-        // SAFETY: as the caller promises.
-        unsafe { put(stats, value, "stats") }
-    })
+    // SAFETY: `stats` and `ring` as the caller promises.
+    unsafe {
+        guard_out(stats, "stats", || {
+            let s = ring_ref(ring)?.status();
+            Ok(ShmpipeStats {
+                tail: s.tail,
+                head: s.head,
+                used_slots: s.used_slots,
+                sent: s.sent,
+                received: s.received,
+                producer_pid: s.producer_pid,
+                consumer_pid: s.consumer_pid,
+            })
+        })
+    }
 }
 
 /// Claims a side with `claim` and hands its handle to the caller at `out`.
@@ -608,17 +636,15 @@ pub unsafe extern "C" fn shmpipe_ring_stats(
 unsafe fn claim<T>(
     ring: *const ShmpipeRing,
     out: *mut *mut T,
-    claim: impl FnOnce(&Ring) -> Result<T, Fail>,
+    claim: impl FnOnce(&Ring) -> Result<T, Error>,
 ) -> ShmpipeStatus {
-    guard(|| {
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        // SAFETY: as the caller promises.
-        let side = claim(unsafe { ring_ref(ring) }?)?;
-        // SAFETY: as the caller promises.
-        unsafe { put(out, Box::into_raw(Box::new(side)), "out") }
-    })
+    // SAFETY: `out` and `ring` as the caller promises.
+    unsafe {
+        guard_out(out, "out", || {
+            let side = claim(ring_ref(ring)?).map_err(fail)?;
+            Ok(Box::into_raw(Box::new(side)))
+        })
+    }
 }
 
 /// Claims the producer role (`SHMPIPE_STATUS_ROLE_TAKEN` if another side holds it). Free the handle
@@ -633,11 +659,7 @@ pub unsafe extern "C" fn shmpipe_ring_producer(
     out: *mut *mut ShmpipeProducer,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        claim(ring, out, |r| {
-            Ok(ShmpipeProducer::new(r.producer().map_err(fail)?))
-        })
-    }
+    unsafe { claim(ring, out, |r| r.producer().map(ShmpipeProducer::new)) }
 }
 
 /// Claims the consumer role (`SHMPIPE_STATUS_ROLE_TAKEN` if another side holds it). Free the handle
@@ -652,11 +674,7 @@ pub unsafe extern "C" fn shmpipe_ring_consumer(
     out: *mut *mut ShmpipeConsumer,
 ) -> ShmpipeStatus {
     // SAFETY: as the caller promises.
-    unsafe {
-        claim(ring, out, |r| {
-            Ok(ShmpipeConsumer::new(r.consumer().map_err(fail)?))
-        })
-    }
+    unsafe { claim(ring, out, |r| r.consumer().map(ShmpipeConsumer::new)) }
 }
 
 /// Claims the producer role from a holder the kernel confirms dead; the stream goes on after
@@ -673,7 +691,7 @@ pub unsafe extern "C" fn shmpipe_ring_take_over_producer(
     // SAFETY: as the caller promises.
     unsafe {
         claim(ring, out, |r| {
-            Ok(ShmpipeProducer::new(r.take_over_producer().map_err(fail)?))
+            r.take_over_producer().map(ShmpipeProducer::new)
         })
     }
 }
@@ -692,7 +710,7 @@ pub unsafe extern "C" fn shmpipe_ring_take_over_consumer(
     // SAFETY: as the caller promises.
     unsafe {
         claim(ring, out, |r| {
-            Ok(ShmpipeConsumer::new(r.take_over_consumer().map_err(fail)?))
+            r.take_over_consumer().map(ShmpipeConsumer::new)
         })
     }
 }
@@ -714,25 +732,25 @@ pub unsafe extern "C" fn shmpipe_gc(
     capacity: usize,
     count: *mut usize,
 ) -> ShmpipeStatus {
-    guard(|| {
-        if count.is_null() {
-            return Err(null("count"));
-        }
-        let size = capacity.saturating_mul(size_of::<i32>());
-        // SAFETY: NULL only for 0, else `capacity` writable ints (the caller).
-        let out = unsafe { crate::buffer(shmids.cast::<u8>(), size, "shmids") }?;
-        let stale: Vec<i32> = gc::gc(dry_run != 0)
-            .map_err(fail)?
-            .into_iter()
-            .filter(|e| {
-                e.removed || (dry_run != 0 && e.class.is_stale() && gc::may_remove(&e.stat, &[]))
-            })
-            .map(|e| e.stat.shmid)
-            .collect();
-        for (slot, id) in out.chunks_exact_mut(size_of::<i32>()).zip(&stale) {
-            slot.copy_from_slice(&id.to_ne_bytes());
-        }
-        // SAFETY: non-NULL and writable (the caller).
-        unsafe { put(count, stale.len(), "count") }
-    })
+    // SAFETY: `count` as the caller promises, and `shmids` NULL only for a `capacity` of 0,
+    // else `capacity` writable ints.
+    unsafe {
+        guard_out(count, "count", || {
+            let size = capacity.saturating_mul(size_of::<i32>());
+            let out = crate::buffer(shmids.cast::<u8>(), size, "shmids")?;
+            let stale: Vec<i32> = gc::gc(dry_run != 0)
+                .map_err(fail)?
+                .into_iter()
+                .filter(|e| {
+                    e.removed
+                        || (dry_run != 0 && e.class.is_stale() && gc::may_remove(&e.stat, &[]))
+                })
+                .map(|e| e.stat.shmid)
+                .collect();
+            for (slot, id) in out.chunks_exact_mut(size_of::<i32>()).zip(&stale) {
+                slot.copy_from_slice(&id.to_ne_bytes());
+            }
+            Ok(stale.len())
+        })
+    }
 }

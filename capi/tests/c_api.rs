@@ -9,8 +9,11 @@
 //!   consumer, which must fail with `SHMPIPE_STATUS_CORRUPTED` and the right corruption kind
 //!   without reading or writing out of bounds; and the edges of the boundary (NULL pointers,
 //!   impossible lengths, calls in the wrong state, buffers too small);
-//! - `install.sh` into a temporary prefix, and the example built from there with pkg-config
-//!   (shared and static).
+//! - `install.sh` into a temporary prefix, and the examples built from there with pkg-config
+//!   (shared and static) and with CMake (`find_package(shmpipe CONFIG)`, its imported targets
+//!   and its version file).
+//!
+//! A machine without pkg-config or cmake fails the install tests, with a message saying so.
 //!
 //! A machine without a C or C++ compiler fails these tests, with a message saying so.
 
@@ -401,18 +404,58 @@ fn hostile_writer_and_edges_from_c() {
     assert_eq!(report.matches("is CORRUPTED").count(), 12, "{report}");
 }
 
-#[test]
-fn install_then_build_with_pkg_config() {
-    let prefix =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("prefix-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&prefix);
-    let status = Command::new("sh")
-        .arg(manifest_dir().join("install.sh"))
-        .arg(&prefix)
-        .env("SHMPIPE_LIB_DIR", lib_dir())
-        .status()
-        .expect("run install.sh");
-    assert!(status.success(), "install.sh failed");
+/// A directory of this run under the test's temporary directory, removed when the test ends,
+/// however it ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("shmpipe-capi-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a build tool the tests need (`package` installs it on Debian); a missing tool or a
+/// failed run fails the test, saying which.
+fn run_tool(cmd: &mut Command, package: &str) -> Output {
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{tool}` was not found: the C API's install tests need it (apt-get install {package})"
+        ),
+        Err(e) => panic!("running `{tool}`: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "`{tool} {:?}` failed ({}):\n{}{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Installs the C API with `install.sh` under `prefix`, from the library cargo built for these
+/// tests, and checks that every file is there.
+fn install(prefix: &Path) {
+    run_tool(
+        Command::new("sh")
+            .arg(manifest_dir().join("install.sh"))
+            .arg(prefix)
+            .env("SHMPIPE_LIB_DIR", lib_dir()),
+        "dash",
+    );
     for file in [
         "lib/libshmpipe.so",
         "lib/libshmpipe.a",
@@ -424,14 +467,47 @@ fn install_then_build_with_pkg_config() {
     ] {
         assert!(prefix.join(file).is_file(), "{file} not installed");
     }
+}
+
+/// `program` (examples/pipe.c or pipe.cpp, whose messages `make` builds) against a Rust peer,
+/// each over a ring of its own at a key (its argument `place` and the key in hex): it sends
+/// `n` messages that the Rust consumer checks byte for byte, then receives (and checks) `n`
+/// from a Rust producer.
+fn both_ways(program: &Path, place: &str, n: u64, make: fn(u64) -> Vec<u8>) {
+    let count = n.to_string();
+    for send in [true, false] {
+        let key = unique_key();
+        let _rm = RemoveKey(key);
+        let ring = Ring::open_or_create(key, &config()).expect("Rust creates");
+        let place = format!("{place}{:#x}", key.raw());
+        let mode = if send { "send" } else { "recv" };
+        let c = Reaped::spawn(Command::new(program).args([mode, &place, &count]));
+        if send {
+            rust_receives(&ring, n, make);
+        } else {
+            rust_sends(&ring, n, make);
+        }
+        let out = c.success();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{mode} {n} messages\n")
+        );
+    }
+}
+
+#[test]
+fn install_then_build_with_pkg_config() {
+    let tmp = TempDir::new("pkg-config");
+    let prefix = tmp.0.join("prefix");
+    install(&prefix);
     let pkg_config = |args: &[&str]| -> Vec<String> {
-        let out = Command::new("pkg-config")
-            .args(args)
-            .arg("shmpipe")
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
-            .output()
-            .expect("pkg-config (the tests need it)");
-        assert!(out.status.success(), "pkg-config {args:?} failed");
+        let out = run_tool(
+            Command::new("pkg-config")
+                .args(args)
+                .arg("shmpipe")
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+            "pkg-config",
+        );
         String::from_utf8(out.stdout)
             .expect("UTF-8")
             .split_ascii_whitespace()
@@ -440,14 +516,13 @@ fn install_then_build_with_pkg_config() {
     };
     let example = manifest_dir().join("examples/pipe.c");
     let example = example.to_str().expect("UTF-8");
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     // Shared, as a user builds it: `cc app.c $(pkg-config --cflags --libs shmpipe)`.
     let mut args: Vec<String> = vec!["-std=c11".into(), example.into()];
     args.extend(pkg_config(&["--cflags", "--libs"]));
     let rpath = format!("-Wl,-rpath,{}", prefix.join("lib").display());
     args.push(rpath);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let shared = tmp.join(format!("pipe-pc-shared-{}", std::process::id()));
+    let shared = tmp.0.join("pipe-shared");
     compile("CC", "cc", &args, &shared).unwrap_or_else(|e| panic!("{e}"));
     // Static: the archive and what pkg-config says it needs (Libs.private).
     let archive = prefix.join("lib/libshmpipe.a");
@@ -460,18 +535,117 @@ fn install_then_build_with_pkg_config() {
             .filter(|a| a != "-lshmpipe" && !a.starts_with("-L")),
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let fixed = tmp.join(format!("pipe-pc-static-{}", std::process::id()));
+    let fixed = tmp.0.join("pipe-static");
     compile("CC", "cc", &args, &fixed).unwrap_or_else(|e| panic!("{e}"));
     // Both run against a Rust peer.
-    for program in [&shared, &fixed] {
-        let key = unique_key();
-        let _rm = RemoveKey(key);
-        let ring = Ring::open_or_create(key, &config()).expect("Rust creates");
-        let c = Reaped::spawn(Command::new(program).args(["send", &key_arg(key), "1000"]));
-        rust_receives(&ring, 1000, msg);
-        c.success();
+    both_ways(&shared, "key:", 1000, msg);
+    both_ways(&fixed, "key:", 1000, msg);
+}
+
+/// A user's CMake project: the C example linked with the shared and the static imported
+/// target, the C++ example with the shared one.
+const CMAKE_PROJECT: &str = r#"cmake_minimum_required(VERSION 3.16)
+project(shmpipe_user C CXX)
+find_package(shmpipe 0.1 CONFIG REQUIRED)
+set(CMAKE_C_STANDARD 11)
+add_executable(pipe_shared "@DIR@/examples/pipe.c")
+target_link_libraries(pipe_shared PRIVATE shmpipe::shmpipe)
+add_executable(pipe_static "@DIR@/examples/pipe.c")
+target_link_libraries(pipe_static PRIVATE shmpipe::shmpipe_static)
+add_executable(pipe_cpp "@DIR@/examples/pipe.cpp")
+target_compile_features(pipe_cpp PRIVATE cxx_std_17)
+target_link_libraries(pipe_cpp PRIVATE shmpipe::shmpipe)
+"#;
+
+/// Requests of `find_package(shmpipe ...)` with the project's pointer size, and whether the
+/// installed 0.1.x (a 64-bit library) meets them.
+const CMAKE_REQUESTS: &[(&str, u32, bool)] = &[
+    ("", 8, true),
+    ("0.1", 8, true),
+    ("0.1.0", 8, true),
+    ("0.2", 8, false),
+    ("0.0", 8, false),
+    ("1.0", 8, false),
+    ("0.0...0.5", 8, true),
+    ("0.1...<0.2", 8, true),
+    ("0.0...<0.1", 8, false),
+    ("0.2...0.3", 8, false),
+    ("", 4, false),
+    ("0.1", 4, false),
+];
+
+#[test]
+fn install_then_build_with_cmake() {
+    assert_eq!(
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        "0",
+        "CMAKE_REQUESTS assume 0.1.x"
+    );
+    assert_eq!(
+        env!("CARGO_PKG_VERSION_MINOR"),
+        "1",
+        "CMAKE_REQUESTS assume 0.1.x"
+    );
+    let tmp = TempDir::new("cmake");
+    let prefix = tmp.0.join("prefix");
+    install(&prefix);
+    let prefix_path = format!("-DCMAKE_PREFIX_PATH={}", prefix.display());
+    let cmake = |source: &Path, build: &Path| {
+        run_tool(
+            Command::new("cmake")
+                .arg("-S")
+                .arg(source)
+                .arg("-B")
+                .arg(build)
+                .arg(&prefix_path),
+            "cmake",
+        )
+    };
+
+    // The version file: which requests the installation meets.
+    let versions = tmp.0.join("versions");
+    let mut script = String::from("cmake_minimum_required(VERSION 3.19)\nproject(versions NONE)\n");
+    for (request, bits, _) in CMAKE_REQUESTS {
+        script += &format!(
+            "set(CMAKE_SIZEOF_VOID_P {bits})\nunset(shmpipe_DIR CACHE)\n\
+             find_package(shmpipe {request} CONFIG QUIET)\n\
+             message(STATUS \"request [{request}] {bits}: ${{shmpipe_FOUND}}\")\n"
+        );
     }
-    let _ = std::fs::remove_dir_all(&prefix);
-    let _ = std::fs::remove_file(&shared);
-    let _ = std::fs::remove_file(&fixed);
+    std::fs::create_dir_all(&versions).expect("mkdir");
+    std::fs::write(versions.join("CMakeLists.txt"), script).expect("write CMakeLists.txt");
+    let out = cmake(&versions, &versions.join("build"));
+    let log = String::from_utf8_lossy(&out.stdout);
+    for (request, bits, found) in CMAKE_REQUESTS {
+        let line = format!(
+            "request [{request}] {bits}: {}",
+            if *found { "1" } else { "0" }
+        );
+        assert!(log.contains(&line), "expected `{line}`:\n{log}");
+    }
+
+    // A user's project: configured, built, and its programs run against a Rust peer.
+    let project = tmp.0.join("project");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    let dir = manifest_dir().to_str().expect("UTF-8 path");
+    std::fs::write(
+        project.join("CMakeLists.txt"),
+        CMAKE_PROJECT.replace("@DIR@", dir),
+    )
+    .expect("write CMakeLists.txt");
+    let build = project.join("build");
+    cmake(&project, &build);
+    run_tool(
+        Command::new("cmake")
+            .arg("--build")
+            .arg(&build)
+            .arg("--parallel"),
+        "cmake",
+    );
+    // The shared programs find the installed library by the run path CMake gave them.
+    both_ways(&build.join("pipe_shared"), "key:", 1000, msg);
+    both_ways(&build.join("pipe_cpp"), "", 1000, cpp_msg);
+    // The static one needs no libshmpipe.so at all.
+    std::fs::remove_file(prefix.join("lib/libshmpipe.so")).expect("remove the shared library");
+    both_ways(&build.join("pipe_static"), "key:", 1000, msg);
 }
