@@ -3,7 +3,8 @@ shared memory (Linux), that does not trust the peer.
 
 Either side may be Python, Rust (the ``shmpipe`` crate) or anything that speaks the byte
 protocol (docs/LAYOUT.md). A ring lives in a System V segment (by ``key``, ``ftok=`` or
-``shmid=``) or in a file (``path=``)::
+``shmid=``), in a file (``path=``) or in a memfd handed to the other process as a file
+descriptor (``memfd=True``, then ``fd=``)::
 
     import shmpipe
     with shmpipe.Ring.open_or_create(0x2020) as ring, ring.consumer() as rx:
@@ -28,7 +29,9 @@ gets ``RuntimeError``.
 """
 
 import os
-from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar, Union
+from typing import (
+    Any, Callable, Iterator, List, Literal, Optional, Tuple, TypedDict, TypeVar, Union,
+)
 
 from typing_extensions import Buffer, Self
 
@@ -36,9 +39,29 @@ __version__: str
 
 _T = TypeVar("_T")
 _Path = Union[str, "os.PathLike[str]"]
+_Holder = Optional[Tuple[int, Literal["alive", "dead", "unknown"]]]
+
+class _Stats(TypedDict):
+    """:meth:`Ring.stats` (a ``dict`` at run time): the ring's shared counters at one moment,
+    read from memory the peer can write (information to display, not to act on)."""
+
+    tail: int
+    """The producer's published tail (a slot counter)."""
+    head: int
+    """The consumer's released head (a slot counter)."""
+    used_slots: int
+    """``tail - head``: slots holding messages not yet released."""
+    sent: int
+    """Messages published so far."""
+    received: int
+    """Messages released so far."""
+    producer_pid: int
+    """The pid holding the producer role, 0 if none."""
+    consumer_pid: int
+    """The pid holding the consumer role, 0 if none."""
 
 class Ring:
-    """A ring in shared memory: a SysV segment or a file. Claim one side of it with
+    """A ring in shared memory: a SysV segment, a file or a memfd. Claim one side of it with
     :meth:`producer` or :meth:`consumer` (one producer and one consumer per ring, across all
     processes), or :meth:`typed_producer` / :meth:`typed_consumer` for a typed ring.
 
@@ -48,7 +71,15 @@ class Ring:
     - ``ftok=(path, id)``: the key ``ftok(3)`` derives from an existing file and an id 1..255;
     - ``shmid=``: an existing segment by id (:meth:`open` only);
     - ``private=True``: a new segment reachable only by :attr:`shmid` (:meth:`create` only);
-    - ``path=``: a ring file, e.g. in ``/dev/shm`` or on a disk.
+    - ``path=``: a ring file, e.g. in ``/dev/shm`` or on a disk;
+    - ``memfd=True``: a new anonymous memfd (:meth:`create` only): no key, nothing in ``ipcs``,
+      nothing to remove; the memory goes with the last descriptor and mapping of it. Hand
+      :attr:`memfd` to the other process, e.g. ``subprocess.Popen(..., pass_fds=[ring.memfd])``
+      or across ``os.fork``, which opens it with ``fd=``;
+    - ``fd=``: the descriptor number of a ring's memfd in this process (:meth:`open` only). The
+      ring works on its own duplicate: the caller still owns ``fd`` and may close it at once.
+      A descriptor that is not a memfd sealed against resizing is refused (``BadHeader``), as
+      is one another user created (``ForeignOwner``).
 
     and these keywords (all optional; the Rust ``RingConfig``):
 
@@ -80,22 +111,45 @@ class Ring:
         """Opens the ring, or creates it if there is none: either side may start first (and a
         stale ring a crash left is recycled)."""
     def producer(self) -> "Producer":
-        """Claims the producer role; raises ``RoleTaken`` if a live process holds it."""
+        """Claims the producer role; raises ``RoleTaken`` if a process holds it, alive or dead
+        (:meth:`take_over_producer` takes it from a dead one)."""
     def consumer(self) -> "Consumer":
-        """Claims the consumer role; raises ``RoleTaken`` if a live process holds it."""
+        """Claims the consumer role; raises ``RoleTaken`` if a process holds it, alive or dead
+        (:meth:`take_over_consumer` takes it from a dead one)."""
+    def take_over_producer(self) -> "Producer":
+        """Claims the producer role from a holder that died without closing (killed, crashed).
+        The kernel must confirm the death (its pid and start time are gone from ``/proc``, or it
+        no longer maps the ring: it called ``exec``); a slow or stopped holder is alive, and one
+        in another pid namespace is never judged: both raise ``RoleTaken``. The stream goes on
+        after the last message the dead producer published; what it had written but not
+        published is overwritten. :meth:`producer` never takes a role over: it raises
+        ``RoleTaken`` whether the holder lives or not (:meth:`holders` tells which)::
+
+            try:
+                tx = ring.producer()
+            except shmpipe.RoleTaken:
+                tx = ring.take_over_producer()   # only if its holder is dead
+        """
+    def take_over_consumer(self) -> "Consumer":
+        """Claims the consumer role from a holder that died without closing, as
+        :meth:`take_over_producer`. Messages the dead consumer had received but not released
+        are received again."""
     def typed_producer(
         self,
         dtype: Any,
         *,
+        take_over: bool = False,
         tag: Optional[str] = None,
         rust_type: Optional[str] = None,
         fingerprint: Optional[int] = None,
     ) -> "TypedProducer":
-        """Claims the producer role of a typed ring of ``dtype``; see :meth:`typed_consumer`."""
+        """Claims the producer role of a typed ring of ``dtype``; see :meth:`typed_consumer`.
+        ``take_over=True`` claims it from a dead holder (:meth:`take_over_producer`)."""
     def typed_consumer(
         self,
         dtype: Any,
         *,
+        take_over: bool = False,
         tag: Optional[str] = None,
         rust_type: Optional[str] = None,
         fingerprint: Optional[int] = None,
@@ -123,9 +177,19 @@ class Ring:
 
         Field names and types are not recorded: a dtype of the same size and alignment with
         other fields passes, which is what the fingerprint is for.
+
+        ``take_over=True`` claims the role from a dead holder (:meth:`take_over_consumer`).
         """
+    def stats(self) -> _Stats:
+        """The shared counters now: messages sent and received, slots in use, the pids holding
+        the roles (Rust ``Ring::status``, C ``shmpipe_ring_stats``)."""
+    def holders(self) -> Tuple[_Holder, _Holder]:
+        """``(producer, consumer)``: each None if the role is free, else ``(pid, liveness)``
+        with the kernel's word on the holder: ``"alive"``, ``"dead"`` (its role may be taken
+        over) or ``"unknown"`` (another pid namespace)."""
     def remove(self) -> None:
-        """Marks the segment or file for removal now; attached sides keep working."""
+        """Marks the segment or file for removal now; attached sides keep working. Nothing to
+        do for a memfd ring."""
     def close(self) -> None:
         """Detaches this handle. Idempotent."""
     def __enter__(self) -> Self: ...
@@ -136,6 +200,10 @@ class Ring:
     @property
     def path(self) -> Optional[str]:
         """The ring file's path, or None for a SysV ring."""
+    @property
+    def memfd(self) -> Optional[int]:
+        """The memfd of a memfd ring, or None. It belongs to this handle (close-on-exec): hand
+        it to another process (``pass_fds``, ``os.fork``), do not close it."""
     @property
     def slot_size(self) -> int: ...
     @property
@@ -275,6 +343,26 @@ class TypedConsumer:
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: Any) -> bool: ...
 
+def gc(
+    key: Optional[int] = None,
+    *,
+    shmid: Optional[int] = None,
+    dry_run: bool = False,
+    accept_owner: Union[int, List[int], None] = None,
+) -> List[int]:
+    """Removes the SysV rings that dead processes left behind (``shmpipe gc``, Rust
+    ``shmpipe::gc``): those nobody is attached to and no live process holds a role of, left by a
+    crash (or closed and empty, or abandoned while being created). Never a segment that is not
+    a shmpipe ring, one in use, one keeping messages for a consumer that may still come, a
+    persistent one, nor another user's ring unless ``accept_owner`` names its owner.
+
+    Every ring on the system (and the key lock files nobody holds), or only the one at ``key``
+    or ``shmid`` (``NotFound`` if there is none, ``NotShmpipe`` if it is not a ring). Returns
+    the shmids of the rings removed; with ``dry_run``, of those it would remove, removing
+    nothing. Memfd rings need no collecting, and file rings are removed by path
+    (:meth:`Ring.remove`).
+    """
+
 def type_tag(name: str) -> int:
     """The fingerprint of a tag: 64-bit FNV-1a of the name's UTF-8 bytes (Rust
     ``shmpipe::type_tag``)."""
@@ -355,7 +443,8 @@ class TypeMismatch(Error):
     """The ring carries another message type, or none."""
 
 class RoleTaken(Error):
-    """The role is held by another live process."""
+    """The role is held by another process: a live one, or a dead one for a plain claim
+    (:meth:`Ring.take_over_producer` takes it from a dead one)."""
 
 class HugePages(Error): ...
 class HugePagesNotAccepted(Error): ...

@@ -146,12 +146,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
         };
         let results = plan.run()?;
         let _ = transports::place_self(Placement::Unpinned);
-        let load = load_before
-            .zip(load::Sample::now())
-            .map(|(a, b)| a.until(&b));
-        if let Some(w) = load.as_ref().and_then(Load::warning) {
-            eprintln!("shmpipe bench: {w}");
-        }
+        let load = load_since(load_before);
         let text = if a.json {
             latency_mode::json(&results, load.as_ref())
         } else {
@@ -227,13 +222,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode, CliError> {
         eprint!("\r\x1b[K");
     }
     // Every peer has been reaped, so its CPU time counts as ours.
-    let load = load_before
-        .zip(load::Sample::now())
-        .map(|(a, b)| a.until(&b));
-    if let Some(w) = load.as_ref().and_then(Load::warning) {
-        // On stderr too, so a JSON consumer's user sees it.
-        eprintln!("shmpipe bench: {w}");
-    }
+    let load = load_since(load_before);
 
     let text = if a.json {
         json(&rows, load.as_ref())
@@ -361,6 +350,16 @@ fn header(
     )
 }
 
+/// The machine's load since `before` (None where `/proc` could not be read); if it was busy,
+/// says so on stderr (where a JSON consumer's user sees it too).
+fn load_since(before: Option<load::Sample>) -> Option<Load> {
+    let load = before.zip(load::Sample::now()).map(|(a, b)| a.until(&b));
+    if let Some(w) = load.as_ref().and_then(Load::warning) {
+        eprintln!("shmpipe bench: {w}");
+    }
+    load
+}
+
 fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
@@ -376,15 +375,10 @@ fn fmt_duration(d: Duration) -> String {
 fn json(rows: &[Row], load: Option<&Load>) -> String {
     use std::fmt::Write as _;
     let pipe = |size: usize| rows.iter().find(|r| r.name == "pipe" && r.size == size);
-    let mut out = String::from("[");
-    let mut first = true;
-    for row in rows {
-        let (Some((rtt_at, rtt)), Some((rate_at, rate))) = (row.best_rtt(), row.best_stream())
-        else {
-            continue;
-        };
-        out.push_str(if first { "\n  {" } else { ",\n  {" });
-        first = false;
+    let measured = rows
+        .iter()
+        .filter_map(|row| Some((row, row.best_rtt()?, row.best_stream()?)));
+    json_rows(measured, |out, (row, (rtt_at, rtt), (rate_at, rate))| {
         let _ = write!(
             out,
             "\"transport\": {}, \"size\": {}, \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}, \
@@ -403,7 +397,7 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
             json_number(rate * row.size as f64),
             json_string(rate_at.name()),
         );
-        json_load(&mut out, load);
+        json_load(out, load);
         if let Some(p) = pipe(row.size) {
             if let (Some((_, p_rtt)), Some((_, p_rate))) = (p.best_rtt(), p.best_stream()) {
                 let _ = write!(
@@ -415,69 +409,92 @@ fn json(rows: &[Row], load: Option<&Load>) -> String {
             }
         }
         if let Some((before, after, cache)) = row.line() {
-            json_line(&mut out, before, after, cache);
+            json_line(out, before, after, cache);
         }
-        out.push_str(", \"placements\": [");
-        for (i, m) in row.measured.iter().enumerate() {
-            let _ = write!(
-                out,
-                "{}{{\"placement\": {}",
-                if i == 0 { "" } else { ", " },
-                json_string(m.placement.name())
-            );
-            if let Some(l) = m.rtt {
-                let _ = write!(
-                    out,
-                    ", \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}",
-                    l.median_ns, l.p99_ns
-                );
-            }
-            if let Some(r) = m.msgs_per_s {
-                let _ = write!(out, ", \"msgs_per_s\": {}", json_number(r));
-            }
+        out.push_str(", \"placements\": ");
+        json_objects(out, &row.measured, |out, m| {
+            let _ = write!(out, "\"placement\": {}", json_string(m.placement.name()));
+            json_figures(out, m.rtt, m.msgs_per_s);
             if let Some((before, after, cache)) =
                 transports::line_summary(m.line_ns.iter().copied())
             {
-                json_line(&mut out, before, after, cache);
+                json_line(out, before, after, cache);
             }
             out.push_str(", \"rtt_spread\": ");
-            json_spread(&mut out, &m.rtt_spread());
+            json_spread(out, &m.rtt_spread());
             out.push_str(", \"stream_spread\": ");
-            json_spread(&mut out, &m.stream_spread());
-            out.push_str(", \"runs\": [");
-            for (j, r) in m.runs.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    "{}{{\"run\": {}",
-                    if j == 0 { "" } else { ", " },
-                    j + 1
-                );
-                if let Some(l) = r.rtt {
-                    let _ = write!(
-                        out,
-                        ", \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}",
-                        l.median_ns, l.p99_ns
-                    );
-                }
-                if let Some(x) = r.msgs_per_s {
-                    let _ = write!(out, ", \"msgs_per_s\": {}", json_number(x));
-                }
-                json_line(&mut out, r.before, r.after, r.cache());
-                out.push('}');
-            }
-            out.push_str("]}");
-        }
+            json_spread(out, &m.stream_spread());
+            out.push_str(", \"runs\": ");
+            json_runs(out, &m.runs, |out, r| {
+                json_figures(out, r.rtt, r.msgs_per_s);
+                json_line(out, r.before, r.after, r.cache());
+            });
+        });
         let (rtt_spread, stream_spread) = row.spreads();
         let _ = write!(
             out,
-            "], \"run_count\": {}, \"rtt_spread\": {}, \"stream_spread\": {}}}",
+            ", \"run_count\": {}, \"rtt_spread\": {}, \"stream_spread\": {}",
             row.measured.iter().map(|m| m.runs.len()).max().unwrap_or(0),
             json_opt(rtt_spread),
             json_opt(stream_spread)
         );
+    })
+}
+
+/// A JSON array of one object per item, each on a line of its own (the layout of `--json`):
+/// `write` writes an item's fields, without the braces.
+pub(super) fn json_rows<T>(
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut String, T),
+) -> String {
+    let mut out = String::from("[");
+    let mut first = true;
+    for item in items {
+        out.push_str(if first { "\n  {" } else { ",\n  {" });
+        first = false;
+        write(&mut out, item);
+        out.push('}');
     }
     out.push_str(if first { "]\n" } else { "\n]\n" });
     out
+}
+
+/// A JSON array of objects on one line, `[{...}, {...}]`: `write` writes an item's fields,
+/// without the braces.
+fn json_objects<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut String, T),
+) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        out.push_str(if i == 0 { "{" } else { ", {" });
+        write(out, item);
+        out.push('}');
+    }
+    out.push(']');
+}
+
+/// The runs of a measurement, `[{"run": 1, ...}, ...]`: `write` writes a run's other fields.
+pub(super) fn json_runs<T>(out: &mut String, runs: &[T], mut write: impl FnMut(&mut String, &T)) {
+    json_objects(out, runs.iter().enumerate(), |out, (i, r)| {
+        out.push_str(&format!("\"run\": {}", i + 1));
+        write(out, r);
+    });
+}
+
+/// The figures of a placement, or of one run of it, where measured: the round trip's median
+/// and p99, the stream's rate.
+fn json_figures(out: &mut String, rtt: Option<transports::Latency>, msgs_per_s: Option<f64>) {
+    if let Some(l) = rtt {
+        out.push_str(&format!(
+            ", \"rtt_ns_median\": {}, \"rtt_ns_p99\": {}",
+            l.median_ns, l.p99_ns
+        ));
+    }
+    if let Some(r) = msgs_per_s {
+        out.push_str(&format!(", \"msgs_per_s\": {}", json_number(r)));
+    }
 }
 
 /// The machine's load fields (null where `/proc` could not be read).
@@ -504,17 +521,14 @@ fn json_opt(x: Option<f64>) -> String {
 
 /// The spreads of runs, per cache placement: `[{"cache": .., "runs": .., "ratio": ..}]`.
 fn json_spread(out: &mut String, spreads: &[runs::Spread]) {
-    out.push('[');
-    for (i, s) in spreads.iter().enumerate() {
+    json_objects(out, spreads, |out, s| {
         out.push_str(&format!(
-            "{}{{\"cache\": {}, \"runs\": {}, \"ratio\": {}}}",
-            if i == 0 { "" } else { ", " },
+            "\"cache\": {}, \"runs\": {}, \"ratio\": {}",
             json_string(s.cache.name()),
             s.runs,
             json_number(s.ratio)
         ));
-    }
-    out.push(']');
+    });
 }
 
 /// The line probe fields: `cache` and the one-way ns before and after (null if not taken).
@@ -563,17 +577,8 @@ pub(super) fn json_string(s: &str) -> String {
 
 /// Parses a message size: bytes, with an optional K suffix ("64", "1K", "64KiB").
 fn parse_msg_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 64, 1K)"))?;
-    let bytes = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => n,
-        "k" | "kb" | "kib" => n.saturating_mul(1024),
-        _ => return Err(format!("{s:?}: unknown size suffix {suffix:?} (use K)")),
-    };
+    let (n, shift) = super::size_parts(s, 10, "K", "64, 1K")?;
+    let bytes = usize::try_from(n.saturating_mul(1 << shift)).unwrap_or(usize::MAX);
     if !(MIN_SIZE..=MAX_SIZE).contains(&bytes) {
         return Err(format!(
             "{s:?}: message sizes go from {MIN_SIZE} bytes to 64K"
@@ -585,28 +590,11 @@ fn parse_msg_size(s: &str) -> Result<usize, String> {
 /// Parses a ring size: a power of two from 4 KiB to 1 GiB, with an optional K, M or G suffix
 /// ("4M", "262144", "256KiB").
 fn parse_ring_bytes(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 256K, 4M)"))?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown size suffix {suffix:?} (use K, M or G)"
-            ));
-        }
-    };
-    let bytes = n
-        .checked_mul(1 << shift)
+    let (n, shift) = super::size_parts(s, 30, "K, M or G", "256K, 4M")?;
+    n.checked_mul(1 << shift)
         .filter(|b| b.is_power_of_two() && (4 << 10..=1 << 30).contains(b))
-        .ok_or_else(|| format!("{s:?}: ring sizes are powers of two from 4K to 1G"))?;
-    Ok(bytes)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?}: ring sizes are powers of two from 4K to 1G"))
 }
 
 /// Parses a send rate: messages per second, with an optional k or M suffix ("100k", "1M").

@@ -575,24 +575,7 @@ fn show_size(n: u64) -> String {
 /// Parses a size: a number of bytes with an optional binary suffix (K, M, G, T; "KiB", "k",
 /// "KB" all mean 1024), which must be a power of two.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64K, 4M)"))?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown size suffix {suffix:?} (use K, M or G)"
-            ));
-        }
-    };
+    let (n, shift) = size_parts(s, 40, "K, M or G", "65536, 64K, 4M")?;
     let bytes = n
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is out of range"))?;
@@ -600,6 +583,32 @@ fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is not a power of two"));
     }
     Ok(bytes)
+}
+
+/// A size's number and the power of two its suffix stands for: "4M" is (4, 20), a bare number
+/// (or "B") 0; "KiB", "k" and "KB" all mean 1024. Suffixes beyond `2^max_shift` are refused;
+/// `units` names the ones to use and `examples` a few sizes, in the errors.
+fn size_parts(s: &str, max_shift: u32, units: &str, examples: &str) -> Result<(u64, u32), String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. {examples})"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => u32::MAX,
+    };
+    if shift > max_shift {
+        return Err(format!(
+            "{s:?}: unknown size suffix {suffix:?} (use {units})"
+        ));
+    }
+    Ok((n, shift))
 }
 
 /// Parses a duration: a non-negative number (decimals allowed) with a unit `ms`, `s`, `m` or

@@ -54,34 +54,74 @@ fn finish(mut child: Child) -> (ExitStatus, String, String) {
         let mut s = String::new();
         stderr.read_to_string(&mut s).map(|_| s)
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shmpipe bench took over {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut child, "shmpipe bench took too long");
     let out = out.join().expect("reader").expect("stdout is UTF-8");
     let err = err.join().expect("reader").expect("stderr is UTF-8");
     (status, out, err)
 }
 
-/// Runs `shmpipe ARGS` to its end (bounded by [`TIMEOUT`]); returns its status, stdout and
-/// stderr.
-fn run_bench(args: &[&str]) -> (ExitStatus, String, String) {
-    let child = Command::new(BIN)
+/// Starts `shmpipe ARGS` with its output piped (for [`finish`]).
+fn spawn_bench(args: &[&str]) -> Child {
+    Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start shmpipe bench");
-    finish(child)
+        .expect("start shmpipe bench")
+}
+
+/// Runs `shmpipe ARGS` to its end (bounded by [`TIMEOUT`]); returns its status, stdout and
+/// stderr.
+fn run_bench(args: &[&str]) -> (ExitStatus, String, String) {
+    finish(spawn_bench(args))
+}
+
+/// Runs `shmpipe ARGS`, failing the test unless it succeeds; returns its stdout and stderr.
+fn run_ok(args: &[&str]) -> (String, String) {
+    let (status, out, err) = run_bench(args);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    (out, err)
+}
+
+/// Waits for a `--json` run started with [`spawn_bench`], failing the test unless it succeeds
+/// and prints a JSON array; returns the array's objects, and the run's stdout and stderr.
+fn json_of(child: Child) -> (Vec<json::Json>, String, String) {
+    let (status, out, err) = finish(child);
+    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
+    let items = v.as_array().expect("a JSON array").to_vec();
+    (items, out, err)
+}
+
+/// The number `o` has at `k`, failing the test if it has none.
+fn num(o: &json::Json, k: &str) -> f64 {
+    o.get(k)
+        .and_then(json::Json::as_f64)
+        .unwrap_or_else(|| panic!("{k} is not a number in {o:?}"))
+}
+
+/// Waits for `child` to end; after [`TIMEOUT`], kills it and fails the test with `what`.
+fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} (over {TIMEOUT:?})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGINT to `child` and waits for it to end (bounded by [`TIMEOUT`]).
+fn interrupt(child: &mut Child) -> ExitStatus {
+    // SAFETY: kill with a valid signal number has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    wait_bounded(child, "shmpipe bench ignored SIGINT")
 }
 
 /// The shmids of the segments that process `pid` created (`/proc/sysvipc/shm`: cpid).
@@ -161,10 +201,7 @@ fn results_carry_the_line_probes_and_their_cache_label() {
         "--sizes",
         "64",
     ];
-    let (status, out, err) = run_bench(&args);
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-    let items = v.as_array().expect("a JSON array");
+    let (items, out, _) = json_of(spawn_bench(&args));
     assert_eq!(items.len(), 1, "{out}");
     let two_cpus = std::thread::available_parallelism().unwrap().get() >= 2;
     let check = |o: &json::Json| {
@@ -187,7 +224,7 @@ fn results_carry_the_line_probes_and_their_cache_label() {
             assert_ne!(cache, Some("unknown"), "{o:?}");
         }
     };
-    for item in items {
+    for item in &items {
         check(item);
         let placements = item.get("placements").and_then(json::Json::as_array);
         for p in placements.expect("placements") {
@@ -195,8 +232,7 @@ fn results_carry_the_line_probes_and_their_cache_label() {
         }
     }
     let table_args: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
-    let (status, table, err) = run_bench(&table_args);
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let (table, _) = run_ok(&table_args);
     assert!(
         table.contains("line ns") && table.contains("cache: shared below"),
         "{table}"
@@ -215,26 +251,13 @@ fn output_says_how_busy_the_machine_was() {
         "--transports",
         "shmpipe,pipe",
     ];
-    let run = |json: bool| {
-        let json_arg: &[&str] = if json { &["--json"] } else { &[] };
-        let (status, out, err) = run_bench(&[&args[..], json_arg].concat());
-        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-        (out, err)
-    };
-    let (out, err) = run(true);
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-    let items = v.as_array().expect("a JSON array");
+    let (items, out, err) = json_of(spawn_bench(&[&args[..], &["--json"]].concat()));
     assert_eq!(items.len(), 2, "{out}");
     let cpus = std::thread::available_parallelism().unwrap().get() as f64;
-    for item in items {
-        let num = |k: &str| {
-            item.get(k)
-                .and_then(json::Json::as_f64)
-                .unwrap_or_else(|| panic!("{k} is not a number in {item:?}"))
-        };
-        assert_eq!(num("cpus"), cpus);
-        assert!(num("load_1min") >= 0.0);
-        let others = num("others_cpu_percent");
+    for item in &items {
+        assert_eq!(num(item, "cpus"), cpus);
+        assert!(num(item, "load_1min") >= 0.0);
+        let others = num(item, "others_cpu_percent");
         assert!((0.0..=100.0).contains(&others), "{others}");
         let busy = match item.get("busy") {
             Some(json::Json::Bool(b)) => *b,
@@ -244,7 +267,7 @@ fn output_says_how_busy_the_machine_was() {
         // A busy run says so on stderr as well, where a JSON consumer's user sees it.
         assert_eq!(busy, err.contains("WARNING: the machine was busy"), "{err}");
     }
-    let (table, _) = run(false);
+    let (table, _) = run_ok(&args);
     assert!(
         table.contains("Machine: load average") && table.contains("other processes used"),
         "{table}"
@@ -253,31 +276,17 @@ fn output_says_how_busy_the_machine_was() {
 
 #[test]
 fn json_names_every_transport_with_numbers() {
-    let child = Command::new(BIN)
-        .args(["bench", "--json", "--duration", "5ms", "--sizes", "64"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shmpipe bench");
+    let child = spawn_bench(&["bench", "--json", "--duration", "5ms", "--sizes", "64"]);
     let pid = child.id();
-    let (status, out, err) = finish(child);
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-    let items = v.as_array().expect("a JSON array");
+    let (items, out, _) = json_of(child);
     let mut names = HashSet::new();
-    for item in items {
+    for item in &items {
         let name = item
             .get("transport")
             .and_then(json::Json::as_str)
             .unwrap_or_else(|| panic!("no transport name in {item:?}"));
         assert!(names.insert(name.to_string()), "{name} twice");
-        let num = |k: &str| {
-            item.get(k)
-                .and_then(json::Json::as_f64)
-                .unwrap_or_else(|| panic!("{name}: {k} is not a number"))
-        };
-        assert_eq!(num("size"), 64.0, "{name}");
+        assert_eq!(num(item, "size"), 64.0, "{name}");
         for k in [
             "rtt_ns_median",
             "rtt_ns_p99",
@@ -285,14 +294,21 @@ fn json_names_every_transport_with_numbers() {
             "msgs_per_s",
             "bytes_per_s",
         ] {
-            let x = num(k);
+            let x = num(item, k);
             assert!(x.is_finite() && x > 0.0, "{name}: {k} = {x}");
         }
         for k in ["rtt_ns_median", "rtt_ns_p99", "rtt_samples"] {
-            assert_eq!(num(k).fract(), 0.0, "{name}: {k} is a whole number of ns");
+            assert_eq!(
+                num(item, k).fract(),
+                0.0,
+                "{name}: {k} is a whole number of ns"
+            );
         }
-        assert!(num("rtt_ns_p99") >= num("rtt_ns_median"), "{name}");
-        let (msgs, bytes) = (num("msgs_per_s"), num("bytes_per_s"));
+        assert!(
+            num(item, "rtt_ns_p99") >= num(item, "rtt_ns_median"),
+            "{name}"
+        );
+        let (msgs, bytes) = (num(item, "msgs_per_s"), num(item, "bytes_per_s"));
         assert!(
             (bytes - msgs * 64.0).abs() <= 1e-6 * bytes + 1.0,
             "{name}: {msgs} msgs/s, {bytes} B/s"
@@ -305,8 +321,8 @@ fn json_names_every_transport_with_numbers() {
             );
         }
         if name == "pipe" {
-            assert_eq!(num("rtt_vs_pipe"), 1.0);
-            assert_eq!(num("msgs_vs_pipe"), 1.0);
+            assert_eq!(num(item, "rtt_vs_pipe"), 1.0);
+            assert_eq!(num(item, "msgs_vs_pipe"), 1.0);
         }
     }
     for t in TRANSPORTS {
@@ -349,38 +365,17 @@ fn usage_errors_exit_2() {
 fn an_interrupted_run_leaves_no_segment_and_no_peer() {
     use std::os::unix::process::ExitStatusExt;
     // Long sessions of the transports that use segments, so the signal comes mid-session.
-    let mut child = Command::new(BIN)
-        .args(["bench", "--duration", "300ms", "--sizes", "64K"])
-        .args(["--transports", "shmpipe-spin,shmpipe-batch,shmpipe"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start shmpipe bench");
-    let pid = child.id();
-    let mut peers = Vec::new();
-    let found = eventually(|| {
-        peers = peers_of(pid);
-        !peers.is_empty() && !segments_created_by(pid).is_empty()
-    });
-    // SAFETY: kill with a valid signal number has no memory-safety preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shmpipe bench ignored SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(
-        found,
-        "no peer process or segment seen while shmpipe bench ran"
-    );
+    let args = [
+        "bench",
+        "--duration",
+        "300ms",
+        "--sizes",
+        "64K",
+        "--transports",
+        "shmpipe-spin,shmpipe-batch,shmpipe",
+    ];
+    let made = |pid| !segments_created_by(pid).is_empty();
+    let (pid, status) = interrupt_mid_session(&args, made, "segment");
     assert!(
         status.signal() == Some(libc::SIGINT) || status.success(),
         "unexpected status {status}"
@@ -390,9 +385,35 @@ fn an_interrupted_run_leaves_no_segment_and_no_peer() {
         "segments left: {:?}",
         segments_created_by(pid)
     );
+}
+
+/// Starts `shmpipe ARGS`, sends it SIGINT once it runs a peer and `made(its pid)` holds (it
+/// made a segment or a file), and checks that no peer outlives it; returns its pid and status.
+/// `what` names what `made` looks for, for the failure message.
+fn interrupt_mid_session(
+    args: &[&str],
+    made: impl Fn(u32) -> bool,
+    what: &str,
+) -> (u32, ExitStatus) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shmpipe bench");
+    let pid = child.id();
+    let mut peers = Vec::new();
+    let found = eventually(|| {
+        peers = peers_of(pid);
+        !peers.is_empty() && made(pid)
+    });
+    let status = interrupt(&mut child);
+    assert!(found, "no peer or {what} seen while shmpipe bench ran");
     for peer in peers {
         assert!(eventually(|| !is_live_peer(peer)), "peer {peer} still runs");
     }
+    (pid, status)
 }
 
 /// The cache label of an object or run, and its line probes: each a positive time, or null
@@ -435,18 +456,10 @@ fn latency_json_has_every_transport_and_rate() {
         "64",
         "--json",
     ];
-    let (status, out, err) = run_bench(&args);
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-    let items = v.as_array().expect("a JSON array");
+    let (items, out, _) = json_of(spawn_bench(&args));
     let mut seen = HashSet::new();
-    for item in items {
+    for item in &items {
         let name = item.get("transport").and_then(json::Json::as_str).unwrap();
-        let num = |o: &json::Json, k: &str| {
-            o.get(k)
-                .and_then(json::Json::as_f64)
-                .unwrap_or_else(|| panic!("{name}: {k} is not a number in {o:?}"))
-        };
         let rate = num(item, "rate");
         assert!(
             seen.insert((name.to_string(), rate as u64)),
@@ -511,12 +524,9 @@ fn runs_are_each_reported_with_their_placement() {
         "--sizes",
         "64",
     ];
-    let (status, out, err) = run_bench(&[&args[..], &["--json"]].concat());
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-    let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-    let items = v.as_array().expect("a JSON array");
+    let (items, out, _) = json_of(spawn_bench(&[&args[..], &["--json"]].concat()));
     assert_eq!(items.len(), 2, "{out}");
-    for item in items {
+    for item in &items {
         assert_eq!(
             item.get("run_count").and_then(json::Json::as_f64),
             Some(2.0)
@@ -546,8 +556,7 @@ fn runs_are_each_reported_with_their_placement() {
             }
         }
     }
-    let (status, table, err) = run_bench(&args);
-    assert!(status.success(), "shmpipe bench failed ({status}): {err}");
+    let (table, _) = run_ok(&args);
     assert!(
         table.contains("spread") && table.contains("median run"),
         "{table}"
@@ -579,35 +588,28 @@ mod iceoryx2 {
     /// `--quick --json` of iceoryx2 alone: its row, with numbers, and no file left.
     #[test]
     fn iceoryx2_is_measured_and_leaves_no_file() {
-        let child = Command::new(BIN)
-            .args(["bench", "--quick", "--json", "--transports", "iceoryx2"])
-            .args(["--sizes", "64"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shmpipe bench");
+        let child = spawn_bench(&[
+            "bench",
+            "--quick",
+            "--json",
+            "--transports",
+            "iceoryx2",
+            "--sizes",
+            "64",
+        ]);
         let pid = child.id();
-        let (status, out, err) = finish(child);
-        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
-        let v = json::parse(&out).unwrap_or_else(|e| panic!("{e} in:\n{out}"));
-        let items = v.as_array().expect("a JSON array");
+        let (items, out, _) = json_of(child);
         assert_eq!(items.len(), 1, "{out}");
         let item = &items[0];
         assert_eq!(
             item.get("transport").and_then(json::Json::as_str),
             Some("iceoryx2")
         );
-        let num = |k: &str| {
-            item.get(k)
-                .and_then(json::Json::as_f64)
-                .unwrap_or_else(|| panic!("{k} is not a number in {item:?}"))
-        };
-        assert_eq!(num("size"), 64.0);
+        assert_eq!(num(item, "size"), 64.0);
         for k in ["rtt_ns_median", "rtt_ns_p99", "msgs_per_s", "bytes_per_s"] {
-            assert!(num(k) > 0.0, "{k} in {item:?}");
+            assert!(num(item, k) > 0.0, "{k} in {item:?}");
         }
-        assert!(num("rtt_samples") >= 16.0, "{item:?}");
+        assert!(num(item, "rtt_samples") >= 16.0, "{item:?}");
         assert_eq!(files_of(pid), Vec::<String>::new());
     }
 
@@ -615,40 +617,19 @@ mod iceoryx2 {
     /// them), and the next iceoryx2 run removes them; no peer is left either.
     #[test]
     fn the_next_run_removes_what_an_interrupted_one_left() {
-        let mut child = Command::new(BIN)
-            .args(["bench", "--duration", "2s", "--sizes", "64K"])
-            .args(["--transports", "iceoryx2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start shmpipe bench");
-        let pid = child.id();
-        let mut peers = Vec::new();
-        let found = eventually(|| {
-            peers = peers_of(pid);
-            !peers.is_empty() && !files_of(pid).is_empty()
-        });
-        // SAFETY: kill with a valid signal number has no memory-safety preconditions.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-        let start = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if start.elapsed() > TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("shmpipe bench ignored SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            found,
-            "no peer or iceoryx2 file seen while shmpipe bench ran"
-        );
-        for peer in peers {
-            assert!(eventually(|| !is_live_peer(peer)), "peer {peer} still runs");
-        }
+        let args = [
+            "bench",
+            "--duration",
+            "2s",
+            "--sizes",
+            "64K",
+            "--transports",
+            "iceoryx2",
+        ];
+        let made = |pid| !files_of(pid).is_empty();
+        let (pid, _) = interrupt_mid_session(&args, made, "iceoryx2 file");
         assert!(!files_of(pid).is_empty(), "SIGINT left nothing to clean up");
-        let (status, _, err) = run_bench(&[
+        run_ok(&[
             "bench",
             "--quick",
             "--transports",
@@ -656,7 +637,6 @@ mod iceoryx2 {
             "--sizes",
             "8",
         ]);
-        assert!(status.success(), "shmpipe bench failed ({status}): {err}");
         assert_eq!(files_of(pid), Vec::<String>::new());
     }
 }

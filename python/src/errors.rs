@@ -55,7 +55,7 @@ exceptions! {
     Locked: "Another process held the key's lock too long.",
     ConfigMismatch: "The existing ring's shape differs from the one demanded.",
     TypeMismatch: "The ring carries another message type (size, alignment or fingerprint differ), or none.",
-    RoleTaken: "The producer or consumer role is held by another live process.",
+    RoleTaken: "The producer or consumer role is held by another process: a live one, or a dead one for a plain claim (`Ring.take_over_producer` takes it from a dead one).",
     HugePages: "Huge pages were asked for and the system has none to give.",
     HugePagesNotAccepted: "The ring is in huge pages, which this opener did not accept.",
     SigbusBlocked: "SIGBUS is blocked in this thread, so a file or huge-page ring is refused.",

@@ -6,14 +6,15 @@
 //! the peer can write reach Python only as copies, except through `Consumer.lend_unsafe`
 //! (sides.rs), whose contract is in its docstring.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
-use shmpipe::{Key, RingConfig, Shmid};
+use pyo3::types::{PyBool, PyDict, PyType};
+use shmpipe::{Key, Liveness, Memfd, RingConfig, Shmid};
 
 /// A side's `#[pymethods]`: the methods given, plus `close` and the context manager, which are
 /// the same for the four sides (`Producer`, `Consumer` and the typed ones). Each has a field
@@ -57,6 +58,7 @@ pub(crate) trait Closing {
     }
 }
 
+mod admin;
 mod errors;
 mod sides;
 mod typed;
@@ -123,6 +125,10 @@ enum Place {
     Key(Key),
     Shmid(i32),
     Path(PathBuf),
+    /// `memfd=True`: a new memfd (`Ring.create` only).
+    Memfd,
+    /// `fd=`: our duplicate of the caller's memfd (`Ring.open` only).
+    Fd(OwnedFd),
 }
 
 /// The options `Ring.create`, `Ring.open` and `Ring.open_or_create` take, as documented in
@@ -152,6 +158,9 @@ fn options(key: Option<i64>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Opt
             "shmid" => places.push(Place::Shmid(value.extract()?)),
             "private" if value.is_truthy()? => places.push(Place::Key(Key::Private)),
             "private" => {}
+            "memfd" if value.is_truthy()? => places.push(Place::Memfd),
+            "memfd" => {}
+            "fd" => places.push(Place::Fd(dup_fd(&value)?)),
             "slot_size" => config = config.slot_size(value.extract()?),
             "slot_count" => config = config.slot_count(value.extract()?),
             "max_message" => config = config.max_message(value.extract()?),
@@ -165,11 +174,7 @@ fn options(key: Option<i64>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Opt
                 }
             }
             "accept_owner" => {
-                let uids: Vec<u32> = match value.extract::<u32>() {
-                    Ok(uid) => vec![uid],
-                    Err(_) => value.extract()?,
-                };
-                for uid in uids {
+                for uid in uids(&value)? {
                     config = config.accept_owner(uid);
                 }
             }
@@ -190,11 +195,42 @@ fn options(key: Option<i64>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Opt
         1 => places.pop().expect("one place"),
         n => {
             return Err(PyTypeError::new_err(format!(
-                "give exactly one of key, path=, ftok=, shmid= or private=True (got {n})"
+                "give exactly one of key, path=, ftok=, shmid=, private=True, memfd=True or fd= \
+                 (got {n})"
             )));
         }
     };
     Ok(Options { place, config })
+}
+
+/// `accept_owner=`: a uid or a sequence of uids.
+fn uids(value: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    match value.extract::<u32>() {
+        Ok(uid) => Ok(vec![uid]),
+        Err(_) => value.extract(),
+    }
+}
+
+/// `fd=`: a duplicate (close-on-exec, ours) of the caller's descriptor, which stays the
+/// caller's to close.
+fn dup_fd(value: &Bound<'_, PyAny>) -> PyResult<OwnedFd> {
+    if value.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(
+            "fd= is a file descriptor (an int), not a bool",
+        ));
+    }
+    let fd: i32 = value.extract()?;
+    // SAFETY: `F_DUPFD_CLOEXEC` reads no memory; a number that is not an open descriptor is
+    // `EBADF`, and the caller's descriptor is left as it was.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(PyErr::new::<errors::Sys, _>(format!(
+            "duplicating descriptor {fd}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `new` is a descriptor just opened for us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// A SysV key from a Python int: any value of 32 bits, signed or not (`0xdeadbeef` too).
@@ -210,8 +246,9 @@ fn key_of(k: i64) -> PyResult<Key> {
     Ok(Key::new(raw))
 }
 
-/// A shared-memory ring: a SysV segment (by key, ftok or shmid) or a file (by path). See the
-/// module's documentation (shmpipe.pyi) for the arguments.
+/// A shared-memory ring: a SysV segment (by key, ftok or shmid), a file (by path) or a memfd
+/// (`memfd=True`, then `fd=` in the other process). See the module's documentation
+/// (shmpipe.pyi) for the arguments.
 #[pyclass(module = "shmpipe", name = "Ring", frozen)]
 struct Ring {
     inner: Held<shmpipe::Ring>,
@@ -242,6 +279,15 @@ impl Ring {
         let ring = match (how, place) {
             (Make::Create, Place::Key(k)) => py.detach(|| shmpipe::Ring::create(k, &config)),
             (Make::Create, Place::Path(p)) => py.detach(|| shmpipe::Ring::create(p, &config)),
+            (Make::Create, Place::Memfd) => shmpipe::Ring::create(Memfd, &config),
+            (Make::Open, Place::Fd(fd)) => py.detach(|| shmpipe::Ring::open(fd, &config)),
+            (_, Place::Memfd) => {
+                return Err(bad(
+                    "opened by memfd=True: open the creator's Ring.memfd, handed to this \
+                     process, with fd=",
+                ));
+            }
+            (_, Place::Fd(_)) => return Err(bad("created by fd= (only opened)")),
             (Make::Open, Place::Key(Key::Private))
             | (Make::OpenOrCreate, Place::Key(Key::Private)) => {
                 return Err(bad("opened by private=True: open it by shmid="));
@@ -266,6 +312,15 @@ impl Ring {
     /// Runs `f` on the open ring.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut shmpipe::Ring) -> PyResult<R>) -> PyResult<R> {
         self.inner.with(f)
+    }
+
+    /// Claims a role with `take` (`shmpipe::Ring::producer`, `take_over_consumer`, ...).
+    fn claim<S>(
+        &self,
+        py: Python<'_>,
+        take: impl FnOnce(&shmpipe::Ring) -> Result<S, shmpipe::Error>,
+    ) -> PyResult<S> {
+        self.with(|r| take(r).map_err(|e| errors::from_error(py, e)))
     }
 }
 
@@ -309,34 +364,76 @@ impl Ring {
 
     /// Claims the producer role.
     fn producer(&self, py: Python<'_>) -> PyResult<sides::Producer> {
-        let p = self.with(|r| r.producer().map_err(|e| errors::from_error(py, e)))?;
-        Ok(sides::Producer::new(p))
+        self.claim(py, shmpipe::Ring::producer)
+            .map(sides::Producer::new)
     }
 
     /// Claims the consumer role.
     fn consumer(&self, py: Python<'_>) -> PyResult<sides::Consumer> {
-        let c = self.with(|r| r.consumer().map_err(|e| errors::from_error(py, e)))?;
-        Ok(sides::Consumer::new(c))
+        self.claim(py, shmpipe::Ring::consumer)
+            .map(sides::Consumer::new)
     }
 
-    /// Claims the producer role of a typed ring whose values are of `dtype`.
-    #[pyo3(signature = (dtype, **kwargs))]
+    /// Claims the producer role from a holder the kernel confirms dead (Rust
+    /// `Ring::take_over_producer`); the stream goes on after its last published message.
+    fn take_over_producer(&self, py: Python<'_>) -> PyResult<sides::Producer> {
+        self.claim(py, shmpipe::Ring::take_over_producer)
+            .map(sides::Producer::new)
+    }
+
+    /// Claims the consumer role from a holder the kernel confirms dead (Rust
+    /// `Ring::take_over_consumer`); messages it had not released are received again.
+    fn take_over_consumer(&self, py: Python<'_>) -> PyResult<sides::Consumer> {
+        self.claim(py, shmpipe::Ring::take_over_consumer)
+            .map(sides::Consumer::new)
+    }
+
+    /// Claims the producer role of a typed ring whose values are of `dtype` (`take_over=True`:
+    /// from a dead holder).
+    #[pyo3(signature = (dtype, *, take_over=false, **kwargs))]
     fn typed_producer(
         &self,
         dtype: &Bound<'_, PyAny>,
+        take_over: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<typed::TypedProducer> {
-        typed::TypedProducer::claim(self, dtype, kwargs)
+        typed::TypedProducer::claim(self, dtype, kwargs, take_over)
     }
 
-    /// Claims the consumer role of a typed ring whose values are of `dtype`.
-    #[pyo3(signature = (dtype, **kwargs))]
+    /// Claims the consumer role of a typed ring whose values are of `dtype` (`take_over=True`:
+    /// from a dead holder).
+    #[pyo3(signature = (dtype, *, take_over=false, **kwargs))]
     fn typed_consumer(
         &self,
         dtype: &Bound<'_, PyAny>,
+        take_over: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<typed::TypedConsumer> {
-        typed::TypedConsumer::claim(self, dtype, kwargs)
+        typed::TypedConsumer::claim(self, dtype, kwargs, take_over)
+    }
+
+    /// The shared counters now (Rust `Ring::status`), as a dict: `tail`, `head`,
+    /// `used_slots`, `sent`, `received`, `producer_pid`, `consumer_pid` (0: role free).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|r| Ok(r.status()))?;
+        let d = PyDict::new(py);
+        d.set_item("tail", s.tail)?;
+        d.set_item("head", s.head)?;
+        d.set_item("used_slots", s.used_slots)?;
+        d.set_item("sent", s.sent)?;
+        d.set_item("received", s.received)?;
+        d.set_item("producer_pid", s.producer_pid)?;
+        d.set_item("consumer_pid", s.consumer_pid)?;
+        Ok(d)
+    }
+
+    /// `(producer, consumer)`: each `None` (the role is free) or `(pid, liveness)`, liveness
+    /// `"alive"`, `"dead"` (it may be taken over) or `"unknown"` (another pid namespace).
+    #[allow(clippy::type_complexity)] // the Python tuple, spelled out
+    fn holders(&self) -> PyResult<(Option<(u32, &'static str)>, Option<(u32, &'static str)>)> {
+        let (p, c) = self.with(|r| Ok(r.holders()))?;
+        let holder = |h: Option<shmpipe::gc::Holder>| h.map(|h| (h.pid, liveness(h.liveness)));
+        Ok((holder(p), holder(c)))
     }
 
     /// Marks the segment (or file) for removal now; sides attached keep working.
@@ -368,6 +465,13 @@ impl Ring {
     #[getter]
     fn shmid(&self) -> PyResult<Option<i32>> {
         self.with(|r| Ok(r.shmid()))
+    }
+
+    /// The memfd of a memfd ring (owned by this handle: hand it to another process, do not
+    /// close it), or None.
+    #[getter]
+    fn memfd(&self) -> PyResult<Option<i32>> {
+        self.with(|r| Ok(r.memfd().map(|fd| fd.as_raw_fd())))
     }
 
     /// The ring file's path, or None for a SysV ring.
@@ -414,6 +518,16 @@ impl Ring {
     }
 }
 
+/// A holder's liveness as Python sees it: "alive", "dead" or "unknown".
+fn liveness(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Alive => "alive",
+        Liveness::Dead => "dead",
+        // `Liveness` is non-exhaustive: whatever else the kernel cannot confirm is unknown.
+        _ => "unknown",
+    }
+}
+
 /// The fingerprint of a tag name: 64-bit FNV-1a of its UTF-8 bytes (Rust `shmpipe::type_tag`).
 #[pyfunction]
 fn type_tag(name: &str) -> u64 {
@@ -438,6 +552,7 @@ fn shmpipe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<typed::TypedConsumer>()?;
     m.add_function(wrap_pyfunction!(type_tag, m)?)?;
     m.add_function(wrap_pyfunction!(type_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(admin::gc, m)?)?;
     errors::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -186,8 +186,13 @@ impl TypedProducer {
         ring: &Ring,
         spec: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
+        take_over: bool,
     ) -> PyResult<TypedProducer> {
-        let (p, dtype) = claim(ring, spec, kwargs, shmpipe::Ring::producer)?;
+        let take = match take_over {
+            true => shmpipe::Ring::take_over_producer,
+            false => shmpipe::Ring::producer,
+        };
+        let (p, dtype) = claim(ring, spec, kwargs, take)?;
         Ok(TypedProducer {
             side: Held::new(p, "producer"),
             dtype,
@@ -288,8 +293,13 @@ impl TypedConsumer {
         ring: &Ring,
         spec: &Bound<'_, PyAny>,
         kwargs: Option<&Bound<'_, PyDict>>,
+        take_over: bool,
     ) -> PyResult<TypedConsumer> {
-        let (c, dtype) = claim(ring, spec, kwargs, shmpipe::Ring::consumer)?;
+        let take = match take_over {
+            true => shmpipe::Ring::take_over_consumer,
+            false => shmpipe::Ring::consumer,
+        };
+        let (c, dtype) = claim(ring, spec, kwargs, take)?;
         Ok(TypedConsumer {
             side: Held::new(c, "consumer"),
             dtype,

@@ -8,9 +8,17 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+# The typed ring's value, as py_peer's `Tick` (a `#[repr(C)]` struct), and the tag both sides
+# use for its fingerprint.
+TICK = np.dtype(
+    [("seq", "<u8"), ("price", "<f8"), ("qty", "<u4"), ("side", "<u4")], align=True
+)
+TAG = "shmpipe.test.Tick/v1"
 
 
 def segment_keys():
@@ -32,6 +40,22 @@ def wait_for(cond, what, timeout=30.0):
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what} after {timeout} s")
         time.sleep(0.01)
+
+
+def msg(i):
+    """Byte message i, as the peer (py_peer's `msg`) makes it."""
+    return i.to_bytes(8, "little") + bytes((i + j) & 0xFF for j in range(i % 300))
+
+
+def shmid_of(key):
+    """The shmid of the segment at `key` (from /proc/sysvipc/shm)."""
+    with open("/proc/sysvipc/shm") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields and int(fields[0]) & 0xFFFFFFFF == key:
+                return int(fields[1])
+    pytest.fail(f"no segment at key {key:#x}")
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +85,12 @@ def key():
     yield k
     gc.collect()
     # The peer may still be detaching when the test returns.
-    wait_for(lambda: k not in segment_keys(), f"segment at key {k:#x} to go", timeout=10)
+    try:
+        wait_for(lambda: k not in segment_keys(), f"segment at key {k:#x} to go", timeout=10)
+    finally:
+        # A test that failed with a killed peer's ring still there: remove it all the same.
+        if k in segment_keys():
+            subprocess.run(["ipcrm", "-M", hex(k)], check=False)
     assert not lock_file(k).exists()
 
 

@@ -1,6 +1,7 @@
 """The Python API within one process: timeouts, errors, the GIL released while waiting,
 zero-copy views, typed rings and dtype checks."""
 
+import os
 import threading
 import time
 
@@ -8,10 +9,7 @@ import numpy as np
 import pytest
 
 import shmpipe
-
-TICK = np.dtype(
-    [("seq", "<u8"), ("price", "<f8"), ("qty", "<u4"), ("side", "<u4")], align=True
-)
+from conftest import TICK
 
 
 @pytest.fixture
@@ -186,3 +184,26 @@ def test_fingerprints_match_the_rust_definitions():
     assert shmpipe.type_tag("") == 0xCBF29CE484222325
     assert shmpipe.type_tag("a") == 0xAF63DC4C8601EC8C  # FNV-1a 64 test vector
     assert shmpipe.type_fingerprint("u64", 8, 8) != shmpipe.type_fingerprint("f64", 8, 8)
+
+
+def test_stats_count_messages_and_name_the_holders(ring):
+    s = ring.stats()
+    assert set(s) == {"tail", "head", "used_slots", "sent", "received", "producer_pid",
+                      "consumer_pid"}
+    assert (s["used_slots"], s["sent"], s["received"]) == (0, 0, 0)
+    assert (s["producer_pid"], s["consumer_pid"]) == (0, 0)
+    assert ring.holders() == (None, None)
+    tx, rx = ring.producer(), ring.consumer()
+    for m in (b"a", b"bb", b"c" * 60):
+        tx.send(m)
+    s = ring.stats()
+    assert (s["sent"], s["received"]) == (3, 0)
+    assert s["used_slots"] == s["tail"] - s["head"] == 4  # 1 + 1 + 2 slots of 64 bytes
+    assert (s["producer_pid"], s["consumer_pid"]) == (os.getpid(), os.getpid())
+    assert ring.holders() == ((os.getpid(), "alive"), (os.getpid(), "alive"))
+    assert [rx.recv() for _ in range(3)] == [b"a", b"bb", b"c" * 60]
+    s = ring.stats()
+    assert (s["used_slots"], s["received"]) == (0, 3)
+    tx.close()
+    rx.close()
+    assert ring.holders() == (None, None)

@@ -5,19 +5,9 @@ import numpy as np
 import pytest
 
 import shmpipe
-from conftest import segment_keys, wait_for
+from conftest import TAG, TICK, msg, segment_keys, wait_for
 
 N = 3000
-TAG = "shmpipe.test.Tick/v1"
-TICK = np.dtype(
-    [("seq", "<u8"), ("price", "<f8"), ("qty", "<u4"), ("side", "<u4")], align=True
-)
-
-
-def msg(i):
-    """Byte message i, as the peer makes it."""
-    return i.to_bytes(8, "little") + bytes((i + j) & 0xFF for j in range(i % 300))
-
 
 def ticks(start, stop):
     """Ticks start..stop, as the peer makes them."""

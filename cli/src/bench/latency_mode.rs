@@ -12,7 +12,9 @@ use std::time::Duration;
 use super::transports::latency::messages_in;
 use super::transports::runs::{self, median_by};
 use super::transports::{self, Cache, Histogram, Latency, Placement, Session, Transport};
-use super::{CliError, json_line, json_load, json_number, json_string, measure_rtt};
+use super::{
+    CliError, json_line, json_load, json_number, json_rows, json_runs, json_string, measure_rtt,
+};
 use crate::load::Load;
 
 /// The transports measured unless `--transports` says otherwise (those that exist).
@@ -264,8 +266,6 @@ pub fn table(rows: &[LatencyRow]) -> String {
 /// The latency results as a JSON array: one object per (transport, size, rate), figures of the
 /// median run, and every run under `runs` (docs/BENCHMARKS.md lists the fields).
 pub fn json(rows: &[LatencyRow], load: Option<&Load>) -> String {
-    let mut out = String::from("[");
-    let mut first = true;
     let figures = |out: &mut String, r: &LatencyRun| {
         let l = r.latency;
         let _ = write!(
@@ -283,10 +283,8 @@ pub fn json(rows: &[LatencyRow], load: Option<&Load>) -> String {
             json_number(l.p99_ns as f64 / l.median_ns.max(1) as f64),
         );
     };
-    for row in rows {
-        let Some(m) = row.median() else { continue };
-        out.push_str(if first { "\n  {" } else { ",\n  {" });
-        first = false;
+    let measured = rows.iter().filter_map(|row| Some((row, row.median()?)));
+    json_rows(measured, |out, (row, m)| {
         let _ = write!(
             out,
             "\"transport\": {}, \"size\": {}, \"rate\": {}, \"placement\": {}",
@@ -295,29 +293,19 @@ pub fn json(rows: &[LatencyRow], load: Option<&Load>) -> String {
             row.rate,
             json_string(row.placement.name())
         );
-        figures(&mut out, &m);
+        figures(out, &m);
         let first_probe = row.runs.first().and_then(|r| r.before);
         let last_probe = row.runs.last().and_then(|r| r.after);
-        json_line(&mut out, first_probe, last_probe, row.cache());
-        json_load(&mut out, load);
+        json_line(out, first_probe, last_probe, row.cache());
+        json_load(out, load);
         out.push_str(", \"p50_spread\": ");
-        super::json_spread(&mut out, &row.spread());
-        out.push_str(", \"runs\": [");
-        for (i, r) in row.runs.iter().enumerate() {
-            let _ = write!(
-                out,
-                "{}{{\"run\": {}",
-                if i == 0 { "" } else { ", " },
-                i + 1
-            );
-            figures(&mut out, r);
-            json_line(&mut out, r.before, r.after, r.cache());
-            out.push('}');
-        }
-        out.push_str("]}");
-    }
-    out.push_str(if first { "]\n" } else { "\n]\n" });
-    out
+        super::json_spread(out, &row.spread());
+        out.push_str(", \"runs\": ");
+        json_runs(out, &row.runs, |out, r| {
+            figures(out, r);
+            json_line(out, r.before, r.after, r.cache());
+        });
+    })
 }
 
 #[cfg(test)]
