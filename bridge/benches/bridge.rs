@@ -102,6 +102,19 @@ fn count(size: usize) -> u64 {
     (256 << 20) as u64 / size.max(1024) as u64
 }
 
+/// Runs `once` (one round trip) a tenth of [`ROUND_TRIPS`] times to warm up, then
+/// [`ROUND_TRIPS`] times timed: the mean round trip, in µs.
+fn round_trip_us(mut once: impl FnMut()) -> f64 {
+    for _ in 0..ROUND_TRIPS / 10 {
+        once();
+    }
+    let t = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        once();
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUND_TRIPS)
+}
+
 /// Messages/s from a ring through two bridges into a ring.
 fn bridge_rate(size: usize, base: u32) -> f64 {
     let (a, b) = (key(base), key(base + 1));
@@ -155,18 +168,10 @@ fn bridge_rtt(size: usize, base: u32) -> f64 {
     });
     let mut rx = open_when_there(k[3]).consumer().expect("consumer");
     let (msg, mut buf) = (vec![1u8; size], vec![0u8; size]);
-    let mut once = || {
+    let rtt = round_trip_us(|| {
         tx.send(&msg).expect("ping");
         rx.recv(&mut buf).expect("pong");
-    };
-    for _ in 0..ROUND_TRIPS / 10 {
-        once();
-    }
-    let t = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        once();
-    }
-    let rtt = t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUND_TRIPS);
+    });
     drop(tx);
     echo.join().expect("echo");
     rtt
@@ -185,6 +190,14 @@ fn session(port: u16, listen: bool) -> zenoh::Session {
         .expect("session")
 }
 
+/// A publisher on `key` that blocks when zenoh's queues are full, as the bridges' do.
+fn blocking_publisher(s: &zenoh::Session, key: &'static str) -> zenoh::pubsub::Publisher<'static> {
+    s.declare_publisher(key)
+        .congestion_control(CongestionControl::Block)
+        .wait()
+        .expect("publisher")
+}
+
 /// zenoh alone: messages/s one way, and the round trip through an echoing process, in µs.
 fn zenoh_pair(size: usize) -> (f64, f64) {
     let p = port();
@@ -197,11 +210,7 @@ fn zenoh_pair(size: usize) -> (f64, f64) {
         })
         .wait()
         .expect("subscriber");
-    let publ = s
-        .declare_publisher("bench/there")
-        .congestion_control(CongestionControl::Block)
-        .wait()
-        .expect("publisher");
+    let publ = blocking_publisher(&s, "bench/there");
     let msg = vec![3u8; size];
     // Rate: the sink answers once it has counted them all (and once at the start: ready).
     let n = count(size);
@@ -216,21 +225,11 @@ fn zenoh_pair(size: usize) -> (f64, f64) {
     drop(_sink);
     let _echo = me("zenoh-echo", p, size, 0);
     rx.recv().expect("echo ready");
-    let once = || {
+    let rtt = round_trip_us(|| {
         publ.put(msg.clone()).wait().expect("put");
         rx.recv().expect("echo");
-    };
-    for _ in 0..ROUND_TRIPS / 10 {
-        once();
-    }
-    let t = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        once();
-    }
-    (
-        rate,
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUND_TRIPS),
-    )
+    });
+    (rate, rtt)
 }
 
 fn zenoh_peer(role: &str, port: u16, n: u64) {
@@ -243,11 +242,7 @@ fn zenoh_peer(role: &str, port: u16, n: u64) {
         })
         .wait()
         .expect("subscriber");
-    let back = s
-        .declare_publisher("bench/back")
-        .congestion_control(CongestionControl::Block)
-        .wait()
-        .expect("publisher");
+    let back = blocking_publisher(&s, "bench/back");
     // Ready once the parent's subscriber reached us: a put it receives.
     std::thread::sleep(Duration::from_millis(500));
     back.put(vec![0u8]).wait().expect("ready");
@@ -287,21 +282,11 @@ fn tcp_pair(size: usize) -> (f64, f64) {
     let (mut s, _) = l.accept().expect("accept");
     s.set_nodelay(true).expect("nodelay");
     let mut buf = vec![0u8; size + 4];
-    let mut once = || {
+    let rtt = round_trip_us(|| {
         frame(&mut s);
         s.read_exact(&mut buf).expect("echo");
-    };
-    for _ in 0..ROUND_TRIPS / 10 {
-        once();
-    }
-    let t = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        once();
-    }
-    (
-        rate,
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUND_TRIPS),
-    )
+    });
+    (rate, rtt)
 }
 
 fn tcp_peer(role: &str, port: u16, size: usize, n: u64) {

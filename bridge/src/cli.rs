@@ -3,11 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Subcommand};
 use shmpipe::{Key, Ring, RingConfig};
 
-use crate::{BridgeError, InTarget, Summary, ZenohOptions, bridge_in, bridge_out};
+use crate::{
+    BridgeError, InTarget, OutOptions, Summary, ZenohOptions, bridge_in, bridge_out_with, lease_of,
+};
 
 /// `bridge`: carry a ring's stream over zenoh to another machine.
 #[derive(Debug, Args)]
@@ -150,22 +153,33 @@ pub fn run(args: BridgeArgs) -> ExitCode {
     }
 }
 
+/// How long closing the zenoh session may take: it flushes what is queued, but a link to a
+/// vanished peer with a send blocked on it would hold it for zenoh's `wait_before_close`.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 fn block_on<T>(f: impl Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("a tokio runtime")
-        .block_on(f)
+        .expect("a tokio runtime");
+    let out = rt.block_on(f);
+    // Without waiting for a ring thread still blocked in a send to a vanished peer
+    // (`bridge_out_with`): the process exits next.
+    rt.shutdown_background();
+    out
 }
 
-async fn open(z: &ZenohArgs) -> Result<zenoh::Session, BridgeError> {
-    zenoh::open(z.options().to_config()?)
-        .await
-        .map_err(|e| BridgeError::Zenoh {
-            what: "opening the session".into(),
-            source: e,
-        })
+/// Closes the session, flushing what is queued, for at most [`CLOSE_WAIT`].
+async fn close(session: zenoh::Session) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, session.close()).await;
+}
+
+async fn open(config: zenoh::Config) -> Result<zenoh::Session, BridgeError> {
+    zenoh::open(config).await.map_err(|e| BridgeError::Zenoh {
+        what: "opening the session".into(),
+        source: e,
+    })
 }
 
 async fn run_out(a: OutArgs) -> Result<(String, Summary), BridgeError> {
@@ -179,10 +193,20 @@ async fn run_out(a: OutArgs) -> Result<(String, Summary), BridgeError> {
         key: a.to.clone(),
         source,
     })?;
-    let session = open(&a.zenoh).await?;
-    let result = bridge_out(&session, &ring, &a.to).await;
+    let config = a.zenoh.options().to_config()?;
+    // A receiving bridge silent for the lease while this one is blocked sending to it has
+    // vanished, as zenoh would judge a link.
+    let options = OutOptions::default().receiver_silence(lease_of(&config));
+    let session = open(config).await?;
+    let result = bridge_out_with(&session, &ring, &a.to, &options).await;
     // Flushes what is queued, the end of stream or the failure's reason included.
-    let _ = session.close().await;
+    // A dead receiver is told nothing, and a send still blocked on a vanished one would hold
+    // up closing (or dropping) the session: leave it to the exit that follows.
+    if matches!(result, Err(BridgeError::PeerDied { .. })) {
+        std::mem::forget(session);
+    } else {
+        close(session).await;
+    }
     Ok((a.to, result?))
 }
 
@@ -192,8 +216,8 @@ async fn run_in(a: InArgs) -> Result<(String, Summary), BridgeError> {
         (None, Some(p)) => InTarget::Path(p.clone()),
         (None, None) => unreachable!("clap requires one"),
     };
-    let session = open(&a.zenoh).await?;
+    let session = open(a.zenoh.options().to_config()?).await?;
     let result = bridge_in(&session, &a.from, target, a.ring.config()).await;
-    let _ = session.close().await;
+    close(session).await;
     Ok((a.from, result?))
 }

@@ -34,10 +34,12 @@
 pub mod cli;
 mod wire;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmpipe::{Consumer, Error, Key, Producer, RecvError, Ring, RingConfig};
 use zenoh::bytes::ZBytes;
@@ -60,6 +62,14 @@ const ACK_GRACE: Duration = Duration::from_secs(2);
 /// fill, then zenoh's receive path blocks and the backpressure crosses the link: the bridge's
 /// memory is bounded by this many messages (plus zenoh's fixed queues).
 const IN_QUEUE: usize = 64;
+/// How often a receiving bridge says it is there (on [`beat_key`]). zenoh's own keep-alives
+/// cannot be relied on for that while the sending bridge is blocked in a send: see
+/// [`OutOptions::receiver_silence`].
+const BEAT: Duration = Duration::from_millis(250);
+/// zenoh's default lease (`transport/link/tx/lease`), the default of
+/// [`OutOptions::receiver_silence`].
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+const LEASE: &str = "transport/link/tx/lease";
 /// zenoh closes a link whose blocking send waited this long (5 s by default); a consumer that
 /// stalls for longer must slow the producer, not cut the stream, so a bridge waits an hour.
 const WAIT_BEFORE_CLOSE_US: i64 = 3_600_000_000;
@@ -74,6 +84,12 @@ fn out_token(key: &str) -> String {
 /// The liveliness token of a receiving bridge on key expression `key`.
 fn in_token(key: &str) -> String {
     format!("{key}/shmpipe-bridge-in")
+}
+
+/// Where a receiving bridge says, every [`BEAT`], that it is there: its id (u64), then 0, or 1
+/// once it has delivered the end of stream.
+fn beat_key(key: &str) -> String {
+    format!("{key}/shmpipe-bridge-beat")
 }
 
 /// Where a receiving bridge acknowledges the end of stream: the stream id, once it has
@@ -265,6 +281,48 @@ impl ZenohOptions {
     }
 }
 
+/// The lease zenoh uses with `config` (`transport/link/tx/lease`, 10 s unless set): how long
+/// a link may stay silent before zenoh closes it. The `shmpipe bridge out` command uses it as
+/// [`OutOptions::receiver_silence`].
+pub fn lease_of(config: &zenoh::Config) -> Duration {
+    config
+        .get_json(LEASE)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(DEFAULT_LEASE, Duration::from_millis)
+}
+
+/// What [`bridge_out_with`] takes beyond the ring and the key expression.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OutOptions {
+    /// How long the sending bridge, blocked in a send, waits for a word from a receiving
+    /// bridge that was there (each says it is every 250 ms) before it takes it for dead
+    /// ([`BridgeError::PeerDied`]). Default: zenoh's default lease, 10 s.
+    ///
+    /// zenoh notices a vanished peer (a machine that went away without closing its sockets)
+    /// when its lease runs out, but cannot close the link while a blocking send waits on it:
+    /// a bridge held back by a full link would wait for zenoh's `wait_before_close` (an hour,
+    /// see [`ZenohOptions::to_config`]). This bound takes the lease's place there.
+    pub receiver_silence: Duration,
+}
+
+impl Default for OutOptions {
+    fn default() -> Self {
+        OutOptions {
+            receiver_silence: DEFAULT_LEASE,
+        }
+    }
+}
+
+impl OutOptions {
+    /// Options with this [`OutOptions::receiver_silence`].
+    pub fn receiver_silence(mut self, silence: Duration) -> Self {
+        self.receiver_silence = silence;
+        self
+    }
+}
+
 /// A stream id no other stream is likely to have: the clock and the pid, mixed.
 fn new_stream_id() -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -287,6 +345,9 @@ fn key_expr(key: &str) -> Result<KeyExpr<'static>, BridgeError> {
 struct Presence {
     seen: Mutex<Seen>,
     changed: Condvar,
+    /// While the sending thread is in a send: one more than the sample's sequence number;
+    /// 0 between sends.
+    in_send: AtomicU64,
 }
 
 /// See [`Presence`].
@@ -296,6 +357,9 @@ struct Seen {
     alive: usize,
     /// The stream ids of the end-of-stream acknowledgements received.
     acks: Vec<u64>,
+    /// The receiving bridges heard on [`beat_key`], by id: when last, and whether they said
+    /// they are done.
+    beats: HashMap<u64, (Instant, bool)>,
 }
 
 impl Seen {
@@ -316,6 +380,28 @@ impl Presence {
             SampleKind::Put => s.alive += 1,
             SampleKind::Delete => s.alive = s.alive.saturating_sub(1),
         });
+    }
+
+    /// A receiving bridge said it is there (or done).
+    fn beat(&self, sample: &Sample) {
+        let bytes = sample.payload().to_bytes();
+        if let (Some(id), Some(&done)) = (bytes.get(..8), bytes.get(8)) {
+            let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+            self.change(|s| {
+                s.beats.insert(id, (Instant::now(), done != 0));
+            });
+        }
+    }
+
+    /// Whether a receiving bridge that is not done has said nothing for `silence`, or none
+    /// has said anything yet (the caller has been blocked sending for `silence`).
+    fn receiver_silent(&self, silence: Duration) -> bool {
+        self.look(|s| {
+            s.beats.is_empty()
+                || s.beats
+                    .values()
+                    .any(|&(last, done)| !done && last.elapsed() > silence)
+        })
     }
 
     /// A receiving bridge acknowledged the end of a stream.
@@ -342,6 +428,21 @@ impl Presence {
     }
 }
 
+/// Subscribes to `key`, handing each sample to `on` of `presence`.
+async fn hear(
+    session: &Session,
+    key: String,
+    presence: &Arc<Presence>,
+    on: fn(&Presence, &Sample),
+) -> Result<zenoh::pubsub::Subscriber<()>, BridgeError> {
+    let p = presence.clone();
+    session
+        .declare_subscriber(key.clone())
+        .callback(move |s| on(&p, &s))
+        .await
+        .map_err(|e| BridgeError::zenoh(format!("subscriber on {key}"), e))
+}
+
 /// Claims the consumer role of `ring` (taking it over from a dead holder) and publishes every
 /// message on `key`, in order, until its producer closes
 /// it (then the end of stream crosses, and this returns once every receiving bridge has
@@ -357,6 +458,25 @@ impl Presence {
 /// [`BridgeError::Local`] if the local producer died or the ring broke the protocol (the
 /// receiving bridge is told: [`BridgeError::RemoteFailed`]), [`BridgeError::Zenoh`].
 pub async fn bridge_out(session: &Session, ring: &Ring, key: &str) -> Result<Summary, BridgeError> {
+    bridge_out_with(session, ring, key, &OutOptions::default()).await
+}
+
+/// [`bridge_out`] with [`OutOptions`].
+///
+/// If a receiving bridge falls silent for [`OutOptions::receiver_silence`] while this bridge
+/// is blocked sending to it, this returns [`BridgeError::PeerDied`] at once and leaves the
+/// blocked send (and the ring's consumer role) to a thread that ends when zenoh gives up on the
+/// link; the `shmpipe bridge out` command exits, so the local producer sees it die.
+///
+/// # Errors
+///
+/// As [`bridge_out`].
+pub async fn bridge_out_with(
+    session: &Session,
+    ring: &Ring,
+    key: &str,
+    options: &OutOptions,
+) -> Result<Summary, BridgeError> {
     let ke = key_expr(key)?;
     let header = Header::of(ring);
     let consumer = claim(ring, Ring::consumer, Ring::take_over_consumer).map_err(|source| {
@@ -374,12 +494,8 @@ pub async fn bridge_out(session: &Session, ring: &Ring, key: &str) -> Result<Sum
         .callback(move |s| watch.token(&s))
         .await
         .map_err(|e| BridgeError::zenoh("liveliness subscriber", e))?;
-    let acks = ins.clone();
-    let _ack_sub = session
-        .declare_subscriber(ack_key(key))
-        .callback(move |s| acks.ack(&s))
-        .await
-        .map_err(|e| BridgeError::zenoh("acknowledgement subscriber", e))?;
+    let _ack_sub = hear(session, ack_key(key), &ins, Presence::ack).await?;
+    let _beat_sub = hear(session, beat_key(key), &ins, Presence::beat).await?;
     let publisher = session
         .declare_publisher(ke)
         .congestion_control(CongestionControl::Block)
@@ -390,10 +506,39 @@ pub async fn bridge_out(session: &Session, ring: &Ring, key: &str) -> Result<Sum
         .declare_token(out_token(key))
         .await
         .map_err(|e| BridgeError::zenoh("liveliness token", e))?;
-    let key = key.to_string();
-    let pump =
-        tokio::task::spawn_blocking(move || pump_out(&publisher, consumer, header, &ins, key));
-    pump.await.expect("the bridge's ring task panicked")
+    let sent = Arc::new(AtomicU64::new(0));
+    let (watch, count) = (ins.clone(), sent.clone());
+    let owned_key = key.to_string();
+    let mut pump = tokio::task::spawn_blocking(move || {
+        pump_out(&publisher, consumer, header, &ins, &count, owned_key)
+    });
+    // The send the pump is in (see `Presence::in_send`), and since when it is seen there.
+    let mut blocked: (u64, Instant) = (0, Instant::now());
+    loop {
+        tokio::select! {
+            done = &mut pump => return done.expect("the bridge's ring task panicked"),
+            () = tokio::time::sleep(POLL) => {
+                let now = watch.in_send.load(Ordering::Relaxed);
+                if now != blocked.0 {
+                    blocked = (now, Instant::now());
+                }
+                // Blocked in one send for the whole silence while a receiver said nothing: it
+                // vanished, and zenoh, whose lease noticed, cannot close the link under the
+                // blocked send.
+                let silence = options.receiver_silence;
+                if blocked.0 != 0
+                    && blocked.1.elapsed() > silence
+                    && watch.receiver_silent(silence)
+                {
+                    return Err(BridgeError::PeerDied {
+                        key: key.into(),
+                        side: Side::In,
+                        messages: sent.load(Ordering::Relaxed),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// The sending loop of [`bridge_out`], on a blocking thread.
@@ -402,16 +547,20 @@ fn pump_out(
     mut rx: Consumer,
     header: Header,
     ins: &Presence,
+    sent: &AtomicU64,
     key: String,
 ) -> Result<Summary, BridgeError> {
     let stream = new_stream_id();
     let mut seq = 0u64;
     let put = |kind: Kind, seq: u64, payload: ZBytes| {
-        publisher
+        ins.in_send.store(seq + 1, Ordering::Relaxed);
+        let r = publisher
             .put(payload)
             .attachment(Tag { kind, stream, seq }.encode().to_vec())
             .wait()
-            .map_err(|e| BridgeError::zenoh(format!("publishing on {key}"), e))
+            .map_err(|e| BridgeError::zenoh(format!("publishing on {key}"), e));
+        ins.in_send.store(0, Ordering::Relaxed);
+        r
     };
     ins.wait_until(|s| s.alive > 0);
     // Every receiving bridge there now must acknowledge the end.
@@ -428,9 +577,10 @@ fn pump_out(
         match rx.recv_vec_timeout(&mut msg, POLL) {
             Ok(n) => {
                 seq += 1;
+                put(Kind::Data, seq, msg.into())?;
                 sum.messages += 1;
                 sum.bytes += n as u64;
-                put(Kind::Data, seq, msg.into())?;
+                sent.store(sum.messages, Ordering::Relaxed);
                 if ins.look(|s| s.alive == 0) {
                     return Err(gone(&sum));
                 }
@@ -548,6 +698,30 @@ pub async fn bridge_in(
         .declare_token(in_token(key))
         .await
         .map_err(|e| BridgeError::zenoh("liveliness token", e))?;
+    // Says every BEAT that this bridge is there, for a sending bridge blocked in a send (see
+    // `OutOptions::receiver_silence`); dropped beats do no harm, so they never block.
+    let beat = Arc::new(
+        session
+            .declare_publisher(beat_key(key))
+            .await
+            .map_err(|e| BridgeError::zenoh("beat publisher", e))?,
+    );
+    let me = new_stream_id();
+    let beat_of = |done: u8| {
+        let mut b = me.to_le_bytes().to_vec();
+        b.push(done);
+        b
+    };
+    let beating = tokio::spawn({
+        let beat = beat.clone();
+        let alive = beat_of(0);
+        async move {
+            loop {
+                let _ = beat.put(alive.clone()).await;
+                tokio::time::sleep(BEAT).await;
+            }
+        }
+    });
     let key = key.to_string();
     let ack = session
         .declare_publisher(ack_key(&key))
@@ -563,7 +737,12 @@ pub async fn bridge_in(
         }
         result
     });
-    deliver.await.expect("the bridge's ring task panicked")
+    let result = deliver.await.expect("the bridge's ring task panicked");
+    beating.abort();
+    if result.is_ok() {
+        let _ = beat.put(beat_of(1)).await;
+    }
+    result
 }
 
 /// The stream being delivered.

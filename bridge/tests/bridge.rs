@@ -4,24 +4,38 @@
 //!
 //! `SHMPIPE_BRIDGE_MESSAGES` sets the count of the byte-exact streams: a million per start
 //! order by default (about 15 s each on a busy 2-core machine); fewer for a quick run.
+//!
+//! A vanished machine is played by a bridge process stopped with `SIGSTOP`: its sockets stay
+//! open and say nothing, so only zenoh's lease notices. Those tests give both bridges a zenoh
+//! configuration file with a short lease, `SHMPIPE_BRIDGE_LEASE_MS` (2000 by default; 0 for no
+//! file, i.e. zenoh's default of 10 s). The router tests run both bridges as zenoh clients of a
+//! router that is this test binary re-run in a role.
 
 mod common;
 
-use std::net::TcpListener;
+use std::ffi::OsStr;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{ChildProcess, RemoveFile, RemoveOnDrop, check_msg, fill_msg, msg_len, unique_key};
+use common::{
+    ChildProcess, RemoveFile, RemoveOnDrop, check_msg, fill_msg, msg_len, signal_process,
+    unique_key,
+};
 use shmpipe::{Error, Key, RecvError, Ring, RingConfig, SendError};
+use shmpipe_bridge::ZenohOptions;
+use zenoh::Wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmpipe-bridge");
 
 /// A generous bound for anything that should take milliseconds, on a busy 2-core machine.
 const SLOW: Duration = Duration::from_secs(60);
-/// How soon the far side must report a killed bridge (measured: tens of milliseconds).
+/// How soon the far side must report a killed bridge or router (measured: tens of
+/// milliseconds).
 const DEATH_BOUND: Duration = Duration::from_secs(10);
 
 /// A zenoh key expression and a free loopback port for one test.
@@ -53,14 +67,26 @@ fn bridge(dir: &str, ring: Key, link: &Link, listen: bool) -> ChildProcess {
 
 /// [`bridge`] with the ring given by `ring_args` (`--key K` or `--path P`).
 fn bridge_at(dir: &str, ring_args: [&str; 2], link: &Link, listen: bool) -> ChildProcess {
-    let mut cmd = Command::new(BIN);
     let endpoint = format!("tcp/127.0.0.1:{}", link.port);
+    let zenoh = [if listen { "--listen" } else { "--connect" }, &endpoint];
+    bridge_with(dir, ring_args, &link.key, &zenoh)
+}
+
+/// Starts `shmpipe-bridge <dir>` on the ring given by `ring_args`, for the zenoh key
+/// expression `key`, with multicast scouting off and the zenoh options `zenoh`.
+fn bridge_with<S: AsRef<OsStr>>(
+    dir: &str,
+    ring_args: [&str; 2],
+    key: &str,
+    zenoh: &[S],
+) -> ChildProcess {
+    let mut cmd = Command::new(BIN);
     let key_flag = if dir == "out" { "--to" } else { "--from" };
     cmd.arg(dir)
         .args(ring_args)
-        .args([key_flag, &link.key])
+        .args([key_flag, key])
         .args(["--no-multicast-scouting"])
-        .args([if listen { "--listen" } else { "--connect" }, &endpoint]);
+        .args(zenoh);
     ChildProcess::start(cmd, &format!("bridge-{dir}"), format!("bridge {dir}"))
 }
 
@@ -334,16 +360,45 @@ fn typed_rings_carry_their_type_check() {
     }
 }
 
-/// Kills one bridge mid-stream: the far side reports an error within [`DEATH_BOUND`], and the
-/// consumer received an exact prefix of the stream before it.
-fn kill_mid_stream(kill_out: bool) {
+/// Which process of a stream a test takes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    Out,
+    In,
+    Router,
+}
+
+/// How it goes: killed (its sockets close), or stopped (`SIGSTOP`: a machine that vanished,
+/// whose sockets stay open and silent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Stop,
+}
+
+/// The processes of a stream: the two bridges and, for the router tests, the router.
+struct Bridges {
+    out: ChildProcess,
+    inb: ChildProcess,
+    router: Option<ChildProcess>,
+}
+
+/// Streams from a fresh source ring through the bridges `start(src, dst)` starts, then takes
+/// `victim` away by `fault` mid-stream. Every bridge left must exit with the remote death,
+/// and the ring users at the far end from the victim must get their error, within `bound`;
+/// the consumer must have received an exact prefix of the stream (checked message by
+/// message) before its `PeerDied`. Returns how long the far ring user took.
+fn fault_mid_stream(
+    victim: Victim,
+    fault: Fault,
+    bound: Duration,
+    start: impl FnOnce(Key, Key) -> Bridges,
+) -> Duration {
     let (src, dst) = (unique_key(), unique_key());
     let _guards = (RemoveOnDrop::key(src), RemoveOnDrop::key(dst));
-    let link = link();
     let ring = source(src, &source_shape());
-    let mut inb = bridge("in", dst, &link, true);
-    let mut out = bridge("out", src, &link, false);
-    let seed = 0xdead + u64::from(kill_out);
+    let mut b = start(src, dst);
+    let seed = 0xdead + victim as u64 * 2 + fault as u64;
     let got = Arc::new(AtomicU64::new(0));
     let p = produce(ring, seed, None, Arc::default());
     let c = consume(dst, seed, 2048, Duration::ZERO, got.clone());
@@ -352,23 +407,50 @@ fn kill_mid_stream(kill_out: bool) {
         assert!(Instant::now() < deadline, "the stream does not flow");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (victim, other) = if kill_out {
-        (&mut out, &mut inb)
-    } else {
-        (&mut inb, &mut out)
+    let (gone, left): (&mut ChildProcess, Vec<&mut ChildProcess>) = match victim {
+        Victim::Out => (&mut b.out, vec![&mut b.inb]),
+        Victim::In => (&mut b.inb, vec![&mut b.out]),
+        Victim::Router => (
+            b.router.as_mut().expect("a router"),
+            vec![&mut b.out, &mut b.inb],
+        ),
     };
-    let killed = victim.kill_and_reap();
-    // The other bridge fails (exit 1) with the remote death.
-    let st = other.wait_status(SLOW);
-    let bridge_took = killed.elapsed();
-    assert!(!st.success(), "{}", other.output());
-    assert!(other.output().contains("died"), "{}", other.output());
-    // The consumer got an exact prefix (checked message by message), then the in bridge's
-    // death; the producer then fails: the out bridge dropped its consumer (`Disconnected`)
-    // or died.
-    let (n, why, when) = c.join().expect("consumer");
+    let at = match fault {
+        Fault::Kill => gone.kill_and_reap(),
+        Fault::Stop => {
+            let at = Instant::now();
+            signal_process(gone.pid(), libc::SIGSTOP);
+            at
+        }
+    };
+    // The bridges left fail (exit 1) with the remote death, within the bound: waiting longer
+    // fails the test, so broken detection is a failure, not a hang.
+    let mut exited = Vec::new();
+    for other in left {
+        let st = other.wait_status(bound.saturating_sub(at.elapsed()));
+        exited.push(at.elapsed());
+        assert!(!st.success(), "{}", other.output());
+        assert!(other.output().contains("died"), "{}", other.output());
+    }
+    // The far ring user had its error by now. A stopped bridge still holds its ring role,
+    // so the user on its own side waits until it is killed: the clean-up, not the test.
+    let (n, why, when, sres, swhen);
+    if victim == Victim::In {
+        (_, sres, swhen) = p.join().expect("producer");
+        if fault == Fault::Stop {
+            gone.kill_and_reap();
+        }
+        (n, why, when) = c.join().expect("consumer");
+    } else {
+        (n, why, when) = c.join().expect("consumer");
+        if fault == Fault::Stop {
+            gone.kill_and_reap();
+        }
+        (_, sres, swhen) = p.join().expect("producer");
+    }
+    // The consumer got an exact prefix, then the in bridge's death; the producer failed: the
+    // out bridge dropped its consumer (`Disconnected`) or died.
     assert!(matches!(why, RecvError::PeerDied { .. }), "{why:?}");
-    let (_, sres, swhen) = p.join().expect("producer");
     assert!(
         matches!(
             sres,
@@ -376,28 +458,185 @@ fn kill_mid_stream(kill_out: bool) {
         ),
         "{sres:?}"
     );
-    let far = if kill_out {
-        when.duration_since(killed)
+    let far = if victim == Victim::In {
+        swhen.duration_since(at)
     } else {
-        swhen.duration_since(killed)
+        when.duration_since(at)
     };
     eprintln!(
-        "killed the {} bridge after {n} messages: the other bridge exited {bridge_took:?} later, \
-         the far end's {} saw it {far:?} later",
-        if kill_out { "out" } else { "in" },
-        if kill_out { "consumer" } else { "producer" },
+        "{fault:?} the {victim:?} process after {n} messages: the bridges left exited \
+         {exited:?} later, the far ring user (the {}) saw it {far:?} later",
+        if victim == Victim::In {
+            "producer"
+        } else {
+            "consumer"
+        },
     );
-    assert!(far < DEATH_BOUND, "{far:?}");
+    assert!(far < bound, "{far:?}");
+    far
+}
+
+/// Two bridges connected directly, `in` listening; `config` adds a zenoh configuration file.
+fn direct(link: &Link, config: Option<&Path>) -> impl FnOnce(Key, Key) -> Bridges {
+    let listen = format!("tcp/127.0.0.1:{}", link.port);
+    let connect = listen.clone();
+    let key = link.key.clone();
+    let config = config.map(|p| p.to_str().expect("a UTF-8 path").to_string());
+    move |src, dst| {
+        let with_config = |mut args: Vec<String>| {
+            if let Some(c) = &config {
+                args.extend(["--config".into(), c.clone()]);
+            }
+            args
+        };
+        let inb = with_config(vec!["--listen".into(), listen]);
+        let out = with_config(vec!["--connect".into(), connect]);
+        Bridges {
+            inb: bridge_with("in", ["--key", &dst.to_string()], &key, &inb),
+            out: bridge_with("out", ["--key", &src.to_string()], &key, &out),
+            router: None,
+        }
+    }
 }
 
 #[test]
 fn killing_the_out_bridge_ends_the_far_consumer_with_an_error() {
-    kill_mid_stream(true);
+    fault_mid_stream(Victim::Out, Fault::Kill, DEATH_BOUND, direct(&link(), None));
 }
 
 #[test]
 fn killing_the_in_bridge_ends_the_near_producer_with_an_error() {
-    kill_mid_stream(false);
+    fault_mid_stream(Victim::In, Fault::Kill, DEATH_BOUND, direct(&link(), None));
+}
+
+/// zenoh's lease for the vanished-machine tests, in ms (`None`: zenoh's default, 10 s).
+fn lease_ms() -> Option<u64> {
+    let ms = std::env::var("SHMPIPE_BRIDGE_LEASE_MS")
+        .ok()
+        .map_or(2000, |v| {
+            v.parse().expect("SHMPIPE_BRIDGE_LEASE_MS: a number")
+        });
+    (ms > 0).then_some(ms)
+}
+
+/// Stops (`SIGSTOP`) one bridge mid-stream, as a machine that vanished without closing its
+/// sockets: the far side fails within the lease and a few seconds.
+fn vanish_mid_stream(victim: Victim) {
+    let lease = lease_ms();
+    let config = lease.map(|ms| {
+        let file = RemoveFile(common::temp_path("zenoh.json5"));
+        // zenoh's own configuration format: the key `transport/link/tx/lease`.
+        let text = format!("{{ transport: {{ link: {{ tx: {{ lease: {ms} }} }} }} }}\n");
+        std::fs::write(&file.0, text).expect("write the zenoh configuration");
+        file
+    });
+    let lease = Duration::from_millis(lease.unwrap_or(10_000));
+    let bound = lease + Duration::from_secs(8);
+    let link = link();
+    let far = fault_mid_stream(
+        victim,
+        Fault::Stop,
+        bound,
+        direct(&link, config.as_ref().map(|f| f.0.as_path())),
+    );
+    eprintln!("lease {lease:?}: the far side knew {far:?} after the stop");
+}
+
+#[test]
+fn a_vanished_out_machine_ends_the_far_consumer_with_an_error() {
+    vanish_mid_stream(Victim::Out);
+}
+
+#[test]
+fn a_vanished_in_machine_ends_the_near_producer_with_an_error() {
+    vanish_mid_stream(Victim::In);
+}
+
+/// The environment variable that gives the router child its port.
+const ROUTER_PORT: &str = "SHMPIPE_BRIDGE_ROUTER_PORT";
+
+/// In a child started by [`router`], runs the zenoh router and never returns; in the test
+/// itself, does nothing.
+fn serve_router_if_child() {
+    if common::child_role().as_deref() != Some("router") {
+        return;
+    }
+    let port: u16 = common::param(ROUTER_PORT);
+    let opts = ZenohOptions {
+        listen: vec![format!("tcp/127.0.0.1:{port}")],
+        mode: Some("router".into()),
+        no_multicast_scouting: true,
+        ..Default::default()
+    };
+    let _session = zenoh::open(opts.to_config().expect("router configuration"))
+        .wait()
+        .expect("router session");
+    eprintln!("router listening on {port}");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Starts a zenoh router on the link's port (this binary re-run as test `test` in the role
+/// `router`) and waits until it accepts connections.
+fn router(test: &str, link: &Link) -> ChildProcess {
+    let mut r = ChildProcess::spawn(test, "router", &[(ROUTER_PORT, link.port.to_string())]);
+    let deadline = Instant::now() + SLOW;
+    while TcpStream::connect(("127.0.0.1", link.port)).is_err() {
+        r.assert_running();
+        assert!(Instant::now() < deadline, "the router does not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    r
+}
+
+/// Both bridges as zenoh clients of a router on the link's port, the router first.
+fn through_router(test: &'static str, link: &Link) -> impl FnOnce(Key, Key) -> Bridges {
+    let r = router(test, link);
+    let endpoint = format!("tcp/127.0.0.1:{}", link.port);
+    let key = link.key.clone();
+    move |src, dst| {
+        let zenoh = ["--mode", "client", "--connect", &endpoint];
+        Bridges {
+            inb: bridge_with("in", ["--key", &dst.to_string()], &key, &zenoh),
+            out: bridge_with("out", ["--key", &src.to_string()], &key, &zenoh),
+            router: Some(r),
+        }
+    }
+}
+
+/// 100 000 random-size messages through a router arrive byte-exact, with the end of stream.
+#[test]
+fn a_stream_through_a_router_arrives_byte_exact() {
+    serve_router_if_child();
+    let (src, dst) = (unique_key(), unique_key());
+    let _guards = (RemoveOnDrop::key(src), RemoveOnDrop::key(dst));
+    let link = link();
+    let ring = source(src, &source_shape());
+    let mut b = through_router("a_stream_through_a_router_arrives_byte_exact", &link)(src, dst);
+    let (n, seed) = (100_000, 0x5eed_0100);
+    let p = produce(ring, seed, Some(n), Arc::default());
+    let c = consume(dst, seed, 2048, Duration::ZERO, Arc::default());
+    p.join()
+        .expect("producer")
+        .1
+        .expect("the producer sent everything");
+    let (got, end, _) = c.join().expect("consumer");
+    assert_eq!((got, end), (n, RecvError::Disconnected));
+    for b in [&mut b.out, &mut b.inb] {
+        assert!(b.wait_status(SLOW).success(), "{}", b.output());
+    }
+    b.router.as_mut().expect("router").assert_running();
+}
+
+/// A router killed mid-stream: both bridges and the ring users at both ends fail within
+/// [`DEATH_BOUND`], after an exact prefix.
+#[test]
+fn killing_the_router_ends_the_stream_with_an_error() {
+    serve_router_if_child();
+    let link = link();
+    let start = through_router("killing_the_router_ends_the_stream_with_an_error", &link);
+    fault_mid_stream(Victim::Router, Fault::Kill, DEATH_BOUND, start);
 }
 
 /// Peak resident memory of a process (`VmHWM`), in KiB.
