@@ -716,13 +716,18 @@ impl Ring {
     fn claim_consumer(&self, take_over: bool) -> Result<Consumer, Error> {
         let h = self.region.header();
         let me = self.claim(Role::Consumer, take_over)?;
-        // A new consumer reopens the ring for the producer.
-        h.producer.consumer_closed.store(0, Ordering::Release);
-        let c = Consumer::new(self.region.clone(), me);
-        if c.is_err() {
-            let _ = release_role(&h.consumer.owner, me);
+        match Consumer::new(self.region.clone(), me) {
+            Ok(c) => {
+                // A new consumer reopens the ring for the producer, once its checks passed: a
+                // claim refused on corrupt indices leaves an earlier close standing.
+                h.producer.consumer_closed.store(0, Ordering::Release);
+                Ok(c)
+            }
+            Err(e) => {
+                let _ = release_role(&h.consumer.owner, me);
+                Err(e)
+            }
         }
-        c
     }
 
     /// Pre-faults every page of the ring and locks it in RAM (`mlock`), so that neither the

@@ -446,6 +446,24 @@ fn role_is_exclusive_and_reusable() {
     ));
 }
 
+/// A consumer claim refused because a third party left the indices out of range must not
+/// reopen the ring: the producer still sees the earlier consumer's close (docs/DESIGN.md,
+/// "Closing and reopening").
+#[test]
+fn a_refused_consumer_claim_leaves_the_ring_closed() {
+    let ring = Ring::create(Heap, &small(16, 4)).unwrap();
+    ring.consumer().unwrap().close().unwrap();
+    let good = ring.region.tail().load(Ordering::Relaxed);
+    ring.region.tail().store(u64::MAX, Ordering::Release);
+    assert!(matches!(ring.consumer(), Err(Error::Corrupted(_))));
+    ring.region.tail().store(good, Ordering::Release);
+    let mut tx = ring.producer().unwrap();
+    assert_eq!(tx.try_send(b"x"), Err(TrySendError::Disconnected));
+    // A claim that passes its checks reopens it.
+    let _rx = ring.consumer().unwrap();
+    assert_eq!(tx.try_send(b"x"), Ok(()));
+}
+
 fn assert_poisoned_rx(rx: &mut Consumer, check: impl Fn(&Corruption) -> bool) {
     let mut buf = [0u8; 64];
     let first = rx.try_recv(&mut buf).unwrap_err();

@@ -722,7 +722,6 @@ static uint64_t next_message(uint64_t i, uint32_t *len_out) {
 
 static void run_consumer(uint64_t count, uint32_t size) {
     claim(K_OWNER, K_OWNER_PIDNS, K_CLAIMS, P_CLAIMS);
-    atomic_store_explicit(W32(P_CONSUMER_CLOSED), 0, REL);
     c_head = c_released = atomic_load_explicit(W64(K_HEAD), RLX);
     c_tail_cache = atomic_load_explicit(W64(P_TAIL), ACQ);
     c_received = atomic_load_explicit(W64(K_RECEIVED), RLX);
@@ -731,6 +730,8 @@ static void run_consumer(uint64_t count, uint32_t size) {
                       atomic_load_explicit(W64(P_SENT), RLX) != 0;
     if (c_tail_cache - c_head > slot_count)
         die("tail - head > slot count at claim");
+    /* Reopen the ring for the producer only once the checks passed. */
+    atomic_store_explicit(W32(P_CONSUMER_CLOSED), 0, REL);
     announced();
     unsigned char *buf = malloc(max_message ? max_message : 1);
     if (!buf)
