@@ -5,6 +5,11 @@
 //! a new process take the dead side's role over. Last, both sides die, and `gc` must find and
 //! remove the orphan (and nothing else), or the kernel must free an auto-removed ring itself.
 //!
+//! Every scenario runs on a SysV segment. The core ones (a sleeping side whose peer is killed,
+//! producers killed at random moments, and a producer and a consumer killed mid-message and
+//! taken over) run on a ring file and on a sealed memfd too, with fewer runs (see [`Backing`]):
+//! the same promises hold whatever the memory is.
+//!
 //! Run with `cargo test --features test-hooks --test crash`. The other processes are this test
 //! binary run again (see `common::ChildProcess`): a test function started with
 //! `SHMPIPE_TEST_ROLE` set runs that role instead of its body. The tests take one lock, so they
@@ -15,6 +20,8 @@
 mod common;
 
 use std::fmt::Debug;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -22,12 +29,12 @@ use std::time::{Duration, Instant};
 
 use common::timing::bound;
 use common::{
-    ChildProcess, RemoveOnDrop, SplitMix64, check_msg, child_role, fill_msg, make_msg, msg_len,
-    param, param_opt, process_state, signal_process, unique_key,
+    ChildProcess, RemoveOnDrop, SplitMix64, TempDir, check_msg, child_role, fill_msg, make_msg,
+    msg_len, param, param_opt, process_state, signal_process, unique_key,
 };
 use shmpipe::gc::{self, Class, Entry};
 use shmpipe::{
-    Error, HEADER_SIZE, Key, RecvError, Ring, RingConfig, Role, Segment, SendError, Shmid,
+    Error, HEADER_SIZE, Key, Memfd, RecvError, Ring, RingConfig, Role, Segment, SendError, Shmid,
     TryRecvError, TrySendError, WaitStrategy,
 };
 
@@ -35,8 +42,12 @@ use shmpipe::{
 // Parameters
 // ---------------------------------------------------------------------------------------------
 
-/// The parameters a child gets.
+/// The parameters a child gets. It attaches the ring by the one of these three it is given
+/// (see [`Backing`]).
 const SHMID_VAR: &str = "SHMPIPE_TEST_SHMID";
+const PATH_VAR: &str = "SHMPIPE_TEST_RING_PATH";
+/// The number of a memfd descriptor the child inherited (no close-on-exec).
+const FD_VAR: &str = "SHMPIPE_TEST_MEMFD";
 const SEED_VAR: &str = "SHMPIPE_TEST_SEED";
 /// Messages to send or receive before idling; absent: stream until killed.
 const COUNT_VAR: &str = "SHMPIPE_TEST_COUNT";
@@ -62,9 +73,9 @@ const SETTLE: Duration = Duration::from_millis(30);
 const K: u64 = 1000;
 /// Messages a successor producer sends after a takeover.
 const SUCCESSOR_COUNT: u64 = 300;
-/// Runs of each futex-sleep test.
-const SLEEP_RUNS: usize = 20;
-/// Runs of the random-kill test.
+/// Runs of each futex-sleep test on a SysV segment ([`Backing::runs`] gives the others fewer).
+const SLEEP_RUNS: u64 = 20;
+/// Runs of the random-kill test on a SysV segment.
 const RANDOM_RUNS: u64 = 200;
 /// A child that streams "until killed" gives up (and fails) after this many messages, and an
 /// idle child after [`CHILD_LIFETIME`].
@@ -97,21 +108,91 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A ring with no key (children attach by shmid) and the guard that removes it.
-fn private_ring(persistent: bool) -> (Ring, RemoveOnDrop) {
-    let ring = Ring::create(Key::Private, &config(persistent)).expect("create ring");
-    let guard = RemoveOnDrop::ring(&ring);
-    (ring, guard)
+/// Where a test's ring lives. The parent creates it; a child attaches it by what [`spawn`]
+/// puts in its environment, read by [`attach`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backing {
+    /// A SysV segment with no key: the child attaches by shmid.
+    Sysv,
+    /// A file in a temporary directory of its own: the child opens the path. Once both roles
+    /// have been claimed the path is unlinked (not persistent), so a later process cannot
+    /// attach it: the tests on a file spawn no successor.
+    File,
+    /// A sealed memfd: the child inherits a duplicate of the descriptor across `exec`.
+    Memfd,
 }
 
-/// Starts this test binary again as `role` on `ring`.
+impl Backing {
+    /// How many of `sysv_runs` a repeated test makes on this backing: the SysV runs are the
+    /// full suite; the other backings share all of the code but how the memory is made and
+    /// named, and run a fifth of them to keep the suite's time small.
+    fn runs(self, sysv_runs: u64) -> u64 {
+        match self {
+            Backing::Sysv => sysv_runs,
+            Backing::File | Backing::Memfd => sysv_runs.div_ceil(5),
+        }
+    }
+}
+
+/// What removes a test ring: its segment, or its file's directory (a memfd ring goes with its
+/// last descriptor and mapping).
+#[allow(dead_code)] // held for their `Drop` only
+enum Cleanup {
+    Segment(RemoveOnDrop),
+    Dir(TempDir),
+    Nothing,
+}
+
+/// A ring with no key (children attach by shmid) and the guard that removes it.
+fn private_ring(persistent: bool) -> (Ring, Cleanup) {
+    ring_on(Backing::Sysv, persistent)
+}
+
+/// A new ring on `backing` and the guard that removes it.
+fn ring_on(backing: Backing, persistent: bool) -> (Ring, Cleanup) {
+    let config = config(persistent);
+    match backing {
+        Backing::Sysv => {
+            let ring = Ring::create(Key::Private, &config).expect("create ring");
+            let guard = RemoveOnDrop::ring(&ring);
+            (ring, Cleanup::Segment(guard))
+        }
+        Backing::File => {
+            let dir = TempDir::new("crash-dir");
+            let ring = Ring::create(dir.0.join("ring"), &config).expect("create ring file");
+            (ring, Cleanup::Dir(dir))
+        }
+        Backing::Memfd => {
+            let ring = Ring::create(Memfd, &config).expect("create memfd ring");
+            (ring, Cleanup::Nothing)
+        }
+    }
+}
+
+/// Starts this test binary again as `role` on `ring`, telling it how to attach the ring: its
+/// shmid, its path, or the number of a memfd descriptor it inherits (a duplicate without
+/// close-on-exec, closed here once the child has been spawned; the tests run one at a time, so
+/// no other child is spawned meanwhile to inherit it too).
 fn spawn(test: &str, role: &str, ring: &Ring, seed: u64, extra: &[(&str, String)]) -> ChildProcess {
-    let mut vars = vec![
-        (SHMID_VAR, ring.shmid().unwrap().to_string()),
-        (SEED_VAR, seed.to_string()),
-    ];
+    let mut vars = vec![(SEED_VAR, seed.to_string())];
+    let mut inherited = None;
+    if let Some(shmid) = ring.shmid() {
+        vars.push((SHMID_VAR, shmid.to_string()));
+    } else if let Some(memfd) = ring.memfd() {
+        // SAFETY: dup of a descriptor the ring owns; the new one is closed below.
+        let fd = unsafe { libc::dup(memfd.as_raw_fd()) };
+        assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor that nothing else owns.
+        inherited = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        vars.push((FD_VAR, fd.to_string()));
+    } else {
+        let path = ring.path().expect("a SysV, memfd or file ring");
+        vars.push((PATH_VAR, path.display().to_string()));
+    }
     vars.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-    ChildProcess::spawn(test, role, &vars)
+    let child = ChildProcess::spawn(test, role, &vars);
+    drop(inherited);
+    child
 }
 
 /// Polls `cond` until it holds, failing (with the children's output) if one of them exits or
@@ -282,8 +363,7 @@ fn run_child_role() -> bool {
     let Some(role) = child_role() else {
         return false;
     };
-    let ring = Ring::open(Shmid(param(SHMID_VAR)), &RingConfig::new())
-        .unwrap_or_else(|e| panic!("child {role}: attaching: {e}"));
+    let ring = attach().unwrap_or_else(|e| panic!("child {role}: attaching: {e}"));
     let seed: u64 = param(SEED_VAR);
     match role.as_str() {
         "producer" => role_producer(&ring, seed),
@@ -294,6 +374,21 @@ fn run_child_role() -> bool {
         other => panic!("unknown role {other:?}"),
     }
     true
+}
+
+/// Attaches the ring as [`spawn`] said: by shmid, path or inherited memfd.
+fn attach() -> Result<Ring, Error> {
+    let config = RingConfig::new();
+    if let Some(shmid) = param_opt(SHMID_VAR) {
+        Ring::open(Shmid(shmid), &config)
+    } else if let Some(path) = param_opt::<PathBuf>(PATH_VAR) {
+        Ring::open(&path, &config)
+    } else {
+        let fd: i32 = param(FD_VAR);
+        // SAFETY: the parent left this descriptor open for us across exec; nothing else in
+        // this process owns it.
+        Ring::open(unsafe { OwnedFd::from_raw_fd(fd) }, &config)
+    }
 }
 
 /// Sleeps until killed (and fails if nobody does), keeping whatever role the caller holds.
@@ -472,13 +567,14 @@ fn role_producer_without_main_thread(ring: &Ring, seed: u64) {
 /// flight never appears. While the child was only stopped, it counted as alive: `recv` timed
 /// out and a takeover was refused. After the kill a new process is refused a plain claim
 /// (`holder: Liveness::Dead`), takes the role over, and continues the stream right after the
-/// last published message.
-fn producer_crash(test: &str, point: &str) {
+/// last published message. On a file the ring is persistent: a non-persistent ring file is
+/// unlinked once both roles were claimed, and the successor, a new process, could not open it.
+fn producer_crash(test: &str, point: &str, backing: Backing) {
     if run_child_role() {
         return;
     }
     let _serial = serial();
-    let (ring, _rm) = private_ring(false);
+    let (ring, _rm) = ring_on(backing, backing == Backing::File);
     let mut rx = ring.consumer().unwrap();
     let max = ring.max_message();
     let k = long_message_from(SEED, K, max);
@@ -637,12 +733,12 @@ fn continue_with_successor(
 /// within the bound. Then `consumer()` is refused (`holder: Liveness::Dead`) and
 /// `take_over_consumer()` resumes after the last *released* message: message `s` again unless
 /// the child died after storing the head (`recv:released`), every later one once, in order.
-fn consumer_crash(test: &str, point: &str) {
+fn consumer_crash(test: &str, point: &str, backing: Backing) {
     if run_child_role() {
         return;
     }
     let _serial = serial();
-    let (ring, _rm) = private_ring(false);
+    let (ring, _rm) = ring_on(backing, false);
     let mut tx = ring.producer().unwrap();
     let max = ring.max_message();
     let s = long_message_from(SEED, K, max);
@@ -747,24 +843,30 @@ fn consumer_crash(test: &str, point: &str) {
 }
 
 macro_rules! crash_tests {
-    ($($name:ident: $run:ident($point:literal);)*) => {$(
+    ($($name:ident: $run:ident($point:literal, $backing:ident);)*) => {$(
         #[test]
         #[cfg_attr(miri, ignore)]
         fn $name() {
-            $run(stringify!($name), $point);
+            $run(stringify!($name), $point, Backing::$backing);
         }
     )*};
 }
 
+// Every point on a SysV segment; one of each side on the other backings, which share all of
+// the code but how the memory is made and named.
 crash_tests! {
-    producer_killed_before_the_payload: producer_crash("send:claimed");
-    producer_killed_mid_payload: producer_crash("send:mid-payload");
-    producer_killed_after_the_payload_before_publish: producer_crash("send:written");
-    producer_killed_after_publish: producer_crash("send:published");
-    consumer_killed_after_finding_a_record: consumer_crash("recv:found");
-    consumer_killed_mid_copy: consumer_crash("recv:mid-copy");
-    consumer_killed_after_copying_before_release: consumer_crash("recv:consumed");
-    consumer_killed_after_release: consumer_crash("recv:released");
+    producer_killed_before_the_payload: producer_crash("send:claimed", Sysv);
+    producer_killed_mid_payload: producer_crash("send:mid-payload", Sysv);
+    producer_killed_mid_payload_on_a_file: producer_crash("send:mid-payload", File);
+    producer_killed_mid_payload_on_a_memfd: producer_crash("send:mid-payload", Memfd);
+    producer_killed_after_the_payload_before_publish: producer_crash("send:written", Sysv);
+    producer_killed_after_publish: producer_crash("send:published", Sysv);
+    consumer_killed_after_finding_a_record: consumer_crash("recv:found", Sysv);
+    consumer_killed_mid_copy: consumer_crash("recv:mid-copy", Sysv);
+    consumer_killed_mid_copy_on_a_file: consumer_crash("recv:mid-copy", File);
+    consumer_killed_mid_copy_on_a_memfd: consumer_crash("recv:mid-copy", Memfd);
+    consumer_killed_after_copying_before_release: consumer_crash("recv:consumed", Sysv);
+    consumer_killed_after_release: consumer_crash("recv:released", Sysv);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,22 +875,19 @@ crash_tests! {
 
 /// The consumer sleeps in `recv` (`WaitStrategy::Sleep`, and the futex counter shows it did)
 /// on an empty ring when the producer, idle after one message, is SIGKILLed: `PeerDied` with
-/// its pid. Twenty runs; the median and maximum detection times are printed.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn sleeping_consumer_sees_a_killed_producer() {
-    const TEST: &str = "sleeping_consumer_sees_a_killed_producer";
+/// its pid. Twenty runs (on a SysV segment); the median and maximum detection times are printed.
+fn sleeping_consumer(test: &str, backing: Backing) {
     if run_child_role() {
         return;
     }
     let _serial = serial();
     let mut times = Vec::new();
-    for _ in 0..SLEEP_RUNS {
-        let (ring, _rm) = private_ring(false);
+    for _ in 0..backing.runs(SLEEP_RUNS) {
+        let (ring, _rm) = ring_on(backing, false);
         let mut rx = ring.consumer().unwrap();
         rx.set_wait_strategy(WaitStrategy::Sleep);
         let max = rx.max_message();
-        let mut child = spawn(TEST, "producer", &ring, SEED, &[(COUNT_VAR, "1".into())]);
+        let mut child = spawn(test, "producer", &ring, SEED, &[(COUNT_VAR, "1".into())]);
         let pid = child.pid();
         let mut buf = vec![0u8; max];
         let n = rx
@@ -816,27 +915,24 @@ fn sleeping_consumer_sees_a_killed_producer() {
         );
         times.push(done - killed);
     }
-    summarize(TEST, &mut times);
+    summarize(&format!("{test} ({backing:?})"), &mut times);
 }
 
 /// The producer sleeps in `send` (`WaitStrategy::Sleep`) on a full ring when the consumer,
 /// idle since its claim, is SIGKILLed: `PeerDied` with its pid.
-/// Twenty runs; the median and maximum detection times are printed.
-#[test]
-#[cfg_attr(miri, ignore)]
-fn sleeping_producer_sees_a_killed_consumer() {
-    const TEST: &str = "sleeping_producer_sees_a_killed_consumer";
+/// Twenty runs (on a SysV segment); the median and maximum detection times are printed.
+fn sleeping_producer(test: &str, backing: Backing) {
     if run_child_role() {
         return;
     }
     let _serial = serial();
     let mut times = Vec::new();
-    for _ in 0..SLEEP_RUNS {
-        let (ring, _rm) = private_ring(false);
+    for _ in 0..backing.runs(SLEEP_RUNS) {
+        let (ring, _rm) = ring_on(backing, false);
         let mut tx = ring.producer().unwrap();
         tx.set_wait_strategy(WaitStrategy::Sleep);
         let max = tx.max_message();
-        let mut child = spawn(TEST, "consumer", &ring, SEED, &[(COUNT_VAR, "0".into())]);
+        let mut child = spawn(test, "consumer", &ring, SEED, &[(COUNT_VAR, "0".into())]);
         let pid = child.pid();
         // A producer may fill a ring before any consumer comes: wait for the claim first.
         wait_for("the consumer's claim", &mut [&mut child], || {
@@ -866,7 +962,7 @@ fn sleeping_producer_sees_a_killed_consumer() {
         );
         times.push(done - killed);
     }
-    summarize(TEST, &mut times);
+    summarize(&format!("{test} ({backing:?})"), &mut times);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -877,15 +973,14 @@ fn sleeping_producer_sees_a_killed_consumer() {
 /// after they claimed the role. Each acknowledges its `Ok` sends in a word of a second
 /// segment. The consumer (blocking `recv`) must get an intact, in-order, gap-free prefix of
 /// the stream, then `PeerDied`: never a hang. The prefix holds every acknowledged message,
-/// and at most one more (published, killed before it could acknowledge).
-#[test]
-#[cfg_attr(miri, ignore)]
-fn producer_killed_at_random_moments() {
-    const TEST: &str = "producer_killed_at_random_moments";
+/// and at most one more (published, killed before it could acknowledge). On a file or memfd,
+/// a fifth of the runs.
+fn random_kills(test: &str, backing: Backing) {
     if run_child_role() {
         return;
     }
     let _serial = serial();
+    let runs = backing.runs(RANDOM_RUNS);
     let ack_seg = Segment::create(Key::Private, 4096, 0o600).expect("ack segment");
     let _rm_ack = RemoveOnDrop::id(ack_seg.shmid());
     let ack = ack_word(&ack_seg);
@@ -894,16 +989,16 @@ fn producer_killed_at_random_moments() {
     let (mut delivered, mut unacked) = (0u64, 0u64);
     let mut late = Vec::new();
     let t0 = Instant::now();
-    for run in 0..RANDOM_RUNS {
+    for run in 0..runs {
         let seed = RANDOM_SEED.wrapping_add(run);
         let delay = Duration::from_micros(rng.below(5001));
         let what = format!("run {run} (seed {seed:#x}, killed {delay:?} after the claim)");
         ack.store(0, Ordering::Relaxed);
-        let (ring, _rm) = private_ring(false);
+        let (ring, _rm) = ring_on(backing, false);
         let mut rx = ring.consumer().unwrap();
         let max = rx.max_message();
         let mut child = spawn(
-            TEST,
+            test,
             "producer",
             &ring,
             seed,
@@ -961,19 +1056,42 @@ fn producer_killed_at_random_moments() {
         );
     }
     eprintln!(
-        "{TEST}: {RANDOM_RUNS} runs in {:.2?}, {delivered} messages delivered ({unacked} runs \
-         delivered one published but unacknowledged message)",
+        "{test} ({backing:?}): {runs} runs in {:.2?}, {delivered} messages delivered \
+         ({unacked} runs delivered one published but unacknowledged message)",
         t0.elapsed()
     );
-    summarize(TEST, &mut times);
+    summarize(&format!("{test} ({backing:?})"), &mut times);
     // PeerDied promises that every published message was received before it.
     assert!(
         late.is_empty(),
-        "{} of {RANDOM_RUNS} runs received messages after PeerDied (see \
+        "{} of {runs} runs received messages after PeerDied (see \
          consumer_woken_after_the_producer_died_first_receives_everything):\n{}",
         late.len(),
         late.join("\n")
     );
+}
+
+/// One test per scenario and backing: `name: scenario(backing);`.
+macro_rules! backing_tests {
+    ($($name:ident: $run:ident($backing:ident);)*) => {$(
+        #[test]
+        #[cfg_attr(miri, ignore)]
+        fn $name() {
+            $run(stringify!($name), Backing::$backing);
+        }
+    )*};
+}
+
+backing_tests! {
+    sleeping_consumer_sees_a_killed_producer: sleeping_consumer(Sysv);
+    sleeping_consumer_sees_a_killed_producer_on_a_file: sleeping_consumer(File);
+    sleeping_consumer_sees_a_killed_producer_on_a_memfd: sleeping_consumer(Memfd);
+    sleeping_producer_sees_a_killed_consumer: sleeping_producer(Sysv);
+    sleeping_producer_sees_a_killed_consumer_on_a_file: sleeping_producer(File);
+    sleeping_producer_sees_a_killed_consumer_on_a_memfd: sleeping_producer(Memfd);
+    producer_killed_at_random_moments: random_kills(Sysv);
+    producer_killed_at_random_moments_on_a_file: random_kills(File);
+    producer_killed_at_random_moments_on_a_memfd: random_kills(Memfd);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -85,6 +85,30 @@ impl Drop for RemoveFile {
     }
 }
 
+/// A new directory of its own in the temporary directory, removed with everything in it on
+/// drop (a directory that is already gone is fine).
+#[allow(dead_code)]
+pub struct TempDir(pub PathBuf);
+
+#[allow(dead_code)]
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let dir = TempDir(temp_path(what));
+        std::fs::create_dir(&dir.0).unwrap_or_else(|e| panic!("create {}: {e}", dir.0.display()));
+        dir
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("warning: could not remove {}: {e}", self.0.display());
+            }
+        }
+    }
+}
+
 /// A child process running one test of this binary in a role. Dropping the guard kills
 /// (SIGKILL) and reaps the child if it is still running, so no test leaves a process behind,
 /// even when it panics.
