@@ -8,19 +8,27 @@
 //! and empty and sleep on the futexes. Every message is checked in order and byte for byte on
 //! the receiving side, and the stream must end cleanly right after the last one.
 //!
+//! Both directions also run on a ring file and on a sealed memfd that the Rust side creates:
+//! the C peer opens the file by path, or maps the memfd by a descriptor it inherits, with the
+//! same checks as for a segment (owner and mode, the memfd's seals, the size against the
+//! header), tells whether the Rust side still maps the ring by the file's device and inode,
+//! and, claiming second, unlinks the ring file as it marks a segment for removal.
+//!
 //! A machine without a C compiler fails these tests (with a message saying so) rather than
 //! skipping them.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{RemoveFile, RemoveOnDrop, temp_path, unique_key};
-use shmpipe::{Error, Key, RecvError, Ring, RingConfig, Segment};
+use common::{RemoveFile, RemoveOnDrop, TempDir, temp_path, unique_key};
+use shmpipe::{Error, Key, Memfd, RecvError, Ring, RingConfig, Segment};
 
 /// Messages per test.
 const N: u64 = 200_000;
@@ -45,6 +53,15 @@ fn config() -> RingConfig {
 /// constructor).
 fn rust_ring(key: Key) -> Ring {
     Ring::open_or_create(key, &config()).expect("Rust side: open_or_create")
+}
+
+/// Where the ring of a test lives: the C peer creates or opens a SysV ring at a key; it only
+/// opens a file ring (by path) or a memfd ring (by a descriptor it inherits), made by Rust.
+#[derive(Clone, Copy, Debug)]
+enum Backing {
+    Sysv,
+    File,
+    Memfd,
 }
 
 /// Length of message `i` (as `msg_len` in peer.c).
@@ -136,11 +153,44 @@ impl CPeer {
         let Key::Number(k) = key else {
             panic!("the C peer needs a numeric key")
         };
+        let mut cmd = Command::new(peer_binary());
+        cmd.arg(mode).args(["--key", &format!("{:#x}", k as u32)]);
+        CPeer::start_at(mode, &mut cmd)
+    }
+
+    /// Starts `peer <mode>` on the file or memfd ring `ring`, made by the Rust side: `--path`,
+    /// or `--fd` with the ring's own descriptor, whose close-on-exec flag is cleared in the
+    /// child alone (between `fork` and `exec`), so no other process spawned meanwhile by a
+    /// concurrent test inherits it.
+    fn start_on(mode: &str, ring: &Ring) -> CPeer {
+        let mut cmd = Command::new(peer_binary());
+        cmd.arg(mode);
+        if let Some(memfd) = ring.memfd() {
+            let fd = memfd.as_raw_fd();
+            cmd.args(["--fd", &fd.to_string()]);
+            // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+            // which is async-signal-safe, on a descriptor number the child has (it is the
+            // parent's, open while the ring lives, and the ring outlives this call).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        } else {
+            let path = ring.path().expect("a file or memfd ring");
+            cmd.arg("--path").arg(path);
+        }
+        CPeer::start_at(mode, &mut cmd)
+    }
+
+    /// Starts `cmd` (`peer <mode>` and where its ring is) with this suite's parameters.
+    fn start_at(mode: &str, cmd: &mut Command) -> CPeer {
         let log = RemoveFile(temp_path(&format!("c-peer-{mode}.log")));
         let err = std::fs::File::create(&log.0).expect("create the C peer's log");
-        let mut child = Command::new(peer_binary())
-            .arg(mode)
-            .args(["--key", &format!("{:#x}", k as u32)])
+        let mut child = cmd
             .args(["--count", &N.to_string(), "--size", &SIZE.to_string()])
             .args(["--slots", &SLOTS.to_string(), "--slot-size", "64"])
             .args(["--initial-index", &INITIAL_INDEX.to_string()])
@@ -259,14 +309,19 @@ fn assert_removed(key: Key, second: &str) {
     );
 }
 
-/// Rust creates the ring and claims its role before the C peer starts.
-fn rust_first(c_mode: &str, rust_side: fn(&Ring)) {
+/// Rust creates the ring on `backing` and claims its role before the C peer starts.
+fn rust_first(backing: Backing, c_mode: &str, rust_side: fn(&Ring)) {
     // Built before the Rust side claims: a missing compiler fails now, not after its timeout.
     peer_binary();
     let key = unique_key();
     let _by_key = RemoveOnDrop::key(key);
-    let ring = rust_ring(key);
-    let _by_id = RemoveOnDrop::ring(&ring);
+    let dir = TempDir::new("c-peer-dir");
+    let ring = match backing {
+        Backing::Sysv => rust_ring(key),
+        Backing::File => Ring::create(dir.0.join("ring"), &config()).expect("create ring file"),
+        Backing::Memfd => Ring::create(Memfd, &config()).expect("create memfd ring"),
+    };
+    let _by_id = ring.shmid().map(RemoveOnDrop::id);
     // The Rust side claims its role in its thread; the C peer starts only once it holds it.
     let (peer, result) = std::thread::scope(|s| {
         let ring = &ring;
@@ -275,7 +330,10 @@ fn rust_first(c_mode: &str, rust_side: fn(&Ring)) {
             assert!(!side.is_finished(), "Rust side ended before claiming");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let peer = CPeer::start(c_mode, key);
+        let peer = match backing {
+            Backing::Sysv => CPeer::start(c_mode, key),
+            Backing::File | Backing::Memfd => CPeer::start_on(c_mode, ring),
+        };
         (peer, side.join())
     });
     if let Err(panic) = result {
@@ -285,7 +343,16 @@ fn rust_first(c_mode: &str, rust_side: fn(&Ring)) {
         std::panic::resume_unwind(panic);
     }
     peer.finish();
-    assert_removed(key, "C peer");
+    match backing {
+        Backing::Sysv => assert_removed(key, "C peer"),
+        // The C peer claimed second, so it unlinked the path (a memfd has no name).
+        Backing::File => assert!(
+            !ring.is_linked() && std::fs::read_dir(&dir.0).unwrap().next().is_none(),
+            "both roles were claimed, so the C peer (which claimed second) must have unlinked \
+             the ring file"
+        ),
+        Backing::Memfd => {}
+    }
 }
 
 /// The C peer creates the ring and claims its role before the Rust side opens it.
@@ -306,19 +373,29 @@ fn c_first(c_mode: &str, rust_side: fn(&Ring)) {
     assert_removed(key, "Rust side");
 }
 
-#[test]
-fn rust_producer_to_c_consumer_rust_first() {
-    rust_first("recv", rust_produce);
+/// One test per direction and backing, the Rust side first: `name: mode of the C peer,
+/// Rust side, backing;`.
+macro_rules! rust_first_tests {
+    ($($name:ident: $c_mode:literal, $rust_side:ident, $backing:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            rust_first(Backing::$backing, $c_mode, $rust_side);
+        }
+    )*};
+}
+
+rust_first_tests! {
+    rust_producer_to_c_consumer_rust_first: "recv", rust_produce, Sysv;
+    rust_producer_to_c_consumer_on_a_file: "recv", rust_produce, File;
+    rust_producer_to_c_consumer_on_a_memfd: "recv", rust_produce, Memfd;
+    c_producer_to_rust_consumer_rust_first: "send", rust_consume, Sysv;
+    c_producer_to_rust_consumer_on_a_file: "send", rust_consume, File;
+    c_producer_to_rust_consumer_on_a_memfd: "send", rust_consume, Memfd;
 }
 
 #[test]
 fn rust_producer_to_c_consumer_c_first() {
     c_first("recv", rust_produce);
-}
-
-#[test]
-fn c_producer_to_rust_consumer_rust_first() {
-    rust_first("send", rust_consume);
 }
 
 #[test]

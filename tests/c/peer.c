@@ -6,6 +6,9 @@
  *   peer send --key K --count N --size S [options]   produce N messages of at most S bytes
  *   peer recv --key K --count N --size S [options]   consume and check N, then end of stream
  *
+ * Instead of --key K (a SysV ring, created or opened), --path P opens an existing ring file
+ * and --fd N an existing ring memfd whose descriptor N this process inherited; neither creates.
+ *
  * Options (used only when this peer creates the ring; a joiner takes the header's shape):
  *   --slots C  --slot-size B  --initial-index X      default shape per LAYOUT.md
  *   --timeout SECONDS                                give up (exit 1) after this long
@@ -29,9 +32,11 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 #include <signal.h>
@@ -173,9 +178,25 @@ static void compute_identity(void) {
 
 static int dead_state(char s) { return s == 'Z' || s == 'X' || s == 'x'; }
 
+/* The ring: a SysV segment (shmid_g), or a file or memfd mapped with mmap (map_dev, map_ino:
+ * the object mapped, which another process's /proc/PID/maps shows; map_len: the mapping). */
 static int shmid_g = -1;
+static const char *path_g; /* a file ring's path, unlinked once both roles are claimed */
+static dev_t map_dev;
+static ino_t map_ino;
+static size_t map_len;
 
-/* Whether the process maps our segment: a /SYSV... line whose inode column is the shmid. */
+/* Whether a /proc/PID/maps line is a mapping of our ring: for a segment, a /SYSV... path whose
+ * inode column is the shmid; for a file or memfd, the device and inode of our mapping. */
+static int maps_our_ring(const char *dev, unsigned long long inode, const char *file) {
+    if (shmid_g >= 0)
+        return strncmp(file, "/SYSV", 5) == 0 && inode == (unsigned long long)shmid_g;
+    unsigned int maj, min;
+    return sscanf(dev, "%x:%x", &maj, &min) == 2 && maj == major(map_dev) &&
+           min == minor(map_dev) && inode == (unsigned long long)map_ino;
+}
+
+/* Whether the process maps our ring (LAYOUT.md, "Owner words"). */
 static int maps_segment(uint32_t pid) {
     char path[64], line[1024];
     snprintf(path, sizeof path, "/proc/%u/maps", pid);
@@ -187,7 +208,7 @@ static int maps_segment(uint32_t pid) {
         char range[128], perms[16], off[32], dev[32], file[512] = "";
         unsigned long long inode;
         if (sscanf(line, "%127s %15s %31s %31s %llu %511s", range, perms, off, dev, &inode, file) >= 5)
-            found = strncmp(file, "/SYSV", 5) == 0 && inode == (unsigned long long)shmid_g;
+            found = maps_our_ring(dev, inode, file);
     }
     fclose(f);
     return found;
@@ -474,6 +495,66 @@ static void create_or_open(uint32_t key, uint32_t size, uint32_t count, uint64_t
     die("the segment kept vanishing between create and open");
 }
 
+/* Checks the kernel's record of a ring file or memfd as the SysV path checks IPC_STAT
+ * (DESIGN.md, "Whose ring is it"), maps all of it and validates the header. */
+static void open_mapped(int fd, const char *what) {
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        die("fstat %s: %s", what, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        die("%s is not a regular file", what);
+    if (st.st_uid != geteuid())
+        die("%s owned by uid %u, not ours", what, (unsigned)st.st_uid);
+    if (st.st_mode & 077)
+        die("%s mode %o is wider than 0600", what, (unsigned)(st.st_mode & 0777));
+    if (st.st_size < (off_t)HEADER)
+        die("%s has %lld bytes, less than a header", what, (long long)st.st_size);
+    /* It may be larger than the ring: map it up to the largest ring there can be. */
+    uint64_t len = (uint64_t)st.st_size;
+    if (len > HEADER + (1ULL << 31))
+        len = HEADER + (1ULL << 31);
+    void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        die("mmap %s: %s", what, strerror(errno));
+    base = p;
+    map_len = (size_t)len;
+    map_dev = st.st_dev;
+    map_ino = st.st_ino;
+    close(fd); /* the mapping keeps the file */
+    validate_header(map_len);
+}
+
+/* A ring file at `path`, opened (never created). */
+static void open_file(const char *path) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        die("open %s: %s", path, strerror(errno));
+    path_g = path;
+    open_mapped(fd, path);
+}
+
+/* A ring memfd inherited as descriptor `fd`: it must be sealed against shrinking and growing
+ * before it is mapped (LAYOUT.md: a file that can shrink would fault under the mapping). */
+static void open_memfd(int fd) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        die("descriptor %d is not a sealable memfd: %s", fd, strerror(errno));
+    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+        die("memfd %d is not sealed against resizing (seals %#x)", fd, seals);
+    open_mapped(fd, "the memfd");
+}
+
+/* Both roles have been claimed (LAYOUT.md, "Claiming a role", step 5): a segment is marked for
+ * removal, a file's path unlinked if it still names the file we map, a memfd left alone.
+ * Errors are ignored. */
+static void remove_name(void) {
+    struct stat here;
+    if (shmid_g >= 0)
+        shmctl(shmid_g, IPC_RMID, NULL);
+    else if (path_g && stat(path_g, &here) == 0 && here.st_dev == map_dev && here.st_ino == map_ino)
+        unlink(path_g);
+}
+
 /* ---- Claim (LAYOUT.md, "Claiming a role") ----------------------------------------------- */
 
 static void claim(size_t owner_off, size_t pidns_off, size_t claims_off, size_t other_claims_off) {
@@ -487,7 +568,7 @@ static void claim(size_t owner_off, size_t pidns_off, size_t claims_off, size_t 
     atomic_store_explicit(W64(pidns_off), my_pidns, RLX);
     atomic_fetch_add_explicit(W32(claims_off), 1, SC);
     if (atomic_load_explicit(W32(other_claims_off), SC) != 0 && !(flags & FLAG_PERSISTENT))
-        shmctl(shmid_g, IPC_RMID, NULL); /* both roles claimed: errors ignored */
+        remove_name(); /* both roles claimed */
 }
 
 static void check_own(size_t owner_off) {
@@ -779,20 +860,26 @@ static uint64_t num(const char *s, const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 2)
-        die("usage: peer send|recv --key K --count N --size S [--slots C] [--slot-size B] "
-            "[--initial-index X] [--timeout SECONDS]");
+        die("usage: peer send|recv --key K|--path P|--fd N --count N --size S [--slots C] "
+            "[--slot-size B] [--initial-index X] [--timeout SECONDS]");
     side = argv[1];
     int sending = strcmp(side, "send") == 0;
     if (!sending && strcmp(side, "recv") != 0)
         die("unknown mode %s", side);
     uint64_t key = 0, count = 0, size = 0, slots = 4096, ssize = 64, initial = 0, timeout = 120;
-    int have_key = 0;
+    int have_key = 0, places = 0;
+    const char *path = NULL;
+    uint64_t fd = 0;
     for (int a = 2; a + 1 < argc + 1; a += 2) {
         if (a + 1 >= argc)
             die("option %s needs a value", argv[a]);
         const char *o = argv[a], *v = argv[a + 1];
         if (!strcmp(o, "--key"))
-            key = num(v, o), have_key = 1;
+            key = num(v, o), have_key = 1, places++;
+        else if (!strcmp(o, "--path"))
+            path = v, places++;
+        else if (!strcmp(o, "--fd"))
+            fd = num(v, o), places++;
         else if (!strcmp(o, "--count"))
             count = num(v, o);
         else if (!strcmp(o, "--size"))
@@ -808,18 +895,30 @@ int main(int argc, char **argv) {
         else
             die("unknown option %s", o);
     }
-    if (!have_key || key == 0 || key > UINT32_MAX)
+    if (places != 1)
+        die("give exactly one of --key, --path and --fd");
+    if (have_key && (key == 0 || key > UINT32_MAX))
         die("--key must be a non-zero 32-bit key");
+    if (!have_key && !path && fd > INT_MAX)
+        die("--fd must be a descriptor number");
     if (size > UINT32_MAX || !pow2(slots) || !pow2(ssize) || ssize < 8)
         die("bad --size, --slots or --slot-size");
     deadline = now() + (double)timeout;
     compute_identity();
-    create_or_open((uint32_t)key, (uint32_t)ssize, (uint32_t)slots, initial);
+    if (have_key)
+        create_or_open((uint32_t)key, (uint32_t)ssize, (uint32_t)slots, initial);
+    else if (path)
+        open_file(path);
+    else
+        open_memfd((int)fd);
     if (sending)
         run_producer(count, (uint32_t)size);
     else
         run_consumer(count, (uint32_t)size);
-    shmdt(base);
+    if (shmid_g >= 0)
+        shmdt(base);
+    else
+        munmap(base, map_len);
     fprintf(stderr, "c peer %s: ok, %" PRIu64 " messages, %" PRIu64 " padding records, %" PRIu64
             " futex sleeps\n", side, count, n_padding, n_sleeps);
     return 0;
