@@ -179,12 +179,9 @@ fn spawn(test: &str, role: &str, ring: &Ring, seed: u64, extra: &[(&str, String)
     if let Some(shmid) = ring.shmid() {
         vars.push((SHMID_VAR, shmid.to_string()));
     } else if let Some(memfd) = ring.memfd() {
-        // SAFETY: dup of a descriptor the ring owns; the new one is closed below.
-        let fd = unsafe { libc::dup(memfd.as_raw_fd()) };
-        assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
-        // SAFETY: a new descriptor that nothing else owns.
-        inherited = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-        vars.push((FD_VAR, fd.to_string()));
+        let fd = common::inheritable(memfd);
+        vars.push((FD_VAR, fd.as_raw_fd().to_string()));
+        inherited = Some(fd);
     } else {
         let path = ring.path().expect("a SysV, memfd or file ring");
         vars.push((PATH_VAR, path.display().to_string()));

@@ -64,20 +64,16 @@ fn a_memfd_ring_reaches_a_process_that_inherits_the_descriptor() {
     let ring = Ring::create(Memfd, &config()).unwrap();
     assert_eq!(ring.shmid(), None);
     let memfd = ring.memfd().expect("a memfd ring has its descriptor");
-    // A duplicate without close-on-exec, for the child to inherit.
-    // SAFETY: dup of a descriptor we own; the new one is closed below.
-    let inheritable = unsafe { libc::dup(memfd.as_raw_fd()) };
-    assert!(inheritable >= 0, "dup: {}", std::io::Error::last_os_error());
+    let inherited = common::inheritable(memfd);
     let child = ChildProcess::spawn(
         "a_memfd_ring_reaches_a_process_that_inherits_the_descriptor",
         "memfd-consumer",
         &[
-            (FD_VAR, inheritable.to_string()),
+            (FD_VAR, inherited.as_raw_fd().to_string()),
             (COUNT_VAR, count.to_string()),
         ],
     );
-    // SAFETY: our duplicate, no longer needed once the child has been spawned.
-    unsafe { libc::close(inheritable) };
+    drop(inherited);
     common::send_stream(&ring, SEED, count);
     child.wait_success(CHILD_TIMEOUT);
     assert_eq!(segment_ids(), before, "a memfd ring created a SysV segment");

@@ -85,6 +85,19 @@ impl Drop for RemoveFile {
     }
 }
 
+/// A duplicate of `fd` without close-on-exec, for a child spawned next to inherit across
+/// `exec` (its number goes to the child in a variable). Drop it once the child is spawned. Only
+/// for tests that spawn one child at a time: a child spawned meanwhile inherits it too.
+#[allow(dead_code)]
+pub fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor the caller holds open; `dup` clears close-on-exec.
+    let dup = unsafe { libc::dup(fd.as_raw_fd()) };
+    assert!(dup >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor that nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) }
+}
+
 /// A new directory of its own in the temporary directory, removed with everything in it on
 /// drop (a directory that is already gone is fine).
 #[allow(dead_code)]
