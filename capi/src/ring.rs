@@ -741,10 +741,7 @@ pub unsafe extern "C" fn shmpipe_gc(
             let stale: Vec<i32> = gc::gc(dry_run != 0)
                 .map_err(fail)?
                 .into_iter()
-                .filter(|e| {
-                    e.removed
-                        || (dry_run != 0 && e.class.is_stale() && gc::may_remove(&e.stat, &[]))
-                })
+                .filter(|e| e.collected(dry_run != 0, &[]))
                 .map(|e| e.stat.shmid)
                 .collect();
             for (slot, id) in out.chunks_exact_mut(size_of::<i32>()).zip(&stale) {

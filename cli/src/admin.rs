@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use shmpipe::gc::{self, Class, Entry};
+use shmpipe::gc::{self, Class};
 use shmpipe::segment;
 use shmpipe::{Key, Liveness, Ring, SegmentStat};
 
@@ -140,21 +140,14 @@ pub fn gc(a: GcArgs) -> Result<ExitCode, CliError> {
         None => gc::gc_accepting(a.dry_run, owners)?,
         Some(target) => {
             let shmid = sysv::shmid_of(target)?;
-            let (stat, class) = gc::classify_id(shmid)?;
-            if class == Class::Foreign {
+            let entry = gc::gc_one(shmid, a.dry_run, owners)?;
+            if entry.class == Class::Foreign {
                 return Err(CliError::new(format!(
                     "{}: not a shmpipe ring",
                     describe(target, shmid)
                 )));
             }
-            // Classified once more right before removing, under the key's lock: someone may
-            // have attached since.
-            let removed = class.is_stale() && !a.dry_run && gc::remove_if_stale(shmid, owners);
-            vec![Entry {
-                stat,
-                class,
-                removed,
-            }]
+            vec![entry]
         }
     };
     for e in &entries {

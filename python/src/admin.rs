@@ -57,9 +57,7 @@ pub fn gc(
         })?;
     Ok(entries
         .into_iter()
-        .filter(|e| {
-            e.removed || (dry_run && e.class.is_stale() && rings::may_remove(&e.stat, &owners))
-        })
+        .filter(|e| e.collected(dry_run, &owners))
         .map(|e| e.stat.shmid)
         .collect())
 }
@@ -80,8 +78,7 @@ enum Failed {
     Foreign(i32),
 }
 
-/// `gc` of one segment: classified, then removed if stale and ours (classified once more
-/// under its key's lock, as `shmpipe::gc::remove_if_stale` does).
+/// `gc` of one segment (`shmpipe::gc::gc_one`), found by key or shmid.
 fn one(target: Target, dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Failed> {
     let shmid = match target {
         Target::Shmid(id) => id,
@@ -91,14 +88,9 @@ fn one(target: Target, dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Fail
             .find(|&id| shmpipe::segment::stat_id(id).is_ok_and(|s| s.key == k))
             .ok_or(Failed::NoKey(k))?,
     };
-    let (stat, class) = rings::classify_id(shmid).map_err(Failed::Rust)?;
-    if class == Class::Foreign {
+    let entry = rings::gc_one(shmid, dry_run, owners).map_err(Failed::Rust)?;
+    if entry.class == Class::Foreign {
         return Err(Failed::Foreign(shmid));
     }
-    let removed = class.is_stale() && !dry_run && rings::remove_if_stale(shmid, owners);
-    Ok(vec![Entry {
-        stat,
-        class,
-        removed,
-    }])
+    Ok(vec![entry])
 }

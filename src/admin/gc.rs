@@ -30,6 +30,14 @@ pub struct Entry {
     pub removed: bool,
 }
 
+impl Entry {
+    /// Whether `gc` removed it, or, in a dry run, would have: stale, and ours or of one of
+    /// `owners` ([`may_remove`]).
+    pub fn collected(&self, dry_run: bool, owners: &[u32]) -> bool {
+        self.removed || (dry_run && self.class.is_stale() && may_remove(&self.stat, owners))
+    }
+}
+
 /// Classifies the segment with this shmid. Its attach is made under its key's lock, held
 /// shared (docs/DESIGN.md, "Recycling a key"), so that a recycler of the key never counts it
 /// as a user.
@@ -141,6 +149,23 @@ pub fn gc_accepting(dry_run: bool, owners: &[u32]) -> Result<Vec<Entry>, Error> 
         keylock::sweep_key_locks();
     }
     Ok(entries)
+}
+
+/// [`gc_accepting`] of the one segment `shmid`: its entry, removed if stale and ours (or of
+/// one of `owners`), classified once more under its key's lock first ([`remove_if_stale`]). A
+/// segment that is not a shmpipe ring comes back as [`Class::Foreign`], left alone.
+///
+/// # Errors
+///
+/// As [`classify_id`].
+pub fn gc_one(shmid: i32, dry_run: bool, owners: &[u32]) -> Result<Entry, Error> {
+    let (stat, class) = classify_id(shmid)?;
+    let removed = class.is_stale() && !dry_run && remove_if_stale(shmid, owners);
+    Ok(Entry {
+        stat,
+        class,
+        removed,
+    })
 }
 
 /// Whether `gc` may remove this segment: its owner and its creator are this process's
